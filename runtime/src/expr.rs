@@ -1,0 +1,442 @@
+//! Rhai on the host: `when:` conditions, `${{ }}` templates and workflow outputs.
+//!
+//! Everything is compiled once, when a workflow is validated, and evaluated
+//! many times. The engine is sandboxed: bounded operations, string, array and
+//! map sizes and nesting; no modules, no `eval`, no printing, no I/O. Scripts
+//! see two variables: `inputs` (the workflow's inputs) and `tasks`
+//! (`tasks.<id>.output` and `tasks.<id>.status` of the tasks they read).
+//!
+//! This module knows nothing of files, wasmtime or the scheduler.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rhai::{AST, Dynamic, Engine, Map, Scope};
+use serde_json::Value;
+
+/// Where a template's expressions start and end.
+const OPEN: &str = "${{";
+const CLOSE: &str = "}}";
+
+/// A Rhai engine with host-side limits.
+#[derive(Clone)]
+pub struct Expressions {
+    engine: Arc<Engine>,
+}
+
+impl Default for Expressions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Expressions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Expressions")
+    }
+}
+
+/// Why an expression did not compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    /// Rhai's description of the problem.
+    pub message: String,
+    /// 1-based line inside the expression, when Rhai knows it.
+    pub line: Option<usize>,
+    /// 1-based column inside the expression, when Rhai knows it.
+    pub column: Option<usize>,
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => write!(f, " (expression line {line}, column {column})"),
+            (Some(line), None) => write!(f, " (expression line {line})"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A compiled expression and the task ids it reads through `tasks.<id>`.
+#[derive(Debug, Clone)]
+pub struct Expression {
+    source: String,
+    ast: AST,
+    reads: Vec<String>,
+    input_reads: Vec<String>,
+}
+
+impl Expression {
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Task ids this expression names as `tasks.<id>` or `tasks["<id>"]`.
+    pub fn reads(&self) -> &[String] {
+        &self.reads
+    }
+
+    /// Input names this expression reads as `inputs.<name>` or `inputs["<name>"]`.
+    pub fn input_reads(&self) -> &[String] {
+        &self.input_reads
+    }
+}
+
+/// What expressions may read while they are evaluated.
+#[derive(Debug, Clone, Default)]
+pub struct Bindings {
+    inputs: Dynamic,
+    tasks: Map,
+}
+
+impl Bindings {
+    /// Bindings that expose `inputs`.
+    pub fn new(inputs: &Value) -> Self {
+        Self {
+            inputs: to_dynamic(inputs).into_shared(),
+            tasks: Map::new(),
+        }
+    }
+
+    /// Exposes `tasks.<id>.output` and `tasks.<id>.status`. The output must
+    /// come from [`Expressions::share`], so that many readers share one copy.
+    pub fn add_task(&mut self, id: &str, status: &str, output: SharedValue) {
+        let mut task = Map::new();
+        task.insert("output".into(), output.0);
+        task.insert("status".into(), status.into());
+        self.tasks.insert(id.into(), task.into());
+    }
+}
+
+/// A JSON value converted once for Rhai and shared by every reader.
+#[derive(Debug, Clone)]
+pub struct SharedValue(Dynamic);
+
+/// A JSON value whose strings may hold `${{ expression }}` templates.
+#[derive(Debug, Clone)]
+pub enum Template {
+    /// No template anywhere inside: used as is.
+    Literal(Value),
+    /// A string that is exactly one `${{ }}`: takes the expression's value and type.
+    Whole(Expression),
+    /// Text with `${{ }}` parts: always a string.
+    Interpolated(Vec<Part>),
+    /// An array with templates inside.
+    Array(Vec<Template>),
+    /// An object with templates inside.
+    Object(Vec<(String, Template)>),
+}
+
+/// A piece of an interpolated string.
+#[derive(Debug, Clone)]
+pub enum Part {
+    /// Text copied as is.
+    Text(String),
+    /// An expression whose value is inserted (strings without quotes).
+    Expr(Expression),
+}
+
+impl Expressions {
+    /// The sandboxed engine.
+    pub fn new() -> Self {
+        let mut engine = Engine::new();
+        engine.set_max_operations(100_000);
+        engine.set_max_string_size(1 << 20);
+        engine.set_max_array_size(100_000);
+        engine.set_max_map_size(100_000);
+        engine.set_max_call_levels(32);
+        engine.set_max_expr_depths(64, 32);
+        engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+        engine.disable_symbol("eval");
+        engine.on_print(|_| {});
+        engine.on_debug(|_, _, _| {});
+        Self {
+            engine: Arc::new(engine),
+        }
+    }
+
+    /// Compiles one expression (no statements or loops).
+    pub fn compile(&self, source: &str) -> Result<Expression, CompileError> {
+        let ast = self
+            .engine
+            .compile_expression(source)
+            .map_err(|e| CompileError {
+                message: e.0.to_string(),
+                line: e.1.line(),
+                column: e.1.position(),
+            })?;
+        Ok(Expression {
+            source: source.to_owned(),
+            ast,
+            reads: names_after(source, "tasks"),
+            input_reads: names_after(source, "inputs"),
+        })
+    }
+
+    /// Compiles every `${{ }}` inside a JSON value.
+    pub fn compile_template(&self, value: &Value) -> Result<Template, CompileError> {
+        Ok(match value {
+            Value::String(text) => self.compile_string(text)?,
+            Value::Array(items) => {
+                let items = items
+                    .iter()
+                    .map(|item| self.compile_template(item))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if items.iter().all(|t| matches!(t, Template::Literal(_))) {
+                    Template::Literal(value.clone())
+                } else {
+                    Template::Array(items)
+                }
+            }
+            Value::Object(fields) => {
+                let fields = fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.compile_template(v)?)))
+                    .collect::<Result<Vec<_>, CompileError>>()?;
+                if fields
+                    .iter()
+                    .all(|(_, t)| matches!(t, Template::Literal(_)))
+                {
+                    Template::Literal(value.clone())
+                } else {
+                    Template::Object(fields)
+                }
+            }
+            other => Template::Literal(other.clone()),
+        })
+    }
+
+    fn compile_string(&self, text: &str) -> Result<Template, CompileError> {
+        if !text.contains(OPEN) {
+            return Ok(Template::Literal(Value::String(text.to_owned())));
+        }
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find(OPEN) {
+            if start > 0 {
+                parts.push(Part::Text(rest[..start].to_owned()));
+            }
+            let after = &rest[start + OPEN.len()..];
+            let end = after.find(CLOSE).ok_or_else(|| CompileError {
+                message: format!("`{OPEN}` is not closed by `{CLOSE}`"),
+                line: None,
+                column: None,
+            })?;
+            parts.push(Part::Expr(self.compile(after[..end].trim())?));
+            rest = &after[end + CLOSE.len()..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(match parts.as_slice() {
+            [Part::Expr(expr)] => Template::Whole(expr.clone()),
+            _ => Template::Interpolated(parts),
+        })
+    }
+
+    /// Converts a JSON value once, to be shared by every expression reading it.
+    pub fn share(&self, value: &Value) -> SharedValue {
+        SharedValue(to_dynamic(value).into_shared())
+    }
+
+    /// Evaluates an expression to JSON.
+    pub fn eval(&self, expr: &Expression, bindings: &Bindings) -> Result<Value, String> {
+        let mut scope = Scope::new();
+        scope.push_constant_dynamic("inputs", bindings.inputs.clone());
+        scope.push_constant_dynamic("tasks", bindings.tasks.clone().into());
+        let result: Dynamic = self
+            .engine
+            .eval_ast_with_scope(&mut scope, &expr.ast)
+            .map_err(|e| format!("`{}` failed: {e}", expr.source))?;
+        rhai::serde::from_dynamic(&result.flatten())
+            .map_err(|e| format!("`{}` gave a value that is not JSON: {e}", expr.source))
+    }
+
+    /// Evaluates a condition, which must give `true` or `false`.
+    pub fn eval_condition(&self, expr: &Expression, bindings: &Bindings) -> Result<bool, String> {
+        match self.eval(expr, bindings)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(format!(
+                "condition `{}` must give true or false, not {other}",
+                expr.source
+            )),
+        }
+    }
+
+    /// Renders a template to JSON.
+    pub fn render(&self, template: &Template, bindings: &Bindings) -> Result<Value, String> {
+        Ok(match template {
+            Template::Literal(value) => value.clone(),
+            Template::Whole(expr) => self.eval(expr, bindings)?,
+            Template::Interpolated(parts) => {
+                let mut text = String::new();
+                for part in parts {
+                    match part {
+                        Part::Text(t) => text.push_str(t),
+                        Part::Expr(expr) => match self.eval(expr, bindings)? {
+                            Value::String(s) => text.push_str(&s),
+                            other => text.push_str(&other.to_string()),
+                        },
+                    }
+                }
+                Value::String(text)
+            }
+            Template::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|t| self.render(t, bindings))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Template::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, t)| Ok((k.clone(), self.render(t, bindings)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+        })
+    }
+}
+
+impl Template {
+    /// Every expression inside, in order.
+    pub fn expressions(&self) -> Vec<&Expression> {
+        let mut out = Vec::new();
+        self.collect(&mut out);
+        out
+    }
+
+    fn collect<'a>(&'a self, out: &mut Vec<&'a Expression>) {
+        match self {
+            Template::Literal(_) => {}
+            Template::Whole(expr) => out.push(expr),
+            Template::Interpolated(parts) => out.extend(parts.iter().filter_map(|p| match p {
+                Part::Expr(e) => Some(e),
+                Part::Text(_) => None,
+            })),
+            Template::Array(items) => items.iter().for_each(|t| t.collect(out)),
+            Template::Object(fields) => fields.iter().for_each(|(_, t)| t.collect(out)),
+        }
+    }
+}
+
+fn to_dynamic(value: &Value) -> Dynamic {
+    // Every JSON value has a Rhai form, so this cannot fail.
+    rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
+}
+
+/// Finds `<variable>.<name>` and `<variable>["<name>"]` in an expression's
+/// text, so the validator can check that a task reads only declared inputs
+/// and tasks it waits for.
+fn names_after(source: &str, variable: &str) -> Vec<String> {
+    let mut reads: Vec<String> = Vec::new();
+    let bytes = source.as_bytes();
+    let mut from = 0;
+    while let Some(found) = source[from..].find(variable) {
+        let start = from + found;
+        let end = start + variable.len();
+        from = end;
+        let preceded_by_ident = start > 0 && is_ident_byte(bytes[start - 1]);
+        if preceded_by_ident {
+            continue;
+        }
+        let rest = &source[end..];
+        let id = if let Some(rest) = rest.strip_prefix('.') {
+            let len = rest.bytes().take_while(|b| is_ident_byte(*b)).count();
+            &rest[..len]
+        } else if let Some(rest) = rest.strip_prefix("[\"") {
+            rest.split('"').next().unwrap_or("")
+        } else {
+            ""
+        };
+        if !id.is_empty() && !reads.iter().any(|r| r == id) {
+            reads.push(id.to_owned());
+        }
+    }
+    reads
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bindings() -> Bindings {
+        let expressions = Expressions::new();
+        let mut b = Bindings::new(&json!({"who": "world", "n": 2}));
+        b.add_task(
+            "greet",
+            "succeeded",
+            expressions.share(&json!({"text": "hi"})),
+        );
+        b
+    }
+
+    #[test]
+    fn whole_template_keeps_the_type() {
+        let e = Expressions::new();
+        let t = e.compile_template(&json!("${{ inputs.n * 2 }}")).unwrap();
+        assert_eq!(e.render(&t, &bindings()).unwrap(), json!(4));
+    }
+
+    #[test]
+    fn interpolation_builds_a_string() {
+        let e = Expressions::new();
+        let t = e
+            .compile_template(
+                &json!({"a": ["say ${{ tasks.greet.output.text }} to ${{ inputs.who }}"]}),
+            )
+            .unwrap();
+        assert_eq!(
+            e.render(&t, &bindings()).unwrap(),
+            json!({"a": ["say hi to world"]})
+        );
+    }
+
+    #[test]
+    fn conditions_must_be_boolean() {
+        let e = Expressions::new();
+        let yes = e.compile("inputs.n > 1").unwrap();
+        assert!(e.eval_condition(&yes, &bindings()).unwrap());
+        let not_bool = e.compile("inputs.n").unwrap();
+        let err = e.eval_condition(&not_bool, &bindings()).unwrap_err();
+        assert!(err.contains("must give true or false"), "{err}");
+    }
+
+    #[test]
+    fn reads_are_found() {
+        let e = Expressions::new();
+        let expr = e
+            .compile(r#"tasks.a.output + tasks["b"].status + mytasks.c"#)
+            .unwrap();
+        assert_eq!(expr.reads(), ["a", "b"]);
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let err = Expressions::new().compile("1 +* 2").unwrap_err();
+        assert_eq!(err.line, Some(1));
+        assert!(err.column.is_some());
+    }
+
+    #[test]
+    fn runaway_scripts_are_stopped() {
+        let e = Expressions::new();
+        let expr = e
+            .compile("(0..100000000).reduce(|sum, x| sum + x, 0)")
+            .unwrap();
+        let err = e.eval(&expr, &bindings()).unwrap_err();
+        assert!(err.contains("operations"), "{err}");
+    }
+
+    #[test]
+    fn no_eval_and_no_modules() {
+        let e = Expressions::new();
+        assert!(e.compile(r#"eval("1")"#).is_err());
+    }
+}

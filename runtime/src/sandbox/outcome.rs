@@ -1,0 +1,121 @@
+//! Turns what a call produced into the scheduler's terms: output and usage, or
+//! a classified failure whose message names the limit and what to change.
+
+use wasmtime::Trap;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use super::bindings::{TaskError, TaskOutput};
+use super::limiter::MemoryLimitExceeded;
+use crate::scheduler::{FailureKind, Metering, TaskFailure, TaskSuccess, Usage};
+use crate::workflow::Limits;
+
+/// A failure before metering is attached.
+pub(super) struct Failure {
+    kind: FailureKind,
+    message: String,
+}
+
+impl Failure {
+    pub(super) fn deadline(limits: &Limits) -> Self {
+        Self {
+            kind: FailureKind::Deadline,
+            message: format!(
+                "ran past its deadline of {}; raise `limits.deadline` if it needs longer",
+                humantime::format_duration(limits.deadline)
+            ),
+        }
+    }
+
+    pub(super) fn into_task_failure(self, metering: Metering) -> TaskFailure {
+        TaskFailure {
+            kind: self.kind,
+            message: self.message,
+            metering,
+        }
+    }
+}
+
+/// Classifies an error raised while instantiating or calling the plugin.
+pub(super) fn classify(
+    error: &wasmtime::Error,
+    limits: &Limits,
+    stderr: &MemoryOutputPipe,
+) -> Failure {
+    if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return Failure {
+            kind: FailureKind::MemoryLimit,
+            message: format!(
+                "tried to grow its memory to {} past the cap of {}; raise `limits.memory` if it needs more",
+                mib(exceeded.wanted as u64),
+                mib(limits.memory)
+            ),
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Failure {
+            kind: FailureKind::OutOfFuel,
+            message: format!(
+                "used up its fuel budget of {} (a loop that never ends?); raise `limits.fuel` if it needs more",
+                limits.fuel
+            ),
+        },
+        Some(Trap::Interrupt) => Failure::deadline(limits),
+        Some(trap) => {
+            let mut message = format!("trapped: {trap}");
+            let written = String::from_utf8_lossy(&stderr.contents())
+                .trim()
+                .to_owned();
+            if !written.is_empty() {
+                message.push_str(&format!("; it wrote: {}", last_lines(&written, 5)));
+            }
+            Failure {
+                kind: FailureKind::Trap,
+                message,
+            }
+        }
+        None => Failure {
+            kind: FailureKind::Plugin,
+            message: format!("{error:#}"),
+        },
+    }
+}
+
+/// Maps the plugin's own error variant.
+pub(super) fn from_plugin_error(error: TaskError) -> Failure {
+    let (kind, message) = match error {
+        TaskError::InvalidInput(m) => (FailureKind::InvalidInput, m),
+        TaskError::Retryable(m) => (FailureKind::Retryable, m),
+        TaskError::Fatal(m) => (FailureKind::Fatal, m),
+        TaskError::Denied(m) => (FailureKind::Denied, m),
+    };
+    Failure { kind, message }
+}
+
+/// Parses the plugin's JSON output.
+pub(super) fn success(output: TaskOutput, metering: Metering) -> Result<TaskSuccess, TaskFailure> {
+    let value = serde_json::from_str(&output.output).map_err(|e| TaskFailure {
+        kind: FailureKind::Plugin,
+        message: format!(
+            "returned an output that is not JSON ({e}): the plugin breaks the contract"
+        ),
+        metering,
+    })?;
+    Ok(TaskSuccess {
+        output: value,
+        usage: output.usage.map(|u| Usage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            model: u.model,
+        }),
+        metering,
+    })
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}

@@ -1,0 +1,134 @@
+//! The one boundary between the scheduler and whatever runs a task.
+//!
+//! The scheduler hands an [`Executor`] a [`TaskRequest`] and gets back a
+//! [`TaskSuccess`] or a classified [`TaskFailure`]; it never sees wasmtime.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::workflow::Limits;
+
+/// One attempt of one task, with its input resolved.
+#[derive(Debug, Clone)]
+pub struct TaskRequest {
+    /// The run this attempt belongs to.
+    pub execution_id: Arc<str>,
+    /// The task's id.
+    pub task_id: String,
+    /// The plugin, as the workflow's `uses:` names it.
+    pub uses: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The resolved `with:`, as JSON text.
+    pub input: String,
+    /// Sandbox limits of this attempt.
+    pub limits: Limits,
+}
+
+/// What running an attempt cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Metering {
+    /// Wall-clock time, instantiation included.
+    #[serde(rename = "duration_us", serialize_with = "as_micros")]
+    pub duration: Duration,
+    /// Fuel consumed.
+    pub fuel: u64,
+    /// Largest linear memory reached, in bytes.
+    pub peak_memory: u64,
+}
+
+/// Token usage a plugin reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Tokens sent to a model.
+    pub input_tokens: u64,
+    /// Tokens a model produced.
+    pub output_tokens: u64,
+    /// The model, if known.
+    pub model: Option<String>,
+}
+
+/// A finished attempt.
+#[derive(Debug, Clone)]
+pub struct TaskSuccess {
+    /// The plugin's output.
+    pub output: Value,
+    /// Token usage, if the plugin reported any.
+    pub usage: Option<Usage>,
+    /// What it cost.
+    pub metering: Metering,
+}
+
+/// A failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskFailure {
+    /// Why, in a form retry logic can act on.
+    pub kind: FailureKind,
+    /// What happened and, where it helps, what to do.
+    pub message: String,
+    /// What it cost before failing.
+    #[serde(flatten)]
+    pub metering: Metering,
+}
+
+/// Classes of failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The plugin rejected its input.
+    InvalidInput,
+    /// The plugin says a retry may help.
+    Retryable,
+    /// The plugin failed for good.
+    Fatal,
+    /// The plugin refused by policy.
+    Denied,
+    /// The attempt used up its fuel budget.
+    OutOfFuel,
+    /// The attempt tried to grow memory past its cap.
+    MemoryLimit,
+    /// The attempt ran past its deadline.
+    Deadline,
+    /// The plugin trapped (a panic, an unreachable, a bad access).
+    Trap,
+    /// The plugin could not be loaded or instantiated, or broke the contract.
+    Plugin,
+    /// A `when:` or `${{ }}` expression failed on the host.
+    Expression,
+}
+
+impl FailureKind {
+    /// The kebab-case name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::InvalidInput => "invalid-input",
+            FailureKind::Retryable => "retryable",
+            FailureKind::Fatal => "fatal",
+            FailureKind::Denied => "denied",
+            FailureKind::OutOfFuel => "out-of-fuel",
+            FailureKind::MemoryLimit => "memory-limit",
+            FailureKind::Deadline => "deadline",
+            FailureKind::Trap => "trap",
+            FailureKind::Plugin => "plugin",
+            FailureKind::Expression => "expression",
+        }
+    }
+}
+
+/// Runs task attempts. Implementations must contain every failure of the
+/// thing they run: a failure is a [`TaskFailure`], never a panic.
+pub trait Executor: Send + Sync + 'static {
+    /// Runs one attempt.
+    fn execute(
+        &self,
+        request: TaskRequest,
+    ) -> impl Future<Output = Result<TaskSuccess, TaskFailure>> + Send;
+}
+
+fn as_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}

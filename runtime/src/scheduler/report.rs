@@ -1,0 +1,120 @@
+//! What a run reports: per-task results, progress events, the run's outcome.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::executor::{FailureKind, Metering, TaskFailure, Usage};
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// It ran and returned an output.
+    Succeeded,
+    /// It ran (or its input could not be resolved) and failed.
+    Failed,
+    /// Its `when:` was false.
+    Skipped,
+    /// A task it needs failed or did not run.
+    NotRun,
+}
+
+impl TaskStatus {
+    /// The snake_case name, as expressions see it in `tasks.<id>.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Skipped => "skipped",
+            TaskStatus::NotRun => "not_run",
+        }
+    }
+}
+
+/// The outcome of one task.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskReport {
+    /// The task's id.
+    pub id: String,
+    /// The plugin it uses.
+    pub uses: String,
+    /// How it ended.
+    pub status: TaskStatus,
+    /// Its output, when it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Why it failed or did not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    /// Token usage the plugin reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// What running it cost (zero when it did not run).
+    #[serde(flatten)]
+    pub metering: Metering,
+}
+
+/// Why a task failed or did not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskError {
+    /// The class of failure; `None` when the task did not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FailureKind>,
+    /// What happened.
+    pub message: String,
+}
+
+impl From<TaskFailure> for TaskError {
+    fn from(f: TaskFailure) -> Self {
+        Self {
+            kind: Some(f.kind),
+            message: f.message,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every task succeeded or was skipped, and the outputs were computed.
+    Succeeded,
+    /// A task failed, or an output could not be computed.
+    Failed,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The workflow's name.
+    pub workflow: String,
+    /// This run's id.
+    pub execution_id: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// The first failure, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The workflow's outputs (empty when the run failed).
+    pub outputs: serde_json::Map<String, Value>,
+    /// Every task, in file order.
+    pub tasks: Vec<TaskReport>,
+    /// Wall-clock time of the whole run.
+    pub duration_us: u64,
+}
+
+/// Progress, reported while a run goes on.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A task attempt was handed to the executor.
+    Started {
+        /// The task's id.
+        id: &'a str,
+        /// Its plugin.
+        uses: &'a str,
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// A task reached its final state.
+    Finished(&'a TaskReport),
+}

@@ -1,0 +1,110 @@
+//! The workflow file as written: serde types that mirror YAML/JSON one to one.
+//!
+//! Unknown fields are rejected (`deny_unknown_fields`) so a typo such as
+//! `need:` is an error rather than a silently ignored key. Every value a later
+//! check may complain about is [`Spanned`], so diagnostics can point at its line.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A whole workflow file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    /// Human name of the workflow.
+    pub name: String,
+    /// What the workflow does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Named parameters supplied at run time.
+    #[serde(default)]
+    pub inputs: IndexMap<String, InputSpec>,
+    /// Sandbox limits for every task that does not set its own.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// How many tasks may run at once.
+    #[serde(default)]
+    pub concurrency: Option<Spanned<usize>>,
+    /// The steps of the workflow.
+    pub tasks: Vec<TaskSpec>,
+    /// Values the workflow returns: expressions or `${{ }}` templates.
+    #[serde(default)]
+    pub outputs: IndexMap<String, Spanned<serde_json::Value>>,
+}
+
+/// One declared input.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// The JSON type a value must have.
+    #[serde(rename = "type", default)]
+    pub kind: InputType,
+    /// Used when no value is supplied; without it the input is required.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    /// What the input means.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// JSON types an input may declare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    /// Any JSON value.
+    #[default]
+    Any,
+    /// A string.
+    String,
+    /// Any number.
+    Number,
+    /// A whole number.
+    Integer,
+    /// `true` or `false`.
+    Boolean,
+    /// A JSON object.
+    Object,
+    /// A JSON array.
+    Array,
+}
+
+/// One task.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Unique name; other tasks and expressions refer to it.
+    pub id: Spanned<String>,
+    /// The plugin that executes it: a built-in name or a path to a `.wasm`.
+    pub uses: Spanned<String>,
+    /// What the task does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Tasks that must finish first.
+    #[serde(default)]
+    pub needs: Vec<Spanned<String>>,
+    /// The plugin's input; string values may hold `${{ }}` templates.
+    #[serde(default, rename = "with")]
+    pub with: IndexMap<String, Spanned<serde_json::Value>>,
+    /// A Rhai condition; the task is skipped when it is false.
+    #[serde(default)]
+    pub when: Option<Spanned<String>>,
+    /// Sandbox limits for this task.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+}
+
+/// Sandbox limits as written; unset fields inherit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Fuel budget (roughly, WebAssembly instructions).
+    #[serde(default)]
+    pub fuel: Option<Spanned<u64>>,
+    /// Memory cap, for example `64MiB`.
+    #[serde(default)]
+    pub memory: Option<Spanned<String>>,
+    /// Wall-clock deadline per attempt, for example `30s`.
+    #[serde(default)]
+    pub deadline: Option<Spanned<String>>,
+}

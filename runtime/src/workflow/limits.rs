@@ -1,0 +1,86 @@
+//! Sandbox limits: defaults, and the text forms a workflow writes them in.
+
+use std::time::Duration;
+
+/// What one task attempt may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel budget; one unit is roughly one WebAssembly instruction.
+    pub fuel: u64,
+    /// Cap on linear memory, in bytes.
+    pub memory: u64,
+    /// Wall-clock deadline of one attempt, instantiation included.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    /// Generous for a model call or a transform, small enough that a runaway
+    /// plugin is stopped within about a second of CPU.
+    fn default() -> Self {
+        Self {
+            fuel: 1_000_000_000,
+            memory: 128 << 20,
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `64MiB`, `1GiB`, `10MB`, `64 MiB`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write it like `64MiB`"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}`; use B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses a duration such as `500ms`, `30s` or `2m 30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write it like `30s` or `500ms`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("64 MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("lots").is_err());
+        assert!(
+            parse_bytes("3 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

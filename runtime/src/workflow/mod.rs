@@ -1,0 +1,30 @@
+//! Workflows: the file format, its parser, its validator and the plan it yields.
+//!
+//! Pure data and checks: this module does no I/O and knows nothing of
+//! wasmtime, the scheduler or storage. Callers read the file and pass text in.
+
+mod definition;
+mod diagnostic;
+mod limits;
+mod parse;
+mod plan;
+mod validate;
+
+pub use definition::{Definition, InputSpec, InputType, LimitsSpec, TaskSpec};
+pub use diagnostic::{Diagnostic, WorkflowError};
+pub use limits::{Limits, parse_bytes, parse_duration};
+pub use parse::parse;
+pub use plan::{InputDecl, Plan, PlannedTask};
+pub use validate::{PluginCatalog, validate};
+
+use crate::expr::Expressions;
+
+/// Parses and validates workflow text read from `file`.
+pub fn load(
+    source: &str,
+    file: &str,
+    expressions: &Expressions,
+    catalog: &dyn PluginCatalog,
+) -> Result<Plan, WorkflowError> {
+    validate(parse(source, file)?, file, expressions, catalog)
+}

@@ -1,0 +1,148 @@
+//! A validated workflow, ready to run: tasks with resolved limits, compiled
+//! expressions and the DAG.
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use super::definition::InputType;
+use super::limits::Limits;
+use crate::expr::{Expression, Template};
+use crate::graph::{Dag, Format, NodeLabel};
+
+/// A workflow that passed validation.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The workflow's name.
+    pub name: String,
+    /// Declared inputs.
+    pub inputs: IndexMap<String, InputDecl>,
+    /// Tasks in file order; a task's index is its node in [`Plan::dag`].
+    pub tasks: Vec<PlannedTask>,
+    /// Dependencies between tasks.
+    pub dag: Dag,
+    /// What the workflow returns.
+    pub outputs: Vec<(String, Template)>,
+    /// How many tasks may run at once, when the workflow says.
+    pub concurrency: Option<usize>,
+}
+
+/// A declared input.
+#[derive(Debug, Clone)]
+pub struct InputDecl {
+    /// Its JSON type.
+    pub kind: InputType,
+    /// Its value when none is given; `None` makes it required.
+    pub default: Option<Value>,
+}
+
+/// One task of a plan.
+#[derive(Debug, Clone)]
+pub struct PlannedTask {
+    /// Its id.
+    pub id: String,
+    /// The plugin that executes it, as written in `uses:`.
+    pub uses: String,
+    /// Indices of the tasks it waits for.
+    pub needs: Vec<usize>,
+    /// Runs only when this is true.
+    pub when: Option<Expression>,
+    /// The plugin's input.
+    pub input: Template,
+    /// Indices of the tasks its expressions read.
+    pub reads: Vec<usize>,
+    /// Sandbox limits of each attempt.
+    pub limits: Limits,
+}
+
+impl Plan {
+    /// Draws the task graph.
+    pub fn render(&self, format: Format) -> String {
+        let labels: Vec<NodeLabel<'_>> = self
+            .tasks
+            .iter()
+            .map(|t| NodeLabel {
+                id: &t.id,
+                uses: &t.uses,
+                conditional: t.when.is_some(),
+            })
+            .collect();
+        self.dag.render(&self.name, &labels, format)
+    }
+
+    /// Checks given inputs against the declarations and fills in defaults.
+    /// `given` values that arrived as text (`--input k=v`) are converted to
+    /// the declared type.
+    pub fn resolve_inputs(&self, given: IndexMap<String, Value>) -> Result<Value, String> {
+        if let Some(unknown) = given.keys().find(|k| !self.inputs.contains_key(*k)) {
+            let declared: Vec<&str> = self.inputs.keys().map(String::as_str).collect();
+            return Err(format!(
+                "workflow `{}` has no input `{unknown}`; its inputs are: {}",
+                self.name,
+                if declared.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    declared.join(", ")
+                }
+            ));
+        }
+        let mut given = given;
+        let mut resolved = serde_json::Map::new();
+        for (name, decl) in &self.inputs {
+            let value = match given.shift_remove(name) {
+                Some(value) => coerce(name, decl.kind, value)?,
+                None => decl.default.clone().ok_or_else(|| {
+                    format!("input `{name}` is required: pass `--input {name}=<value>`")
+                })?,
+            };
+            resolved.insert(name.clone(), value);
+        }
+        Ok(Value::Object(resolved))
+    }
+}
+
+/// Converts text to the declared type and checks the type of everything else.
+fn coerce(name: &str, kind: InputType, value: Value) -> Result<Value, String> {
+    let value = match (kind, value) {
+        (InputType::String, v) => v,
+        (_, Value::String(text)) => match serde_json::from_str::<Value>(&text) {
+            Ok(parsed) => parsed,
+            // Not JSON: keep the text, and let the type check speak.
+            Err(_) => Value::String(text),
+        },
+        (_, v) => v,
+    };
+    if type_matches(kind, &value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "input `{name}` must be {}, not {value}",
+            type_name(kind)
+        ))
+    }
+}
+
+/// Whether `value` has the JSON type `kind`.
+pub fn type_matches(kind: InputType, value: &Value) -> bool {
+    match kind {
+        InputType::Any => true,
+        InputType::String => value.is_string(),
+        InputType::Number => value.is_number(),
+        InputType::Integer => value.is_i64() || value.is_u64(),
+        InputType::Boolean => value.is_boolean(),
+        InputType::Object => value.is_object(),
+        InputType::Array => value.is_array(),
+    }
+}
+
+/// "a string", "an integer", ...
+pub fn type_name(kind: InputType) -> &'static str {
+    match kind {
+        InputType::Any => "any value",
+        InputType::String => "a string",
+        InputType::Number => "a number",
+        InputType::Integer => "an integer",
+        InputType::Boolean => "true or false",
+        InputType::Object => "an object",
+        InputType::Array => "an array",
+    }
+}

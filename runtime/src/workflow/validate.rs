@@ -1,0 +1,384 @@
+//! Turns a [`Definition`] into a [`Plan`], or lists everything wrong with it.
+//!
+//! Checks: task ids (well formed, unique), `needs` (known), `uses` (a plugin
+//! the catalog knows), limits (parse), every Rhai expression (compiles, reads
+//! only declared inputs and tasks that finish before it), and cycles (named).
+//! All problems are reported at once, each with its line.
+
+use std::collections::HashMap;
+
+use serde_saphyr::Spanned;
+
+use super::definition::{Definition, LimitsSpec};
+use super::diagnostic::{Diagnostic, WorkflowError};
+use super::limits::{Limits, parse_bytes, parse_duration};
+use super::parse::location_of;
+use super::plan::{InputDecl, Plan, PlannedTask, type_matches, type_name};
+use crate::expr::{Expression, Expressions, Template};
+use crate::graph::Dag;
+
+/// Tells the validator which `uses:` values name a plugin.
+pub trait PluginCatalog {
+    /// `Ok` if `uses` names a plugin; otherwise advice on what would.
+    fn check(&self, uses: &str) -> Result<(), String>;
+}
+
+/// Validates `definition`, read from `file`.
+pub fn validate(
+    definition: Definition,
+    file: &str,
+    expressions: &Expressions,
+    catalog: &dyn PluginCatalog,
+) -> Result<Plan, WorkflowError> {
+    let mut v = Validator {
+        expressions,
+        problems: Vec::new(),
+    };
+    let plan = v.plan(definition, catalog);
+    if v.problems.is_empty() {
+        if let Some(plan) = plan {
+            return Ok(plan);
+        }
+    }
+    v.problems.sort_by_key(|d| d.location);
+    Err(WorkflowError {
+        file: file.to_owned(),
+        diagnostics: v.problems,
+    })
+}
+
+struct Validator<'a> {
+    expressions: &'a Expressions,
+    problems: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn plan(&mut self, def: Definition, catalog: &dyn PluginCatalog) -> Option<Plan> {
+        if def.tasks.is_empty() {
+            self.problems.push(
+                Diagnostic::at(None, format!("workflow `{}` has no tasks", def.name))
+                    .help("add a `tasks:` list with at least one task"),
+            );
+        }
+        let inputs = def
+            .inputs
+            .into_iter()
+            .map(|(name, spec)| {
+                if let Some(default) = &spec.default {
+                    if !type_matches(spec.kind, default) {
+                        self.problems.push(Diagnostic::at(
+                            None,
+                            format!(
+                                "the default of input `{name}` must be {}, not {default}",
+                                type_name(spec.kind)
+                            ),
+                        ));
+                    }
+                }
+                let decl = InputDecl {
+                    kind: spec.kind,
+                    default: spec.default,
+                };
+                (name, decl)
+            })
+            .collect::<indexmap::IndexMap<_, _>>();
+
+        // Ids first, so that `needs` and expressions can refer to any task.
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, task) in def.tasks.iter().enumerate() {
+            let id = &task.id.value;
+            if !is_identifier(id) {
+                self.problems.push(
+                    Diagnostic::at(location_of(&task.id), format!("task id `{id}` is not a name"))
+                        .help("use letters, digits and `_`, not starting with a digit, so expressions can say `tasks.<id>`"),
+                );
+            }
+            if let Some(&first) = index.get(id.as_str()) {
+                let first_line = location_of(&def.tasks[first].id).map_or(0, |l| l.0);
+                self.problems.push(
+                    Diagnostic::at(
+                        location_of(&task.id),
+                        format!("task id `{id}` is used twice"),
+                    )
+                    .help(format!(
+                        "the first `{id}` is on line {first_line}; rename one of them"
+                    )),
+                );
+            } else {
+                index.insert(id, i);
+            }
+        }
+
+        let workflow_limits = self.limits(&def.limits, Limits::default());
+        let mut tasks = Vec::with_capacity(def.tasks.len());
+        let mut needs = Vec::with_capacity(def.tasks.len());
+        for task in &def.tasks {
+            let id = &task.id.value;
+            if let Err(help) = catalog.check(&task.uses.value) {
+                self.problems.push(
+                    Diagnostic::at(
+                        location_of(&task.uses),
+                        format!("task `{id}` uses unknown plugin `{}`", task.uses.value),
+                    )
+                    .help(help),
+                );
+            }
+            let mut deps = Vec::with_capacity(task.needs.len());
+            for need in &task.needs {
+                match index.get(need.value.as_str()) {
+                    Some(&dep) if !deps.contains(&dep) => deps.push(dep),
+                    Some(_) => {}
+                    None => self.problems.push(
+                        Diagnostic::at(
+                            location_of(need),
+                            format!("task `{id}` needs unknown task `{}`", need.value),
+                        )
+                        .help(known_tasks(&index)),
+                    ),
+                }
+            }
+            needs.push(deps.clone());
+            let when = task
+                .when
+                .as_ref()
+                .and_then(|w| self.condition(w, &format!("`when` of task `{id}`")));
+            let input = self.input(task);
+            tasks.push(PlannedTask {
+                id: id.clone(),
+                uses: task.uses.value.clone(),
+                needs: deps,
+                when,
+                input,
+                reads: Vec::new(),
+                limits: self.limits(&task.limits, workflow_limits),
+            });
+        }
+
+        let outputs: Vec<(String, Template)> = def
+            .outputs
+            .iter()
+            .map(|(name, value)| {
+                let template = self.template(value, &format!("output `{name}`"));
+                (name.clone(), template)
+            })
+            .collect();
+
+        let dag = match Dag::build(tasks.len(), &needs) {
+            Ok(dag) => Some(dag),
+            Err(cycle) => {
+                let names: Vec<&str> = cycle.iter().map(|&i| tasks[i].id.as_str()).collect();
+                let steps: Vec<String> = names
+                    .windows(2)
+                    .map(|pair| format!("`{}` needs `{}`", pair[0], pair[1]))
+                    .collect();
+                self.problems.push(
+                    Diagnostic::at(
+                        location_of(&def.tasks[cycle[0]].id),
+                        format!("tasks form a cycle: {}", names.join(" -> ")),
+                    )
+                    .help(format!("{}; remove one of these needs", steps.join(", "))),
+                );
+                None
+            }
+        };
+
+        // What expressions read: declared inputs, and tasks that finish first.
+        for (i, task) in def.tasks.iter().enumerate() {
+            let planned = &tasks[i];
+            let mut exprs: Vec<&Expression> = planned.input.expressions();
+            exprs.extend(planned.when.as_ref());
+            let mut reads = Vec::new();
+            for expr in exprs {
+                self.check_input_reads(expr, &inputs, location_of(&task.id));
+                for read in expr.reads() {
+                    let Some(&r) = index.get(read.as_str()) else {
+                        self.problems.push(
+                            Diagnostic::at(
+                                location_of(&task.id),
+                                format!(
+                                    "task `{}` reads `tasks.{read}`, which does not exist",
+                                    planned.id
+                                ),
+                            )
+                            .help(known_tasks(&index)),
+                        );
+                        continue;
+                    };
+                    let finishes_first = planned.needs.contains(&r)
+                        || dag.as_ref().is_some_and(|dag| dag.precedes(r, i));
+                    if !finishes_first && dag.is_some() {
+                        self.problems.push(
+                            Diagnostic::at(
+                                location_of(&task.id),
+                                format!(
+                                    "task `{}` reads `tasks.{read}` but does not wait for it",
+                                    planned.id
+                                ),
+                            )
+                            .help(format!("add `{read}` to the `needs` of `{}`", planned.id)),
+                        );
+                    }
+                    if !reads.contains(&r) {
+                        reads.push(r);
+                    }
+                }
+            }
+            tasks[i].reads = reads;
+        }
+        for ((name, template), (_, value)) in outputs.iter().zip(&def.outputs) {
+            for expr in template.expressions() {
+                self.check_input_reads(expr, &inputs, location_of(value));
+                for read in expr.reads() {
+                    if !index.contains_key(read.as_str()) {
+                        self.problems.push(
+                            Diagnostic::at(
+                                location_of(value),
+                                format!(
+                                    "output `{name}` reads `tasks.{read}`, which does not exist"
+                                ),
+                            )
+                            .help(known_tasks(&index)),
+                        );
+                    }
+                }
+            }
+        }
+
+        let concurrency = def.concurrency.as_ref().map(|c| c.value);
+        if concurrency == Some(0) {
+            let at = def.concurrency.as_ref().and_then(location_of);
+            self.problems.push(
+                Diagnostic::at(at, "`concurrency` must be at least 1")
+                    .help("leave it out to use the default"),
+            );
+        }
+        Some(Plan {
+            name: def.name,
+            inputs,
+            tasks,
+            dag: dag?,
+            outputs,
+            concurrency,
+        })
+    }
+
+    fn check_input_reads(
+        &mut self,
+        expr: &Expression,
+        inputs: &indexmap::IndexMap<String, InputDecl>,
+        at: Option<(u64, u64)>,
+    ) {
+        for name in expr.input_reads() {
+            if !inputs.contains_key(name) {
+                let declared: Vec<&str> = inputs.keys().map(String::as_str).collect();
+                self.problems.push(
+                    Diagnostic::at(
+                        at,
+                        format!(
+                            "`{}` reads `inputs.{name}`, which is not declared",
+                            expr.source()
+                        ),
+                    )
+                    .help(if declared.is_empty() {
+                        format!("declare it under `inputs:` (`{name}: {{ type: string }}`)")
+                    } else {
+                        format!("declared inputs: {}", declared.join(", "))
+                    }),
+                );
+            }
+        }
+    }
+
+    fn input(&mut self, task: &super::definition::TaskSpec) -> Template {
+        let mut fields = Vec::with_capacity(task.with.len());
+        for (key, value) in &task.with {
+            let what = format!("`with.{key}` of task `{}`", task.id.value);
+            fields.push((key.clone(), self.template(value, &what)));
+        }
+        if fields
+            .iter()
+            .all(|(_, t)| matches!(t, Template::Literal(_)))
+        {
+            let object = fields
+                .into_iter()
+                .map(|(k, t)| match t {
+                    Template::Literal(v) => (k, v),
+                    _ => unreachable!("all fields are literals"),
+                })
+                .collect();
+            Template::Literal(serde_json::Value::Object(object))
+        } else {
+            Template::Object(fields)
+        }
+    }
+
+    fn template(&mut self, value: &Spanned<serde_json::Value>, what: &str) -> Template {
+        self.expressions
+            .compile_template(&value.value)
+            .unwrap_or_else(|e| {
+                self.problems.push(
+                    Diagnostic::at(location_of(value), format!("{what} does not compile: {e}"))
+                        .help(
+                            "expressions are Rhai, inside `${{ ... }}`; see https://rhai.rs/book/",
+                        ),
+                );
+                Template::Literal(serde_json::Value::Null)
+            })
+    }
+
+    fn condition(&mut self, when: &Spanned<String>, what: &str) -> Option<Expression> {
+        let source = strip_template(&when.value);
+        self.expressions
+            .compile(source)
+            .map_err(|e| {
+                self.problems.push(
+                    Diagnostic::at(location_of(when), format!("{what} does not compile: {e}"))
+                        .help("a condition is one Rhai expression, for example `inputs.count > 3`"),
+                );
+            })
+            .ok()
+    }
+
+    fn limits(&mut self, spec: &LimitsSpec, inherited: Limits) -> Limits {
+        let mut limits = inherited;
+        if let Some(fuel) = &spec.fuel {
+            limits.fuel = fuel.value;
+        }
+        if let Some(memory) = &spec.memory {
+            match parse_bytes(&memory.value) {
+                Ok(bytes) => limits.memory = bytes,
+                Err(e) => self.problems.push(Diagnostic::at(location_of(memory), e)),
+            }
+        }
+        if let Some(deadline) = &spec.deadline {
+            match parse_duration(&deadline.value) {
+                Ok(d) => limits.deadline = d,
+                Err(e) => self.problems.push(Diagnostic::at(location_of(deadline), e)),
+            }
+        }
+        limits
+    }
+}
+
+/// `${{ x }}` and `x` mean the same in a `when:`.
+fn strip_template(text: &str) -> &str {
+    let t = text.trim();
+    t.strip_prefix("${{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .map_or(t, str::trim)
+}
+
+fn is_identifier(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn known_tasks(index: &HashMap<&str, usize>) -> String {
+    let mut ids: Vec<(&str, usize)> = index.iter().map(|(k, v)| (*k, *v)).collect();
+    ids.sort_by_key(|(_, i)| *i);
+    let ids: Vec<&str> = ids.into_iter().map(|(k, _)| k).take(20).collect();
+    format!("known tasks: {}", ids.join(", "))
+}
