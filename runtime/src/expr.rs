@@ -95,7 +95,7 @@ impl Bindings {
     /// Bindings that expose `inputs`.
     pub fn new(inputs: &Value) -> Self {
         Self {
-            inputs: to_dynamic(inputs).into_shared(),
+            inputs: to_dynamic(inputs),
             tasks: Map::new(),
         }
     }
@@ -110,7 +110,10 @@ impl Bindings {
     }
 }
 
-/// A JSON value converted once for Rhai and shared by every reader.
+/// A JSON value converted once for Rhai, then copied to each reader.
+///
+/// Not a Rhai shared value: those are locked while a method runs on them, so
+/// `inputs.list.map(|x| inputs.list.len())` would fail with a "data race".
 #[derive(Debug, Clone)]
 pub struct SharedValue(Dynamic);
 
@@ -142,7 +145,9 @@ impl Expressions {
     /// The sandboxed engine.
     pub fn new() -> Self {
         let mut engine = Engine::new();
-        engine.set_max_operations(100_000);
+        // Rhai's own counter restarts inside closures called by native
+        // functions (`list.map(|x| ...)`), so the budget is kept here instead.
+        engine.on_progress(|_| spend_operation());
         engine.set_max_string_size(1 << 20);
         engine.set_max_array_size(100_000);
         engine.set_max_map_size(100_000);
@@ -236,20 +241,27 @@ impl Expressions {
         })
     }
 
-    /// Converts a JSON value once, to be shared by every expression reading it.
+    /// Converts a JSON value once for every expression that reads it.
     pub fn share(&self, value: &Value) -> SharedValue {
-        SharedValue(to_dynamic(value).into_shared())
+        SharedValue(to_dynamic(value))
     }
 
     /// Evaluates an expression to JSON.
     pub fn eval(&self, expr: &Expression, bindings: &Bindings) -> Result<Value, String> {
+        OPERATIONS_LEFT.with(|left| left.set(MAX_OPERATIONS));
         let mut scope = Scope::new();
         scope.push_constant_dynamic("inputs", bindings.inputs.clone());
         scope.push_constant_dynamic("tasks", bindings.tasks.clone().into());
         let result: Dynamic = self
             .engine
             .eval_ast_with_scope(&mut scope, &expr.ast)
-            .map_err(|e| format!("`{}` failed: {e}", expr.source))?;
+            .map_err(|e| match e.unwrap_inner() {
+                rhai::EvalAltResult::ErrorTerminated(..) => format!(
+                    "`{}` was stopped: an expression may perform at most {MAX_OPERATIONS} operations",
+                    expr.source
+                ),
+                _ => format!("`{}` failed: {e}", expr.source),
+            })?;
         rhai::serde::from_dynamic(&result.flatten())
             .map_err(|e| format!("`{}` gave a value that is not JSON: {e}", expr.source))
     }
@@ -319,6 +331,24 @@ impl Template {
             Template::Object(fields) => fields.iter().for_each(|(_, t)| t.collect(out)),
         }
     }
+}
+
+/// Operations one evaluation may perform.
+const MAX_OPERATIONS: u64 = 100_000;
+
+thread_local! {
+    static OPERATIONS_LEFT: std::cell::Cell<u64> = const { std::cell::Cell::new(MAX_OPERATIONS) };
+}
+
+/// Counts one operation against the evaluation's budget; ends it when spent.
+fn spend_operation() -> Option<Dynamic> {
+    OPERATIONS_LEFT.with(|left| match left.get() {
+        0 => Some(Dynamic::UNIT),
+        n => {
+            left.set(n - 1);
+            None
+        }
+    })
 }
 
 fn to_dynamic(value: &Value) -> Dynamic {
@@ -427,10 +457,13 @@ mod tests {
     #[test]
     fn runaway_scripts_are_stopped() {
         let e = Expressions::new();
+        let big: Vec<u32> = (0..1000).collect();
+        let mut bindings = Bindings::new(&json!({ "big": big }));
+        bindings.add_task("t", "succeeded", e.share(&json!(big)));
         let expr = e
-            .compile("(0..100000000).reduce(|sum, x| sum + x, 0)")
+            .compile("inputs.big.map(|x| tasks.t.output.map(|y| x + y).len())")
             .unwrap();
-        let err = e.eval(&expr, &bindings()).unwrap_err();
+        let err = e.eval(&expr, &bindings).unwrap_err();
         assert!(err.contains("operations"), "{err}");
     }
 

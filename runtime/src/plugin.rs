@@ -25,7 +25,7 @@ pub struct Catalog {
 /// A plugin's bytes and the name it goes by in messages.
 #[derive(Debug)]
 pub struct PluginBytes {
-    /// `transform`, or the file's path as written.
+    /// `transform`, or the file's name without `.wasm`.
     pub name: String,
     /// The component.
     pub bytes: Cow<'static, [u8]>,
@@ -56,8 +56,11 @@ impl Catalog {
         };
         let bytes = std::fs::read(&path)
             .map_err(|e| format!("cannot read plugin {}: {e}", path.display()))?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| uses.to_owned(), |s| s.to_string_lossy().into_owned());
         Ok(PluginBytes {
-            name: uses.to_owned(),
+            name,
             bytes: Cow::Owned(bytes),
         })
     }

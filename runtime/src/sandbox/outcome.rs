@@ -61,12 +61,16 @@ pub(super) fn classify(
         },
         Some(Trap::Interrupt) => Failure::deadline(limits),
         Some(trap) => {
-            let mut message = format!("trapped: {trap}");
-            let written = String::from_utf8_lossy(&stderr.contents())
-                .trim()
-                .to_owned();
+            let mut message = trap.to_string();
+            let written = String::from_utf8_lossy(&stderr.contents()).into_owned();
+            let written: Vec<&str> = written
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+                .collect();
             if !written.is_empty() {
-                message.push_str(&format!("; it wrote: {}", last_lines(&written, 5)));
+                let tail = &written[written.len().saturating_sub(5)..];
+                message.push_str(&format!("; its stderr: {}", tail.join(" | ")));
             }
             Failure {
                 kind: FailureKind::Trap,
@@ -113,9 +117,4 @@ pub(super) fn success(output: TaskOutput, metering: Metering) -> Result<TaskSucc
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
 }

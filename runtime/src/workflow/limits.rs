@@ -14,8 +14,8 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Generous for a model call or a transform, small enough that a runaway
-    /// plugin is stopped within about a second of CPU.
+    /// Generous for a model call or a transform (a `transform` task uses
+    /// about 5 million fuel), small enough to stop a runaway plugin quickly.
     fn default() -> Self {
         Self {
             fuel: 1_000_000_000,

@@ -13,12 +13,15 @@ pub fn parse(source: &str, file: &str) -> Result<Definition, WorkflowError> {
     serde_saphyr::from_str(source).map_err(|e| {
         let location = e.location().map(|l| (l.line(), l.column()));
         let message = first_line(&e.without_snippet().to_string());
+        let help = if message.starts_with("unknown field") {
+            "check the spelling; a workflow has name, description, inputs, limits, concurrency, \
+             tasks, outputs; a task has id, uses, description, needs, with, when, limits"
+        } else {
+            "YAML is indentation-sensitive: check the indentation and quoting on this line and the one before"
+        };
         WorkflowError {
             file: file.to_owned(),
-            diagnostics: vec![Diagnostic::at(location, message).help(
-                "fields are: name, description, inputs, limits, concurrency, tasks, outputs; \
-                 a task has id, uses, description, needs, with, when, limits",
-            )],
+            diagnostics: vec![Diagnostic::at(location, message).help(help)],
         }
     })
 }
@@ -69,6 +72,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(def.tasks[0].id.value, "a");
-        assert_eq!(location_of(&def.tasks[0].id), Some((1, 35)));
+        assert_eq!(location_of(&def.tasks[0].id), Some((1, 32)));
     }
 }

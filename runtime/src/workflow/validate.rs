@@ -189,7 +189,12 @@ impl Validator<'_> {
             exprs.extend(planned.when.as_ref());
             let mut reads = Vec::new();
             for expr in exprs {
-                self.check_input_reads(expr, &inputs, location_of(&task.id));
+                self.check_input_reads(
+                    expr,
+                    &format!("task `{}`", planned.id),
+                    &inputs,
+                    location_of(&task.id),
+                );
                 for read in expr.reads() {
                     let Some(&r) = index.get(read.as_str()) else {
                         self.problems.push(
@@ -227,7 +232,12 @@ impl Validator<'_> {
         }
         for ((name, template), (_, value)) in outputs.iter().zip(&def.outputs) {
             for expr in template.expressions() {
-                self.check_input_reads(expr, &inputs, location_of(value));
+                self.check_input_reads(
+                    expr,
+                    &format!("output `{name}`"),
+                    &inputs,
+                    location_of(value),
+                );
                 for read in expr.reads() {
                     if !index.contains_key(read.as_str()) {
                         self.problems.push(
@@ -265,6 +275,7 @@ impl Validator<'_> {
     fn check_input_reads(
         &mut self,
         expr: &Expression,
+        reader: &str,
         inputs: &indexmap::IndexMap<String, InputDecl>,
         at: Option<(u64, u64)>,
     ) {
@@ -274,10 +285,7 @@ impl Validator<'_> {
                 self.problems.push(
                     Diagnostic::at(
                         at,
-                        format!(
-                            "`{}` reads `inputs.{name}`, which is not declared",
-                            expr.source()
-                        ),
+                        format!("{reader} reads `inputs.{name}`, which is not declared"),
                     )
                     .help(if declared.is_empty() {
                         format!("declare it under `inputs:` (`{name}: {{ type: string }}`)")

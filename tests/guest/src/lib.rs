@@ -6,7 +6,8 @@
 //! - `loop`: spins forever (the fuel budget or deadline must stop it);
 //! - `alloc`: allocates without bound (the memory cap must stop it);
 //! - `sleep`: sleeps for an hour (the deadline must stop it);
-//! - `panic`: panics (a trap).
+//! - `panic`: panics (a trap);
+//! - `escape`: tries to read a file and the environment, and returns what it saw.
 
 use orchestrator_sdk::{Context, Error, Info, Level, Plugin, Value, export_plugin, log};
 use serde::Deserialize;
@@ -42,6 +43,8 @@ pub enum Mode {
     Sleep,
     /// Panic.
     Panic,
+    /// Try to read a host file and the environment.
+    Escape,
 }
 
 /// The test plugin.
@@ -87,6 +90,17 @@ impl Plugin for TestGuest {
                 Ok(Value::Null)
             }
             Mode::Panic => panic!("test-guest was asked to panic"),
+            Mode::Escape => {
+                let file = match std::fs::read_to_string("/etc/hostname") {
+                    Ok(text) => format!("read {} bytes", text.len()),
+                    Err(e) => format!("denied: {e}"),
+                };
+                let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                let cwd = std::env::current_dir()
+                    .map(|p| p.display().to_string())
+                    .ok();
+                Ok(serde_json::json!({ "file": file, "env": env, "cwd": cwd }))
+            }
         }
     }
 }
