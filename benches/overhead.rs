@@ -1,2 +1,138 @@
-//! placeholder
-fn main() {}
+//! End-to-end cost per task: chains and fan-outs of 1000 no-op tasks, run by
+//! the real scheduler in the real sandbox, against the same plans run by the
+//! scheduler with an in-process no-op executor (orchestration alone) and the
+//! sandbox called directly (isolation alone).
+//!
+//! `cargo bench --bench overhead`
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime::expr::Expressions;
+use runtime::sandbox::{Sandbox, SandboxExecutor};
+use runtime::scheduler::{
+    Executor, Metering, RunStatus, Scheduler, TaskFailure, TaskRequest, TaskSuccess,
+};
+use runtime::workflow::{self, Plan, PluginCatalog};
+use serde_json::{Value, json};
+
+const TASKS: usize = 1000;
+const RUNS: usize = 7;
+
+struct AnyPlugin;
+
+impl PluginCatalog for AnyPlugin {
+    fn check(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Returns at once: what is left is the scheduler's own cost.
+struct InProcess;
+
+impl Executor for InProcess {
+    async fn execute(&self, _: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
+        Ok(TaskSuccess {
+            output: Value::Null,
+            usage: None,
+            metering: Metering::default(),
+        })
+    }
+}
+
+fn plan(shape: &str) -> Plan {
+    let mut yaml = format!("name: {shape}\ntasks:\n");
+    for i in 0..TASKS {
+        yaml.push_str(&format!("  - id: t{i}\n    uses: guest\n"));
+        if shape == "chain" && i > 0 {
+            yaml.push_str(&format!("    needs: [t{}]\n", i - 1));
+        }
+    }
+    workflow::load(&yaml, shape, &Expressions::new(), &AnyPlugin).expect("valid")
+}
+
+/// Median wall time per task over `RUNS` runs.
+fn per_task<E: Executor>(
+    tokio: &tokio::runtime::Runtime,
+    scheduler: &Scheduler<E>,
+    plan: &Plan,
+) -> Duration {
+    let mut times: Vec<Duration> = (0..RUNS)
+        .map(|_| {
+            let started = Instant::now();
+            let report = tokio.block_on(scheduler.run(plan, &json!({}), "bench", None, &|_| {}));
+            assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+            started.elapsed() / TASKS as u32
+        })
+        .collect();
+    times.sort();
+    times[RUNS / 2]
+}
+
+fn main() {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio starts");
+    let sandbox = Sandbox::new().expect("engine starts");
+    let guest = std::fs::read(env!("TEST_GUEST_WASM")).expect("the build wrote the test guest");
+    let plugin = sandbox
+        .prepare("test-guest", &guest)
+        .expect("test guest compiles");
+
+    // Isolation alone: the sandbox called directly, one attempt after another.
+    let request = TaskRequest {
+        execution_id: Arc::from("bench"),
+        task_id: "noop".into(),
+        uses: "guest".into(),
+        attempt: 1,
+        input: "{}".into(),
+        limits: Default::default(),
+    };
+    for _ in 0..200 {
+        tokio
+            .block_on(sandbox.run(&plugin, request.clone()))
+            .expect("warm-up");
+    }
+    let started = Instant::now();
+    for _ in 0..TASKS * 2 {
+        tokio
+            .block_on(sandbox.run(&plugin, request.clone()))
+            .expect("echo succeeds");
+    }
+    let sandbox_only = started.elapsed() / (TASKS * 2) as u32;
+
+    let expressions = Expressions::new();
+    let in_process = Scheduler::new(Arc::new(InProcess), expressions.clone());
+    let plugins = HashMap::from([("guest".to_owned(), plugin)]);
+    let sandboxed = Scheduler::new(
+        Arc::new(SandboxExecutor::new(Arc::clone(&sandbox), plugins)),
+        expressions,
+    );
+
+    println!(
+        "sandbox alone (store + instantiate + call, sequential): {:>7.1} µs/task",
+        micros(sandbox_only)
+    );
+    println!();
+    println!(
+        "{:<14} {:>22} {:>22}",
+        "shape", "scheduler alone", "scheduler + sandbox"
+    );
+    for shape in ["chain", "fanout"] {
+        let plan = plan(shape);
+        let alone = per_task(&tokio, &in_process, &plan);
+        let full = per_task(&tokio, &sandboxed, &plan);
+        println!(
+            "{:<14} {:>17.1} µs/task {:>17.1} µs/task",
+            format!("{shape}-{TASKS}"),
+            micros(alone),
+            micros(full)
+        );
+    }
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}

@@ -1,5 +1,10 @@
 //! The examples and the CLI, driven through the real `runtime` binary.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -2,6 +2,11 @@
 //! clear error naming the task and the limit, siblings still succeed, and the
 //! host keeps running workflows afterwards.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
 use indexmap::IndexMap;
 use runtime::expr::Expressions;
 use runtime::scheduler::{FailureKind, RunReport, RunStatus, TaskReport, TaskStatus};

@@ -4,6 +4,11 @@
 //! After changing a message on purpose: `INSTA_UPDATE=always cargo test --test
 //! validation_errors`, then review the diff.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -44,6 +44,10 @@ pub use serde_json::{Value, json};
 /// Generated bindings of the `executor` world. Prefer the types of this crate;
 /// these are public only so that [`export_plugin!`] can reach them.
 #[doc(hidden)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "generated code mirrors the WIT signatures"
+)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "executor",

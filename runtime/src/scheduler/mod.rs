@@ -95,7 +95,7 @@ impl<E: Executor> Scheduler<E> {
                         let handle = running.spawn(async move { executor.execute(request).await });
                         running_ids.insert(handle.id(), i);
                     }
-                    Err(report) => run.finish(i, report, observe),
+                    Err(report) => run.finish(i, *report, observe),
                 }
             }
             let Some(joined) = running.join_next_with_id().await else {
@@ -138,7 +138,7 @@ struct Run<'a> {
 impl Run<'_> {
     /// Builds the request for a ready task, or the report of a task that
     /// will not run (a dependency failed, `when:` is false, an expression failed).
-    fn prepare(&mut self, i: usize) -> Result<TaskRequest, TaskReport> {
+    fn prepare(&mut self, i: usize) -> Result<TaskRequest, Box<TaskReport>> {
         let task = &self.plan.tasks[i];
         let blocked = task.needs.iter().find(|&&d| {
             self.reports[d]
@@ -215,9 +215,9 @@ impl Run<'_> {
         status: TaskStatus,
         kind: Option<FailureKind>,
         message: String,
-    ) -> TaskReport {
+    ) -> Box<TaskReport> {
         let task = &self.plan.tasks[i];
-        TaskReport {
+        Box::new(TaskReport {
             id: task.id.clone(),
             uses: task.uses.clone(),
             status,
@@ -225,7 +225,7 @@ impl Run<'_> {
             error: (!message.is_empty()).then_some(TaskError { kind, message }),
             usage: None,
             metering: Metering::default(),
-        }
+        })
     }
 
     fn report(&self, i: usize, result: Result<TaskSuccess, TaskFailure>) -> TaskReport {

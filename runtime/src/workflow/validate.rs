@@ -35,10 +35,8 @@ pub fn validate(
         problems: Vec::new(),
     };
     let plan = v.plan(definition, catalog);
-    if v.problems.is_empty() {
-        if let Some(plan) = plan {
-            return Ok(plan);
-        }
+    if let (true, Some(plan)) = (v.problems.is_empty(), plan) {
+        return Ok(plan);
     }
     v.problems.sort_by_key(|d| d.location);
     Err(WorkflowError {
@@ -64,16 +62,18 @@ impl Validator<'_> {
             .inputs
             .into_iter()
             .map(|(name, spec)| {
-                if let Some(default) = &spec.default {
-                    if !type_matches(spec.kind, default) {
-                        self.problems.push(Diagnostic::at(
-                            None,
-                            format!(
-                                "the default of input `{name}` must be {}, not {default}",
-                                type_name(spec.kind)
-                            ),
-                        ));
-                    }
+                if let Some(default) = spec
+                    .default
+                    .as_ref()
+                    .filter(|d| !type_matches(spec.kind, d))
+                {
+                    self.problems.push(Diagnostic::at(
+                        None,
+                        format!(
+                            "the default of input `{name}` must be {}, not {default}",
+                            type_name(spec.kind)
+                        ),
+                    ));
                 }
                 let decl = InputDecl {
                     kind: spec.kind,
