@@ -104,7 +104,7 @@ fn main() {
     let sandbox_only = started.elapsed() / (TASKS * 2) as u32;
 
     let expressions = Expressions::new();
-    let in_process = Scheduler::new(Arc::new(InProcess), expressions.clone());
+    let in_process = Arc::new(Scheduler::new(Arc::new(InProcess), expressions.clone()));
     let plugins = HashMap::from([("guest".to_owned(), plugin)]);
     let sandboxed = Scheduler::new(
         Arc::new(SandboxExecutor::new(Arc::clone(&sandbox), plugins)),
@@ -121,7 +121,7 @@ fn main() {
         "shape", "scheduler alone", "scheduler + sandbox"
     );
     for shape in ["chain", "fanout"] {
-        let plan = plan(shape);
+        let plan = Arc::new(plan(shape));
         let alone = per_task(&tokio, &in_process, &plan);
         let full = per_task(&tokio, &sandboxed, &plan);
         println!(

@@ -25,7 +25,14 @@ fn main() {
         .parent()
         .expect("runtime/ sits in the workspace")
         .to_owned();
-    for watched in ["wit", "sdk-guest", "plugins", "tests/guest", "Cargo.lock"] {
+    for watched in [
+        "wit",
+        "sdk-guest",
+        "plugins",
+        "tests/guest",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

@@ -286,3 +286,22 @@ fn json_logs_are_json_lines() {
     assert_eq!(log["fields"]["message"], "looping forever");
     assert_eq!(log["fields"]["task"], "spin");
 }
+
+#[test]
+fn the_readme_workflow_runs() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("## A workflow").unwrap();
+    let block = &readme[start..];
+    let yaml = block
+        .split("```yaml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("readme.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = stdout_json(&runtime(&["run", file.to_str().unwrap()]));
+    assert_eq!(out, json!({"shouted": "HELLO, WORLD!"}));
+}
