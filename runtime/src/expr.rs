@@ -101,8 +101,8 @@ impl Bindings {
     }
 
     /// Exposes `tasks.<id>.output` and `tasks.<id>.status`. The output must
-    /// come from [`Expressions::share`], so that many readers share one copy.
-    pub fn add_task(&mut self, id: &str, status: &str, output: SharedValue) {
+    /// come from [`Expressions::convert`], so it is converted from JSON once.
+    pub fn add_task(&mut self, id: &str, status: &str, output: ConvertedValue) {
         let mut task = Map::new();
         task.insert("output".into(), output.0);
         task.insert("status".into(), status.into());
@@ -115,7 +115,7 @@ impl Bindings {
 /// Not a Rhai shared value: those are locked while a method runs on them, so
 /// `inputs.list.map(|x| inputs.list.len())` would fail with a "data race".
 #[derive(Debug, Clone)]
-pub struct SharedValue(Dynamic);
+pub struct ConvertedValue(Dynamic);
 
 /// A JSON value whose strings may hold `${{ expression }}` templates.
 #[derive(Debug, Clone)]
@@ -242,8 +242,8 @@ impl Expressions {
     }
 
     /// Converts a JSON value once for every expression that reads it.
-    pub fn share(&self, value: &Value) -> SharedValue {
-        SharedValue(to_dynamic(value))
+    pub fn convert(&self, value: &Value) -> ConvertedValue {
+        ConvertedValue(to_dynamic(value))
     }
 
     /// Evaluates an expression to JSON.
@@ -402,7 +402,7 @@ mod tests {
         b.add_task(
             "greet",
             "succeeded",
-            expressions.share(&json!({"text": "hi"})),
+            expressions.convert(&json!({"text": "hi"})),
         );
         b
     }
@@ -459,7 +459,7 @@ mod tests {
         let e = Expressions::new();
         let big: Vec<u32> = (0..1000).collect();
         let mut bindings = Bindings::new(&json!({ "big": big }));
-        bindings.add_task("t", "succeeded", e.share(&json!(big)));
+        bindings.add_task("t", "succeeded", e.convert(&json!(big)));
         let expr = e
             .compile("inputs.big.map(|x| tasks.t.output.map(|y| x + y).len())")
             .unwrap();

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 pub use executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess, Usage};
 pub use report::{Event, RunReport, RunStatus, TaskError, TaskReport, TaskStatus};
 
-use crate::expr::{Bindings, Expressions, SharedValue};
+use crate::expr::{Bindings, ConvertedValue, Expressions, Template};
 use crate::workflow::Plan;
 
 /// How many tasks run at once unless the workflow or the caller says otherwise.
@@ -66,7 +66,7 @@ impl<E: Executor> Scheduler<E> {
             base: Bindings::new(inputs),
             waiting_on: plan.tasks.iter().map(|t| t.needs.len()).collect(),
             reports: vec![None; plan.tasks.len()],
-            shared: vec![None; plan.tasks.len()],
+            converted: vec![None; plan.tasks.len()],
             ready: plan
                 .dag
                 .topological_order()
@@ -138,8 +138,8 @@ struct Run<'a> {
     /// How many needs of each task have not finished.
     waiting_on: Vec<usize>,
     reports: Vec<Option<TaskReport>>,
-    /// Outputs converted once for expressions that read them.
-    shared: Vec<Option<SharedValue>>,
+    /// Outputs converted once for the expressions that read them.
+    converted: Vec<Option<ConvertedValue>>,
     ready: VecDeque<usize>,
     first_error: Option<String>,
 }
@@ -163,6 +163,25 @@ impl Run<'_> {
                 format!("not run because `{dep}` did not succeed"),
             ));
         }
+        let input = match (&task.when, &task.input) {
+            // No expressions to evaluate (most tasks of a large fan-out):
+            // no scope to build.
+            (None, Template::Literal(input)) => input.to_string(),
+            _ => self.resolve_input(i)?,
+        };
+        Ok(TaskRequest {
+            execution_id: Arc::clone(&self.execution_id),
+            task_id: task.id.clone(),
+            uses: task.uses.clone(),
+            attempt: 1,
+            input,
+            limits: task.limits,
+        })
+    }
+
+    /// Evaluates a task's `when:` and renders its `with:` templates.
+    fn resolve_input(&mut self, i: usize) -> Result<String, Box<TaskReport>> {
+        let task = &self.plan.tasks[i];
         let bindings = self.bindings(i);
         if let Some(when) = &task.when {
             match self.expressions.eval_condition(when, &bindings) {
@@ -178,25 +197,17 @@ impl Run<'_> {
                 }
             }
         }
-        let input = match self.expressions.render(&task.input, &bindings) {
-            Ok(input) => input.to_string(),
-            Err(e) => {
-                return Err(self.blank(
+        self.expressions
+            .render(&task.input, &bindings)
+            .map(|input| input.to_string())
+            .map_err(|e| {
+                self.blank(
                     i,
                     TaskStatus::Failed,
                     Some(FailureKind::Expression),
                     format!("`with`: {e}"),
-                ));
-            }
-        };
-        Ok(TaskRequest {
-            execution_id: Arc::clone(&self.execution_id),
-            task_id: task.id.clone(),
-            uses: task.uses.clone(),
-            attempt: 1,
-            input,
-            limits: task.limits,
-        })
+                )
+            })
     }
 
     fn bindings(&mut self, i: usize) -> Bindings {
@@ -205,14 +216,14 @@ impl Run<'_> {
             let Some(report) = &self.reports[r] else {
                 continue;
             };
-            let shared = self.shared[r].get_or_insert_with(|| {
+            let converted = self.converted[r].get_or_insert_with(|| {
                 self.expressions
-                    .share(report.output.as_ref().unwrap_or(&Value::Null))
+                    .convert(report.output.as_ref().unwrap_or(&Value::Null))
             });
             bindings.add_task(
                 &self.plan.tasks[r].id,
                 report.status.as_str(),
-                shared.clone(),
+                converted.clone(),
             );
         }
         bindings
@@ -291,7 +302,7 @@ impl Run<'_> {
             for report in &tasks {
                 let output = self
                     .expressions
-                    .share(report.output.as_ref().unwrap_or(&Value::Null));
+                    .convert(report.output.as_ref().unwrap_or(&Value::Null));
                 bindings.add_task(&report.id, report.status.as_str(), output);
             }
             for (name, template) in &plan.outputs {
