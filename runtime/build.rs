@@ -1,10 +1,10 @@
 //! Builds the guest components from source.
 //!
-//! The built-in plugins (`plugins/*`) and the test guest (`tests/guest`) are
+//! The built-in plugins (`plugins/*`) and the test guests (`tests/guests/*`) are
 //! compiled for `wasm32-wasip2` by a nested cargo into their own target
 //! directory, as wasmtime's `test-programs` does, so no `.wasm` is ever
 //! committed. Built-ins are embedded in the binary (`$OUT_DIR/builtin.rs`); the
-//! test guest's path is handed to tests and benches as `TEST_GUEST_WASM`.
+//! test guests' paths are handed to tests and benches as `*_WASM` variables.
 
 use std::env;
 use std::fmt::Write as _;
@@ -17,7 +17,12 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 const BUILTINS: &[(&str, &str, &str)] = &[("transform", "transform", "transform")];
 
 /// Guests that only tests and benches load: (cargo package, artifact stem, env var).
-const TEST_GUESTS: &[(&str, &str, &str)] = &[("test-guest", "test_guest", "TEST_GUEST_WASM")];
+const TEST_GUESTS: &[(&str, &str, &str)] = &[
+    ("test-guest", "test_guest", "TEST_GUEST_WASM"),
+    ("describe-panics", "describe_panics", "DESCRIBE_PANICS_WASM"),
+    ("describe-spins", "describe_spins", "DESCRIBE_SPINS_WASM"),
+    ("other-world", "other_world", "OTHER_WORLD_WASM"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -29,7 +34,7 @@ fn main() {
         "wit",
         "sdk-guest",
         "plugins",
-        "tests/guest",
+        "tests/guests",
         "Cargo.toml",
         "Cargo.lock",
     ] {

@@ -4,15 +4,19 @@
 //! The path through the crate: [`workflow`] reads and validates a file into a
 //! [`workflow::Plan`] (using [`expr`] for Rhai and [`graph`] for the DAG);
 //! [`scheduler`] runs the plan, handing each task to an [`scheduler::Executor`];
-//! [`sandbox`] is the executor that runs plugins in wasmtime; [`plugin`] knows
-//! which plugins exist; [`service`] wires these together for the [`cli`].
+//! [`sandbox`] is the executor that runs plugins in wasmtime with the
+//! capabilities [`plugin`] grants; [`store`] keeps installed plugins in redb;
+//! [`config`] holds host secrets; [`service`] wires these together for the
+//! [`cli`].
 
 pub mod cli;
+pub mod config;
 pub mod expr;
 pub mod graph;
 pub mod plugin;
 pub mod sandbox;
 pub mod scheduler;
 pub mod service;
+pub mod store;
 pub mod telemetry;
 pub mod workflow;

@@ -1,6 +1,6 @@
-//! The operations the CLI offers, as a library: load a workflow file into a
-//! plan, prepare its plugins, run it. Later front ends (the gRPC service) call
-//! the same functions.
+//! The operations the CLI offers, as a library: open the store, load a
+//! workflow file into a plan, prepare its plugins, run it. Later front ends
+//! (the gRPC service) call the same functions.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,10 +9,13 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use crate::config::Secrets;
 use crate::expr::Expressions;
-use crate::plugin::Catalog;
-use crate::sandbox::{Sandbox, SandboxError, SandboxExecutor};
+use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
+use crate::sandbox::{Compiled, Sandbox, SandboxError, SandboxExecutor};
 use crate::scheduler::{Event, RunReport, Scheduler};
+use crate::store::plugins::{Artifact, PluginRecord};
+use crate::store::{DEFAULT_TENANT, Store, StoreError};
 use crate::workflow::{self, Plan, WorkflowError};
 
 /// Why an operation could not start.
@@ -32,12 +35,32 @@ pub enum ServiceError {
     /// The inputs do not fit the workflow.
     #[error("{0}")]
     Inputs(String),
-    /// A plugin could not be loaded.
+    /// A plugin could not be loaded or given its capabilities.
     #[error("{0}")]
     Plugin(String),
     /// The sandbox could not be started or a plugin could not be compiled.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The store could not be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A plugin could not be installed.
+    #[error(transparent)]
+    Install(#[from] InstallError),
+}
+
+/// Opens the store and installs the built-in plugins it lacks (first start).
+pub async fn open_store(path: &Path, sandbox: &Sandbox) -> Result<Store, ServiceError> {
+    let store = Store::open(path)?;
+    for report in plugin::install_builtins(&store, sandbox, DEFAULT_TENANT).await? {
+        tracing::info!(
+            plugin = %report.record.name,
+            version = %report.record.version,
+            digest = %report.record.digest,
+            "installed built-in plugin"
+        );
+    }
+    Ok(store)
 }
 
 /// A validated workflow and where it came from.
@@ -49,8 +72,12 @@ pub struct LoadedWorkflow {
     pub catalog: Catalog,
 }
 
-/// Reads and validates a workflow file.
-pub fn load(path: &Path, expressions: &Expressions) -> Result<LoadedWorkflow, ServiceError> {
+/// Reads and validates a workflow file against the plugins in `store`.
+pub fn load(
+    path: &Path,
+    expressions: &Expressions,
+    store: &Store,
+) -> Result<LoadedWorkflow, ServiceError> {
     let file = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|source| ServiceError::Read {
         file: file.clone(),
@@ -59,7 +86,7 @@ pub fn load(path: &Path, expressions: &Expressions) -> Result<LoadedWorkflow, Se
     let base_dir = path
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let catalog = Catalog::new(base_dir);
+    let catalog = Catalog::new(base_dir, store.plugins(DEFAULT_TENANT)?);
     let plan = workflow::load(&source, &file, expressions, &catalog)?;
     Ok(LoadedWorkflow { plan, catalog })
 }
@@ -69,15 +96,30 @@ pub fn load(path: &Path, expressions: &Expressions) -> Result<LoadedWorkflow, Se
 pub struct Runner {
     sandbox: Arc<Sandbox>,
     expressions: Expressions,
+    secrets: Arc<Secrets>,
 }
 
 impl Runner {
-    /// A runner with a new sandbox.
+    /// A runner with a new sandbox and no secrets.
     pub fn new(expressions: Expressions) -> Result<Self, ServiceError> {
-        Ok(Self {
-            sandbox: Sandbox::new()?,
+        Ok(Self::on(Sandbox::new()?, expressions))
+    }
+
+    /// A runner on an existing sandbox, with no secrets.
+    pub fn on(sandbox: Arc<Sandbox>, expressions: Expressions) -> Self {
+        Self {
+            sandbox,
             expressions,
-        })
+            secrets: Arc::default(),
+        }
+    }
+
+    /// The same runner, attaching `secrets` to plugins granted them.
+    pub fn with_secrets(self, secrets: Secrets) -> Self {
+        Self {
+            secrets: Arc::new(secrets),
+            ..self
+        }
     }
 
     /// The sandbox tasks run in.
@@ -85,27 +127,88 @@ impl Runner {
         &self.sandbox
     }
 
-    /// Compiles and links every plugin the workflow uses, once each.
-    pub fn prepare(&self, workflow: &LoadedWorkflow) -> Result<SandboxExecutor, ServiceError> {
+    /// Loads every plugin the workflow uses (installed ones from their
+    /// precompiled artifacts, once per digest) and gives each task the
+    /// capabilities its plugin was granted, narrowed by the workflow.
+    pub fn prepare(
+        &self,
+        workflow: &LoadedWorkflow,
+        store: &Store,
+    ) -> Result<SandboxExecutor, ServiceError> {
+        let mut compiled: HashMap<String, (Compiled, Allowed)> = HashMap::new();
         let mut plugins = HashMap::new();
         for task in &workflow.plan.tasks {
-            if plugins.contains_key(&task.uses) {
-                continue;
+            let in_task = |e: String| ServiceError::Plugin(format!("task `{}`: {e}", task.id));
+            if !compiled.contains_key(&task.uses) {
+                let loaded = match workflow.catalog.resolve(&task.uses).map_err(in_task)? {
+                    Resolved::Installed(record) => {
+                        let allowed =
+                            Allowed::intersect(&record.manifest.capabilities, &record.grants);
+                        (self.load_installed(store, &record)?, allowed)
+                    }
+                    Resolved::File(path) => {
+                        let bytes = std::fs::read(&path).map_err(|e| {
+                            in_task(format!("cannot read plugin {}: {e}", path.display()))
+                        })?;
+                        let name = path.file_stem().map_or_else(
+                            || task.uses.clone(),
+                            |s| s.to_string_lossy().into_owned(),
+                        );
+                        (self.sandbox.compile(&name, &bytes)?, Allowed::default())
+                    }
+                };
+                compiled.insert(task.uses.clone(), loaded);
             }
-            let loaded = workflow
-                .catalog
-                .load(&task.uses)
-                .map_err(|e| ServiceError::Plugin(format!("task `{}`: {e}", task.id)))?;
-            let plugin = self.sandbox.prepare(&loaded.name, &loaded.bytes)?;
-            plugins.insert(task.uses.clone(), plugin);
+            let (component, allowed) = &compiled[&task.uses];
+            let allowed = allowed.narrow(&task.grants).map_err(|e| in_task(e))?;
+            let plugin = self
+                .sandbox
+                .link(component, allowed, Arc::clone(&self.secrets))?;
+            plugins.insert(task.id.clone(), plugin);
         }
         Ok(SandboxExecutor::new(Arc::clone(&self.sandbox), plugins))
     }
 
-    /// Checks inputs, prepares plugins and runs the workflow to the end.
-    pub async fn run(
+    /// An installed plugin from its artifact; compiled (and the artifact
+    /// stored) only if this engine has none yet, for example after an upgrade.
+    fn load_installed(
+        &self,
+        store: &Store,
+        record: &PluginRecord,
+    ) -> Result<Compiled, ServiceError> {
+        let engine = self.sandbox.engine_hash();
+        let label = format!("{}@{}", record.name, record.version);
+        if let Some(artifact) = store.plugin_artifact(DEFAULT_TENANT, &record.digest, engine)? {
+            return Ok(self
+                .sandbox
+                .load_artifact(&label, &record.digest, &artifact)?);
+        }
+        let bytes = store
+            .plugin_blob(DEFAULT_TENANT, &record.digest)?
+            .ok_or_else(|| {
+                ServiceError::Plugin(format!(
+                    "{label}: its component is missing from the store; reinstall it"
+                ))
+            })?;
+        tracing::info!(plugin = %label, "compiling for this engine (once)");
+        let compiled = self.sandbox.compile(&label, &bytes)?;
+        let artifact = self.sandbox.serialize(&compiled)?;
+        store.put_plugin_artifact(
+            DEFAULT_TENANT,
+            &record.digest,
+            Artifact {
+                engine,
+                bytes: &artifact,
+            },
+        )?;
+        Ok(compiled)
+    }
+
+    /// Checks inputs and runs a prepared workflow to the end.
+    pub async fn execute(
         &self,
         workflow: &LoadedWorkflow,
+        executor: SandboxExecutor,
         inputs: IndexMap<String, Value>,
         concurrency: Option<usize>,
         observe: &(dyn Fn(Event<'_>) + Sync),
@@ -114,8 +217,7 @@ impl Runner {
             .plan
             .resolve_inputs(inputs)
             .map_err(ServiceError::Inputs)?;
-        let executor = Arc::new(self.prepare(workflow)?);
-        let scheduler = Scheduler::new(executor, self.expressions.clone());
+        let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
         Ok(scheduler
             .run(
                 &workflow.plan,
@@ -125,6 +227,20 @@ impl Runner {
                 observe,
             )
             .await)
+    }
+
+    /// Prepares and runs a workflow.
+    pub async fn run(
+        &self,
+        workflow: &LoadedWorkflow,
+        store: &Store,
+        inputs: IndexMap<String, Value>,
+        concurrency: Option<usize>,
+        observe: &(dyn Fn(Event<'_>) + Sync),
+    ) -> Result<RunReport, ServiceError> {
+        let executor = self.prepare(workflow, store)?;
+        self.execute(workflow, executor, inputs, concurrency, observe)
+            .await
     }
 }
 

@@ -35,6 +35,8 @@
 
 extern crate self as orchestrator_sdk;
 
+pub mod http;
+
 use std::cell::RefCell;
 
 use serde::Serialize;

@@ -1,28 +1,37 @@
-//! One task attempt: a fresh `Store` with its limits, one call to `execute`.
+//! One call into a plugin: a fresh `Store` with its limits and capabilities.
 //!
-//! The store gets a WASI context with nothing granted (no files, no
-//! environment, no network, stdin empty, stdout discarded, stderr captured for
-//! error messages), a memory limiter, a fuel budget and an epoch deadline. The
-//! epoch callback yields to tokio at every tick, so a busy plugin cannot starve
-//! its neighbours, and interrupts it past the deadline; a tokio timeout covers
-//! time spent blocked in host calls (a guest's `sleep`).
+//! The store's WASI context holds exactly what the plugin was allowed: the
+//! granted directories (preopened through cap-std, read-only unless writable
+//! was both asked for and granted), the granted environment variables (values
+//! read from the host's environment), no sockets, stdin empty, stdout
+//! discarded, stderr captured for error messages. `wasi:http` goes through
+//! the egress policy (`egress`). A memory limiter, a fuel budget and an epoch
+//! deadline bound the call; the epoch callback yields to tokio at every tick,
+//! so a busy plugin cannot starve its neighbours, and interrupts it past the
+//! deadline; a tokio timeout covers time spent blocked in host calls.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
-use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::Plugin;
-use super::bindings::{State, TaskContext};
+use super::bindings::{self, State, TaskContext};
+use super::egress::{Denials, Egress};
 use super::limiter::MemoryLimiter;
 use super::outcome::{self, Failure};
-use crate::scheduler::{Metering, TaskFailure, TaskRequest, TaskSuccess};
+use crate::plugin::Manifest;
+use crate::scheduler::{FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess};
+use crate::workflow::Limits;
 
 /// How much of a plugin's stderr is kept for error messages.
 const STDERR_CAPACITY: usize = 16 * 1024;
 
+/// Runs `execute` once.
 pub(super) async fn run(
     engine: &Engine,
     plugin: &Plugin,
@@ -30,34 +39,11 @@ pub(super) async fn run(
 ) -> Result<TaskSuccess, TaskFailure> {
     let started = Instant::now();
     let limits = request.limits;
-    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-    let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
-    let mut store = Store::new(
-        engine,
-        State {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(limits.memory),
-            stderr,
-            task_id: request.task_id.clone(),
-            plugin: plugin.name.clone(),
-        },
-    );
-    store.limiter(|state| &mut state.limiter);
-    // A fresh store has no fuel; setting it cannot fail with fuel enabled.
-    store
-        .set_fuel(limits.fuel)
-        .expect("fuel is enabled on the engine");
-    let deadline = started + limits.deadline;
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
-            UpdateDeadline::Interrupt
-        } else {
-            UpdateDeadline::Yield(1)
-        })
-    });
-
+    let denials = Denials::default();
+    let mut store = match new_store(engine, plugin, &request.task_id, &limits, &denials) {
+        Ok(store) => store,
+        Err(failure) => return Err(failure.into_task_failure(Metering::default())),
+    };
     let ctx = TaskContext {
         idempotency_key: format!("{}/{}", request.execution_id, request.task_id),
         execution_id: request.execution_id.to_string(),
@@ -72,16 +58,117 @@ pub(super) async fn run(
     };
     let result = tokio::time::timeout(limits.deadline, call).await;
 
-    let metering = Metering {
+    let metering = metering(&store, &limits, started);
+    let failure = match result {
+        Err(_elapsed) => Failure::deadline(&limits),
+        Ok(Err(error)) => outcome::classify(&error, &limits, &store.data().stderr),
+        Ok(Ok(Err(task_error))) => outcome::from_plugin_error(task_error),
+        Ok(Ok(Ok(output))) => return outcome::success(output, &limits, metering),
+    };
+    Err(failure
+        .refused_by_host(&denials.lock().expect("denials lock"))
+        .into_task_failure(metering))
+}
+
+/// Calls `describe` once, with no capabilities.
+pub(super) async fn describe(
+    engine: &Engine,
+    plugin: &Plugin,
+    limits: Limits,
+) -> Result<Manifest, TaskFailure> {
+    let started = Instant::now();
+    let denials = Denials::default();
+    let mut store = new_store(engine, plugin, "describe", &limits, &denials)
+        .map_err(|f| f.into_task_failure(Metering::default()))?;
+    let call = async {
+        let instance = plugin.pre.instantiate_async(&mut store).await?;
+        instance.call_describe(&mut store).await
+    };
+    let result = tokio::time::timeout(limits.deadline, call).await;
+    let metering = metering(&store, &limits, started);
+    match result {
+        Ok(Ok(info)) => Ok(bindings::manifest(info)),
+        Err(_elapsed) => Err(Failure::deadline(&limits).into_task_failure(metering)),
+        Ok(Err(error)) => {
+            Err(outcome::classify(&error, &limits, &store.data().stderr)
+                .into_task_failure(metering))
+        }
+    }
+}
+
+fn metering(store: &Store<State>, limits: &Limits, started: Instant) -> Metering {
+    Metering {
         duration: started.elapsed(),
         fuel: limits.fuel - store.get_fuel().unwrap_or(0),
         peak_memory: store.data().limiter.peak(),
-    };
-    let failure = |failure: Failure| Err(failure.into_task_failure(metering));
-    match result {
-        Err(_elapsed) => failure(Failure::deadline(&limits)),
-        Ok(Err(error)) => failure(outcome::classify(&error, &limits, &store.data().stderr)),
-        Ok(Ok(Err(task_error))) => failure(outcome::from_plugin_error(task_error)),
-        Ok(Ok(Ok(output))) => outcome::success(output, metering),
     }
+}
+
+/// A store holding exactly what `plugin` may use, under `limits`.
+fn new_store(
+    engine: &Engine,
+    plugin: &Plugin,
+    task_id: &str,
+    limits: &Limits,
+    denials: &Denials,
+) -> Result<Store<State>, Failure> {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+    let mut wasi = WasiCtx::builder();
+    wasi.stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false);
+    for name in &plugin.allowed.env {
+        if let Ok(value) = std::env::var(name) {
+            wasi.env(name, value);
+        }
+    }
+    for dir in &plugin.allowed.dirs {
+        let perms = if dir.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        wasi.preopened_dir(&dir.host_dir, &dir.path, perms)
+            .map_err(|e| Failure {
+                kind: FailureKind::Plugin,
+                message: format!(
+                    "the directory granted at `{}` ({}) cannot be opened: {e:#}; fix the grant with `runtime install`",
+                    dir.path,
+                    dir.host_dir.display()
+                ),
+            })?;
+    }
+    let mut store = Store::new(
+        engine,
+        State {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            egress: Egress {
+                plugin: Arc::clone(&plugin.name),
+                allowed: Arc::clone(&plugin.allowed),
+                secrets: Arc::clone(&plugin.secrets),
+                denials: Arc::clone(denials),
+            },
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(limits.memory),
+            stderr,
+            task_id: task_id.to_owned(),
+            plugin: Arc::clone(&plugin.name),
+        },
+    );
+    store.limiter(|state| &mut state.limiter);
+    // A fresh store has no fuel; setting it cannot fail with fuel enabled.
+    store
+        .set_fuel(limits.fuel)
+        .expect("fuel is enabled on the engine");
+    let deadline = Instant::now() + limits.deadline;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+    Ok(store)
 }

@@ -2,15 +2,19 @@
 //!
 //! `bindgen!` types stay in this file: [`State`] implements the imported
 //! `host` interface (logs and emitted progress become `tracing` events tagged
-//! with the task and plugin), and the rest of the crate sees domain types.
+//! with the task and plugin) and hands WASI and `wasi:http` their views;
+//! [`manifest`] maps `describe()`'s answer to the domain [`Manifest`].
 
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::egress::Egress;
 use super::limiter::MemoryLimiter;
+use crate::plugin::{Capabilities, FsAccess, Manifest};
 
 wasmtime::component::bindgen!({
     world: "executor",
@@ -23,6 +27,8 @@ use orchestrator::plugin::{host, types};
 /// Everything one task attempt's `Store` holds.
 pub struct State {
     pub(super) wasi: WasiCtx,
+    pub(super) http: WasiHttpCtx,
+    pub(super) egress: Egress,
     pub(super) table: ResourceTable,
     pub(super) limiter: MemoryLimiter,
     /// What the plugin wrote to stderr (a Rust panic message lands here).
@@ -40,7 +46,42 @@ impl WasiView for State {
     }
 }
 
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
+        }
+    }
+}
+
 impl types::Host for State {}
+
+/// What `describe()` returned, as domain data.
+pub(super) fn manifest(info: PluginInfo) -> Manifest {
+    let caps = info.capabilities;
+    Manifest {
+        name: info.name,
+        version: info.version,
+        description: info.description,
+        input_schema: info.input_schema,
+        output_schema: info.output_schema,
+        capabilities: Capabilities {
+            http_hosts: caps.http_hosts,
+            filesystem: caps
+                .filesystem
+                .into_iter()
+                .map(|f| FsAccess {
+                    path: f.path,
+                    writable: f.writable,
+                })
+                .collect(),
+            env: caps.env,
+            secrets: caps.secrets,
+        },
+    }
+}
 
 impl host::Host for State {
     fn log(&mut self, level: host::LogLevel, message: String, fields: Vec<host::Field>) {

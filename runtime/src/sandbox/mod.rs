@@ -1,18 +1,22 @@
 //! The wasmtime sandbox every plugin runs in.
 //!
 //! One [`Sandbox`] per process owns the `Engine` (component model, fuel, epoch
-//! interruption, pooling allocator), the linker (WASI p2 with no grants, plus
-//! the `host` interface) and a cache of linked `InstancePre`s keyed by the
-//! sha256 of the component. A ticker thread advances the epoch every
-//! [`EPOCH_TICK`], which drives deadlines and lets long calls yield.
-//! Each task attempt gets a fresh `Store` (see `attempt`).
+//! interruption, pooling allocator), the linker (WASI p2 and `wasi:http`, both
+//! deny-by-default, plus the `host` interface) and a cache of linked
+//! `InstancePre`s keyed by the sha256 of the component. A ticker thread
+//! advances the epoch every [`EPOCH_TICK`], which drives deadlines and lets
+//! long calls yield. Each task attempt gets a fresh `Store` (see `attempt`)
+//! holding exactly the capabilities its [`Plugin`] was allowed.
 
 mod attempt;
 mod bindings;
+pub mod egress;
 mod limiter;
 mod outcome;
+pub mod world;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,14 +24,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::scheduler::{Executor, TaskFailure, TaskRequest, TaskSuccess};
+use crate::config::Secrets;
+use crate::plugin::{Allowed, Manifest};
+use crate::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
+use crate::workflow::{Limits, MAX_MEMORY};
 use bindings::{Executor as ExecutorWorld, ExecutorPre, State};
 
 /// How often the epoch advances: the resolution of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// The largest memory any one plugin may be granted.
-pub const MAX_MEMORY: u64 = 4 << 30;
 
 /// Why a plugin could not be made ready to run.
 #[derive(Debug, thiserror::Error)]
@@ -38,42 +42,72 @@ pub enum SandboxError {
     /// The bytes are not a component, or do not compile.
     #[error("plugin `{plugin}` is not a valid WebAssembly component: {reason}")]
     Compile {
-        /// The plugin, as named by the workflow.
+        /// The plugin, as named by the workflow or the file.
         plugin: String,
         /// What the compiler said.
         reason: String,
     },
-    /// The component does not implement the `executor` world, or imports
-    /// something the host does not grant.
-    #[error(
-        "plugin `{plugin}` does not fit the orchestrator:plugin/executor@0.1.0 world: {reason}"
-    )]
+    /// The component does not implement a hosted `executor` world, or imports
+    /// something the host does not provide.
+    #[error("plugin `{plugin}` is not an orchestrator plugin this runtime can host: {reason}")]
     Link {
-        /// The plugin, as named by the workflow.
+        /// The plugin, as named by the workflow or the file.
         plugin: String,
-        /// What the linker said.
+        /// What is wrong with it.
         reason: String,
     },
 }
 
-/// A compiled, linked plugin, cheap to clone and instantiate.
+/// A compiled component, not yet linked.
+#[derive(Clone)]
+pub struct Compiled {
+    name: Arc<str>,
+    digest: String,
+    component: Component,
+}
+
+impl Compiled {
+    /// sha256 of the component bytes, lower-case hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+/// A linked plugin with the capabilities one task may use; cheap to clone.
 #[derive(Clone)]
 pub struct Plugin {
     name: Arc<str>,
     pre: ExecutorPre<State>,
+    allowed: Arc<Allowed>,
+    secrets: Arc<Secrets>,
 }
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("allowed", &self.allowed)
+            .finish()
     }
 }
 
-/// The process's WebAssembly engine and its compiled plugins.
+impl Plugin {
+    /// The same plugin with other capabilities.
+    pub fn with_capabilities(&self, allowed: Allowed, secrets: Arc<Secrets>) -> Self {
+        Self {
+            allowed: Arc::new(allowed),
+            secrets,
+            ..self.clone()
+        }
+    }
+}
+
+/// The process's WebAssembly engine and its linked plugins.
 pub struct Sandbox {
     engine: Engine,
+    engine_hash: String,
     linker: Linker<State>,
-    cache: Mutex<HashMap<[u8; 32], ExecutorPre<State>>>,
+    cache: Mutex<HashMap<String, ExecutorPre<State>>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -104,53 +138,142 @@ impl Sandbox {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .and_then(|()| {
                 ExecutorWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             })
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
+        let mut hasher = DigestHasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = hex(&hasher.0.finalize().into());
+
         start_ticker(&engine);
         Ok(Arc::new(Self {
             engine,
+            engine_hash,
             linker,
             cache: Mutex::new(HashMap::new()),
         }))
     }
 
-    /// Compiles and links a component, or returns the cached result for the
-    /// same bytes. Compiling is slow (milliseconds to seconds): do it once per
-    /// plugin, before tasks run.
-    pub fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Plugin, SandboxError> {
-        let digest: [u8; 32] = Sha256::digest(bytes).into();
-        let cached = self.cache.lock().expect("cache lock").get(&digest).cloned();
+    /// Identifies the engine's configuration: artifacts compiled by an engine
+    /// with another hash must not be loaded by this one.
+    pub fn engine_hash(&self) -> &str {
+        &self.engine_hash
+    }
+
+    /// Checks that `bytes` are a component and compiles them. Slow
+    /// (milliseconds to seconds): done at install, or once per file.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled, SandboxError> {
+        let compile_error = |reason: String| SandboxError::Compile {
+            plugin: name.to_owned(),
+            reason,
+        };
+        if let Some(reason) = world::not_a_component(bytes) {
+            return Err(compile_error(reason));
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            compile_error(format!(
+                "it does not compile ({e:#}); the file may be truncated or damaged: rebuild it"
+            ))
+        })?;
+        Ok(Compiled {
+            name: Arc::from(name),
+            digest: hex(&Sha256::digest(bytes).into()),
+            component,
+        })
+    }
+
+    /// The precompiled form of a component, for the store.
+    pub fn serialize(&self, compiled: &Compiled) -> Result<Vec<u8>, SandboxError> {
+        compiled
+            .component
+            .serialize()
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))
+    }
+
+    /// Loads an artifact [`Sandbox::serialize`] wrote, without compiling.
+    ///
+    /// Only artifacts this host wrote into its own store reach this function,
+    /// and only for the engine hash they were written with.
+    pub fn load_artifact(
+        &self,
+        name: &str,
+        digest: &str,
+        artifact: &[u8],
+    ) -> Result<Compiled, SandboxError> {
+        #[allow(
+            unsafe_code,
+            reason = "deserializing runs native code compiled earlier; the store only holds artifacts this host serialized, keyed by its engine hash"
+        )]
+        // SAFETY: `artifact` comes from `Sandbox::serialize` of an engine with
+        // the same `engine_hash` (the store keys artifacts by it), and the
+        // store file is the host's own, not a plugin's or a tenant's input.
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }.map_err(|e| {
+            SandboxError::Compile {
+                plugin: name.to_owned(),
+                reason: format!("its stored artifact does not load ({e:#}); reinstall it"),
+            }
+        })?;
+        Ok(Compiled {
+            name: Arc::from(name),
+            digest: digest.to_owned(),
+            component,
+        })
+    }
+
+    /// Links a compiled component (cached per digest) and gives it capabilities.
+    pub fn link(
+        &self,
+        compiled: &Compiled,
+        allowed: Allowed,
+        secrets: Arc<Secrets>,
+    ) -> Result<Plugin, SandboxError> {
+        let cached = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .get(&compiled.digest)
+            .cloned();
         let pre = match cached {
             Some(pre) => pre,
             None => {
-                let component =
-                    Component::new(&self.engine, bytes).map_err(|e| SandboxError::Compile {
-                        plugin: name.to_owned(),
-                        reason: format!("{e:#}"),
-                    })?;
-                let link_error = |e: wasmtime::Error| SandboxError::Link {
-                    plugin: name.to_owned(),
-                    reason: format!("{e:#}"),
+                let link_error = |reason: String| SandboxError::Link {
+                    plugin: compiled.name.to_string(),
+                    reason,
                 };
+                world::check(&compiled.component, &self.engine).map_err(link_error)?;
                 let pre = self
                     .linker
-                    .instantiate_pre(&component)
-                    .map_err(link_error)?;
-                let pre = ExecutorPre::new(pre).map_err(link_error)?;
+                    .instantiate_pre(&compiled.component)
+                    .map_err(|e| link_error(format!("{e:#}")))?;
+                let pre = ExecutorPre::new(pre).map_err(|e| link_error(format!("{e:#}")))?;
                 self.cache
                     .lock()
                     .expect("cache lock")
-                    .insert(digest, pre.clone());
+                    .insert(compiled.digest.clone(), pre.clone());
                 pre
             }
         };
         Ok(Plugin {
-            name: Arc::from(name),
+            name: Arc::clone(&compiled.name),
             pre,
+            allowed: Arc::new(allowed),
+            secrets,
         })
+    }
+
+    /// Compiles and links a component that gets no capabilities at all (a
+    /// `.wasm` named by path in a workflow, benches, tests).
+    pub fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Plugin, SandboxError> {
+        let compiled = self.compile(name, bytes)?;
+        self.link(&compiled, Allowed::default(), Arc::default())
+    }
+
+    /// Calls `describe()` in a fresh store under `limits`, with no capabilities.
+    pub async fn describe(&self, plugin: &Plugin, limits: Limits) -> Result<Manifest, TaskFailure> {
+        attempt::describe(&self.engine, plugin, limits).await
     }
 
     /// Runs one task attempt of `plugin` in a fresh store under the request's limits.
@@ -161,6 +284,24 @@ impl Sandbox {
     ) -> Result<TaskSuccess, TaskFailure> {
         attempt::run(&self.engine, plugin, request).await
     }
+}
+
+/// Feeds `Hash` output into sha256, for a hash that is stable across runs.
+struct DigestHasher(Sha256);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Advances the epoch until the engine is dropped.
@@ -178,7 +319,7 @@ fn start_ticker(engine: &Engine) {
         .expect("spawning the epoch ticker thread");
 }
 
-/// Runs tasks on plugins prepared for one workflow, keyed by `uses:`.
+/// Runs tasks on plugins prepared for one workflow, keyed by task id.
 #[derive(Debug)]
 pub struct SandboxExecutor {
     sandbox: Arc<Sandbox>,
@@ -186,7 +327,7 @@ pub struct SandboxExecutor {
 }
 
 impl SandboxExecutor {
-    /// An executor for the given `uses:` -> plugin map.
+    /// An executor for the given task id -> plugin map.
     pub fn new(sandbox: Arc<Sandbox>, plugins: HashMap<String, Plugin>) -> Self {
         Self { sandbox, plugins }
     }
@@ -194,11 +335,11 @@ impl SandboxExecutor {
 
 impl Executor for SandboxExecutor {
     async fn execute(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
-        match self.plugins.get(&request.uses) {
+        match self.plugins.get(&request.task_id) {
             Some(plugin) => self.sandbox.run(plugin, request).await,
             None => Err(TaskFailure {
-                kind: crate::scheduler::FailureKind::Plugin,
-                message: format!("plugin `{}` was not prepared", request.uses),
+                kind: FailureKind::Plugin,
+                message: format!("no plugin was prepared for task `{}`", request.task_id),
                 metering: Default::default(),
             }),
         }

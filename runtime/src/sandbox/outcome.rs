@@ -11,8 +11,8 @@ use crate::workflow::Limits;
 
 /// A failure before metering is attached.
 pub(super) struct Failure {
-    kind: FailureKind,
-    message: String,
+    pub(super) kind: FailureKind,
+    pub(super) message: String,
 }
 
 impl Failure {
@@ -22,6 +22,23 @@ impl Failure {
             message: format!(
                 "ran past its deadline of {}; raise `limits.deadline` if it needs longer",
                 humantime::format_duration(limits.deadline)
+            ),
+        }
+    }
+
+    /// If the host refused something the plugin tried (an HTTP request, a
+    /// secret), that refusal is the cause: the failure becomes `denied` and
+    /// says what was refused, followed by what the plugin reported.
+    pub(super) fn refused_by_host(self, denials: &[String]) -> Self {
+        if denials.is_empty() {
+            return self;
+        }
+        Self {
+            kind: FailureKind::Denied,
+            message: format!(
+                "the sandbox refused: {}; the plugin then reported: {}",
+                denials.join("; "),
+                self.message
             ),
         }
     }
@@ -60,6 +77,10 @@ pub(super) fn classify(
             ),
         },
         Some(Trap::Interrupt) => Failure::deadline(limits),
+        Some(Trap::StackOverflow) => Failure {
+            kind: FailureKind::StackOverflow,
+            message: "overflowed its stack (unbounded recursion?)".to_owned(),
+        },
         Some(trap) => {
             let mut message = trap.to_string();
             let written = String::from_utf8_lossy(&stderr.contents()).into_owned();
@@ -95,8 +116,24 @@ pub(super) fn from_plugin_error(error: TaskError) -> Failure {
     Failure { kind, message }
 }
 
-/// Parses the plugin's JSON output.
-pub(super) fn success(output: TaskOutput, metering: Metering) -> Result<TaskSuccess, TaskFailure> {
+/// Checks the output's size and parses it as JSON.
+pub(super) fn success(
+    output: TaskOutput,
+    limits: &Limits,
+    metering: Metering,
+) -> Result<TaskSuccess, TaskFailure> {
+    let size = output.output.len() as u64;
+    if size > limits.output {
+        return Err(TaskFailure {
+            kind: FailureKind::OutputLimit,
+            message: format!(
+                "returned an output of {} past the limit of {}; raise `limits.output` if it needs more",
+                mib(size),
+                mib(limits.output)
+            ),
+            metering,
+        });
+    }
     let value = serde_json::from_str(&output.output).map_err(|e| TaskFailure {
         kind: FailureKind::Plugin,
         message: format!(

@@ -93,6 +93,10 @@ pub enum FailureKind {
     MemoryLimit,
     /// The attempt ran past its deadline.
     Deadline,
+    /// The attempt overflowed its stack.
+    StackOverflow,
+    /// The attempt returned an output larger than `limits.output`.
+    OutputLimit,
     /// The plugin trapped (a panic, an unreachable, a bad access).
     Trap,
     /// The plugin could not be loaded or instantiated, or broke the contract.
@@ -112,6 +116,8 @@ impl FailureKind {
             FailureKind::OutOfFuel => "out-of-fuel",
             FailureKind::MemoryLimit => "memory-limit",
             FailureKind::Deadline => "deadline",
+            FailureKind::StackOverflow => "stack-overflow",
+            FailureKind::OutputLimit => "output-limit",
             FailureKind::Trap => "trap",
             FailureKind::Plugin => "plugin",
             FailureKind::Expression => "expression",

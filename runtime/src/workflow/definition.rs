@@ -23,6 +23,9 @@ pub struct Definition {
     /// Sandbox limits for every task that does not set its own.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Narrows what every task's plugin may do (a task's own `grants:` wins).
+    #[serde(default)]
+    pub grants: GrantsSpec,
     /// How many tasks may run at once.
     #[serde(default)]
     pub concurrency: Option<Spanned<usize>>,
@@ -75,7 +78,8 @@ pub enum InputType {
 pub struct TaskSpec {
     /// Unique name; other tasks and expressions refer to it.
     pub id: Spanned<String>,
-    /// The plugin that executes it: a built-in name or a path to a `.wasm`.
+    /// The plugin that executes it: `name`, `name@version`, `sha256:<digest>`
+    /// or a path to a `.wasm` file.
     pub uses: Spanned<String>,
     /// What the task does.
     #[serde(default)]
@@ -92,6 +96,39 @@ pub struct TaskSpec {
     /// Sandbox limits for this task.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Narrows what the plugin may do for this task.
+    #[serde(default)]
+    pub grants: GrantsSpec,
+}
+
+/// Capabilities a workflow lets a plugin keep: each list, when present,
+/// replaces the installed grants with a subset of them.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsSpec {
+    /// Host patterns it may still reach.
+    #[serde(default)]
+    pub http: Option<Vec<String>>,
+    /// Environment variable names it may still read.
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    /// Secrets still attached to its requests.
+    #[serde(default)]
+    pub secrets: Option<Vec<String>>,
+    /// Directories it may still see, and whether it may still write there.
+    #[serde(default)]
+    pub filesystem: Option<Vec<FsSpec>>,
+}
+
+/// One directory in a workflow's `grants.filesystem`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsSpec {
+    /// The path as the plugin sees it.
+    pub path: String,
+    /// Whether it may write there (default: no).
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// Sandbox limits as written; unset fields inherit.
@@ -107,4 +144,7 @@ pub struct LimitsSpec {
     /// Wall-clock deadline per attempt, for example `30s`.
     #[serde(default)]
     pub deadline: Option<Spanned<String>>,
+    /// Largest output a task may return, for example `16MiB`.
+    #[serde(default)]
+    pub output: Option<Spanned<String>>,
 }

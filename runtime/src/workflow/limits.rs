@@ -11,7 +11,12 @@ pub struct Limits {
     pub memory: u64,
     /// Wall-clock deadline of one attempt, instantiation included.
     pub deadline: Duration,
+    /// Largest output (JSON text) an attempt may return, in bytes.
+    pub output: u64,
 }
+
+/// The largest memory cap a task may ask for: the size of a sandbox memory slot.
+pub const MAX_MEMORY: u64 = 4 << 30;
 
 impl Default for Limits {
     /// Generous for a model call or a transform (a `transform` task uses
@@ -21,6 +26,7 @@ impl Default for Limits {
             fuel: 1_000_000_000,
             memory: 128 << 20,
             deadline: Duration::from_secs(60),
+            output: 16 << 20,
         }
     }
 }

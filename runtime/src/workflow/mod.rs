@@ -10,11 +10,11 @@ mod parse;
 mod plan;
 mod validate;
 
-pub use definition::{Definition, InputSpec, InputType, LimitsSpec, TaskSpec};
+pub use definition::{Definition, FsSpec, GrantsSpec, InputSpec, InputType, LimitsSpec, TaskSpec};
 pub use diagnostic::{Diagnostic, WorkflowError};
-pub use limits::{Limits, parse_bytes, parse_duration};
+pub use limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 pub use parse::parse;
-pub use plan::{InputDecl, Plan, PlannedTask};
+pub use plan::{GrantLimits, InputDecl, Plan, PlannedTask};
 pub use validate::{PluginCatalog, validate};
 
 use crate::expr::Expressions;

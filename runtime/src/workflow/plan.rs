@@ -52,6 +52,22 @@ pub struct PlannedTask {
     pub reads: Vec<usize>,
     /// Sandbox limits of each attempt.
     pub limits: Limits,
+    /// What the workflow lets the plugin keep of its grants.
+    pub grants: GrantLimits,
+}
+
+/// Capabilities a workflow lets a task's plugin keep; `None` keeps all that
+/// were granted at install.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantLimits {
+    /// Host patterns.
+    pub http: Option<Vec<String>>,
+    /// Environment variable names.
+    pub env: Option<Vec<String>>,
+    /// Secret names.
+    pub secrets: Option<Vec<String>>,
+    /// Directories, by the path the plugin sees, and whether writable.
+    pub filesystem: Option<Vec<(String, bool)>>,
 }
 
 impl Plan {

@@ -9,11 +9,11 @@ use std::collections::HashMap;
 
 use serde_saphyr::Spanned;
 
-use super::definition::{Definition, LimitsSpec};
+use super::definition::{Definition, GrantsSpec, LimitsSpec};
 use super::diagnostic::{Diagnostic, WorkflowError};
-use super::limits::{Limits, parse_bytes, parse_duration};
+use super::limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 use super::parse::location_of;
-use super::plan::{InputDecl, Plan, PlannedTask, type_matches, type_name};
+use super::plan::{GrantLimits, InputDecl, Plan, PlannedTask, type_matches, type_name};
 use crate::expr::{Expression, Expressions, Template};
 use crate::graph::Dag;
 
@@ -151,6 +151,7 @@ impl Validator<'_> {
                 input,
                 reads: Vec::new(),
                 limits: self.limits(&task.limits, workflow_limits),
+                grants: grant_limits(&task.grants, &def.grants),
             });
         }
 
@@ -354,6 +355,16 @@ impl Validator<'_> {
         }
         if let Some(memory) = &spec.memory {
             match parse_bytes(&memory.value) {
+                Ok(bytes) if bytes > MAX_MEMORY => self.problems.push(
+                    Diagnostic::at(
+                        location_of(memory),
+                        format!(
+                            "a memory cap of {} is more than a plugin can have",
+                            memory.value
+                        ),
+                    )
+                    .help("the largest is 4GiB"),
+                ),
                 Ok(bytes) => limits.memory = bytes,
                 Err(e) => self.problems.push(Diagnostic::at(location_of(memory), e)),
             }
@@ -364,7 +375,30 @@ impl Validator<'_> {
                 Err(e) => self.problems.push(Diagnostic::at(location_of(deadline), e)),
             }
         }
+        if let Some(output) = &spec.output {
+            match parse_bytes(&output.value) {
+                Ok(bytes) => limits.output = bytes,
+                Err(e) => self.problems.push(Diagnostic::at(location_of(output), e)),
+            }
+        }
         limits
+    }
+}
+
+/// A task's `grants:`, each list falling back to the workflow's.
+fn grant_limits(task: &GrantsSpec, workflow: &GrantsSpec) -> GrantLimits {
+    let pick = |own: &Option<Vec<String>>, inherited: &Option<Vec<String>>| {
+        own.clone().or_else(|| inherited.clone())
+    };
+    GrantLimits {
+        http: pick(&task.http, &workflow.http),
+        env: pick(&task.env, &workflow.env),
+        secrets: pick(&task.secrets, &workflow.secrets),
+        filesystem: task
+            .filesystem
+            .as_ref()
+            .or(workflow.filesystem.as_ref())
+            .map(|dirs| dirs.iter().map(|d| (d.path.clone(), d.writable)).collect()),
     }
 }
 

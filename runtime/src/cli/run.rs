@@ -1,130 +1,24 @@
-//! The `runtime` command line: argument parsing, progress lines, exit codes.
-//!
-//! Exit codes: 0 success; 1 the run failed; 2 the workflow, its inputs or the
-//! command line are wrong (nothing ran).
+//! `runtime run | validate | graph`: workflows, progress lines and summaries.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::expr::Expressions;
+use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
 use crate::graph::Format;
 use crate::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus};
 use crate::service::{self, Runner, ServiceError};
-use crate::telemetry::{self, LogFormat};
 
-/// Runs LLM pipelines as DAG workflows; every task runs in a WebAssembly sandbox.
-#[derive(Debug, Parser)]
-#[command(name = "runtime", version, about)]
-pub struct Cli {
-    /// How log records are written to stderr.
-    #[arg(long, global = true, value_enum, default_value = "human")]
-    pub log_format: LogFormat,
-    /// Which log records are written (`RUST_LOG` syntax; `RUST_LOG` wins).
-    #[arg(long, global = true, default_value = "info")]
-    pub log_level: String,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The verbs.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Runs a workflow and prints its outputs.
-    Run {
-        /// The workflow file (YAML or JSON).
-        file: PathBuf,
-        /// An input value, `name=value`; repeat for more.
-        #[arg(long = "input", value_name = "NAME=VALUE")]
-        inputs: Vec<String>,
-        /// A JSON file holding an object of input values.
-        #[arg(long = "inputs", value_name = "FILE.json")]
-        inputs_file: Option<PathBuf>,
-        /// How the result is printed on stdout.
-        #[arg(long, value_enum, default_value = "human")]
-        output: OutputFormat,
-        /// How many tasks may run at once (default: the workflow's, else 32).
-        #[arg(long)]
-        concurrency: Option<usize>,
-    },
-    /// Checks a workflow without running it.
-    Validate {
-        /// The workflow file (YAML or JSON).
-        file: PathBuf,
-    },
-    /// Prints a workflow's task graph.
-    Graph {
-        /// The workflow file (YAML or JSON).
-        file: PathBuf,
-        /// The drawing format.
-        #[arg(long, value_enum, default_value = "dot")]
-        format: GraphFormat,
-    },
-}
-
-/// How `run` prints its result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// Progress on stderr, outputs as JSON on stdout.
-    Human,
-    /// The whole run report as JSON on stdout.
-    Json,
-}
-
-/// Graph drawing formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GraphFormat {
-    /// Graphviz dot.
-    Dot,
-    /// Mermaid flowchart.
-    Mermaid,
-}
-
-const EXIT_RUN_FAILED: u8 = 1;
-const EXIT_INVALID: u8 = 2;
-
-/// Parses the command line, runs the command, returns the exit code.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    telemetry::init(cli.log_format, &cli.log_level);
-    let expressions = Expressions::new();
-    let result = match cli.command {
-        Command::Validate { file } => validate(&file, &expressions),
-        Command::Graph { file, format } => graph(&file, format, &expressions),
-        Command::Run {
-            file,
-            inputs,
-            inputs_file,
-            output,
-            concurrency,
-        } => run(
-            &file,
-            &inputs,
-            inputs_file.as_deref(),
-            output,
-            concurrency,
-            expressions,
-        ),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_INVALID)
-        }
-    }
-}
-
-fn validate(file: &Path, expressions: &Expressions) -> Result<ExitCode, ServiceError> {
-    let workflow = service::load(file, expressions)?;
+pub(super) fn validate(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
+    let store = ctx.open_store()?;
+    let workflow = service::load(file, &ctx.expressions, &store)?;
     let plan = &workflow.plan;
-    println!(
+    out!(
         "{}: workflow `{}` is valid ({} tasks, {} inputs, {} outputs)",
         file.display(),
         plan.name,
@@ -135,35 +29,41 @@ fn validate(file: &Path, expressions: &Expressions) -> Result<ExitCode, ServiceE
     Ok(ExitCode::SUCCESS)
 }
 
-fn graph(
+pub(super) fn graph(
+    ctx: &Context,
     file: &Path,
     format: GraphFormat,
-    expressions: &Expressions,
 ) -> Result<ExitCode, ServiceError> {
-    let workflow = service::load(file, expressions)?;
+    let store = ctx.open_store()?;
+    let workflow = service::load(file, &ctx.expressions, &store)?;
     let format = match format {
         GraphFormat::Dot => Format::Dot,
         GraphFormat::Mermaid => Format::Mermaid,
     };
-    print!("{}", workflow.plan.render(format));
+    let drawing = workflow.plan.render(format);
+    out!("{}", drawing.trim_end());
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(
+pub(super) fn run(
+    ctx: &Context,
     file: &Path,
     input_args: &[String],
     inputs_file: Option<&Path>,
     output: OutputFormat,
     concurrency: Option<usize>,
-    expressions: Expressions,
 ) -> Result<ExitCode, ServiceError> {
-    let workflow = service::load(file, &expressions)?;
+    let runner =
+        Runner::on(Arc::clone(&ctx.sandbox), ctx.expressions.clone()).with_secrets(ctx.secrets()?);
+    // The store is open only while the workflow is loaded and its plugins
+    // prepared, so other runtime processes can use it during the run.
+    let (workflow, executor) = {
+        let store = ctx.open_store()?;
+        let workflow = service::load(file, &ctx.expressions, &store)?;
+        let executor = runner.prepare(&workflow, &store)?;
+        (workflow, executor)
+    };
     let inputs = collect_inputs(input_args, inputs_file)?;
-    let runner = Runner::new(expressions)?;
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ServiceError::Plugin(format!("cannot start the async runtime: {e}")))?;
     let width = workflow
         .plan
         .tasks
@@ -172,11 +72,13 @@ fn run(
         .max()
         .unwrap_or(0);
     let observe = move |event: Event<'_>| print_event(event, width);
-    let report = tokio.block_on(runner.run(&workflow, inputs, concurrency, &observe))?;
+    let report =
+        ctx.tokio
+            .block_on(runner.execute(&workflow, executor, inputs, concurrency, &observe))?;
     match output {
         OutputFormat::Json => {
             let json = serde_json::to_string_pretty(&report).expect("reports serialize");
-            println!("{json}");
+            out!("{json}");
         }
         OutputFormat::Human => print_summary(&report),
     }
@@ -260,7 +162,7 @@ fn print_summary(report: &RunReport) {
     }
     if report.status == RunStatus::Succeeded {
         let json = serde_json::to_string_pretty(&report.outputs).expect("outputs serialize");
-        println!("{json}");
+        out!("{json}");
     }
 }
 

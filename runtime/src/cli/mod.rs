@@ -1,0 +1,190 @@
+//! The `runtime` command line: argument parsing, shared context, exit codes.
+//!
+//! Exit codes: 0 success; 1 the run failed; 2 the workflow, its inputs, a
+//! plugin or the command line are wrong (nothing ran, nothing was written).
+//! `run.rs` holds the workflow verbs, `plugins.rs` the plugin store verbs.
+
+/// `println!` that ignores a closed stdout (`runtime plugins list | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+mod plugins;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{CONFIG_ENV, Config, Secrets};
+use crate::expr::Expressions;
+use crate::sandbox::Sandbox;
+use crate::service::{self, ServiceError};
+use crate::store::{STORE_ENV, Store};
+use crate::telemetry::{self, LogFormat};
+
+/// Runs LLM pipelines as DAG workflows; every task runs in a WebAssembly sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "runtime", version, about)]
+pub struct Cli {
+    /// How log records are written to stderr.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    /// Which log records are written (`RUST_LOG` syntax; `RUST_LOG` wins).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    /// The store file (installed plugins). Default: `store.redb` in the
+    /// user's data directory.
+    #[arg(long, global = true, env = STORE_ENV, value_name = "FILE")]
+    pub store: Option<PathBuf>,
+    /// The host configuration file (secrets). Default: `config.yaml` in the
+    /// user's config directory, if it exists.
+    #[arg(long, global = true, env = CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs a workflow and prints its outputs.
+    Run {
+        /// The workflow file (YAML or JSON).
+        file: PathBuf,
+        /// An input value, `name=value`; repeat for more.
+        #[arg(long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// A JSON file holding an object of input values.
+        #[arg(long = "inputs", value_name = "FILE.json")]
+        inputs_file: Option<PathBuf>,
+        /// How the result is printed on stdout.
+        #[arg(long, value_enum, default_value = "human")]
+        output: OutputFormat,
+        /// How many tasks may run at once (default: the workflow's, else 32).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Checks a workflow without running it.
+    Validate {
+        /// The workflow file (YAML or JSON).
+        file: PathBuf,
+    },
+    /// Prints a workflow's task graph.
+    Graph {
+        /// The workflow file (YAML or JSON).
+        file: PathBuf,
+        /// The drawing format.
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+    },
+    /// Validates a plugin component, precompiles it and stores it with its grants.
+    Install(plugins::InstallArgs),
+    /// Lists, shows and removes installed plugins.
+    Plugins {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: plugins::PluginsCommand,
+    },
+}
+
+/// How `run` prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Progress on stderr, outputs as JSON on stdout.
+    Human,
+    /// The whole run report as JSON on stdout.
+    Json,
+}
+
+/// Graph drawing formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz dot.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+}
+
+const EXIT_RUN_FAILED: u8 = 1;
+const EXIT_INVALID: u8 = 2;
+
+/// What every command may need: the async runtime, the sandbox, where the
+/// store and configuration live.
+struct Context {
+    tokio: tokio::runtime::Runtime,
+    sandbox: Arc<Sandbox>,
+    expressions: Expressions,
+    store_path: PathBuf,
+    config_path: Option<PathBuf>,
+}
+
+impl Context {
+    /// Opens the store, installing built-in plugins on first start.
+    fn open_store(&self) -> Result<Store, ServiceError> {
+        self.tokio
+            .block_on(service::open_store(&self.store_path, &self.sandbox))
+    }
+
+    /// The secrets of the configuration file.
+    fn secrets(&self) -> Result<Secrets, ServiceError> {
+        let config = match &self.config_path {
+            Some(path) => Config::load(path, true),
+            None => Config::load(&Config::default_path(), false),
+        };
+        Ok(config.map_err(ServiceError::Plugin)?.secrets)
+    }
+}
+
+/// Parses the command line, runs the command, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, &cli.log_level);
+    let result = context(&cli).and_then(|ctx| match cli.command {
+        Command::Validate { file } => run::validate(&ctx, &file),
+        Command::Graph { file, format } => run::graph(&ctx, &file, format),
+        Command::Run {
+            file,
+            inputs,
+            inputs_file,
+            output,
+            concurrency,
+        } => run::run(
+            &ctx,
+            &file,
+            &inputs,
+            inputs_file.as_deref(),
+            output,
+            concurrency,
+        ),
+        Command::Install(args) => plugins::install(&ctx, args),
+        Command::Plugins { command } => plugins::plugins(&ctx, command),
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn context(cli: &Cli) -> Result<Context, ServiceError> {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServiceError::Plugin(format!("cannot start the async runtime: {e}")))?;
+    Ok(Context {
+        tokio,
+        sandbox: Sandbox::new()?,
+        expressions: Expressions::new(),
+        store_path: cli.store.clone().unwrap_or_else(Store::default_path),
+        config_path: cli.config.clone(),
+    })
+}

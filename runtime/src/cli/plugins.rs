@@ -1,0 +1,285 @@
+//! `runtime install` and `runtime plugins list | show | remove`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::{Context, EXIT_INVALID};
+use crate::plugin::{self, Allowed, Capabilities, DirGrant, Grants, InstallRequest, PluginRef};
+use crate::service::ServiceError;
+use crate::store::DEFAULT_TENANT;
+use crate::store::plugins::{Installed, PluginRecord};
+
+/// `runtime install FILE.wasm [--name N] [--version V] [grants...]`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The component file.
+    file: PathBuf,
+    /// Install under this name instead of the one `describe()` gives.
+    #[arg(long)]
+    name: Option<String>,
+    /// Install under this version instead of the one `describe()` gives.
+    #[arg(long)]
+    version: Option<String>,
+    /// Let it reach this host over HTTP (`api.example.com`, `*.example.com`,
+    /// an IP address; optionally `:port`). Repeat for more.
+    #[arg(long = "allow-http", value_name = "HOST")]
+    http: Vec<String>,
+    /// Show it a host directory, read-only, at a path of its own. Repeat for more.
+    #[arg(long = "allow-dir", value_name = "PLUGIN_PATH=HOST_DIR")]
+    dirs: Vec<String>,
+    /// Show it a host directory it may write to. Repeat for more.
+    #[arg(long = "allow-dir-write", value_name = "PLUGIN_PATH=HOST_DIR")]
+    writable_dirs: Vec<String>,
+    /// Let it read this environment variable. Repeat for more.
+    #[arg(long = "allow-env", value_name = "NAME")]
+    env: Vec<String>,
+    /// Attach this configured secret to its requests. Repeat for more.
+    #[arg(long = "allow-secret", value_name = "NAME")]
+    secrets: Vec<String>,
+}
+
+/// `runtime plugins ...`.
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Lists installed plugins.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one plugin: manifest, digest, requested and granted capabilities.
+    Show {
+        /// `name`, `name@version` or `sha256:<digest>`.
+        plugin: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes `name@version`; its component goes too when no other name uses it.
+    Remove {
+        /// `name@version`.
+        plugin: String,
+    },
+}
+
+pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, ServiceError> {
+    let file = args.file.display().to_string();
+    let bytes = std::fs::read(&args.file).map_err(|source| ServiceError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let grants =
+        grants(&args).map_err(|e| ServiceError::Plugin(format!("cannot install {file}: {e}")))?;
+    let store = ctx.open_store()?;
+    let request = InstallRequest {
+        bytes: &bytes,
+        source: file,
+        name: args.name,
+        version: args.version,
+        grants,
+        builtin: false,
+    };
+    let report = ctx.tokio.block_on(plugin::install(
+        &store,
+        &ctx.sandbox,
+        DEFAULT_TENANT,
+        request,
+    ))?;
+    let record = &report.record;
+    let what = match report.outcome {
+        Installed::New => "installed",
+        Installed::GrantsChanged => "updated the grants of",
+        Installed::Unchanged | Installed::Conflict { .. } => "already installed:",
+    };
+    out!("{what} {}@{}", record.name, record.version);
+    print_details(record, &report.allowed);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn grants(args: &InstallArgs) -> Result<Grants, String> {
+    let mut dirs = Vec::new();
+    for (spec, writable) in args
+        .dirs
+        .iter()
+        .map(|d| (d, false))
+        .chain(args.writable_dirs.iter().map(|d| (d, true)))
+    {
+        let (path, host) = spec.split_once('=').ok_or_else(|| {
+            format!("`{spec}` is not PLUGIN_PATH=HOST_DIR (for example `/data=./data`)")
+        })?;
+        let host_dir = std::fs::canonicalize(host).map_err(|e| format!("directory {host}: {e}"))?;
+        dirs.push(DirGrant {
+            path: path.to_owned(),
+            host_dir,
+            writable,
+        });
+    }
+    Ok(Grants {
+        http_hosts: args.http.clone(),
+        dirs,
+        env: args.env.clone(),
+        secrets: args.secrets.clone(),
+    })
+}
+
+pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode, ServiceError> {
+    let store = ctx.open_store()?;
+    let records = store.plugins(DEFAULT_TENANT)?;
+    match command {
+        PluginsCommand::List { json } => {
+            if json {
+                out!("{}", to_json(&records));
+                return Ok(ExitCode::SUCCESS);
+            }
+            if records.is_empty() {
+                out!("no plugins installed");
+            }
+            let width = records
+                .iter()
+                .map(|r| r.name.len() + r.version.len() + 1)
+                .max()
+                .unwrap_or(0);
+            for r in &records {
+                let id = format!("{}@{}", r.name, r.version);
+                let builtin = if r.builtin { "  built-in" } else { "" };
+                out!(
+                    "{id:width$}  sha256:{}  {:>9}{builtin}",
+                    &r.digest[..12],
+                    size(r.size)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Show { plugin, json } => {
+            let Some(record) = find(&records, &plugin) else {
+                eprintln!(
+                    "error: no installed plugin matches `{plugin}`; `runtime plugins list` shows what is installed"
+                );
+                return Ok(ExitCode::from(EXIT_INVALID));
+            };
+            if json {
+                out!("{}", to_json(record));
+                return Ok(ExitCode::SUCCESS);
+            }
+            out!("{}@{}", record.name, record.version);
+            out!("  description  {}", record.manifest.description);
+            let allowed = Allowed::intersect(&record.manifest.capabilities, &record.grants);
+            print_details(record, &allowed);
+            out!("  input schema   {}", record.manifest.input_schema);
+            out!("  output schema  {}", record.manifest.output_schema);
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Remove { plugin } => {
+            let PluginRef::Name {
+                name,
+                version: Some(version),
+            } = PluginRef::parse(&plugin)
+            else {
+                eprintln!("error: name the plugin as `name@version` to remove it");
+                return Ok(ExitCode::from(EXIT_INVALID));
+            };
+            match store.remove_plugin(DEFAULT_TENANT, name, version)? {
+                None => {
+                    eprintln!(
+                        "error: `{plugin}` is not installed; `runtime plugins list` shows what is"
+                    );
+                    Ok(ExitCode::from(EXIT_INVALID))
+                }
+                Some((record, blob_removed)) => {
+                    let blob = if blob_removed {
+                        "its component was deleted (no other name uses it)"
+                    } else {
+                        "its component stays (another name uses it)"
+                    };
+                    out!("removed {}@{}; {blob}", record.name, record.version);
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+    }
+}
+
+fn find<'a>(records: &'a [PluginRecord], text: &str) -> Option<&'a PluginRecord> {
+    let catalog = plugin::Catalog::new(".", records.to_vec());
+    match catalog.resolve(text) {
+        Ok(plugin::Resolved::Installed(found)) => records.iter().find(|r| **r == found),
+        _ => None,
+    }
+}
+
+fn print_details(record: &PluginRecord, allowed: &Allowed) {
+    out!("  digest     sha256:{}", record.digest);
+    out!("  size       {}", size(record.size));
+    out!(
+        "  requested  {}",
+        describe_capabilities(&record.manifest.capabilities)
+    );
+    let granted = &record.grants;
+    let dirs: Vec<String> = granted.dirs.iter().map(dir).collect();
+    out!(
+        "  granted    {}",
+        list_all(&granted.http_hosts, &dirs, &granted.env, &granted.secrets)
+    );
+    let hosts: Vec<String> = allowed.http_hosts.iter().map(ToString::to_string).collect();
+    let dirs: Vec<String> = allowed.dirs.iter().map(dir).collect();
+    out!(
+        "  allowed    {}",
+        list_all(&hosts, &dirs, &allowed.env, &allowed.secrets)
+    );
+    if !allowed.secrets_withheld.is_empty() {
+        out!(
+            "  withheld   secrets {} (asked for, not granted: requests to their hosts are refused)",
+            allowed.secrets_withheld.join(", ")
+        );
+    }
+}
+
+fn describe_capabilities(caps: &Capabilities) -> String {
+    let dirs: Vec<String> = caps
+        .filesystem
+        .iter()
+        .map(|f| format!("{}{}", f.path, if f.writable { " (rw)" } else { " (ro)" }))
+        .collect();
+    list_all(&caps.http_hosts, &dirs, &caps.env, &caps.secrets)
+}
+
+fn dir(d: &DirGrant) -> String {
+    format!(
+        "{}={}{}",
+        d.path,
+        d.host_dir.display(),
+        if d.writable { " (rw)" } else { " (ro)" }
+    )
+}
+
+fn list_all(http: &[String], dirs: &[String], env: &[String], secrets: &[String]) -> String {
+    let parts: Vec<String> = [
+        ("http", http),
+        ("dirs", dirs),
+        ("env", env),
+        ("secrets", secrets),
+    ]
+    .into_iter()
+    .filter(|(_, items)| !items.is_empty())
+    .map(|(what, items)| format!("{what}: {}", items.join(", ")))
+    .collect();
+    if parts.is_empty() {
+        "nothing".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn size(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("records serialize")
+}

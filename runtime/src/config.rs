@@ -1,0 +1,221 @@
+//! The host's own configuration file: secrets, and which hosts they belong to.
+//!
+//! ```yaml
+//! secrets:
+//!   openai:
+//!     env: OPENAI_API_KEY          # or `file: /run/keys/openai`, or `value: ...`
+//!     hosts: [api.openai.com]      # requests bound elsewhere never carry it
+//!     header: authorization        # default
+//!     format: "Bearer {}"          # default "{}"; `{}` is replaced by the value
+//! ```
+//!
+//! Values are read from the environment or a file when the configuration is
+//! loaded. They are never handed to a plugin: the sandbox adds them to
+//! outgoing requests bound for their hosts (see `sandbox::egress`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::plugin::HostPattern;
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "ORCHESTRATOR_CONFIG";
+
+/// The parsed configuration.
+#[derive(Debug, Default)]
+pub struct Config {
+    /// Secrets by name.
+    pub secrets: Secrets,
+}
+
+/// Secrets the host may attach to requests.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    entries: Vec<Secret>,
+}
+
+/// One secret: its value stays on the host.
+pub struct Secret {
+    /// The name plugins ask for and operators grant.
+    pub name: String,
+    /// Hosts it may be sent to.
+    pub hosts: Vec<HostPattern>,
+    /// The request header it goes in.
+    pub header: http::HeaderName,
+    /// The header value, or why there is none.
+    value: Result<http::HeaderValue, String>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("name", &self.name)
+            .field("hosts", &self.hosts)
+            .field("header", &self.header)
+            .field("value", &"<hidden>")
+            .finish()
+    }
+}
+
+impl Secret {
+    /// The header value, or why it is missing.
+    pub fn header_value(&self) -> Result<&http::HeaderValue, &str> {
+        self.value.as_ref().map_err(String::as_str)
+    }
+}
+
+impl Secrets {
+    /// Secrets whose hosts include `host:port`.
+    pub fn for_host<'a>(&'a self, host: &'a str, port: u16) -> impl Iterator<Item = &'a Secret> {
+        self.entries
+            .iter()
+            .filter(move |s| s.hosts.iter().any(|h| h.matches(host, port)))
+    }
+
+    /// Whether a secret of this name is configured.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.iter().any(|s| s.name == name)
+    }
+
+    /// The configured names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|s| s.name.as_str())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    secrets: BTreeMap<String, SecretSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretSpec {
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    value: Option<String>,
+    hosts: Vec<String>,
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+impl Config {
+    /// The file used when neither `--config` nor `ORCHESTRATOR_CONFIG` names one:
+    /// `config.yaml` under the user's config directory (absent is fine).
+    pub fn default_path() -> PathBuf {
+        dirs::config_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("llm-orchestrator")
+            .join("config.yaml")
+    }
+
+    /// Reads a configuration file; a missing file is an empty configuration
+    /// unless `required` (it was named explicitly).
+    pub fn load(path: &Path, required: bool) -> Result<Self, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Self::default());
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot read the configuration {}: {e}",
+                    path.display()
+                ));
+            }
+        };
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses configuration text read from `file`.
+    pub fn parse(text: &str, file: &str) -> Result<Self, String> {
+        let spec: ConfigFile = serde_saphyr::from_str(text).map_err(|e| format!("{file}: {e}"))?;
+        let mut entries = Vec::new();
+        for (name, spec) in spec.secrets {
+            let problem = |what: String| format!("{file}: secret `{name}`: {what}");
+            let hosts = spec
+                .hosts
+                .iter()
+                .map(|h| HostPattern::parse(h))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(problem)?;
+            if hosts.is_empty() {
+                return Err(problem(
+                    "`hosts` is empty; name the hosts it belongs to".into(),
+                ));
+            }
+            let header = spec.header.as_deref().unwrap_or("authorization");
+            let header = http::HeaderName::try_from(header)
+                .map_err(|_| problem(format!("`{header}` is not a header name")))?;
+            let raw = match (spec.env, spec.file, spec.value) {
+                (Some(var), None, None) => std::env::var(&var)
+                    .map_err(|_| format!("environment variable `{var}` is not set")),
+                (None, Some(path), None) => std::fs::read_to_string(&path)
+                    .map(|v| v.trim_end().to_owned())
+                    .map_err(|e| format!("cannot read {}: {e}", path.display())),
+                (None, None, Some(value)) => Ok(value),
+                _ => {
+                    return Err(problem(
+                        "give exactly one of `env`, `file` or `value`".into(),
+                    ));
+                }
+            };
+            let format = spec.format.as_deref().unwrap_or("{}");
+            let value = raw.and_then(|raw| {
+                let mut value = http::HeaderValue::try_from(format.replace("{}", &raw))
+                    .map_err(|_| "its value cannot be sent in a header".to_owned())?;
+                value.set_sensitive(true);
+                Ok(value)
+            });
+            entries.push(Secret {
+                name,
+                hosts,
+                header,
+                value,
+            });
+        }
+        Ok(Self {
+            secrets: Secrets { entries },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn secrets_belong_to_their_hosts() {
+        let config = Config::parse(
+            "secrets:\n  token:\n    value: s3cret\n    hosts: ['*.example.com']\n    format: 'Bearer {}'\n",
+            "config.yaml",
+        )
+        .unwrap();
+        let found: Vec<&Secret> = config.secrets.for_host("api.example.com", 443).collect();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].header_value().unwrap(), "Bearer s3cret");
+        assert!(found[0].header_value().unwrap().is_sensitive());
+        assert_eq!(config.secrets.for_host("evil.com", 443).count(), 0);
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_secret_without_a_source_is_refused() {
+        let error =
+            Config::parse("secrets:\n  token:\n    hosts: [a.com]\n", "c.yaml").unwrap_err();
+        assert!(
+            error.contains("secret `token`: give exactly one"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! Outbound HTTP for plugins (`wasi:http/outgoing-handler`), deny-by-default.
+//!
+//! Every request a plugin sends passes [`Egress::send_request`]:
+//! 1. its host must match a granted pattern ([`Allowed::http_grant`]);
+//! 2. secrets configured for that host are attached (if granted) or the
+//!    request is refused (if the plugin asked for them but was not granted);
+//! 3. the name is resolved here, and every address is checked again:
+//!    loopback, private, link-local (cloud metadata), shared, multicast and
+//!    unspecified addresses are refused unless granted as IP literals;
+//! 4. we connect to the checked address ourselves (no second lookup), so a
+//!    name cannot be re-pointed between check and connect;
+//! 5. the response body is cut off at [`MAX_RESPONSE_BYTES`].
+//!
+//! The host never follows redirects: a 3xx goes back to the plugin, and the
+//! request it then makes is checked like any other.
+//! Refusals are recorded as messages so the task's failure says what was
+//! refused and how to grant it.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::config::Secrets;
+use crate::plugin::Allowed;
+
+/// The largest response body a plugin may receive.
+pub const MAX_RESPONSE_BYTES: u64 = 32 << 20;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Refusals recorded during one attempt.
+pub(super) type Denials = Arc<Mutex<Vec<String>>>;
+
+/// The egress policy of one task attempt.
+pub(super) struct Egress {
+    pub(super) plugin: Arc<str>,
+    pub(super) allowed: Arc<Allowed>,
+    pub(super) secrets: Arc<Secrets>,
+    pub(super) denials: Denials,
+}
+
+type Sent = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ),
+    Error,
+>;
+
+impl WasiHttpHooks for Egress {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
+        drop(fut);
+        let checked = self.check(request);
+        let allowed = Arc::clone(&self.allowed);
+        let denials = Arc::clone(&self.denials);
+        Box::new(async move {
+            let (request, target) = checked.map_err(|message| deny(&denials, message))?;
+            let address = resolve(&target, &allowed)
+                .await
+                .map_err(|message| deny(&denials, message))?;
+            let connect_timeout = options
+                .and_then(|o| o.connect_timeout)
+                .unwrap_or(CONNECT_TIMEOUT);
+            send(request, &target, address, connect_timeout, denials).await
+        })
+    }
+}
+
+/// Where a request goes.
+struct Target {
+    host: String,
+    port: u16,
+    tls: bool,
+}
+
+impl Egress {
+    /// Checks the host name against the grants and attaches secrets.
+    fn check(
+        &self,
+        mut request: http::Request<WasiBody>,
+    ) -> Result<(http::Request<WasiBody>, Target), String> {
+        let uri = request.uri();
+        let tls = uri.scheme() == Some(&Scheme::HTTPS);
+        let Some(host) = uri.host().map(str::to_ascii_lowercase) else {
+            return Err(format!(
+                "plugin `{}` sent a request without a host",
+                self.plugin
+            ));
+        };
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        if self.allowed.http_grant(&host, port).is_none() {
+            let granted: Vec<String> = self
+                .allowed
+                .http_hosts
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            return Err(format!(
+                "HTTP to `{host}:{port}` is not granted to plugin `{}` (granted: {}); the plugin must ask for the host in describe() and the operator grant it with `runtime install --allow-http {host}`",
+                self.plugin,
+                if granted.is_empty() {
+                    "none".to_owned()
+                } else {
+                    granted.join(", ")
+                }
+            ));
+        }
+        for secret in self.secrets.for_host(&host, port) {
+            if self.allowed.secrets.contains(&secret.name) {
+                let value = secret.header_value().map_err(|why| {
+                    format!("secret `{}` for `{host}` has no value: {why}", secret.name)
+                })?;
+                request
+                    .headers_mut()
+                    .insert(secret.header.clone(), value.clone());
+            } else if self.allowed.secrets_withheld.contains(&secret.name) {
+                return Err(format!(
+                    "plugin `{}` asked for secret `{}` (attached to requests for `{host}`), which it was not granted; grant it with `runtime install --allow-secret {}`",
+                    self.plugin, secret.name, secret.name
+                ));
+            }
+        }
+        Ok((request, Target { host, port, tls }))
+    }
+}
+
+fn deny(denials: &Denials, message: String) -> Error {
+    tracing::debug!(target: "egress", "{message}");
+    denials.lock().expect("denials lock").push(message);
+    Error::HttpRequestDenied
+}
+
+/// Resolves the host and returns the first address it may connect to.
+async fn resolve(target: &Target, allowed: &Allowed) -> Result<SocketAddr, String> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| format!("cannot resolve `{}`: {e}", target.host))?
+        .collect();
+    let mut refused = Vec::new();
+    for address in &addresses {
+        match special_range(address.ip()) {
+            Some(range) if !allowed.grants_address(address.ip(), target.port) => {
+                refused.push(format!("{} ({range})", address.ip()));
+            }
+            _ => return Ok(*address),
+        }
+    }
+    Err(format!(
+        "`{}` resolved to {}; loopback, private, link-local and metadata addresses are refused unless the address itself is granted, e.g. `--allow-http {}`",
+        target.host,
+        if refused.is_empty() {
+            "no address".to_owned()
+        } else {
+            refused.join(", ")
+        },
+        addresses
+            .first()
+            .map_or_else(|| target.host.clone(), |a| a.ip().to_string())
+    ))
+}
+
+/// The kind of address a plugin may not reach without an explicit grant.
+pub fn special_range(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_private() {
+                Some("private")
+            } else if v4.is_link_local() {
+                Some("link-local, cloud metadata")
+            } else if a == 100 && (64..128).contains(&b) {
+                Some("shared address space")
+            } else if v4.is_unspecified() || a == 0 {
+                Some("unspecified")
+            } else if v4.is_multicast() || v4.is_broadcast() || a >= 240 {
+                Some("multicast or reserved")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return special_range(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("private (unique local)")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Stream for T {}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Arc::new(config)
+    }))
+}
+
+/// Connects to the checked address and sends the request over HTTP/1.1.
+async fn send(
+    mut request: http::Request<WasiBody>,
+    target: &Target,
+    address: SocketAddr,
+    connect_timeout: Duration,
+    denials: Denials,
+) -> Sent {
+    let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(Error::Connect)?;
+    let stream: Box<dyn Stream> = if target.tls {
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+            .map_err(Error::InvalidDnsNameError)?;
+        let connector = tokio_rustls::TlsConnector::from(tls_config());
+        Box::new(connector.connect(name, tcp).await.map_err(Error::Tls)?)
+    } else {
+        Box::new(tcp)
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(Error::from)?;
+    let driver = tokio::spawn(connection);
+    // Only the path goes on the wire; the Host header carries the authority.
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), ToString::to_string);
+    *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
+
+    let response = sender.send_request(request).await.map_err(Error::from)?;
+    let too_large = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .filter(|&length| length > MAX_RESPONSE_BYTES);
+    if let Some(length) = too_large {
+        driver.abort();
+        return Err(deny(
+            &denials,
+            response_too_large(&target.host, Some(length)),
+        ));
+    }
+    let host = target.host.clone();
+    let response = response.map(|body| {
+        LimitedBody {
+            inner: body,
+            remaining: MAX_RESPONSE_BYTES,
+            host,
+            denials,
+        }
+        .boxed_unsync()
+    });
+    let io = async move {
+        match driver.await {
+            Ok(result) => result.map_err(Error::from),
+            Err(_) => Err(Error::ConnectionTerminated),
+        }
+    };
+    Ok((response, Box::new(io)))
+}
+
+fn response_too_large(host: &str, length: Option<u64>) -> String {
+    let size = length.map_or_else(String::new, |l| format!(" ({l} bytes)"));
+    format!(
+        "the response from `{host}`{size} is larger than the {} MiB a plugin may receive",
+        MAX_RESPONSE_BYTES >> 20
+    )
+}
+
+/// A response body that fails once it passes its byte budget.
+struct LimitedBody {
+    inner: hyper::body::Incoming,
+    remaining: u64,
+    host: String,
+    denials: Denials,
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Error::from(e)))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.remaining {
+                self.remaining = 0;
+                let message = response_too_large(&self.host, None);
+                return Poll::Ready(Some(Err(deny(&self.denials, message))));
+            }
+            self.remaining -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_ranges_are_recognised() {
+        let range = |s: &str| special_range(s.parse().expect("an address"));
+        assert_eq!(range("127.0.0.1"), Some("loopback"));
+        assert_eq!(range("10.1.2.3"), Some("private"));
+        assert_eq!(range("192.168.0.1"), Some("private"));
+        assert_eq!(range("169.254.169.254"), Some("link-local, cloud metadata"));
+        assert_eq!(range("100.100.100.200"), Some("shared address space"));
+        assert_eq!(range("0.0.0.0"), Some("unspecified"));
+        assert_eq!(range("::1"), Some("loopback"));
+        assert_eq!(range("::ffff:127.0.0.1"), Some("loopback"));
+        assert_eq!(range("fd00:ec2::254"), Some("private (unique local)"));
+        assert_eq!(range("fe80::1"), Some("link-local"));
+        assert_eq!(range("93.184.216.34"), None);
+        assert_eq!(range("2606:4700::1111"), None);
+    }
+}

@@ -1,0 +1,25 @@
+//! A plugin whose `describe()` never returns: `runtime install` must stop it
+//! under its limits, refuse it and write nothing.
+
+use orchestrator_sdk::{Context, Error, Info, Plugin, Value, export_plugin};
+
+/// The plugin.
+pub struct DescribeSpins;
+
+impl Plugin for DescribeSpins {
+    type Input = Value;
+    type Output = Value;
+
+    fn info() -> Info {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+
+    fn execute(_: &Context, input: Value) -> Result<Value, Error> {
+        Ok(input)
+    }
+}
+
+export_plugin!(DescribeSpins);

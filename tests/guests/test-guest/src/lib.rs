@@ -1,0 +1,197 @@
+//! A plugin for tests and benches whose behaviour its input chooses.
+//!
+//! `with: { mode: <mode>, ... }`, where mode is one of:
+//! - `echo` (default): returns `value` (or `null`);
+//! - `fail`: fails with the error kind in `kind` and the text in `message`;
+//! - `loop`: spins forever (the fuel budget or deadline must stop it);
+//! - `alloc`: allocates without bound (the memory cap must stop it);
+//! - `sleep`: sleeps for an hour (the deadline must stop it);
+//! - `panic`: panics (a trap);
+//! - `recurse`: recurses without bound (the stack limit must stop it);
+//! - `read`: reads the file at `path` and returns its text;
+//! - `write`: writes `value` (a string) to the file at `path`;
+//! - `http`: sends a GET to `url` and returns status and body;
+//! - `env`: returns the value of the environment variable `name`;
+//! - `escape`: tries to read a file and the environment, and returns what it saw;
+//! - `big_output`: returns a string of `size` bytes.
+//!
+//! Failures of `read`, `write`, `http` and `env` come back as `denied` when
+//! the sandbox refused, `fatal` otherwise.
+//!
+//! It asks for every kind of capability (`describe`), so that tests show the
+//! operator's grants, not the plugin's wishes, decide what it gets.
+
+use orchestrator_sdk::http::HttpError;
+use orchestrator_sdk::{
+    Capabilities, Context, Error, Info, Level, Plugin, Value, export_plugin, log,
+};
+use serde::Deserialize;
+
+/// The task's `with:` values.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    value: Value,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    size: usize,
+}
+
+/// What the plugin does.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Return `value`.
+    #[default]
+    Echo,
+    /// Fail with `kind` and `message`.
+    Fail,
+    /// Spin forever.
+    Loop,
+    /// Allocate without bound.
+    Alloc,
+    /// Sleep for an hour.
+    Sleep,
+    /// Panic.
+    Panic,
+    /// Recurse without bound.
+    Recurse,
+    /// Read a file.
+    Read,
+    /// Write a file.
+    Write,
+    /// Send an HTTP GET.
+    Http,
+    /// Read an environment variable.
+    Env,
+    /// Try to read a host file and the environment.
+    Escape,
+    /// Return a huge output.
+    BigOutput,
+}
+
+/// The test plugin.
+pub struct TestGuest;
+
+impl Plugin for TestGuest {
+    type Input = Input;
+    type Output = Value;
+
+    fn info() -> Info {
+        Info::new(
+            "test-guest",
+            "0.1.0",
+            "Echoes, fails or misbehaves as its input says.",
+        )
+        .capabilities(Capabilities {
+            http_hosts: vec!["*".into()],
+            filesystem: vec![("/data".into(), true)],
+            env: vec!["HOME".into(), "TEST_GUEST_TOKEN".into()],
+            secrets: vec!["api-token".into()],
+        })
+    }
+
+    fn execute(ctx: &Context, input: Input) -> Result<Value, Error> {
+        match input.mode {
+            Mode::Echo => Ok(input.value),
+            Mode::Fail => Err(match input.kind.as_str() {
+                "invalid-input" => Error::InvalidInput(input.message),
+                "retryable" => Error::Retryable(input.message),
+                "denied" => Error::Denied(input.message),
+                _ => Error::Fatal(input.message),
+            }),
+            Mode::Loop => {
+                log(Level::Info, "looping forever", &[("task", &ctx.task_id)]);
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Mode::Alloc => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Mode::Sleep => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(Value::Null)
+            }
+            Mode::Panic => panic!("test-guest was asked to panic"),
+            Mode::Recurse => Ok(Value::from(recurse(std::hint::black_box(1)))),
+            Mode::Read => std::fs::read_to_string(&input.path)
+                .map(Value::from)
+                .map_err(|e| io_error("read", &input.path, &e)),
+            Mode::Write => {
+                let text = input.value.as_str().unwrap_or_default();
+                std::fs::write(&input.path, text)
+                    .map(|()| Value::from(text.len()))
+                    .map_err(|e| io_error("write", &input.path, &e))
+            }
+            Mode::Http => match orchestrator_sdk::http::get(&input.url) {
+                Ok(response) => Ok(serde_json::json!({
+                    "status": response.status,
+                    "body": response.text(),
+                    "location": response.header("location"),
+                })),
+                Err(HttpError::Denied(m)) => Err(Error::Denied(format!("GET {}: {m}", input.url))),
+                Err(e) => Err(Error::Fatal(format!("GET {}: {e}", input.url))),
+            },
+            Mode::Env => std::env::var(&input.name).map(Value::from).map_err(|_| {
+                Error::Denied(format!(
+                    "environment variable `{}` is not visible",
+                    input.name
+                ))
+            }),
+            Mode::Escape => {
+                let file = match std::fs::read_to_string("/etc/hostname") {
+                    Ok(text) => format!("read {} bytes", text.len()),
+                    Err(e) => format!("denied: {e}"),
+                };
+                let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                let cwd = std::env::current_dir()
+                    .map(|p| p.display().to_string())
+                    .ok();
+                Ok(serde_json::json!({ "file": file, "env": env, "cwd": cwd }))
+            }
+            Mode::BigOutput => Ok(Value::from("x".repeat(input.size))),
+        }
+    }
+}
+
+fn io_error(what: &str, path: &str, e: &std::io::Error) -> Error {
+    let message = format!("{what} {path}: {e}");
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => {
+            Error::Denied(message)
+        }
+        _ => Error::Fatal(message),
+    }
+}
+
+/// Recurses until the WebAssembly stack runs out. Only scalars live in the
+/// frame (no shadow stack), and the work after the call keeps the compiler
+/// from turning it into a loop.
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let below = recurse(n.wrapping_mul(3) | 1);
+    below.rotate_left(7).wrapping_mul(31) ^ n
+}
+
+export_plugin!(TestGuest);
