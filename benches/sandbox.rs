@@ -32,11 +32,12 @@ fn sandbox(c: &mut Criterion) {
     let noop = sandbox
         .prepare("test-guest", &guest)
         .expect("test guest compiles");
-    let transform_bytes = runtime::plugin::Catalog::new(".")
-        .load("transform")
+    let (_, transform_bytes) = runtime::plugin::builtins()
+        .iter()
+        .find(|(name, _)| *name == "transform")
         .expect("transform is built in");
     let transform = sandbox
-        .prepare("transform", &transform_bytes.bytes)
+        .prepare("transform", transform_bytes)
         .expect("transform compiles");
 
     c.bench_function("instantiate+call no-op component", |b| {
@@ -54,6 +55,29 @@ fn sandbox(c: &mut Criterion) {
             black_box(result.expect("script runs"));
         });
     });
+    group.finish();
+
+    // What `runtime install` saves every later run: compiling a plugin
+    // versus loading the artifact install stored.
+    let mut group = c.benchmark_group("plugin load");
+    group.sample_size(10);
+    for (name, bytes) in [("test-guest", &guest[..]), ("transform", transform_bytes)] {
+        let compiled = sandbox.compile(name, bytes).expect("compiles");
+        let artifact = sandbox.serialize(&compiled).expect("serializes");
+        let digest = compiled.digest().to_owned();
+        group.bench_function(format!("compile {name}"), |b| {
+            b.iter(|| black_box(sandbox.compile(name, bytes).expect("compiles")));
+        });
+        group.bench_function(format!("load {name} from its stored artifact"), |b| {
+            b.iter(|| {
+                black_box(
+                    sandbox
+                        .load_artifact(name, &digest, &artifact)
+                        .expect("loads"),
+                )
+            });
+        });
+    }
     group.finish();
 }
 

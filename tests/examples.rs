@@ -18,6 +18,15 @@ fn runtime(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_runtime"))
         .args(args)
         .current_dir(root())
+        // One store for these tests, so built-ins are installed (compiled) once.
+        .env(
+            "ORCHESTRATOR_STORE",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("examples.redb"),
+        )
+        .env(
+            "ORCHESTRATOR_CONFIG",
+            root().join("tests/fixtures/no-config.yaml"),
+        )
         .env_remove("RUST_LOG")
         .output()
         .expect("the runtime binary starts")
@@ -261,7 +270,8 @@ fn garbage_wasm_is_refused_with_the_plugin_named() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("plugin `junk` is not a valid WebAssembly component"),
+        stderr.contains("plugin `junk` is not a valid WebAssembly component")
+            && stderr.contains("not WebAssembly at all"),
         "{stderr}"
     );
 }

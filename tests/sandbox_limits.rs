@@ -1,130 +1,37 @@
-//! Hostile and misbehaving plugins are contained: each fails with its own
-//! clear error naming the task and the limit, siblings still succeed, and the
-//! host keeps running workflows afterwards.
+//! Limits and contract: a deadline stops a loop with fuel to spare, plugin
+//! errors keep their kind, a plugin named by path sees nothing, and the
+//! concurrency limit holds. (Hostile plugins: `hostile_plugins.rs`.)
 
 #![allow(
     clippy::unwrap_used,
     reason = "a test that cannot set up should fail loudly"
 )]
 
+mod common;
+
 use indexmap::IndexMap;
 use runtime::expr::Expressions;
-use runtime::scheduler::{FailureKind, RunReport, RunStatus, TaskReport, TaskStatus};
-use runtime::service::{self, Runner};
+use runtime::service;
+
+use common::{Host, failure, task};
+use runtime::scheduler::{FailureKind, RunStatus, TaskStatus};
 
 const GUEST: &str = env!("TEST_GUEST_WASM");
 
-async fn run(runner: &Runner, yaml: &str) -> RunReport {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("flow.yaml");
-    std::fs::write(&file, yaml.replace("GUEST", GUEST)).unwrap();
-    let workflow = service::load(&file, &Expressions::new()).unwrap();
-    runner
-        .run(&workflow, IndexMap::new(), None, &|_| {})
-        .await
-        .unwrap()
-}
-
-fn task<'a>(report: &'a RunReport, id: &str) -> &'a TaskReport {
-    report.tasks.iter().find(|t| t.id == id).unwrap()
-}
-
-fn failure(report: &RunReport, id: &str) -> (FailureKind, String) {
-    let t = task(report, id);
-    assert_eq!(t.status, TaskStatus::Failed, "{t:?}");
-    let error = t.error.clone().unwrap();
-    (error.kind.unwrap(), error.message)
-}
-
-const HOSTILE: &str = r#"
-name: hostile
-tasks:
-  - id: spin
-    uses: GUEST
-    with: { mode: loop }
-    limits: { fuel: 20000000, deadline: 30s }
-  - id: hog
-    uses: GUEST
-    with: { mode: alloc }
-    limits: { memory: 16MiB }
-  - id: nap
-    uses: GUEST
-    with: { mode: sleep }
-    limits: { deadline: 200ms }
-  - id: oops
-    uses: GUEST
-    with: { mode: panic }
-  - id: sibling
-    uses: GUEST
-    with: { value: { still: "here" } }
-  - id: after_spin
-    uses: GUEST
-    needs: [spin]
-"#;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_hostile_guest_fails_with_its_own_error() {
-    let runner = Runner::new(Expressions::new()).unwrap();
-    let report = run(&runner, HOSTILE).await;
-    assert_eq!(report.status, RunStatus::Failed);
-
-    let (kind, message) = failure(&report, "spin");
-    assert_eq!(kind, FailureKind::OutOfFuel);
-    assert!(message.contains("fuel budget of 20000000"), "{message}");
-    assert_eq!(task(&report, "spin").metering.fuel, 20_000_000);
-
-    let (kind, message) = failure(&report, "hog");
-    assert_eq!(kind, FailureKind::MemoryLimit);
-    assert!(message.contains("cap of 16.0 MiB"), "{message}");
-    assert!(task(&report, "hog").metering.peak_memory <= 16 << 20);
-
-    let (kind, message) = failure(&report, "nap");
-    assert_eq!(kind, FailureKind::Deadline);
-    assert!(message.contains("deadline of 200ms"), "{message}");
-
-    let (kind, message) = failure(&report, "oops");
-    assert_eq!(kind, FailureKind::Trap);
-    assert!(
-        message.contains("test-guest was asked to panic"),
-        "{message}"
-    );
-
-    let sibling = task(&report, "sibling");
-    assert_eq!(sibling.status, TaskStatus::Succeeded);
-    assert_eq!(sibling.output, Some(serde_json::json!({"still": "here"})));
-
-    let after = task(&report, "after_spin");
-    assert_eq!(after.status, TaskStatus::NotRun);
-    assert!(after.error.as_ref().unwrap().message.contains("`spin`"));
-
-    // The host is unharmed: the same runner runs the next workflow.
-    let again = run(
-        &runner,
-        "name: again\ntasks:\n  - id: echo\n    uses: GUEST\n    with: { value: 7 }\n",
-    )
-    .await;
-    assert_eq!(again.status, RunStatus::Succeeded);
-    assert_eq!(task(&again, "echo").output, Some(serde_json::json!(7)));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_stops_a_busy_loop_that_has_fuel_to_spare() {
-    let runner = Runner::new(Expressions::new()).unwrap();
-    let report = run(
-        &runner,
-        "name: busy\ntasks:\n  - id: spin\n    uses: GUEST\n    with: { mode: loop }\n    limits: { fuel: 1000000000000000, deadline: 100ms }\n",
-    )
-    .await;
+    let report = Host::new()
+        .run(&"name: busy\ntasks:\n  - id: spin\n    uses: GUEST\n    with: { mode: loop }\n    limits: { fuel: 1000000000000000, deadline: 100ms }\n".replace("GUEST", GUEST))
+        .await;
     let (kind, message) = failure(&report, "spin");
     assert_eq!(kind, FailureKind::Deadline, "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_errors_keep_their_kind() {
-    let runner = Runner::new(Expressions::new()).unwrap();
-    let report = run(
-        &runner,
-        r#"
+    let report = Host::new()
+        .run(
+            &r#"
 name: errors
 tasks:
   - id: rate_limited
@@ -136,9 +43,10 @@ tasks:
   - id: bad_input
     uses: GUEST
     with: { mode: levitate }
-"#,
-    )
-    .await;
+"#
+            .replace("GUEST", GUEST),
+        )
+        .await;
     assert_eq!(
         failure(&report, "rate_limited"),
         (FailureKind::Retryable, "429 from the model".into())
@@ -154,12 +62,12 @@ tasks:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_see_no_files_and_no_environment() {
-    let runner = Runner::new(Expressions::new()).unwrap();
-    let report = run(
-        &runner,
-        "name: escape\ntasks:\n  - id: peek\n    uses: GUEST\n    with: { mode: escape }\n",
-    )
-    .await;
+    let report = Host::new()
+        .run(
+            &"name: escape\ntasks:\n  - id: peek\n    uses: GUEST\n    with: { mode: escape }\n"
+                .replace("GUEST", GUEST),
+        )
+        .await;
     let peek = task(&report, "peek");
     assert_eq!(peek.status, TaskStatus::Succeeded, "{peek:?}");
     let seen = peek.output.as_ref().unwrap();
@@ -172,7 +80,7 @@ async fn guests_see_no_files_and_no_environment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_limit_is_respected_and_fanout_completes() {
-    let runner = Runner::new(Expressions::new()).unwrap();
+    let host = Host::with_builtins().await;
     let mut yaml = String::from("name: fan\nconcurrency: 3\ntasks:\n");
     for i in 0..40 {
         yaml.push_str(&format!(
@@ -191,10 +99,9 @@ async fn concurrency_limit_is_respected_and_fanout_completes() {
 
     let in_flight = std::sync::atomic::AtomicUsize::new(0);
     let most = std::sync::atomic::AtomicUsize::new(0);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("flow.yaml");
+    let file = host.path("flow.yaml");
     std::fs::write(&file, yaml.replace("GUEST", GUEST)).unwrap();
-    let workflow = service::load(&file, &Expressions::new()).unwrap();
+    let workflow = service::load(&file, &Expressions::new(), &host.store).unwrap();
     let observe = |event: runtime::scheduler::Event<'_>| {
         use std::sync::atomic::Ordering::SeqCst;
         match event {
@@ -210,8 +117,9 @@ async fn concurrency_limit_is_respected_and_fanout_completes() {
             runtime::scheduler::Event::Finished(_) => {}
         }
     };
-    let report = runner
-        .run(&workflow, IndexMap::new(), None, &observe)
+    let report = host
+        .runner
+        .run(&workflow, &host.store, IndexMap::new(), None, &observe)
         .await
         .unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);

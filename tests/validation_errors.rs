@@ -19,6 +19,11 @@ fn validate(fixture: &str) -> String {
             &format!("tests/fixtures/invalid/{fixture}.yaml"),
         ])
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .env(
+            "ORCHESTRATOR_STORE",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("validation-errors.redb"),
+        )
+        .env("ORCHESTRATOR_CONFIG", "tests/fixtures/no-config.yaml")
         .output()
         .expect("the runtime binary starts");
     assert_eq!(

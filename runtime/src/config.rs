@@ -138,6 +138,13 @@ impl Config {
 
     /// Parses configuration text read from `file`.
     pub fn parse(text: &str, file: &str) -> Result<Self, String> {
+        let blank = text.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with('#')
+        });
+        if blank {
+            return Ok(Self::default());
+        }
         let spec: ConfigFile = serde_saphyr::from_str(text).map_err(|e| format!("{file}: {e}"))?;
         let mut entries = Vec::new();
         for (name, spec) in spec.secrets {

@@ -53,7 +53,7 @@ pub enum ServiceError {
 pub async fn open_store(path: &Path, sandbox: &Sandbox) -> Result<Store, ServiceError> {
     let store = Store::open(path)?;
     for report in plugin::install_builtins(&store, sandbox, DEFAULT_TENANT).await? {
-        tracing::info!(
+        tracing::debug!(
             plugin = %report.record.name,
             version = %report.record.version,
             digest = %report.record.digest,

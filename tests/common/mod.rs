@@ -1,0 +1,245 @@
+//! Shared set-up for the library-level tests: a host with its own store in a
+//! temporary directory, and a small HTTP/1.1 server on 127.0.0.1.
+
+#![allow(
+    dead_code,
+    reason = "each test crate uses the part of this module it needs"
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use indexmap::IndexMap;
+use runtime::config::Config;
+use runtime::expr::Expressions;
+use runtime::plugin::{self, Grants, InstallReport, InstallRequest};
+use runtime::scheduler::{FailureKind, RunReport, TaskReport, TaskStatus};
+use runtime::service::{self, Runner};
+use runtime::store::{DEFAULT_TENANT, Store};
+
+/// A runtime with its own store in a temporary directory.
+pub struct Host {
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+    pub runner: Runner,
+}
+
+impl Host {
+    /// A host whose store holds no plugins.
+    pub fn new() -> Self {
+        Self::with_config("")
+    }
+
+    /// A host with a configuration file (secrets).
+    pub fn with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(&dir.path().join("store.redb")).expect("a fresh store opens");
+        let secrets = Config::parse(config, "config.yaml")
+            .expect("the test configuration parses")
+            .secrets;
+        let runner = Runner::new(Expressions::new())
+            .expect("the sandbox starts")
+            .with_secrets(secrets);
+        Self { dir, store, runner }
+    }
+
+    /// A host whose store holds the built-in plugins, installed as at first start.
+    pub async fn with_builtins() -> Self {
+        let host = Self::new();
+        plugin::install_builtins(&host.store, host.runner.sandbox(), DEFAULT_TENANT)
+            .await
+            .expect("the built-ins install");
+        host
+    }
+
+    /// Installs the component at `path` as `name` with `grants`.
+    pub async fn install(&self, path: &str, name: &str, grants: Grants) -> InstallReport {
+        let bytes = std::fs::read(path).expect("the component was built");
+        plugin::install(
+            &self.store,
+            self.runner.sandbox(),
+            DEFAULT_TENANT,
+            InstallRequest {
+                bytes: &bytes,
+                source: path.to_owned(),
+                name: Some(name.to_owned()),
+                version: None,
+                grants,
+                builtin: false,
+            },
+        )
+        .await
+        .expect("the plugin installs")
+    }
+
+    /// A path inside the host's temporary directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Loads and runs a workflow given as YAML text.
+    pub async fn run(&self, yaml: &str) -> RunReport {
+        self.try_run(yaml)
+            .await
+            .expect("the workflow loads and prepares")
+    }
+
+    /// Loads and runs a workflow, returning load or prepare errors as text.
+    pub async fn try_run(&self, yaml: &str) -> Result<RunReport, String> {
+        let file = self.path("flow.yaml");
+        std::fs::write(&file, yaml).expect("writing the workflow");
+        let workflow =
+            service::load(&file, &Expressions::new(), &self.store).map_err(|e| e.to_string())?;
+        self.runner
+            .run(&workflow, &self.store, IndexMap::new(), None, &|_| {})
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The report of task `id`.
+pub fn task<'a>(report: &'a RunReport, id: &str) -> &'a TaskReport {
+    report
+        .tasks
+        .iter()
+        .find(|t| t.id == id)
+        .unwrap_or_else(|| panic!("no task `{id}` in the report"))
+}
+
+/// The kind and message of failed task `id`.
+pub fn failure(report: &RunReport, id: &str) -> (FailureKind, String) {
+    let t = task(report, id);
+    assert_eq!(t.status, TaskStatus::Failed, "{t:?}");
+    let error = t.error.clone().expect("a failed task has an error");
+    (
+        error.kind.expect("a task failure has a kind"),
+        error.message,
+    )
+}
+
+/// One request the test server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Received {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the test server answers: status, extra headers, body.
+pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// An HTTP/1.1 server on 127.0.0.1 that records requests and answers with
+/// `respond(path)`. Stops when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TestServer {
+    pub fn start(respond: impl Fn(&str) -> Reply + Send + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1");
+        let addr = listener.local_addr().expect("a bound address");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, stopping) = (Arc::clone(&received), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let _ = serve(stream, &respond, &log);
+                }
+            }
+        });
+        Self {
+            addr,
+            received,
+            stop,
+        }
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    respond: &impl Fn(&str) -> Reply,
+    log: &Mutex<Vec<Received>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.trim_end().split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            if name == "content-length" {
+                length = value.parse().unwrap_or(0);
+            }
+            headers.push((name, value));
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    log.lock().expect("lock").push(Received {
+        method,
+        path: path.clone(),
+        headers,
+    });
+    let (status, extra, body) = respond(&path);
+    let mut out = stream;
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    out.write_all(&body)?;
+    out.flush()
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
