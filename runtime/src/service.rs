@@ -160,7 +160,7 @@ impl Runner {
                 compiled.insert(task.uses.clone(), loaded);
             }
             let (component, allowed) = &compiled[&task.uses];
-            let allowed = allowed.narrow(&task.grants).map_err(|e| in_task(e))?;
+            let allowed = allowed.narrow(&task.grants).map_err(in_task)?;
             let plugin = self
                 .sandbox
                 .link(component, allowed, Arc::clone(&self.secrets))?;

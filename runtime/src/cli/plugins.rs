@@ -204,7 +204,7 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
 fn find<'a>(records: &'a [PluginRecord], text: &str) -> Option<&'a PluginRecord> {
     let catalog = plugin::Catalog::new(".", records.to_vec());
     match catalog.resolve(text) {
-        Ok(plugin::Resolved::Installed(found)) => records.iter().find(|r| **r == found),
+        Ok(plugin::Resolved::Installed(found)) => records.iter().find(|r| **r == *found),
         _ => None,
     }
 }

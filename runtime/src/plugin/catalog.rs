@@ -11,7 +11,7 @@ use crate::workflow::PluginCatalog;
 #[derive(Debug, Clone)]
 pub enum Resolved {
     /// An installed plugin.
-    Installed(PluginRecord),
+    Installed(Box<PluginRecord>),
     /// A component file.
     File(PathBuf),
 }
@@ -56,8 +56,7 @@ impl Catalog {
                 .installed
                 .iter()
                 .find(|r| r.digest == digest.to_ascii_lowercase())
-                .cloned()
-                .map(Resolved::Installed)
+                .map(|r| Resolved::Installed(Box::new(r.clone())))
                 .ok_or_else(|| {
                     format!("no installed plugin has digest {digest}; `runtime plugins list` shows what is installed")
                 }),
@@ -74,7 +73,7 @@ impl Catalog {
                     Some(version) => versions.iter().find(|r| r.version == version),
                     None => versions.iter().max_by(|a, b| compare_versions(&a.version, &b.version)),
                 };
-                found.map(|r| Resolved::Installed((*r).clone())).ok_or_else(|| {
+                found.map(|r| Resolved::Installed(Box::new((*r).clone()))).ok_or_else(|| {
                     let have: Vec<&str> = versions.iter().map(|r| r.version.as_str()).collect();
                     format!(
                         "`{name}` is installed in version {}, not {}",
@@ -146,7 +145,7 @@ mod tests {
             ],
         );
         let digest = |uses: &str| match catalog.resolve(uses).unwrap() {
-            Resolved::Installed(r) => r.digest,
+            Resolved::Installed(r) => r.digest.clone(),
             Resolved::File(_) => panic!("not a file"),
         };
         assert_eq!(digest("stats"), "bb", "the highest version, by semver");
