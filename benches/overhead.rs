@@ -105,7 +105,10 @@ fn main() {
 
     let expressions = Expressions::new();
     let in_process = Arc::new(Scheduler::new(Arc::new(InProcess), expressions.clone()));
-    let plugins = HashMap::from([("guest".to_owned(), plugin)]);
+    // The executor maps each task id to its plugin (with that task's grants).
+    let plugins: HashMap<String, _> = (0..TASKS)
+        .map(|i| (format!("t{i}"), plugin.clone()))
+        .collect();
     let sandboxed = Scheduler::new(
         Arc::new(SandboxExecutor::new(Arc::clone(&sandbox), plugins)),
         expressions,

@@ -264,10 +264,14 @@ fn a_name_version_with_other_bytes_is_a_conflict() {
     assert_eq!(listing(dir), before);
 }
 
-/// Builds `examples/plugins/rust-slugify` as its README says, into the guest
-/// target directory.
+/// Builds `examples/plugins/rust-slugify` as its README says, into the
+/// target directory the build uses for guests (its dependencies are built).
 fn build_rust_example() -> PathBuf {
-    let target_dir = root().join("target").join("wasm-guests");
+    let target_dir = Path::new(GUEST)
+        .ancestors()
+        .nth(3)
+        .expect("guests live in <target>/wasm-guests/wasm32-wasip2/guest")
+        .to_owned();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root())
         .args([

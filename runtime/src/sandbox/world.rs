@@ -16,18 +16,7 @@ const PACKAGE: &str = "orchestrator:plugin";
 /// Checks the component's contract version and exports.
 pub(super) fn check(component: &Component, engine: &Engine) -> Result<(), String> {
     let ty = component.component_type();
-    for (name, _) in ty.imports(engine) {
-        let Some(rest) = name.strip_prefix(PACKAGE).and_then(|r| r.strip_prefix('/')) else {
-            continue;
-        };
-        let version = rest.split_once('@').map_or("", |(_, v)| v);
-        if !HOSTED_VERSIONS.contains(&version) {
-            return Err(format!(
-                "it targets {PACKAGE}@{version} (it imports `{name}`); this runtime hosts {PACKAGE}@{}: rebuild it against one of those, or upgrade the runtime",
-                HOSTED_VERSIONS.join(", @")
-            ));
-        }
-    }
+    check_imports(ty.imports(engine).map(|(name, _)| name))?;
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
     let missing: Vec<&str> = ["describe", "execute"]
         .into_iter()
@@ -52,6 +41,23 @@ pub(super) fn check(component: &Component, engine: &Engine) -> Result<(), String
                 .join(" and "),
             HOSTED_VERSIONS[HOSTED_VERSIONS.len() - 1]
         ));
+    }
+    Ok(())
+}
+
+/// Refuses imports of a contract version this host does not run.
+fn check_imports<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    for name in names {
+        let Some(rest) = name.strip_prefix(PACKAGE).and_then(|r| r.strip_prefix('/')) else {
+            continue;
+        };
+        let version = rest.split_once('@').map_or("", |(_, v)| v);
+        if !HOSTED_VERSIONS.contains(&version) {
+            return Err(format!(
+                "it targets {PACKAGE}@{version} (it imports `{name}`); this runtime hosts {PACKAGE}@{}: rebuild it against one of those, or upgrade the runtime",
+                HOSTED_VERSIONS.join(", @")
+            ));
+        }
     }
     Ok(())
 }
@@ -84,6 +90,22 @@ pub(super) fn not_a_component(bytes: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_hosted_contract_versions_pass() {
+        let ok = [
+            "wasi:cli/environment@0.2.6",
+            "orchestrator:plugin/host@0.1.0",
+        ];
+        assert!(check_imports(ok.into_iter()).is_ok());
+        let newer = ["orchestrator:plugin/types@0.2.0"];
+        let error = check_imports(newer.into_iter()).unwrap_err();
+        assert!(
+            error.contains("targets orchestrator:plugin@0.2.0"),
+            "{error}"
+        );
+        assert!(error.contains("hosts orchestrator:plugin@0.1.0"), "{error}");
+    }
 
     #[test]
     fn headers_say_what_the_bytes_are() {
