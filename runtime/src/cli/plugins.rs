@@ -95,6 +95,17 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
     };
     out!("{what} {}@{}", record.name, record.version);
     print_details(record, &report.allowed);
+    let secrets = ctx.secrets()?;
+    for name in report
+        .allowed
+        .secrets
+        .iter()
+        .filter(|s| !secrets.contains(s))
+    {
+        out!(
+            "  note       secret `{name}` is not configured on this host yet; add it to the configuration file (`--config`) before running"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
