@@ -89,6 +89,7 @@ fn main() {
         attempt: 1,
         input: "{}".into(),
         limits: Default::default(),
+        cancel: Default::default(),
     };
     for _ in 0..200 {
         tokio

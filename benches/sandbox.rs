@@ -19,6 +19,7 @@ fn request(input: &str) -> TaskRequest {
         attempt: 1,
         input: input.into(),
         limits: Limits::default(),
+        cancel: Default::default(),
     }
 }
 

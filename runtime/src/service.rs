@@ -13,7 +13,12 @@ use crate::config::Secrets;
 use crate::expr::Expressions;
 use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
 use crate::sandbox::{Compiled, Sandbox, SandboxError, SandboxExecutor};
+use crate::scheduler::{Cancel, RunOptions, RunStatus, TaskReport};
 use crate::scheduler::{Event, RunReport, Scheduler};
+use crate::store::executions::{
+    ExecutionError, ExecutionJournal, ExecutionLog, ExecutionRecord, ExecutionStatus, Executions,
+    now_ms,
+};
 use crate::store::plugins::{Artifact, PluginRecord};
 use crate::store::{DEFAULT_TENANT, Store, StoreError};
 use crate::workflow::{self, Plan, WorkflowError};
@@ -47,6 +52,9 @@ pub enum ServiceError {
     /// A plugin could not be installed.
     #[error(transparent)]
     Install(#[from] InstallError),
+    /// An execution could not be recorded, found or read.
+    #[error(transparent)]
+    Execution(#[from] ExecutionError),
 }
 
 /// Opens the store and installs the built-in plugins it lacks (first start).
@@ -70,6 +78,32 @@ pub struct LoadedWorkflow {
     pub plan: Plan,
     /// Resolves the plan's plugins.
     pub catalog: Catalog,
+    /// The file, as given.
+    pub file: String,
+    /// Its text, as validated.
+    pub source: String,
+}
+
+impl LoadedWorkflow {
+    /// The plugin each task resolves to: `sha256` hex of an installed plugin,
+    /// or `file:<path>` for a component named by path.
+    pub fn plugin_digests(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, ServiceError> {
+        let mut digests = std::collections::BTreeMap::new();
+        for task in &self.plan.tasks {
+            let resolved = self
+                .catalog
+                .resolve(&task.uses)
+                .map_err(|e| ServiceError::Plugin(format!("task `{}`: {e}", task.id)))?;
+            let digest = match resolved {
+                Resolved::Installed(record) => record.digest,
+                Resolved::File(path) => format!("file:{}", path.display()),
+            };
+            digests.insert(task.id.clone(), digest);
+        }
+        Ok(digests)
+    }
 }
 
 /// Reads and validates a workflow file against the plugins in `store`.
@@ -83,12 +117,124 @@ pub fn load(
         file: file.clone(),
         source,
     })?;
-    let base_dir = path
+    load_text(source, &file, expressions, store)
+}
+
+/// Validates workflow text read from `file` (relative `.wasm` paths resolve
+/// against the file's directory).
+pub fn load_text(
+    source: String,
+    file: &str,
+    expressions: &Expressions,
+    store: &Store,
+) -> Result<LoadedWorkflow, ServiceError> {
+    let base_dir = Path::new(file)
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let catalog = Catalog::new(base_dir, store.plugins(DEFAULT_TENANT)?);
-    let plan = workflow::load(&source, &file, expressions, &catalog)?;
-    Ok(LoadedWorkflow { plan, catalog })
+    let plan = workflow::load(&source, file, expressions, &catalog)?;
+    Ok(LoadedWorkflow {
+        plan,
+        catalog,
+        file: file.to_owned(),
+        source,
+    })
+}
+
+/// An execution this process records and runs.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// Its id.
+    pub id: String,
+    /// Its file, open in this process.
+    pub log: Arc<ExecutionLog>,
+    /// Cancels it.
+    pub cancel: Arc<Cancel>,
+    /// Its resolved inputs.
+    pub inputs: Value,
+    /// Final task states recorded before this process took it up.
+    pub done: Vec<TaskReport>,
+}
+
+/// Creates the record of a new execution of `workflow`.
+pub fn start_execution(
+    workflow: &LoadedWorkflow,
+    executions: &Executions,
+    inputs: IndexMap<String, Value>,
+) -> Result<Execution, ServiceError> {
+    let inputs = workflow
+        .plan
+        .resolve_inputs(inputs)
+        .map_err(ServiceError::Inputs)?;
+    let id = new_execution_id();
+    let record = ExecutionRecord {
+        id: id.clone(),
+        tenant: DEFAULT_TENANT.to_owned(),
+        workflow: workflow.plan.name.clone(),
+        file: workflow.file.clone(),
+        source: workflow.source.clone(),
+        inputs: inputs.clone(),
+        durability: workflow.plan.durability,
+        plugins: workflow.plugin_digests()?,
+        status: ExecutionStatus::Running,
+        created_at: now_ms(),
+        finished_at: None,
+        error: None,
+        outputs: serde_json::Map::new(),
+    };
+    let log = executions.create(&record)?;
+    Ok(Execution {
+        id,
+        log: Arc::new(log),
+        cancel: Arc::default(),
+        inputs,
+        done: Vec::new(),
+    })
+}
+
+/// Takes up an execution whose process stopped: its workflow text as
+/// recorded, validated again against `store`, with the plugins it started
+/// with, and the task states it had committed.
+pub fn reopen_execution(
+    executions: &Executions,
+    id: &str,
+    expressions: &Expressions,
+    store: &Store,
+) -> Result<(Execution, LoadedWorkflow), ServiceError> {
+    let log = executions.open(id)?;
+    let record = log.record()?;
+    if record.status != ExecutionStatus::Running {
+        return Err(ServiceError::Plugin(format!(
+            "execution `{id}` already finished ({}); there is nothing to resume",
+            record.status.as_str()
+        )));
+    }
+    let workflow = load_text(record.source.clone(), &record.file, expressions, store)?;
+    let now = workflow.plugin_digests()?;
+    for (task, digest) in &record.plugins {
+        if now.get(task) != Some(digest) {
+            return Err(ServiceError::Plugin(format!(
+                "execution `{id}`: task `{task}` started with plugin {digest}, which `{}` no longer resolves to; reinstall that plugin to resume",
+                workflow
+                    .plan
+                    .tasks
+                    .iter()
+                    .find(|t| &t.id == task)
+                    .map_or("?", |t| t.uses.as_str())
+            )));
+        }
+    }
+    let done = log.tasks()?;
+    Ok((
+        Execution {
+            id: id.to_owned(),
+            log: Arc::new(log),
+            cancel: Arc::default(),
+            inputs: record.inputs,
+            done,
+        },
+        workflow,
+    ))
 }
 
 /// Runs workflows in one sandbox.
@@ -229,7 +375,55 @@ impl Runner {
             .await)
     }
 
-    /// Prepares and runs a workflow.
+    /// Runs a recorded execution until it finishes or is cancelled, every
+    /// final task state committed to its log, then records how it ended.
+    pub async fn drive(
+        &self,
+        workflow: &LoadedWorkflow,
+        executor: SandboxExecutor,
+        execution: Execution,
+        concurrency: Option<usize>,
+        observe: &(dyn Fn(Event<'_>) + Sync),
+    ) -> Result<RunReport, ServiceError> {
+        let Execution {
+            id,
+            log,
+            cancel,
+            inputs,
+            done,
+        } = execution;
+        if !done.is_empty() {
+            let log = Arc::clone(&log);
+            let finished = done.len();
+            tokio::task::spawn_blocking(move || log.resumed(finished))
+                .await
+                .map_err(|e| ServiceError::Plugin(e.to_string()))??;
+        }
+        let journal = ExecutionJournal::new(Arc::clone(&log));
+        let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
+        let options = RunOptions {
+            concurrency,
+            journal: Some(&journal),
+            done,
+            cancel,
+            observe,
+        };
+        let report = scheduler
+            .run_with(&workflow.plan, &inputs, &id, options)
+            .await;
+        let status = match report.status {
+            RunStatus::Succeeded => ExecutionStatus::Succeeded,
+            RunStatus::Failed => ExecutionStatus::Failed,
+            RunStatus::Cancelled => ExecutionStatus::Cancelled,
+        };
+        let (error, outputs) = (report.error.clone(), report.outputs.clone());
+        tokio::task::spawn_blocking(move || log.finish(status, error, outputs))
+            .await
+            .map_err(|e| ServiceError::Plugin(e.to_string()))??;
+        Ok(report)
+    }
+
+    /// Prepares and runs a workflow, recording nothing.
     pub async fn run(
         &self,
         workflow: &LoadedWorkflow,

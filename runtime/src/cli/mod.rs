@@ -2,7 +2,9 @@
 //!
 //! Exit codes: 0 success; 1 the run failed; 2 the workflow, its inputs, a
 //! plugin or the command line are wrong (nothing ran, nothing was written).
-//! `run.rs` holds the workflow verbs, `plugins.rs` the plugin store verbs.
+//! `run.rs` holds the workflow verbs, `executions.rs` the verbs on recorded
+//! executions (`control.rs` reaches one another process is running),
+//! `plugins.rs` the plugin store verbs.
 
 /// `println!` that ignores a closed stdout (`runtime plugins list | head`).
 macro_rules! out {
@@ -12,6 +14,8 @@ macro_rules! out {
     }};
 }
 
+mod control;
+mod executions;
 mod plugins;
 mod run;
 
@@ -83,6 +87,49 @@ pub enum Command {
         /// The drawing format.
         #[arg(long, value_enum, default_value = "dot")]
         format: GraphFormat,
+    },
+    /// Lists recorded executions.
+    List {
+        /// Only those with this status: running, interrupted, succeeded, failed, cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one execution: status, every task's state, attempts and cost.
+    Status {
+        /// The execution id (`runtime run` prints it).
+        id: String,
+        /// Also print the event log.
+        #[arg(long)]
+        events: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stops a running execution (its tasks are interrupted) or marks an
+    /// interrupted one cancelled.
+    Cancel {
+        /// The execution id.
+        id: String,
+    },
+    /// Continues executions whose process stopped; finished tasks are not run again.
+    Resume {
+        /// The execution id.
+        id: Option<String>,
+        /// Every interrupted execution.
+        #[arg(long)]
+        all: bool,
+        /// How many tasks may run at once.
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Deletes finished executions older than a duration.
+    Gc {
+        /// For example `7d` or `12h`.
+        #[arg(long, value_parser = parse_age)]
+        older_than: std::time::Duration,
     },
     /// Validates a plugin component, precompiles it and stores it with its grants.
     Install(plugins::InstallArgs),
@@ -163,6 +210,15 @@ pub fn main() -> ExitCode {
             output,
             concurrency,
         ),
+        Command::List { status, json } => executions::list(&ctx, status.as_deref(), json),
+        Command::Status { id, events, json } => executions::status(&ctx, &id, events, json),
+        Command::Cancel { id } => executions::cancel(&ctx, &id),
+        Command::Resume {
+            id,
+            all,
+            concurrency,
+        } => executions::resume(&ctx, id.as_deref(), all, concurrency),
+        Command::Gc { older_than } => executions::gc(&ctx, older_than),
         Command::Install(args) => plugins::install(&ctx, args),
         Command::Plugins { command } => plugins::plugins(&ctx, command),
     });
@@ -173,6 +229,10 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_INVALID)
         }
     }
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    crate::workflow::parse_duration(text)
 }
 
 fn context(cli: &Cli) -> Result<Context, ServiceError> {

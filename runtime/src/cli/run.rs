@@ -1,4 +1,5 @@
 //! `runtime run | validate | graph`: workflows, progress lines and summaries.
+//! `run` records the execution (see `executions.rs` for the other verbs on it).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -13,6 +14,7 @@ use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
 use crate::graph::Format;
 use crate::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus};
 use crate::service::{self, Runner, ServiceError};
+use crate::store::executions::Executions;
 
 pub(super) fn validate(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;
@@ -64,17 +66,11 @@ pub(super) fn run(
         (workflow, executor)
     };
     let inputs = collect_inputs(input_args, inputs_file)?;
-    let width = workflow
-        .plan
-        .tasks
-        .iter()
-        .map(|t| t.id.len())
-        .max()
-        .unwrap_or(0);
-    let observe = move |event: Event<'_>| print_event(event, width);
+    let executions = Executions::beside(&ctx.store_path);
+    let execution = service::start_execution(&workflow, &executions, inputs)?;
+    eprintln!("execution {}", execution.id);
     let report =
-        ctx.tokio
-            .block_on(runner.execute(&workflow, executor, inputs, concurrency, &observe))?;
+        super::executions::drive(ctx, &runner, &workflow, executor, execution, concurrency)?;
     match output {
         OutputFormat::Json => {
             let json = serde_json::to_string_pretty(&report).expect("reports serialize");
@@ -84,7 +80,7 @@ pub(super) fn run(
     }
     Ok(match report.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
-        RunStatus::Failed => ExitCode::from(EXIT_RUN_FAILED),
+        RunStatus::Failed | RunStatus::Cancelled => ExitCode::from(EXIT_RUN_FAILED),
     })
 }
 
@@ -118,7 +114,7 @@ fn collect_inputs(
     Ok(inputs)
 }
 
-fn print_event(event: Event<'_>, width: usize) {
+pub(super) fn print_event(event: Event<'_>, width: usize) {
     let line = match event {
         Event::Started { id, uses, .. } => format!("  started  {id:width$}  {uses}"),
         Event::Finished(report) => finished_line(report, width),
@@ -127,7 +123,7 @@ fn print_event(event: Event<'_>, width: usize) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-fn finished_line(report: &TaskReport, width: usize) -> String {
+pub(super) fn finished_line(report: &TaskReport, width: usize) -> String {
     let id = &report.id;
     let m = &report.metering;
     let cost = format!(
@@ -154,11 +150,15 @@ fn finished_line(report: &TaskReport, width: usize) -> String {
     }
 }
 
-fn print_summary(report: &RunReport) {
+pub(super) fn print_summary(report: &RunReport) {
     let took = format_duration(Duration::from_micros(report.duration_us));
-    match &report.error {
-        None => eprintln!("workflow `{}` succeeded in {took}", report.workflow),
-        Some(error) => eprintln!("workflow `{}` failed in {took}: {error}", report.workflow),
+    let (workflow, id) = (&report.workflow, &report.execution_id);
+    match (&report.status, &report.error) {
+        (RunStatus::Cancelled, _) => {
+            eprintln!("workflow `{workflow}` ({id}) cancelled after {took}")
+        }
+        (_, None) => eprintln!("workflow `{workflow}` ({id}) succeeded in {took}"),
+        (_, Some(error)) => eprintln!("workflow `{workflow}` ({id}) failed in {took}: {error}"),
     }
     if report.status == RunStatus::Succeeded {
         let json = serde_json::to_string_pretty(&report.outputs).expect("outputs serialize");

@@ -8,7 +8,8 @@
 //! the egress policy (`egress`). A memory limiter, a fuel budget and an epoch
 //! deadline bound the call; the epoch callback yields to tokio at every tick,
 //! so a busy plugin cannot starve its neighbours, and interrupts it past the
-//! deadline; a tokio timeout covers time spent blocked in host calls.
+//! deadline or once its run is cancelled; a tokio timeout covers time spent
+//! blocked in host calls.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,7 +26,7 @@ use super::egress::{Denials, Egress};
 use super::limiter::MemoryLimiter;
 use super::outcome::{self, Failure};
 use crate::plugin::Manifest;
-use crate::scheduler::{FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess};
+use crate::scheduler::{Cancel, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess};
 use crate::workflow::Limits;
 
 /// How much of a plugin's stderr is kept for error messages.
@@ -40,7 +41,8 @@ pub(super) async fn run(
     let started = Instant::now();
     let limits = request.limits;
     let denials = Denials::default();
-    let mut store = match new_store(engine, plugin, &request.task_id, &limits, &denials) {
+    let cancel = Some(Arc::clone(&request.cancel));
+    let mut store = match new_store(engine, plugin, &request.task_id, &limits, &denials, cancel) {
         Ok(store) => store,
         Err(failure) => return Err(failure.into_task_failure(Metering::default())),
     };
@@ -56,9 +58,24 @@ pub(super) async fn run(
             .call_execute(&mut store, &ctx, &request.input)
             .await
     };
+    // A cancel interrupts running wasm at the next epoch tick; this covers
+    // an attempt blocked in a host call (a sleep, a slow response).
+    let call = async {
+        tokio::select! {
+            result = call => result,
+            () = request.cancel.cancelled() => Err(wasmtime::format_err!("cancelled")),
+        }
+    };
     let result = tokio::time::timeout(limits.deadline, call).await;
 
     let metering = metering(&store, &limits, started);
+    if request.cancel.is_cancelled() && !matches!(result, Ok(Ok(Ok(_)))) {
+        return Err(Failure {
+            kind: FailureKind::Cancelled,
+            message: "interrupted: the run was cancelled".to_owned(),
+        }
+        .into_task_failure(metering));
+    }
     let failure = match result {
         Err(_elapsed) => Failure::deadline(&limits),
         Ok(Err(error)) => outcome::classify(&error, &limits, &store.data().stderr),
@@ -78,7 +95,7 @@ pub(super) async fn describe(
 ) -> Result<Manifest, TaskFailure> {
     let started = Instant::now();
     let denials = Denials::default();
-    let mut store = new_store(engine, plugin, "describe", &limits, &denials)
+    let mut store = new_store(engine, plugin, "describe", &limits, &denials, None)
         .map_err(|f| f.into_task_failure(Metering::default()))?;
     let call = async {
         let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -111,6 +128,7 @@ fn new_store(
     task_id: &str,
     limits: &Limits,
     denials: &Denials,
+    cancel: Option<Arc<Cancel>>,
 ) -> Result<Store<State>, Failure> {
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
     let mut wasi = WasiCtx::builder();
@@ -164,7 +182,8 @@ fn new_store(
     let deadline = Instant::now() + limits.deadline;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
+        let cancelled = cancel.as_ref().is_some_and(|c| c.is_cancelled());
+        Ok(if cancelled || Instant::now() >= deadline {
             UpdateDeadline::Interrupt
         } else {
             UpdateDeadline::Yield(1)

@@ -7,9 +7,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::journal::Cancel;
 use crate::workflow::Limits;
 
 /// One attempt of one task, with its input resolved.
@@ -27,13 +28,19 @@ pub struct TaskRequest {
     pub input: String,
     /// Sandbox limits of this attempt.
     pub limits: Limits,
+    /// Set when the run is cancelled: the executor should stop the attempt.
+    pub cancel: Arc<Cancel>,
 }
 
 /// What running an attempt cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metering {
     /// Wall-clock time, instantiation included.
-    #[serde(rename = "duration_us", serialize_with = "as_micros")]
+    #[serde(
+        rename = "duration_us",
+        serialize_with = "as_micros",
+        deserialize_with = "from_micros"
+    )]
     pub duration: Duration,
     /// Fuel consumed.
     pub fuel: u64,
@@ -42,7 +49,7 @@ pub struct Metering {
 }
 
 /// Token usage a plugin reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Tokens sent to a model.
     pub input_tokens: u64,
@@ -76,7 +83,7 @@ pub struct TaskFailure {
 }
 
 /// Classes of failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureKind {
     /// The plugin rejected its input.
@@ -103,6 +110,8 @@ pub enum FailureKind {
     Plugin,
     /// A `when:` or `${{ }}` expression failed on the host.
     Expression,
+    /// The run was cancelled while the attempt ran.
+    Cancelled,
 }
 
 impl FailureKind {
@@ -121,6 +130,7 @@ impl FailureKind {
             FailureKind::Trap => "trap",
             FailureKind::Plugin => "plugin",
             FailureKind::Expression => "expression",
+            FailureKind::Cancelled => "cancelled",
         }
     }
 }
@@ -137,4 +147,8 @@ pub trait Executor: Send + Sync + 'static {
 
 fn as_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn from_micros<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_micros)
 }

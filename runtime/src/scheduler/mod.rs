@@ -10,9 +10,12 @@
 //! This module never imports wasmtime: executors are behind one trait.
 
 mod executor;
+mod journal;
 mod report;
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,19 +23,38 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 pub use executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess, Usage};
+pub use journal::{Cancel, Journal, NoJournal};
 pub use report::{Event, RunReport, RunStatus, TaskError, TaskReport, TaskStatus};
 
 use crate::expr::{Bindings, ConvertedValue, Expressions, Template};
-use crate::workflow::Plan;
+use crate::workflow::{Durability, Plan};
 
 /// How many tasks run at once unless the workflow or the caller says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// A commit in flight.
+type Commit<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// Runs plans on one executor.
 #[derive(Debug)]
 pub struct Scheduler<E> {
     executor: Arc<E>,
     expressions: Expressions,
+}
+
+/// How one run goes, beyond its plan and inputs.
+pub struct RunOptions<'a, J> {
+    /// Overrides the workflow's concurrency limit.
+    pub concurrency: Option<usize>,
+    /// Where final task states are made durable; `None` records nothing.
+    pub journal: Option<&'a J>,
+    /// Final states recorded by an earlier process: these tasks are not run
+    /// again, and their outputs are what later tasks see.
+    pub done: Vec<TaskReport>,
+    /// Stops the run when cancelled.
+    pub cancel: Arc<Cancel>,
+    /// Sees progress as it happens.
+    pub observe: &'a (dyn Fn(Event<'_>) + Sync),
 }
 
 impl<E: Executor> Scheduler<E> {
@@ -44,8 +66,9 @@ impl<E: Executor> Scheduler<E> {
         }
     }
 
-    /// Runs `plan` with resolved `inputs` to the end. `concurrency` overrides
-    /// the workflow's own limit; `observe` sees progress as it happens.
+    /// Runs `plan` with resolved `inputs` to the end, recording nothing.
+    /// `concurrency` overrides the workflow's own limit; `observe` sees
+    /// progress as it happens.
     pub async fn run(
         &self,
         plan: &Plan,
@@ -54,38 +77,61 @@ impl<E: Executor> Scheduler<E> {
         concurrency: Option<usize>,
         observe: &(dyn Fn(Event<'_>) + Sync),
     ) -> RunReport {
+        let options = RunOptions {
+            concurrency,
+            journal: None::<&NoJournal>,
+            done: Vec::new(),
+            cancel: Arc::default(),
+            observe,
+        };
+        self.run_with(plan, inputs, execution_id, options).await
+    }
+
+    /// Runs `plan` to the end (or until cancelled), handing every final task
+    /// state to the journal. Under [`Durability::Strict`] a task's dependents
+    /// start only after its state is committed; under
+    /// [`Durability::Batched`] they start at once and commits follow.
+    pub async fn run_with<J: Journal>(
+        &self,
+        plan: &Plan,
+        inputs: &Value,
+        execution_id: &str,
+        options: RunOptions<'_, J>,
+    ) -> RunReport {
         let started = Instant::now();
+        let RunOptions {
+            concurrency,
+            journal,
+            done,
+            cancel,
+            observe,
+        } = options;
         let limit = concurrency
             .or(plan.concurrency)
             .unwrap_or(DEFAULT_CONCURRENCY)
             .max(1);
-        let mut run = Run {
-            plan,
-            expressions: &self.expressions,
-            execution_id: Arc::from(execution_id),
-            base: Bindings::new(inputs),
-            waiting_on: plan.tasks.iter().map(|t| t.needs.len()).collect(),
-            reports: vec![None; plan.tasks.len()],
-            converted: vec![None; plan.tasks.len()],
-            ready: plan
-                .dag
-                .topological_order()
-                .iter()
-                .copied()
-                .filter(|&i| plan.tasks[i].needs.is_empty())
-                .collect(),
-            first_error: None,
-        };
+        // Without a journal nothing waits for a commit.
+        let strict = journal.is_some() && plan.durability == Durability::Strict;
+        let mut run = Run::new(plan, &self.expressions, execution_id, inputs, done);
         let mut running = JoinSet::new();
         let mut running_ids = HashMap::new();
+        // Final states not yet handed to the journal, and (strict) those in
+        // the commit in flight, whose dependents wait for it.
+        let mut unrecorded: Vec<(usize, TaskReport)> = Vec::new();
+        let mut in_commit: Vec<(usize, TaskReport)> = Vec::new();
+        let mut commit: Option<Commit<'_>> = None;
+        let mut cancelled = cancel.is_cancelled();
         loop {
-            while running.len() < limit {
+            while !cancelled && run.journal_error.is_none() && running.len() < limit {
                 let Some(i) = run.ready.pop_front() else {
                     break;
                 };
-                match run.prepare(i) {
+                match run.prepare(i, &cancel) {
                     Ok(request) => {
                         let task = &plan.tasks[i];
+                        if let Some(journal) = journal {
+                            journal.attempt_started(&task.id, request.attempt);
+                        }
                         observe(Event::Started {
                             id: &task.id,
                             uses: &task.uses,
@@ -97,35 +143,89 @@ impl<E: Executor> Scheduler<E> {
                             // task, which dominates a chain of short tasks.
                             let result = self.executor.execute(request).await;
                             let report = run.report(i, result);
-                            run.finish(i, report, observe);
+                            run.settle(
+                                i,
+                                report,
+                                strict,
+                                journal.is_some(),
+                                &mut unrecorded,
+                                observe,
+                            );
                             continue;
                         }
                         let executor = Arc::clone(&self.executor);
                         let handle = running.spawn(async move { executor.execute(request).await });
                         running_ids.insert(handle.id(), i);
                     }
-                    Err(report) => run.finish(i, *report, observe),
+                    Err(report) => {
+                        run.settle(
+                            i,
+                            *report,
+                            strict,
+                            journal.is_some(),
+                            &mut unrecorded,
+                            observe,
+                        );
+                    }
                 }
             }
-            let Some(joined) = running.join_next_with_id().await else {
-                break;
-            };
-            let (i, result) = match joined {
-                Ok((id, result)) => (running_ids.remove(&id), result),
-                Err(e) => (
-                    running_ids.remove(&e.id()),
-                    Err(TaskFailure {
-                        kind: FailureKind::Plugin,
-                        message: format!("the executor crashed: {e}"),
-                        metering: Metering::default(),
-                    }),
-                ),
-            };
-            let i = i.expect("every spawned task is recorded");
-            let report = run.report(i, result);
-            run.finish(i, report, observe);
+            if let (Some(journal), None) = (journal, &commit)
+                && !unrecorded.is_empty()
+                && run.journal_error.is_none()
+            {
+                let batch = std::mem::take(&mut unrecorded);
+                let reports = batch.iter().map(|(_, r)| r.clone()).collect();
+                commit = Some(Box::pin(journal.commit(reports)));
+                if strict {
+                    in_commit = batch;
+                }
+            }
+            if running.is_empty() && commit.is_none() {
+                let stuck = run.journal_error.is_some() || cancelled;
+                if stuck || run.ready.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                joined = running.join_next_with_id(), if !running.is_empty() => {
+                    let Some(joined) = joined else { continue };
+                    let (i, result) = match joined {
+                        Ok((id, result)) => (running_ids.remove(&id), result),
+                        Err(e) => (
+                            running_ids.remove(&e.id()),
+                            Err(TaskFailure {
+                                kind: FailureKind::Plugin,
+                                message: format!("the executor crashed: {e}"),
+                                metering: Metering::default(),
+                            }),
+                        ),
+                    };
+                    let i = i.expect("every spawned task is recorded");
+                    if cancelled {
+                        // Interrupted by the cancel: not a result of the task.
+                        continue;
+                    }
+                    let report = run.report(i, result);
+                    run.settle(i, report, strict, journal.is_some(), &mut unrecorded, observe);
+                }
+                result = async { commit.as_mut().expect("guarded").await }, if commit.is_some() => {
+                    commit = None;
+                    if let Err(e) = result {
+                        run.journal_error = Some(format!("recording the run failed: {e}"));
+                    }
+                    // The states are in memory either way; on a failed commit
+                    // no new task starts, and the run reports the error.
+                    for (i, report) in std::mem::take(&mut in_commit) {
+                        run.finish(i, report, observe);
+                    }
+                }
+                () = cancel.cancelled(), if !cancelled => {
+                    cancelled = true;
+                }
+            }
         }
-        run.into_report(plan, execution_id, started)
+        run.into_report(plan, execution_id, started, cancelled)
     }
 }
 
@@ -142,12 +242,76 @@ struct Run<'a> {
     converted: Vec<Option<ConvertedValue>>,
     ready: VecDeque<usize>,
     first_error: Option<String>,
+    journal_error: Option<String>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A run with the final states in `done` already in place.
+    fn new(
+        plan: &'a Plan,
+        expressions: &'a Expressions,
+        execution_id: &str,
+        inputs: &Value,
+        done: Vec<TaskReport>,
+    ) -> Self {
+        let mut run = Run {
+            plan,
+            expressions,
+            execution_id: Arc::from(execution_id),
+            base: Bindings::new(inputs),
+            waiting_on: plan.tasks.iter().map(|t| t.needs.len()).collect(),
+            reports: vec![None; plan.tasks.len()],
+            converted: vec![None; plan.tasks.len()],
+            ready: VecDeque::new(),
+            first_error: None,
+            journal_error: None,
+        };
+        let index: HashMap<&str, usize> = plan
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
+        for report in done {
+            if let Some(&i) = index.get(report.id.as_str()) {
+                run.finish(i, report, &|_| {});
+            }
+        }
+        run.ready = plan
+            .dag
+            .topological_order()
+            .iter()
+            .copied()
+            .filter(|&i| run.reports[i].is_none() && run.waiting_on[i] == 0)
+            .collect();
+        run
+    }
+
+    /// A final state arrived: under strict durability it waits for its
+    /// commit; otherwise dependents are released now (and, with a journal,
+    /// the state is committed soon after).
+    fn settle(
+        &mut self,
+        i: usize,
+        report: TaskReport,
+        strict: bool,
+        journaled: bool,
+        unrecorded: &mut Vec<(usize, TaskReport)>,
+        observe: &(dyn Fn(Event<'_>) + Sync),
+    ) {
+        if strict {
+            unrecorded.push((i, report));
+            return;
+        }
+        if journaled {
+            unrecorded.push((i, report.clone()));
+        }
+        self.finish(i, report, observe);
+    }
+
     /// Builds the request for a ready task, or the report of a task that
     /// will not run (a dependency failed, `when:` is false, an expression failed).
-    fn prepare(&mut self, i: usize) -> Result<TaskRequest, Box<TaskReport>> {
+    fn prepare(&mut self, i: usize, cancel: &Arc<Cancel>) -> Result<TaskRequest, Box<TaskReport>> {
         let task = &self.plan.tasks[i];
         let blocked = task.needs.iter().find(|&&d| {
             self.reports[d]
@@ -176,6 +340,7 @@ impl Run<'_> {
             attempt: 1,
             input,
             limits: task.limits,
+            cancel: Arc::clone(cancel),
         })
     }
 
@@ -286,16 +451,29 @@ impl Run<'_> {
         observe(Event::Finished(&report));
         self.reports[i] = Some(report);
         for dependent in self.plan.dag.dependents(i) {
-            self.waiting_on[dependent] -= 1;
+            self.waiting_on[dependent] = self.waiting_on[dependent].saturating_sub(1);
             if self.waiting_on[dependent] == 0 {
                 self.ready.push_back(dependent);
             }
         }
     }
 
-    fn into_report(self, plan: &Plan, execution_id: &str, started: Instant) -> RunReport {
+    fn into_report(
+        self,
+        plan: &Plan,
+        execution_id: &str,
+        started: Instant,
+        cancelled: bool,
+    ) -> RunReport {
         let tasks: Vec<TaskReport> = self.reports.into_iter().flatten().collect();
-        let mut error = self.first_error;
+        let mut error = self.journal_error.or(self.first_error);
+        if cancelled && error.is_none() {
+            error = Some("cancelled".to_owned());
+        }
+        let unfinished = plan.tasks.len() - tasks.len();
+        if error.is_none() && unfinished > 0 {
+            error = Some(format!("{unfinished} tasks did not finish"));
+        }
         let mut outputs = serde_json::Map::new();
         if error.is_none() {
             let mut bindings = self.base;
@@ -321,7 +499,9 @@ impl Run<'_> {
         RunReport {
             workflow: plan.name.clone(),
             execution_id: execution_id.to_owned(),
-            status: if error.is_none() {
+            status: if cancelled {
+                RunStatus::Cancelled
+            } else if error.is_none() {
                 RunStatus::Succeeded
             } else {
                 RunStatus::Failed

@@ -1,12 +1,12 @@
 //! What a run reports: per-task results, progress events, the run's outcome.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::executor::{FailureKind, Metering, TaskFailure, Usage};
 
 /// How a task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     /// It ran and returned an output.
@@ -32,7 +32,7 @@ impl TaskStatus {
 }
 
 /// The outcome of one task.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskReport {
     /// The task's id.
     pub id: String,
@@ -55,7 +55,7 @@ pub struct TaskReport {
 }
 
 /// Why a task failed or did not run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskError {
     /// The class of failure; `None` when the task did not run.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +81,8 @@ pub enum RunStatus {
     Succeeded,
     /// A task failed, or an output could not be computed.
     Failed,
+    /// The run was cancelled before it finished.
+    Cancelled,
 }
 
 /// The outcome of a run.

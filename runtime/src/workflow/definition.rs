@@ -26,6 +26,9 @@ pub struct Definition {
     /// Narrows what every task's plugin may do (a task's own `grants:` wins).
     #[serde(default)]
     pub grants: GrantsSpec,
+    /// When a finished task's state must be durable: `strict` or `batched`.
+    #[serde(default)]
+    pub durability: super::plan::Durability,
     /// How many tasks may run at once.
     #[serde(default)]
     pub concurrency: Option<Spanned<usize>>,

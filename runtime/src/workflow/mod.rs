@@ -14,7 +14,7 @@ pub use definition::{Definition, FsSpec, GrantsSpec, InputSpec, InputType, Limit
 pub use diagnostic::{Diagnostic, WorkflowError};
 pub use limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 pub use parse::parse;
-pub use plan::{GrantLimits, InputDecl, Plan, PlannedTask};
+pub use plan::{Durability, GrantLimits, InputDecl, Plan, PlannedTask};
 pub use validate::{PluginCatalog, validate};
 
 use crate::expr::Expressions;

@@ -24,6 +24,22 @@ pub struct Plan {
     pub outputs: Vec<(String, Template)>,
     /// How many tasks may run at once, when the workflow says.
     pub concurrency: Option<usize>,
+    /// When a finished task's state must be durable.
+    pub durability: Durability,
+}
+
+/// When a finished task's state must be on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A task's dependents start only after its state is committed (one
+    /// fsync per commit; completions that arrive together share it). After
+    /// a crash, no finished task runs again.
+    #[default]
+    Strict,
+    /// Dependents start at once; states are committed right after, many at
+    /// a time. After a crash, work whose state was not committed yet runs again.
+    Batched,
 }
 
 /// A declared input.

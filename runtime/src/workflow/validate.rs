@@ -270,6 +270,7 @@ impl Validator<'_> {
             dag: dag?,
             outputs,
             concurrency,
+            durability: def.durability,
         })
     }
 

@@ -5,7 +5,10 @@
 //! - `fail`: fails with the error kind in `kind` and the text in `message`;
 //! - `loop`: spins forever (the fuel budget or deadline must stop it);
 //! - `alloc`: allocates without bound (the memory cap must stop it);
-//! - `sleep`: sleeps for an hour (the deadline must stop it);
+//! - `sleep`: sleeps for `ms` milliseconds, or an hour when `ms` is 0 (the
+//!   deadline must stop it);
+//! - `mark`: appends a line to `/data/<task id>` (so tests can count how
+//!   often a task ran), sleeps `ms`, and returns `value`;
 //! - `panic`: panics (a trap);
 //! - `recurse`: recurses without bound (the stack limit must stop it);
 //! - `read`: reads the file at `path` and returns its text;
@@ -47,6 +50,8 @@ pub struct Input {
     name: String,
     #[serde(default)]
     size: usize,
+    #[serde(default)]
+    ms: u64,
 }
 
 /// What the plugin does.
@@ -62,8 +67,10 @@ pub enum Mode {
     Loop,
     /// Allocate without bound.
     Alloc,
-    /// Sleep for an hour.
+    /// Sleep for `ms`, or an hour.
     Sleep,
+    /// Count an execution in `/data`, then echo.
+    Mark,
     /// Panic.
     Panic,
     /// Recurse without bound.
@@ -127,8 +134,21 @@ impl Plugin for TestGuest {
                 }
             }
             Mode::Sleep => {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
+                let ms = if input.ms == 0 { 3_600_000 } else { input.ms };
+                std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(Value::Null)
+            }
+            Mode::Mark => {
+                use std::io::Write as _;
+                let path = format!("/data/{}", ctx.task_id);
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(format!("{}\n", ctx.attempt).as_bytes()))
+                    .map_err(|e| io_error("mark", &path, &e))?;
+                std::thread::sleep(std::time::Duration::from_millis(input.ms));
+                Ok(input.value)
             }
             Mode::Panic => panic!("test-guest was asked to panic"),
             Mode::Recurse => Ok(Value::from(recurse(std::hint::black_box(1)))),

@@ -1,0 +1,334 @@
+//! `runtime list | status | cancel | resume | gc`: recorded executions.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::control::{self, ControlServer};
+use super::run::{finished_line, print_event, print_summary};
+use super::{Context, EXIT_INVALID, EXIT_RUN_FAILED};
+use crate::scheduler::{Event, RunStatus, TaskReport};
+use crate::service::{self, Runner, ServiceError};
+use crate::store::executions::{
+    ExecutionError, ExecutionRecord, ExecutionStatus, Executions, LogEvent, now_ms,
+};
+
+fn executions(ctx: &Context) -> Executions {
+    Executions::beside(&ctx.store_path)
+}
+
+/// What is known of one execution, from its file or from its owner.
+struct View {
+    record: ExecutionRecord,
+    tasks: Vec<TaskReport>,
+    events: Vec<LogEvent>,
+    /// A live process is running it.
+    live: bool,
+}
+
+fn view(executions: &Executions, id: &str) -> Result<View, ServiceError> {
+    let (snapshot, live) = match executions.open(id) {
+        Ok(log) => (
+            control::snapshot(&log).map_err(ServiceError::Plugin)?,
+            false,
+        ),
+        Err(ExecutionError::Busy(_)) => (
+            control::request(&executions.socket(id), "status")
+                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?,
+            true,
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let parse = |key: &str| -> Result<Value, ServiceError> { Ok(snapshot[key].clone()) };
+    let bad = |e: serde_json::Error| ServiceError::Plugin(format!("execution `{id}`: {e}"));
+    Ok(View {
+        record: serde_json::from_value(parse("record")?).map_err(bad)?,
+        tasks: serde_json::from_value(parse("tasks")?).map_err(bad)?,
+        events: serde_json::from_value(parse("events")?).map_err(bad)?,
+        live,
+    })
+}
+
+/// `running`, `interrupted` (its process died) or the final status.
+fn status_word(view: &View) -> &'static str {
+    match (view.record.status, view.live) {
+        (ExecutionStatus::Running, true) => "running",
+        (ExecutionStatus::Running, false) => "interrupted",
+        (status, _) => status.as_str(),
+    }
+}
+
+pub(super) fn list(
+    ctx: &Context,
+    status: Option<&str>,
+    json: bool,
+) -> Result<ExitCode, ServiceError> {
+    let executions = executions(ctx);
+    let mut rows = Vec::new();
+    for id in executions.ids() {
+        match view(&executions, &id) {
+            Ok(view) if status.is_none_or(|s| s == status_word(&view)) => rows.push(view),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("skipping execution {id}: {e}"),
+        }
+    }
+    if json {
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "id": v.record.id,
+                    "workflow": v.record.workflow,
+                    "status": status_word(v),
+                    "created_at": v.record.created_at,
+                    "finished_at": v.record.finished_at,
+                    "tasks_finished": v.tasks.len(),
+                    "tasks": v.record.plugins.len(),
+                })
+            })
+            .collect();
+        out!("{}", serde_json::to_string_pretty(&list).expect("JSON"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        out!("no executions");
+    }
+    for v in &rows {
+        out!(
+            "{}  {:<11}  {:>5}/{:<5}  {}",
+            v.record.id,
+            status_word(v),
+            v.tasks.len(),
+            v.record.plugins.len(),
+            v.record.workflow
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn status(
+    ctx: &Context,
+    id: &str,
+    events: bool,
+    json: bool,
+) -> Result<ExitCode, ServiceError> {
+    let view = view(&executions(ctx), id)?;
+    if json {
+        let value = serde_json::json!({
+            "status": status_word(&view),
+            "record": view.record,
+            "tasks": view.tasks,
+            "events": view.events,
+        });
+        out!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = &view.record;
+    out!(
+        "execution {}  workflow `{}`  {}",
+        r.id,
+        r.workflow,
+        status_word(&view)
+    );
+    let took = r
+        .finished_at
+        .unwrap_or_else(now_ms)
+        .saturating_sub(r.created_at);
+    out!("  file       {}", r.file);
+    out!("  durability {:?}", r.durability);
+    out!("  elapsed    {:.3}s", took as f64 / 1000.0);
+    if let Some(error) = &r.error {
+        out!("  error      {error}");
+    }
+    if status_word(&view) == "interrupted" {
+        out!("  resume it with `runtime resume {}`", r.id);
+    }
+    let mut attempts: BTreeMap<&str, u32> = BTreeMap::new();
+    for event in &view.events {
+        if let crate::store::executions::EventKind::AttemptStarted { task, .. } = &event.kind {
+            *attempts.entry(task.as_str()).or_default() += 1;
+        }
+    }
+    let width = r.plugins.keys().map(String::len).max().unwrap_or(0);
+    out!(
+        "  tasks ({} of {} finished):",
+        view.tasks.len(),
+        r.plugins.len()
+    );
+    for task in &view.tasks {
+        let n = attempts.get(task.id.as_str()).copied().unwrap_or(0);
+        out!("  {}  attempts {n}", finished_line(task, width));
+    }
+    for id in r.plugins.keys() {
+        if !view.tasks.iter().any(|t| &t.id == id) {
+            out!("  {:>9}  {id:width$}", "pending");
+        }
+    }
+    if !r.outputs.is_empty() {
+        out!("  outputs    {}", Value::Object(r.outputs.clone()));
+    }
+    if events {
+        out!("  events:");
+        for (seq, event) in view.events.iter().enumerate() {
+            let mut fields = serde_json::to_value(&event.kind).expect("JSON");
+            let kind = fields["event"].as_str().unwrap_or("?").to_owned();
+            if let Some(map) = fields.as_object_mut() {
+                map.remove("event");
+            }
+            out!("  {seq:>6}  {}  {kind:<18}  {fields}", timestamp(event.at));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn timestamp(ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+pub(super) fn cancel(ctx: &Context, id: &str) -> Result<ExitCode, ServiceError> {
+    let executions = executions(ctx);
+    match executions.open(id) {
+        Ok(log) => {
+            let record = log.record()?;
+            if record.status != ExecutionStatus::Running {
+                eprintln!(
+                    "error: execution `{id}` already finished ({}); nothing to cancel",
+                    record.status.as_str()
+                );
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
+            log.finish(
+                ExecutionStatus::Cancelled,
+                Some("cancelled while no process was running it".into()),
+                serde_json::Map::new(),
+            )?;
+            out!("cancelled execution {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ExecutionError::Busy(_)) => {
+            control::request(&executions.socket(id), "cancel")
+                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
+            // The owner records the cancel when its run stops; wait for it.
+            for _ in 0..100 {
+                if executions.open(id).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            out!("cancelled execution {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn gc(ctx: &Context, older_than: Duration) -> Result<ExitCode, ServiceError> {
+    let executions = executions(ctx);
+    let cutoff = now_ms().saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX));
+    let mut removed = 0;
+    for id in executions.ids() {
+        let Ok(log) = executions.open(&id) else {
+            continue;
+        };
+        let record = log.record()?;
+        drop(log);
+        if record.status != ExecutionStatus::Running
+            && record.finished_at.is_some_and(|t| t < cutoff)
+        {
+            let path = executions.path(&id);
+            std::fs::remove_file(&path).map_err(|source| ServiceError::Read {
+                file: path.display().to_string(),
+                source,
+            })?;
+            removed += 1;
+        }
+    }
+    out!("removed {removed} finished executions");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn resume(
+    ctx: &Context,
+    id: Option<&str>,
+    all: bool,
+    concurrency: Option<usize>,
+) -> Result<ExitCode, ServiceError> {
+    let executions = executions(ctx);
+    let ids: Vec<String> = match (id, all) {
+        (Some(id), false) => vec![id.to_owned()],
+        (None, true) => executions
+            .ids()
+            .into_iter()
+            .filter(|id| {
+                executions
+                    .open(id)
+                    .and_then(|log| log.record())
+                    .is_ok_and(|r| r.status == ExecutionStatus::Running)
+            })
+            .collect(),
+        _ => {
+            eprintln!("error: give an execution id or --all");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    if ids.is_empty() {
+        out!("no interrupted executions");
+    }
+    let mut code = ExitCode::SUCCESS;
+    for id in ids {
+        let runner = Runner::on(Arc::clone(&ctx.sandbox), ctx.expressions.clone())
+            .with_secrets(ctx.secrets()?);
+        let (execution, workflow, executor) = {
+            let store = ctx.open_store()?;
+            let (execution, workflow) =
+                service::reopen_execution(&executions, &id, &ctx.expressions, &store)?;
+            let executor = runner.prepare(&workflow, &store)?;
+            (execution, workflow, executor)
+        };
+        eprintln!(
+            "execution {id}: resuming, {} of {} tasks already finished",
+            execution.done.len(),
+            workflow.plan.tasks.len()
+        );
+        let report = drive(ctx, &runner, &workflow, executor, execution, concurrency)?;
+        print_summary(&report);
+        if report.status != RunStatus::Succeeded {
+            code = ExitCode::from(EXIT_RUN_FAILED);
+        }
+    }
+    Ok(code)
+}
+
+/// Runs a recorded execution in this process, answering `status` and
+/// `cancel` from others while it runs.
+pub(super) fn drive(
+    ctx: &Context,
+    runner: &Runner,
+    workflow: &service::LoadedWorkflow,
+    executor: crate::sandbox::SandboxExecutor,
+    execution: service::Execution,
+    concurrency: Option<usize>,
+) -> Result<crate::scheduler::RunReport, ServiceError> {
+    let socket = Executions::beside(&ctx.store_path).socket(&execution.id);
+    let _entered = ctx.tokio.enter();
+    let _control = ControlServer::start(
+        &socket,
+        Arc::clone(&execution.log),
+        Arc::clone(&execution.cancel),
+    )
+    .map_err(|e| ServiceError::Plugin(format!("cannot listen on {}: {e}", socket.display())))?;
+    let width = workflow
+        .plan
+        .tasks
+        .iter()
+        .map(|t| t.id.len())
+        .max()
+        .unwrap_or(0);
+    let observe = move |event: Event<'_>| print_event(event, width);
+    ctx.tokio
+        .block_on(runner.drive(workflow, executor, execution, concurrency, &observe))
+}

@@ -1,0 +1,68 @@
+//! The scheduler's one boundary to storage: a [`Journal`] makes final task
+//! states durable, and a [`Cancel`] lets the outside stop a run.
+//!
+//! The scheduler does not know how the journal stores things. It promises to
+//! hand over every final state exactly once, and under `strict` durability to
+//! release a task's dependents only after the commit holding its state has
+//! returned. States that arrive while a commit is in flight wait and share
+//! the next one (group commit).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
+
+use super::report::TaskReport;
+
+/// Where final task states go.
+pub trait Journal: Send + Sync {
+    /// A task attempt is about to start (a note; need not be durable alone).
+    fn attempt_started(&self, task: &str, attempt: u32);
+
+    /// Makes these final states durable, all in one commit.
+    fn commit(&self, reports: Vec<TaskReport>) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// A journal that keeps nothing: runs that are not recorded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoJournal;
+
+impl Journal for NoJournal {
+    fn attempt_started(&self, _: &str, _: u32) {}
+
+    async fn commit(&self, _: Vec<TaskReport>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Stops a run: no new task starts, and running ones are interrupted (the
+/// sandbox checks [`Cancel::is_cancelled`] at every epoch tick).
+#[derive(Debug, Default)]
+pub struct Cancel {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Cancel {
+    /// Asks the run to stop.
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether the run was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the run is asked to stop.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

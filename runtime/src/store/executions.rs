@@ -1,0 +1,556 @@
+//! Executions: one redb file per execution, holding its record, an
+//! append-only event log, the final state of every task, and large outputs
+//! by content hash.
+//!
+//! Files live in `executions/` beside the store file, named `<id>.redb`. The
+//! process running an execution holds its file open (redb's file lock), so
+//! "the file is locked" means "a live process owns this execution"; a file
+//! that opens and says `running` belongs to a run that died: it can be
+//! resumed. Other processes reach a live owner through its control socket
+//! (`cli::control`).
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | `"format_version"`, `"record"` | format (decimal text); [`ExecutionRecord`] JSON |
+//! | `events` | sequence number (u64, from 0) | [`LogEvent`] JSON |
+//! | `tasks` | task id | [`TaskReport`] JSON (output replaced by a blob reference when large) |
+//! | `blobs` | sha256 hex of the JSON text | the output's JSON text |
+//!
+//! Invariants: a task's final state and its `task_finished` event are written
+//! in the same transaction; events are never rewritten or deleted; the
+//! record's status changes only with an event saying so.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::FORMAT_VERSION;
+use crate::scheduler::{Journal, TaskReport, TaskStatus};
+use crate::workflow::Durability as WorkflowDurability;
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
+const TASKS: TableDefinition<&str, &str> = TableDefinition::new("tasks");
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+
+/// Outputs longer than this (as JSON text) are stored once in `blobs`.
+pub const INLINE_OUTPUT_BYTES: usize = 1024;
+
+/// Why an execution file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutionError {
+    /// No execution has this id.
+    #[error("no execution `{id}` in {dir}; `runtime list` shows the executions")]
+    Unknown {
+        /// The id asked for.
+        id: String,
+        /// Where executions live.
+        dir: PathBuf,
+    },
+    /// A live process owns it.
+    #[error("execution `{0}` is running in another process")]
+    Busy(String),
+    /// The file is not an execution this runtime can read.
+    #[error("{path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A read or write failed.
+    #[error("{path}: {source}")]
+    Redb {
+        /// The file.
+        path: PathBuf,
+        /// redb's error.
+        source: redb::Error,
+    },
+}
+
+/// Where an execution stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    /// Started and not finished (or its process died: see [`Executions::list`]).
+    Running,
+    /// Finished, every task succeeded or was skipped.
+    Succeeded,
+    /// Finished with a failure.
+    Failed,
+    /// Stopped by `runtime cancel`.
+    Cancelled,
+}
+
+impl ExecutionStatus {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What an execution is: enough to resume it without the original file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    /// The id.
+    pub id: String,
+    /// The tenant it belongs to.
+    pub tenant: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The workflow file it was started from (relative `.wasm` paths resolve against its directory).
+    pub file: String,
+    /// The workflow text, exactly as it was when the execution started.
+    pub source: String,
+    /// The resolved inputs.
+    pub inputs: Value,
+    /// Its durability setting.
+    pub durability: WorkflowDurability,
+    /// The plugin digest each task resolved to at the start.
+    pub plugins: BTreeMap<String, String>,
+    /// Where it stands.
+    pub status: ExecutionStatus,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// When it finished, if it did.
+    pub finished_at: Option<u64>,
+    /// The first failure, in words.
+    pub error: Option<String>,
+    /// The workflow's outputs, once it succeeded.
+    pub outputs: serde_json::Map<String, Value>,
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogEvent {
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What can happen to an execution.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The execution was created.
+    ExecutionStarted {
+        /// The workflow's name.
+        workflow: String,
+    },
+    /// A process took the execution up again after its previous one stopped.
+    ExecutionResumed {
+        /// Tasks whose recorded states were kept.
+        finished_tasks: usize,
+    },
+    /// A task attempt started.
+    AttemptStarted {
+        /// The task.
+        task: String,
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// A task reached its final state.
+    TaskFinished {
+        /// The task.
+        task: String,
+        /// Its state.
+        status: TaskStatus,
+        /// Why it failed or did not run.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The execution ended.
+    ExecutionFinished {
+        /// How.
+        status: ExecutionStatus,
+        /// Why, if it failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+/// The executions directory of a store.
+#[derive(Debug, Clone)]
+pub struct Executions {
+    dir: PathBuf,
+}
+
+impl Executions {
+    /// The executions kept beside the store file `store`.
+    pub fn beside(store: &Path) -> Self {
+        let parent = store.parent().unwrap_or(Path::new("."));
+        Self {
+            dir: parent.join("executions"),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of execution `id`.
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.redb"))
+    }
+
+    /// The control socket of a live execution `id`.
+    pub fn socket(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.sock"))
+    }
+
+    /// Creates the file of a new execution and records its start.
+    pub fn create(&self, record: &ExecutionRecord) -> Result<ExecutionLog, ExecutionError> {
+        let path = self.path(&record.id);
+        std::fs::create_dir_all(&self.dir).map_err(|e| ExecutionError::Unreadable {
+            path: self.dir.clone(),
+            reason: format!("cannot create the directory: {e}"),
+        })?;
+        if path.exists() {
+            return Err(ExecutionError::Unreadable {
+                path,
+                reason: "an execution with this id exists already".into(),
+            });
+        }
+        let db = Database::create(&path).map_err(|e| unreadable(&path, e))?;
+        let log = ExecutionLog::new(db, path);
+        log.write(Durability::Immediate, |w| {
+            let mut meta = w.open_table(META)?;
+            meta.insert("format_version", FORMAT_VERSION.to_string().as_str())?;
+            meta.insert("record", json(record).as_str())?;
+            w.open_table(TASKS)?;
+            w.open_table(BLOBS)?;
+            append(
+                w,
+                &EventKind::ExecutionStarted {
+                    workflow: record.workflow.clone(),
+                },
+            )
+        })?;
+        Ok(log)
+    }
+
+    /// Opens execution `id` for this process (to resume, cancel or read it).
+    /// Fails with [`ExecutionError::Busy`] while another process runs it.
+    pub fn open(&self, id: &str) -> Result<ExecutionLog, ExecutionError> {
+        let path = self.path(id);
+        if !valid_id(id) || !path.is_file() {
+            return Err(ExecutionError::Unknown {
+                id: id.to_owned(),
+                dir: self.dir.clone(),
+            });
+        }
+        let db = match Database::open(&path) {
+            Ok(db) => db,
+            Err(DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(ExecutionError::Busy(id.to_owned()));
+            }
+            Err(e) => return Err(unreadable(&path, e)),
+        };
+        let log = ExecutionLog::new(db, path);
+        log.check_format()?;
+        Ok(log)
+    }
+
+    /// Ids of every execution, oldest first.
+    pub fn ids(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".redb").map(str::to_owned)
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// Execution ids are generated here; anything else is not looked up.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+fn unreadable(path: &Path, e: impl std::fmt::Display) -> ExecutionError {
+    ExecutionError::Unreadable {
+        path: path.to_owned(),
+        reason: format!("{e}; it is not an execution file this runtime wrote (or it is damaged)"),
+    }
+}
+
+fn json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("execution records serialize")
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn append(w: &redb::WriteTransaction, kind: &EventKind) -> Result<(), redb::Error> {
+    append_event(
+        w,
+        &LogEvent {
+            at: now_ms(),
+            kind: kind.clone(),
+        },
+    )
+}
+
+fn append_event(w: &redb::WriteTransaction, event: &LogEvent) -> Result<(), redb::Error> {
+    let mut events = w.open_table(EVENTS)?;
+    let next = events.last()?.map_or(0, |(k, _)| k.value() + 1);
+    events.insert(next, json(event).as_str())?;
+    Ok(())
+}
+
+/// One open execution file.
+pub struct ExecutionLog {
+    db: Database,
+    path: PathBuf,
+    /// Attempt starts noted since the last commit; written with the next one.
+    notes: Mutex<Vec<LogEvent>>,
+}
+
+impl std::fmt::Debug for ExecutionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutionLog")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl ExecutionLog {
+    fn new(db: Database, path: PathBuf) -> Self {
+        Self {
+            db,
+            path,
+            notes: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn redb(&self, e: impl Into<redb::Error>) -> ExecutionError {
+        ExecutionError::Redb {
+            path: self.path.clone(),
+            source: e.into(),
+        }
+    }
+
+    fn write(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), ExecutionError> {
+        let mut w = self.db.begin_write().map_err(|e| self.redb(e))?;
+        w.set_durability(durability).map_err(|e| self.redb(e))?;
+        f(&w).map_err(|e| self.redb(e))?;
+        w.commit().map_err(|e| self.redb(e))
+    }
+
+    fn check_format(&self) -> Result<(), ExecutionError> {
+        let read = self.db.begin_read().map_err(|e| self.redb(e))?;
+        let meta = read
+            .open_table(META)
+            .map_err(|e| unreadable(&self.path, e))?;
+        let version = meta
+            .get("format_version")
+            .map_err(|e| self.redb(e))?
+            .map(|v| v.value().to_owned())
+            .unwrap_or_default();
+        match version.parse::<u32>() {
+            Ok(v) if v <= FORMAT_VERSION => Ok(()),
+            Ok(v) => Err(ExecutionError::Unreadable {
+                path: self.path.clone(),
+                reason: format!(
+                    "written in format version {v}; this runtime reads version {FORMAT_VERSION}: use a newer runtime"
+                ),
+            }),
+            Err(_) => Err(unreadable(&self.path, "no format version")),
+        }
+    }
+
+    /// The execution's record.
+    pub fn record(&self) -> Result<ExecutionRecord, ExecutionError> {
+        let read = self.db.begin_read().map_err(|e| self.redb(e))?;
+        let meta = read.open_table(META).map_err(|e| self.redb(e))?;
+        let text = meta
+            .get("record")
+            .map_err(|e| self.redb(e))?
+            .map(|v| v.value().to_owned())
+            .ok_or_else(|| unreadable(&self.path, "no execution record"))?;
+        serde_json::from_str(&text).map_err(|e| unreadable(&self.path, e))
+    }
+
+    /// Every event, in order.
+    pub fn events(&self) -> Result<Vec<LogEvent>, ExecutionError> {
+        let read = self.db.begin_read().map_err(|e| self.redb(e))?;
+        let events = read.open_table(EVENTS).map_err(|e| self.redb(e))?;
+        let mut out = Vec::new();
+        for entry in events.iter().map_err(|e| self.redb(e))? {
+            let (_, v) = entry.map_err(|e| self.redb(e))?;
+            out.push(serde_json::from_str(v.value()).map_err(|e| unreadable(&self.path, e))?);
+        }
+        Ok(out)
+    }
+
+    /// The final state of every task that reached one, outputs included.
+    pub fn tasks(&self) -> Result<Vec<TaskReport>, ExecutionError> {
+        let read = self.db.begin_read().map_err(|e| self.redb(e))?;
+        let tasks = read.open_table(TASKS).map_err(|e| self.redb(e))?;
+        let blobs = read.open_table(BLOBS).map_err(|e| self.redb(e))?;
+        let mut out = Vec::new();
+        for entry in tasks.iter().map_err(|e| self.redb(e))? {
+            let (_, v) = entry.map_err(|e| self.redb(e))?;
+            let stored: StoredTask =
+                serde_json::from_str(v.value()).map_err(|e| unreadable(&self.path, e))?;
+            let mut report = stored.report;
+            if let Some(hash) = stored.output_blob {
+                let text = blobs
+                    .get(hash.as_str())
+                    .map_err(|e| self.redb(e))?
+                    .ok_or_else(|| {
+                        unreadable(&self.path, format!("output blob {hash} is missing"))
+                    })?;
+                report.output = Some(
+                    serde_json::from_slice(text.value()).map_err(|e| unreadable(&self.path, e))?,
+                );
+            }
+            out.push(report);
+        }
+        Ok(out)
+    }
+
+    /// Notes an attempt start; it is written with the next commit.
+    pub fn note(&self, kind: EventKind) {
+        let event = LogEvent { at: now_ms(), kind };
+        self.notes.lock().expect("notes lock").push(event);
+    }
+
+    /// Writes final task states, their events and the notes since the last
+    /// commit in one durable transaction.
+    pub fn commit_tasks(&self, reports: &[TaskReport]) -> Result<(), ExecutionError> {
+        let notes = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
+        self.write(Durability::Immediate, |w| {
+            let mut tasks = w.open_table(TASKS)?;
+            let mut blobs = w.open_table(BLOBS)?;
+            for note in &notes {
+                append_event(w, note)?;
+            }
+            for report in reports {
+                let mut stored = StoredTask {
+                    report: report.clone(),
+                    output_blob: None,
+                };
+                if let Some(output) = &report.output {
+                    let text = output.to_string();
+                    if text.len() > INLINE_OUTPUT_BYTES {
+                        let hash: String = Sha256::digest(text.as_bytes())
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect();
+                        if blobs.get(hash.as_str())?.is_none() {
+                            blobs.insert(hash.as_str(), text.as_bytes())?;
+                        }
+                        stored.report.output = None;
+                        stored.output_blob = Some(hash);
+                    }
+                }
+                tasks.insert(report.id.as_str(), json(&stored).as_str())?;
+                append(
+                    w,
+                    &EventKind::TaskFinished {
+                        task: report.id.clone(),
+                        status: report.status,
+                        error: report.error.as_ref().map(|e| e.message.clone()),
+                    },
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records that this process took the execution up again.
+    pub fn resumed(&self, finished_tasks: usize) -> Result<(), ExecutionError> {
+        self.write(Durability::Immediate, |w| {
+            append(w, &EventKind::ExecutionResumed { finished_tasks })
+        })
+    }
+
+    /// Records how the execution ended.
+    pub fn finish(
+        &self,
+        status: ExecutionStatus,
+        error: Option<String>,
+        outputs: serde_json::Map<String, Value>,
+    ) -> Result<(), ExecutionError> {
+        let mut record = self.record()?;
+        record.status = status;
+        record.finished_at = Some(now_ms());
+        record.error.clone_from(&error);
+        record.outputs = outputs;
+        let notes = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
+        self.write(Durability::Immediate, |w| {
+            for note in &notes {
+                append_event(w, note)?;
+            }
+            w.open_table(META)?
+                .insert("record", json(&record).as_str())?;
+            append(w, &EventKind::ExecutionFinished { status, error })
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredTask {
+    #[serde(flatten)]
+    report: TaskReport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output_blob: Option<String>,
+}
+
+/// The journal of one execution: the scheduler hands it final states, and
+/// each batch becomes one durable commit, off the async threads.
+#[derive(Debug, Clone)]
+pub struct ExecutionJournal {
+    log: Arc<ExecutionLog>,
+}
+
+impl ExecutionJournal {
+    /// A journal writing to `log`.
+    pub fn new(log: Arc<ExecutionLog>) -> Self {
+        Self { log }
+    }
+}
+
+impl Journal for ExecutionJournal {
+    fn attempt_started(&self, task: &str, attempt: u32) {
+        self.log.note(EventKind::AttemptStarted {
+            task: task.to_owned(),
+            attempt,
+        });
+    }
+
+    async fn commit(&self, reports: Vec<TaskReport>) -> Result<(), String> {
+        let log = Arc::clone(&self.log);
+        tokio::task::spawn_blocking(move || log.commit_tasks(&reports))
+            .await
+            .map_err(|e| format!("the commit did not finish: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+}
