@@ -13,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::root;
+use common::{cli, root};
 use runtime::store::{DEFAULT_TENANT, Store};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -22,12 +22,8 @@ const GUEST: &str = env!("TEST_GUEST_WASM");
 
 /// Runs the binary against the store in `dir`.
 fn runtime(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_runtime"))
+    cli(dir)
         .args(args)
-        .current_dir(root())
-        .env("ORCHESTRATOR_STORE", dir.join("store.redb"))
-        .env("ORCHESTRATOR_CONFIG", "tests/fixtures/no-config.yaml")
-        .env_remove("RUST_LOG")
         .output()
         .expect("the runtime binary starts")
 }

@@ -417,10 +417,17 @@ impl Runner {
             RunStatus::Cancelled => ExecutionStatus::Cancelled,
         };
         let (error, outputs) = (report.error.clone(), report.outputs.clone());
-        tokio::task::spawn_blocking(move || log.finish(status, error, outputs))
+        let finished = tokio::task::spawn_blocking(move || log.finish(status, error, outputs))
             .await
-            .map_err(|e| ServiceError::Plugin(e.to_string()))??;
-        Ok(report)
+            .map_err(|e| ServiceError::Plugin(e.to_string()))?;
+        match (finished, &report.error) {
+            (Ok(()), _) => Ok(report),
+            // The store failed during the run: that first error is the cause.
+            (Err(e), Some(first)) => Err(ServiceError::Plugin(format!(
+                "execution `{id}`: {first}; recording its end failed too ({e}). What was committed is kept: `runtime resume {id}` continues it"
+            ))),
+            (Err(e), None) => Err(e.into()),
+        }
     }
 
     /// Prepares and runs a workflow, recording nothing.

@@ -243,3 +243,14 @@ fn serve(
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// The `runtime` binary, run from the workspace root against the store in
+/// `dir` and with no host configuration.
+pub fn cli(dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runtime"));
+    cmd.current_dir(root())
+        .env("ORCHESTRATOR_STORE", dir.join("store.redb"))
+        .env("ORCHESTRATOR_CONFIG", "tests/fixtures/no-config.yaml")
+        .env_remove("RUST_LOG");
+    cmd
+}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::scheduler::Cancel;
-use crate::store::executions::ExecutionLog;
+use crate::store::executions::{EventKind, ExecutionLog};
 
 /// What the owner answers to `status`: record, tasks and events.
 pub(super) fn snapshot(log: &ExecutionLog) -> Result<Value, String> {
@@ -51,6 +51,7 @@ impl ControlServer {
                     let request: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
                     let answer = match request["op"].as_str() {
                         Some("cancel") => {
+                            log.note(EventKind::CancelRequested);
                             cancel.cancel();
                             json!({ "ok": true })
                         }

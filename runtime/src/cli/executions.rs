@@ -30,7 +30,7 @@ struct View {
 }
 
 fn view(executions: &Executions, id: &str) -> Result<View, ServiceError> {
-    let (snapshot, live) = match executions.open(id) {
+    let (snapshot, live) = match executions.read(id) {
         Ok(log) => (
             control::snapshot(&log).map_err(ServiceError::Plugin)?,
             false,
@@ -214,7 +214,7 @@ pub(super) fn cancel(ctx: &Context, id: &str) -> Result<ExitCode, ServiceError> 
                 .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
             // The owner records the cancel when its run stops; wait for it.
             for _ in 0..100 {
-                if executions.open(id).is_ok() {
+                if executions.read(id).is_ok() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -231,7 +231,7 @@ pub(super) fn gc(ctx: &Context, older_than: Duration) -> Result<ExitCode, Servic
     let cutoff = now_ms().saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX));
     let mut removed = 0;
     for id in executions.ids() {
-        let Ok(log) = executions.open(&id) else {
+        let Ok(log) = executions.read(&id) else {
             continue;
         };
         let record = log.record()?;
@@ -265,7 +265,7 @@ pub(super) fn resume(
             .into_iter()
             .filter(|id| {
                 executions
-                    .open(id)
+                    .read(id)
                     .and_then(|log| log.record())
                     .is_ok_and(|r| r.status == ExecutionStatus::Running)
             })

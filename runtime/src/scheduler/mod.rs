@@ -142,6 +142,11 @@ impl<E: Executor> Scheduler<E> {
                             // spawn would cost two cross-thread wake-ups per
                             // task, which dominates a chain of short tasks.
                             let result = self.executor.execute(request).await;
+                            if cancel.is_cancelled() {
+                                // Interrupted by the cancel: not a result of the task.
+                                cancelled = true;
+                                continue;
+                            }
                             let report = run.report(i, result);
                             run.settle(
                                 i,

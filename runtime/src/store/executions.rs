@@ -24,7 +24,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -171,6 +174,8 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// `runtime cancel` reached the process running the execution.
+    CancelRequested,
     /// The execution ended.
     ExecutionFinished {
         /// How.
@@ -225,32 +230,51 @@ impl Executions {
             });
         }
         let db = Database::create(&path).map_err(|e| unreadable(&path, e))?;
-        let log = ExecutionLog::new(db, path);
-        log.write(Durability::Immediate, |w| {
-            let mut meta = w.open_table(META)?;
-            meta.insert("format_version", FORMAT_VERSION.to_string().as_str())?;
-            meta.insert("record", json(record).as_str())?;
-            w.open_table(TASKS)?;
-            w.open_table(BLOBS)?;
-            append(
-                w,
-                &EventKind::ExecutionStarted {
-                    workflow: record.workflow.clone(),
-                },
-            )
-        })?;
-        Ok(log)
+        ExecutionLog::init(Db::Write(db), path, record)
     }
 
-    /// Opens execution `id` for this process (to resume, cancel or read it).
+    /// Like [`Executions::create`], on a storage backend of the caller's
+    /// (tests inject faults this way). The file named by the record's id is
+    /// only used in messages.
+    pub fn create_with_backend(
+        &self,
+        record: &ExecutionRecord,
+        backend: impl redb::StorageBackend,
+    ) -> Result<ExecutionLog, ExecutionError> {
+        let path = self.path(&record.id);
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|e| unreadable(&path, e))?;
+        ExecutionLog::init(Db::Write(db), path, record)
+    }
+
+    /// Opens execution `id` to read it, without writing to the file.
     /// Fails with [`ExecutionError::Busy`] while another process runs it.
+    pub fn read(&self, id: &str) -> Result<ExecutionLog, ExecutionError> {
+        let path = self.existing(id)?;
+        match ReadOnlyDatabase::open(&path) {
+            Ok(db) => ExecutionLog::new(Db::Read(db), path).check_format(),
+            Err(DatabaseError::DatabaseAlreadyOpen) => Err(ExecutionError::Busy(id.to_owned())),
+            // A file left unclean by a killed process needs the repair only
+            // a writable open does; `open` checks the format before that.
+            Err(_) => self.open(id),
+        }
+    }
+
+    /// Opens execution `id` for this process (to resume or cancel it). The
+    /// file is checked read-only first, so a file this runtime cannot read
+    /// is never written to. Fails with [`ExecutionError::Busy`] while
+    /// another process runs it.
     pub fn open(&self, id: &str) -> Result<ExecutionLog, ExecutionError> {
-        let path = self.path(id);
-        if !valid_id(id) || !path.is_file() {
-            return Err(ExecutionError::Unknown {
-                id: id.to_owned(),
-                dir: self.dir.clone(),
-            });
+        let path = self.existing(id)?;
+        match ReadOnlyDatabase::open(&path) {
+            Ok(db) => drop(ExecutionLog::new(Db::Read(db), path.clone()).check_format()?),
+            Err(DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(ExecutionError::Busy(id.to_owned()));
+            }
+            Err(e) if !redb_file(&path) => return Err(unreadable(&path, e)),
+            // A redb file that needs repair: repaired below, then checked.
+            Err(_) => {}
         }
         let db = match Database::open(&path) {
             Ok(db) => db,
@@ -259,9 +283,19 @@ impl Executions {
             }
             Err(e) => return Err(unreadable(&path, e)),
         };
-        let log = ExecutionLog::new(db, path);
-        log.check_format()?;
-        Ok(log)
+        ExecutionLog::new(Db::Write(db), path).check_format()
+    }
+
+    fn existing(&self, id: &str) -> Result<PathBuf, ExecutionError> {
+        let path = self.path(id);
+        if valid_id(id) && path.is_file() {
+            Ok(path)
+        } else {
+            Err(ExecutionError::Unknown {
+                id: id.to_owned(),
+                dir: self.dir.clone(),
+            })
+        }
     }
 
     /// Ids of every execution, oldest first.
@@ -278,6 +312,14 @@ impl Executions {
         ids.sort();
         ids
     }
+}
+
+/// Whether the file starts with redb's magic number.
+fn redb_file(path: &Path) -> bool {
+    let mut magic = [0u8; 9];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|()| magic == *b"redb\x1a\x0a\xa9\x0d\x0a")
 }
 
 /// Execution ids are generated here; anything else is not looked up.
@@ -320,9 +362,26 @@ fn append_event(w: &redb::WriteTransaction, event: &LogEvent) -> Result<(), redb
     Ok(())
 }
 
+/// How an execution file is open.
+enum Db {
+    /// By the process that runs, resumes or cancels it.
+    Write(Database),
+    /// To read it; nothing is written.
+    Read(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Write(db) => db.begin_read(),
+            Db::Read(db) => db.begin_read(),
+        }
+    }
+}
+
 /// One open execution file.
 pub struct ExecutionLog {
-    db: Database,
+    db: Db,
     path: PathBuf,
     /// Attempt starts noted since the last commit; written with the next one.
     notes: Mutex<Vec<LogEvent>>,
@@ -337,7 +396,26 @@ impl std::fmt::Debug for ExecutionLog {
 }
 
 impl ExecutionLog {
-    fn new(db: Database, path: PathBuf) -> Self {
+    /// Writes the record and the first event of a new execution.
+    fn init(db: Db, path: PathBuf, record: &ExecutionRecord) -> Result<Self, ExecutionError> {
+        let log = Self::new(db, path);
+        log.write(Durability::Immediate, |w| {
+            let mut meta = w.open_table(META)?;
+            meta.insert("format_version", FORMAT_VERSION.to_string().as_str())?;
+            meta.insert("record", json(record).as_str())?;
+            w.open_table(TASKS)?;
+            w.open_table(BLOBS)?;
+            append(
+                w,
+                &EventKind::ExecutionStarted {
+                    workflow: record.workflow.clone(),
+                },
+            )
+        })?;
+        Ok(log)
+    }
+
+    fn new(db: Db, path: PathBuf) -> Self {
         Self {
             db,
             path,
@@ -357,13 +435,19 @@ impl ExecutionLog {
         durability: Durability,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), ExecutionError> {
-        let mut w = self.db.begin_write().map_err(|e| self.redb(e))?;
+        let Db::Write(db) = &self.db else {
+            return Err(ExecutionError::Unreadable {
+                path: self.path.clone(),
+                reason: "opened read-only; open it with `Executions::open` to write".into(),
+            });
+        };
+        let mut w = db.begin_write().map_err(|e| self.redb(e))?;
         w.set_durability(durability).map_err(|e| self.redb(e))?;
         f(&w).map_err(|e| self.redb(e))?;
         w.commit().map_err(|e| self.redb(e))
     }
 
-    fn check_format(&self) -> Result<(), ExecutionError> {
+    fn check_format(self) -> Result<Self, ExecutionError> {
         let read = self.db.begin_read().map_err(|e| self.redb(e))?;
         let meta = read
             .open_table(META)
@@ -373,8 +457,10 @@ impl ExecutionLog {
             .map_err(|e| self.redb(e))?
             .map(|v| v.value().to_owned())
             .unwrap_or_default();
+        drop(meta);
+        drop(read);
         match version.parse::<u32>() {
-            Ok(v) if v <= FORMAT_VERSION => Ok(()),
+            Ok(v) if v <= FORMAT_VERSION => Ok(self),
             Ok(v) => Err(ExecutionError::Unreadable {
                 path: self.path.clone(),
                 reason: format!(

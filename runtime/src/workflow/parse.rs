@@ -14,7 +14,7 @@ pub fn parse(source: &str, file: &str) -> Result<Definition, WorkflowError> {
         let location = e.location().map(|l| (l.line(), l.column()));
         let message = first_line(&e.without_snippet().to_string());
         let help = if message.starts_with("unknown field") {
-            "check the spelling; a workflow has name, description, inputs, limits, grants, \
+            "check the spelling; a workflow has name, description, inputs, limits, grants, durability, \
              concurrency, tasks, outputs; a task has id, uses, description, needs, with, when, \
              limits, grants"
         } else {

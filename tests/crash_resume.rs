@@ -1,0 +1,244 @@
+//! Durability under `kill -9`: a workflow of 200 tasks (fan-outs joined into
+//! a chain of stages) is killed at seeded random moments and resumed. After
+//! every trial: the execution completes; every task whose state was
+//! committed before the kill kept its output and was not executed again
+//! (each execution appends a line to a file the test counts); no task is lost.
+//!
+//! The seed is printed; set `CRASH_SEED` to replay a failing sequence, and
+//! `CRASH_TRIALS` to run more or fewer trials (default 20).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::cli;
+use runtime::scheduler::TaskStatus;
+use runtime::store::executions::{ExecutionStatus, Executions};
+use serde_json::{Value, json};
+
+const GUEST: &str = env!("TEST_GUEST_WASM");
+const STAGES: usize = 10;
+const WIDTH: usize = 19;
+
+/// splitmix64: a small, seedable generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Ten stages; each fans out to 19 tasks that a join task gathers; each
+/// stage's fan-out needs the previous join. 200 tasks in all.
+fn workflow(trial: usize) -> (String, Vec<String>) {
+    let mut yaml = format!("name: crash{trial}\nconcurrency: 8\ntasks:\n");
+    let mut ids = Vec::new();
+    for stage in 0..STAGES {
+        let mut fan = Vec::new();
+        for k in 0..WIDTH {
+            let id = format!("s{stage}_f{k}");
+            let needs = if stage == 0 {
+                String::new()
+            } else {
+                format!(", needs: [s{}_join]", stage - 1)
+            };
+            yaml.push_str(&format!(
+                "  - {{ id: {id}, uses: test-guest, with: {{ mode: mark, ms: 2, value: {} }}{needs} }}\n",
+                stage * 100 + k
+            ));
+            fan.push(id.clone());
+            ids.push(id);
+        }
+        let join = format!("s{stage}_join");
+        yaml.push_str(&format!(
+            "  - {{ id: {join}, uses: test-guest, with: {{ mode: mark, value: {stage} }}, needs: [{}] }}\n",
+            fan.join(", ")
+        ));
+        ids.push(join);
+    }
+    yaml.push_str(&format!(
+        "outputs:\n  last: ${{{{ tasks.s{}_join.output }}}}\n",
+        STAGES - 1
+    ));
+    (yaml, ids)
+}
+
+/// How many times each task ran, from the lines its executions appended.
+fn executions_per_task(data: &Path) -> BTreeMap<String, usize> {
+    std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            (e.file_name().into_string().unwrap(), text.lines().count())
+        })
+        .collect()
+}
+
+fn expected_output(id: &str) -> Value {
+    let (stage, rest) = id[1..].split_once('_').unwrap();
+    let stage: usize = stage.parse().unwrap();
+    match rest.strip_prefix('f') {
+        Some(k) => json!(stage * 100 + k.parse::<usize>().unwrap()),
+        None => json!(stage),
+    }
+}
+
+#[test]
+fn killed_runs_resume_without_redoing_finished_work() {
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let trials: usize = std::env::var("CRASH_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    eprintln!("crash harness: CRASH_SEED={seed} CRASH_TRIALS={trials}");
+    let mut rng = Rng(seed);
+
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let grant = format!("/data={}", data.display());
+    let installed = cli(dir)
+        .args(["install", GUEST, "--allow-dir-write", &grant])
+        .output()
+        .unwrap();
+    assert!(installed.status.success(), "{installed:?}");
+
+    // An uninterrupted run tells how long a run takes here.
+    let (yaml, _) = workflow(999);
+    std::fs::write(dir.join("calibrate.yaml"), yaml).unwrap();
+    let started = Instant::now();
+    let calibrate = cli(dir)
+        .args(["run", dir.join("calibrate.yaml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(calibrate.status.success(), "{calibrate:?}");
+    let full = started.elapsed();
+    eprintln!("an uninterrupted run takes {full:?}");
+
+    let executions = Executions::beside(&dir.join("store.redb"));
+    let mut interrupted = 0;
+    for trial in 0..trials {
+        for entry in std::fs::read_dir(&data).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let (yaml, ids) = workflow(trial);
+        let file = dir.join(format!("crash{trial}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+
+        let mut child = cli(dir)
+            .args(["run", file.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The first line names the execution; from then on it is recorded.
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let id = line.trim().strip_prefix("execution ").unwrap().to_owned();
+        // The run proper is the part after start-up (loading plugins).
+        let delay = rng.below(full.as_millis() as u64 / 2);
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        // What was committed before the kill, and how often each task ran.
+        let log = executions.open(&id).unwrap();
+        let record = log.record().unwrap();
+        let committed: BTreeMap<String, Value> = log
+            .tasks()
+            .unwrap()
+            .into_iter()
+            .map(|t| {
+                assert_eq!(t.status, TaskStatus::Succeeded, "{t:?}");
+                (t.id.clone(), t.output.unwrap())
+            })
+            .collect();
+        drop(log);
+        let before = executions_per_task(&data);
+        for task in committed.keys() {
+            assert!(
+                before.get(task).is_some_and(|&n| n >= 1),
+                "trial {trial}: {task} committed but never ran"
+            );
+        }
+
+        if record.status == ExecutionStatus::Running {
+            interrupted += 1;
+            let resumed = cli(dir).args(["resume", &id]).output().unwrap();
+            assert!(
+                resumed.status.success(),
+                "trial {trial} (seed {seed}, kill after {delay} ms): resume failed\n{}",
+                String::from_utf8_lossy(&resumed.stderr)
+            );
+        }
+
+        let log = executions.open(&id).unwrap();
+        let record = log.record().unwrap();
+        assert_eq!(
+            record.status,
+            ExecutionStatus::Succeeded,
+            "trial {trial}: {record:?}"
+        );
+        assert_eq!(record.outputs["last"], json!(STAGES - 1));
+        let finals: BTreeMap<String, Value> = log
+            .tasks()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.id.clone(), t.output.unwrap()))
+            .collect();
+        assert_eq!(finals.len(), ids.len(), "trial {trial}: a task was lost");
+        let after = executions_per_task(&data);
+        for id in &ids {
+            assert_eq!(finals[id], expected_output(id), "trial {trial}: {id}");
+            assert!(
+                after.get(id).is_some_and(|&n| n >= 1),
+                "trial {trial}: {id} never ran"
+            );
+        }
+        for (task, output) in &committed {
+            assert_eq!(
+                &finals[task], output,
+                "trial {trial}: {task} changed its output"
+            );
+            assert_eq!(
+                after.get(task),
+                before.get(task),
+                "trial {trial} (seed {seed}, kill after {delay} ms): {task} was committed before the kill and ran again"
+            );
+        }
+    }
+    eprintln!("{interrupted} of {trials} trials were killed mid-run and resumed");
+    assert!(
+        interrupted * 4 >= trials * 3,
+        "most kills should land mid-run"
+    );
+}

@@ -1,0 +1,464 @@
+//! The durability rules, one by one: under `strict` a dependent starts only
+//! after its dependency's state is committed, and completions that arrive
+//! together share a commit; a store that fails mid-run stops the run with a
+//! clear error and leaves a consistent file that resumes; bad execution ids
+//! and damaged or newer files are refused without being touched.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+mod common;
+
+use std::io;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Host, cli, root};
+use runtime::expr::Expressions;
+use runtime::scheduler::{
+    Cancel, Event, Executor, Journal, Metering, RunOptions, RunStatus, Scheduler, TaskFailure,
+    TaskReport, TaskRequest, TaskSuccess,
+};
+use runtime::service::{self, Execution};
+use runtime::store::executions::{EventKind, ExecutionRecord, ExecutionStatus, Executions, now_ms};
+use runtime::workflow::{self, PluginCatalog};
+use serde_json::{Value, json};
+
+const GUEST: &str = env!("TEST_GUEST_WASM");
+
+struct AnyPlugin;
+
+impl PluginCatalog for AnyPlugin {
+    fn check(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Records when each task started.
+#[derive(Default)]
+struct Clock {
+    started: Mutex<Vec<(String, Instant)>>,
+}
+
+impl Executor for Clock {
+    async fn execute(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
+        self.started
+            .lock()
+            .unwrap()
+            .push((request.task_id.clone(), Instant::now()));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        Ok(TaskSuccess {
+            output: Value::Null,
+            usage: None,
+            metering: Metering::default(),
+        })
+    }
+}
+
+/// A journal whose commits take 20 ms, recording what each held and when it ended.
+#[derive(Default)]
+struct SlowJournal {
+    commits: Mutex<Vec<(Vec<String>, Instant)>>,
+}
+
+impl Journal for SlowJournal {
+    fn attempt_started(&self, _: &str, _: u32) {}
+
+    async fn commit(&self, reports: Vec<TaskReport>) -> Result<(), String> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let ids = reports.into_iter().map(|r| r.id).collect();
+        self.commits.lock().unwrap().push((ids, Instant::now()));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_waits_for_the_commit_and_groups_completions() {
+    // `root` fans out to 12 leaves; `last` needs them all.
+    let mut yaml = String::from("name: fan\ntasks:\n  - { id: root, uses: x }\n");
+    for i in 0..12 {
+        yaml.push_str(&format!("  - {{ id: leaf{i}, uses: x, needs: [root] }}\n"));
+    }
+    yaml.push_str("  - { id: last, uses: x, needs: [");
+    yaml.push_str(
+        &(0..12)
+            .map(|i| format!("leaf{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    yaml.push_str("] }\n");
+    let plan = workflow::load(&yaml, "fan.yaml", &Expressions::new(), &AnyPlugin).unwrap();
+    let clock = Arc::new(Clock::default());
+    let journal = SlowJournal::default();
+    let scheduler = Scheduler::new(Arc::clone(&clock), Expressions::new());
+    let options = RunOptions {
+        concurrency: None,
+        journal: Some(&journal),
+        done: Vec::new(),
+        cancel: Arc::new(Cancel::default()),
+        observe: &|_: Event<'_>| {},
+    };
+    let report = scheduler.run_with(&plan, &json!({}), "x", options).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+
+    let commits = journal.commits.lock().unwrap().clone();
+    let committed_at = |id: &str| {
+        commits
+            .iter()
+            .find(|(ids, _)| ids.iter().any(|i| i == id))
+            .map(|(_, at)| *at)
+            .unwrap_or_else(|| panic!("{id} was never committed"))
+    };
+    let started = clock.started.lock().unwrap().clone();
+    let started_at = |id: &str| started.iter().find(|(i, _)| i == id).unwrap().1;
+    for i in 0..12 {
+        assert!(started_at(&format!("leaf{i}")) >= committed_at("root"));
+        assert!(started_at("last") >= committed_at(&format!("leaf{i}")));
+    }
+    let total: usize = commits.iter().map(|(ids, _)| ids.len()).sum();
+    assert_eq!(total, 14, "every state committed once");
+    assert!(
+        commits.len() < 8,
+        "12 leaves finishing together share commits: {commits:?}"
+    );
+}
+
+/// A file backend that fails every write and sync once `writes_left` runs
+/// out, like a disk that fills up or goes away mid-run.
+#[derive(Debug)]
+struct FailingDisk {
+    inner: redb::backends::FileBackend,
+    writes_left: Arc<AtomicU64>,
+}
+
+impl FailingDisk {
+    fn check(&self) -> io::Result<()> {
+        let left = self.writes_left.load(Ordering::SeqCst);
+        if left == 0 {
+            return Err(io::Error::other("injected disk fault"));
+        }
+        self.writes_left.store(left - 1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl redb::StorageBackend for FailingDisk {
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.check()?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
+    let seed: u64 = std::env::var("FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(now_ms);
+    eprintln!("fault injection: FAULT_SEED={seed}");
+    let host = Host::new();
+    host.install(GUEST, "guest", Default::default()).await;
+    let mut yaml = String::from("name: faulty\ntasks:\n");
+    for i in 0..40 {
+        let needs = if i == 0 {
+            String::new()
+        } else {
+            format!(", needs: [t{}]", i - 1)
+        };
+        yaml.push_str(&format!(
+            "  - {{ id: t{i}, uses: guest, with: {{ value: {i} }}{needs} }}\n"
+        ));
+    }
+    let file = host.path("faulty.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let executions = Executions::beside(&host.path("store.redb"));
+
+    for trial in 0..5u64 {
+        let workflow = service::load(&file, &Expressions::new(), &host.store).unwrap();
+        let id = format!("fault-{seed}-{trial}");
+        let record = ExecutionRecord {
+            id: id.clone(),
+            tenant: "default".into(),
+            workflow: workflow.plan.name.clone(),
+            file: workflow.file.clone(),
+            source: workflow.source.clone(),
+            inputs: json!({}),
+            durability: workflow.plan.durability,
+            plugins: workflow.plugin_digests().unwrap(),
+            status: ExecutionStatus::Running,
+            created_at: now_ms(),
+            finished_at: None,
+            error: None,
+            outputs: Default::default(),
+        };
+        std::fs::create_dir_all(executions.dir()).unwrap();
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(executions.path(&id))
+            .unwrap();
+        // The file is created on a healthy disk; then a seeded number of
+        // writes (from none to a few commits' worth) succeed before faults.
+        let writes_left = Arc::new(AtomicU64::new(u64::MAX));
+        let disk = FailingDisk {
+            inner: redb::backends::FileBackend::new(handle).unwrap(),
+            writes_left: Arc::clone(&writes_left),
+        };
+        let log = executions.create_with_backend(&record, disk).unwrap();
+        let budget = (seed.wrapping_mul(6364136223846793005).wrapping_add(trial) >> 33) % 60;
+        writes_left.store(budget, Ordering::SeqCst);
+        let executor = host.runner.prepare(&workflow, &host.store).unwrap();
+        let execution = Execution {
+            id: id.clone(),
+            log: Arc::new(log),
+            cancel: Arc::default(),
+            inputs: json!({}),
+            done: Vec::new(),
+        };
+        let result = host
+            .runner
+            .drive(&workflow, executor, execution, None, &|_| {})
+            .await;
+        let error = result
+            .expect_err("the disk fails before 40 commits")
+            .to_string();
+        assert!(
+            error.contains("injected disk fault"),
+            "trial {trial} (budget {budget}): {error}"
+        );
+
+        // Reopened normally: readable, and every task state has its event.
+        let log = executions.open(&id).unwrap();
+        let record = log.record().unwrap();
+        assert_eq!(record.status, ExecutionStatus::Running);
+        let tasks = log.tasks().unwrap();
+        let finished: Vec<String> = log
+            .events()
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::TaskFinished { task, .. } => Some(task),
+                _ => None,
+            })
+            .collect();
+        let mut ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        ids.sort();
+        let mut events = finished.clone();
+        events.sort();
+        assert_eq!(ids, events, "trial {trial}: states and events agree");
+        // A strict chain commits in order: the committed tasks are a prefix.
+        for (i, task) in finished.iter().enumerate() {
+            assert_eq!(task, &format!("t{i}"));
+        }
+        drop(log);
+
+        let (execution, workflow) =
+            service::reopen_execution(&executions, &id, &Expressions::new(), &host.store).unwrap();
+        assert_eq!(execution.done.len(), finished.len());
+        let executor = host.runner.prepare(&workflow, &host.store).unwrap();
+        let report = host
+            .runner
+            .drive(&workflow, executor, execution, None, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+        assert_eq!(report.tasks.len(), 40);
+    }
+}
+
+fn runtime(dir: &Path, args: &[&str]) -> Output {
+    cli(dir).args(args).output().unwrap()
+}
+
+fn refused(output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn bad_ids_and_damaged_files_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let flow = dir.join("one.yaml");
+    std::fs::write(
+        &flow,
+        "name: one\ntasks:\n  - { id: t, uses: transform, with: { script: '1 + 1' } }\n",
+    )
+    .unwrap();
+    let run = runtime(dir, &["run", flow.to_str().unwrap()]);
+    assert!(run.status.success(), "{run:?}");
+
+    for verb in ["status", "resume", "cancel"] {
+        let error = refused(&runtime(dir, &[verb, "no-such-id"]));
+        assert!(
+            error.contains("no execution `no-such-id`"),
+            "{verb}: {error}"
+        );
+    }
+    let error = refused(&runtime(dir, &["status", "../../etc/passwd"]));
+    assert!(error.contains("no execution"), "{error}");
+
+    // A finished execution is not resumed or cancelled again.
+    let list: Value = serde_json::from_slice(&runtime(dir, &["list", "--json"]).stdout).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    assert!(refused(&runtime(dir, &["resume", &id])).contains("already finished"));
+    assert!(refused(&runtime(dir, &["cancel", &id])).contains("already finished"));
+
+    // A damaged execution file.
+    let executions = dir.join("executions");
+    let junk = executions.join("18eb000000000000-1.redb");
+    std::fs::write(&junk, b"not a database at all").unwrap();
+    let error = refused(&runtime(dir, &["status", "18eb000000000000-1"]));
+    assert!(
+        error.contains("not an execution file this runtime wrote"),
+        "{error}"
+    );
+    assert!(
+        std::fs::read(&junk).unwrap() == b"not a database at all",
+        "junk untouched"
+    );
+
+    // An execution file from a newer release.
+    let newer = executions.join(format!("{id}.redb"));
+    {
+        let db = redb::Database::open(&newer).unwrap();
+        let w = db.begin_write().unwrap();
+        w.open_table(redb::TableDefinition::<&str, &str>::new("meta"))
+            .unwrap()
+            .insert("format_version", "99")
+            .unwrap();
+        w.commit().unwrap();
+    }
+    let before = std::fs::read(&newer).unwrap();
+    let error = refused(&runtime(dir, &["status", &id]));
+    assert!(error.contains("format version 99"), "{error}");
+    assert!(error.contains("use a newer runtime"), "{error}");
+    assert!(
+        std::fs::read(&newer).unwrap() == before,
+        "newer file untouched"
+    );
+
+    // A store file that is not a store.
+    let foreign = dir.join("foreign.redb");
+    std::fs::write(&foreign, b"GIF89a definitely an image").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_runtime"))
+        .args(["--store", foreign.to_str().unwrap(), "plugins", "list"])
+        .env(
+            "ORCHESTRATOR_CONFIG",
+            root().join("tests/fixtures/no-config.yaml"),
+        )
+        .output()
+        .unwrap();
+    let error = refused(&output);
+    assert!(
+        error.contains("it is not a store this runtime wrote"),
+        "{error}"
+    );
+    assert!(
+        std::fs::read(&foreign).unwrap() == b"GIF89a definitely an image",
+        "foreign untouched"
+    );
+}
+
+#[test]
+fn status_shows_the_whole_log_and_cancel_stops_a_busy_task_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let installed = runtime(dir, &["install", GUEST]);
+    assert!(installed.status.success(), "{installed:?}");
+    let flow = dir.join("busy.yaml");
+    std::fs::write(
+        &flow,
+        "name: busy\ntasks:\n  - { id: warm, uses: test-guest, with: { value: 1 } }\n  - { id: spin, uses: test-guest, needs: [warm], with: { mode: loop }, limits: { fuel: 1000000000000000, deadline: 120s } }\n",
+    )
+    .unwrap();
+    let mut child = cli(dir)
+        .args(["run", flow.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    let id = line.trim().strip_prefix("execution ").unwrap().to_owned();
+    // Wait until `spin` runs, as another process sees it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = runtime(dir, &["status", &id, "--json"]);
+        let view: Value = serde_json::from_slice(&status.stdout).unwrap_or(Value::Null);
+        if view["status"] == "running" && view["tasks"].as_array().is_some_and(|t| t.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "spin never started: {view}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = Instant::now();
+    let cancel = runtime(dir, &["cancel", &id]);
+    assert!(cancel.status.success(), "{cancel:?}");
+    let exit = child.wait().unwrap();
+    let stopped = asked.elapsed();
+    assert_eq!(exit.code(), Some(1));
+    // The cancel command includes starting a process; the interrupt itself
+    // is one epoch tick (10 ms).
+    assert!(stopped < Duration::from_secs(5), "took {stopped:?}");
+
+    // From the owner receiving the cancel to the run recorded as ended.
+    let view: Value =
+        serde_json::from_slice(&runtime(dir, &["status", &id, "--json"]).stdout).unwrap();
+    let at = |name: &str| {
+        view["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"] == name)
+            .and_then(|e| e["at"].as_u64())
+            .unwrap_or_else(|| panic!("no {name} event: {view}"))
+    };
+    let interrupt_ms = at("execution_finished") - at("cancel_requested");
+    eprintln!("cancel to recorded end: {interrupt_ms} ms");
+    assert!(interrupt_ms < 500, "{interrupt_ms} ms");
+
+    let status = runtime(dir, &["status", &id, "--events"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("cancelled"), "{text}");
+    for event in [
+        "execution_started",
+        "attempt_started",
+        "task_finished",
+        "execution_finished",
+    ] {
+        assert!(text.contains(event), "{event} missing:\n{text}");
+    }
+    let view: Value =
+        serde_json::from_slice(&runtime(dir, &["status", &id, "--json"]).stdout).unwrap();
+    assert_eq!(view["record"]["status"], "cancelled");
+    let tasks: Vec<&str> = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, ["warm"], "the interrupted attempt is not a result");
+}
