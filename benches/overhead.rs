@@ -1,20 +1,27 @@
 //! End-to-end cost per task: chains and fan-outs of 1000 no-op tasks, run by
 //! the real scheduler in the real sandbox, against the same plans run by the
 //! scheduler with an in-process no-op executor (orchestration alone) and the
-//! sandbox called directly (isolation alone).
+//! sandbox called directly (isolation alone); then the same runs recorded in
+//! an execution file under `strict` and `batched` durability, next to the
+//! fsync latency of the disk holding the file.
 //!
-//! `cargo bench --bench overhead`
+//! `cargo bench --bench overhead` (set `BENCH_DIR` to measure another disk
+//! than the system's temporary directory).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runtime::expr::Expressions;
 use runtime::sandbox::{Sandbox, SandboxExecutor};
 use runtime::scheduler::{
-    Executor, Metering, RunStatus, Scheduler, TaskFailure, TaskRequest, TaskSuccess,
+    Executor, Metering, RunOptions, RunStatus, Scheduler, TaskFailure, TaskRequest, TaskSuccess,
 };
-use runtime::workflow::{self, Plan, PluginCatalog};
+use runtime::store::executions::{
+    ExecutionJournal, ExecutionRecord, ExecutionStatus, Executions, now_ms,
+};
+use runtime::workflow::{self, Durability, Plan, PluginCatalog};
 use serde_json::{Value, json};
 
 const TASKS: usize = 1000;
@@ -58,16 +65,82 @@ fn per_task<E: Executor>(
     scheduler: &Scheduler<E>,
     plan: &Plan,
 ) -> Duration {
-    let mut times: Vec<Duration> = (0..RUNS)
-        .map(|_| {
-            let started = Instant::now();
-            let report = tokio.block_on(scheduler.run(plan, &json!({}), "bench", None, &|_| {}));
-            assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
-            started.elapsed() / TASKS as u32
-        })
-        .collect();
+    median(|| {
+        let started = Instant::now();
+        let report = tokio.block_on(scheduler.run(plan, &json!({}), "bench", None, &|_| {}));
+        assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+        started.elapsed() / TASKS as u32
+    })
+}
+
+/// Median wall time per task over `RUNS` runs, each recorded in a fresh
+/// execution file in `dir`.
+fn per_task_recorded<E: Executor>(
+    tokio: &tokio::runtime::Runtime,
+    scheduler: &Scheduler<E>,
+    plan: &Plan,
+    dir: &Path,
+) -> Duration {
+    let executions = Executions::beside(&dir.join("store.redb"));
+    let mut n = 0;
+    median(|| {
+        n += 1;
+        let record = ExecutionRecord {
+            id: format!("bench-{}-{n}", std::process::id()),
+            tenant: "default".into(),
+            workflow: plan.name.clone(),
+            file: String::new(),
+            source: String::new(),
+            inputs: json!({}),
+            durability: plan.durability,
+            plugins: Default::default(),
+            status: ExecutionStatus::Running,
+            created_at: now_ms(),
+            finished_at: None,
+            error: None,
+            outputs: Default::default(),
+        };
+        let log = Arc::new(executions.create(&record).expect("an execution file"));
+        let journal = ExecutionJournal::new(Arc::clone(&log));
+        let options = RunOptions {
+            concurrency: None,
+            journal: Some(&journal),
+            done: Vec::new(),
+            cancel: Arc::default(),
+            observe: &|_| {},
+        };
+        let started = Instant::now();
+        let report = tokio.block_on(scheduler.run_with(plan, &json!({}), "bench", options));
+        assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+        let took = started.elapsed() / TASKS as u32;
+        drop(log);
+        let _ = std::fs::remove_file(executions.path(&record.id));
+        took
+    })
+}
+
+fn median(mut f: impl FnMut() -> Duration) -> Duration {
+    let mut times: Vec<Duration> = (0..RUNS).map(|_| f()).collect();
     times.sort();
     times[RUNS / 2]
+}
+
+/// Median of 200 `fsync`s of a 4 KiB write in `dir`.
+fn fsync_latency(dir: &Path) -> Duration {
+    use std::io::Write as _;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).expect("a probe file");
+    let mut times: Vec<Duration> = (0..200)
+        .map(|_| {
+            file.write_all(&[7; 4096]).expect("write");
+            let started = Instant::now();
+            file.sync_data().expect("fsync");
+            started.elapsed()
+        })
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    times.sort();
+    times[times.len() / 2]
 }
 
 fn main() {
@@ -133,6 +206,36 @@ fn main() {
             format!("{shape}-{TASKS}"),
             micros(alone),
             micros(full)
+        );
+    }
+
+    // Durability: the same runs in the sandbox, recorded on disk.
+    let dir = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = tempfile::tempdir_in(dir).expect("a bench directory");
+    println!();
+    println!(
+        "fsync latency of {} (median of 200): {:.1} µs",
+        dir.path().display(),
+        micros(fsync_latency(dir.path()))
+    );
+    println!();
+    println!(
+        "{:<14} {:>18} {:>18} {:>18}",
+        "shape", "durability off", "strict", "batched"
+    );
+    for shape in ["chain", "fanout"] {
+        let mut plan = plan(shape);
+        let off = per_task(&tokio, &sandboxed, &plan);
+        plan.durability = Durability::Strict;
+        let strict = per_task_recorded(&tokio, &sandboxed, &plan, dir.path());
+        plan.durability = Durability::Batched;
+        let batched = per_task_recorded(&tokio, &sandboxed, &plan, dir.path());
+        println!(
+            "{:<14} {:>13.1} µs/task {:>13.1} µs/task {:>13.1} µs/task",
+            format!("{shape}-{TASKS}"),
+            micros(off),
+            micros(strict),
+            micros(batched)
         );
     }
 }

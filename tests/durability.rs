@@ -69,7 +69,7 @@ struct SlowJournal {
 impl Journal for SlowJournal {
     fn attempt_started(&self, _: &str, _: u32) {}
 
-    async fn commit(&self, reports: Vec<TaskReport>) -> Result<(), String> {
+    async fn commit(&self, reports: Vec<TaskReport>, _: bool) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let ids = reports.into_iter().map(|r| r.id).collect();
         self.commits.lock().unwrap().push((ids, Instant::now()));

@@ -19,8 +19,14 @@ pub trait Journal: Send + Sync {
     /// A task attempt is about to start (a note; need not be durable alone).
     fn attempt_started(&self, task: &str, attempt: u32);
 
-    /// Makes these final states durable, all in one commit.
-    fn commit(&self, reports: Vec<TaskReport>) -> impl Future<Output = Result<(), String>> + Send;
+    /// Makes these final states durable, all in one commit. `idle` says
+    /// nothing else of the run can proceed until it returns, so the journal
+    /// may block the calling thread rather than hand the work off.
+    fn commit(
+        &self,
+        reports: Vec<TaskReport>,
+        idle: bool,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// A journal that keeps nothing: runs that are not recorded.
@@ -30,7 +36,7 @@ pub struct NoJournal;
 impl Journal for NoJournal {
     fn attempt_started(&self, _: &str, _: u32) {}
 
-    async fn commit(&self, _: Vec<TaskReport>) -> Result<(), String> {
+    async fn commit(&self, _: Vec<TaskReport>, _: bool) -> Result<(), String> {
         Ok(())
     }
 }

@@ -180,7 +180,8 @@ impl<E: Executor> Scheduler<E> {
             {
                 let batch = std::mem::take(&mut unrecorded);
                 let reports = batch.iter().map(|(_, r)| r.clone()).collect();
-                commit = Some(Box::pin(journal.commit(reports)));
+                let idle = running.is_empty() && run.ready.is_empty();
+                commit = Some(Box::pin(journal.commit(reports, idle)));
                 if strict {
                     in_commit = batch;
                 }
