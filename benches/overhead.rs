@@ -93,6 +93,7 @@ fn per_task_recorded<E: Executor>(
             source: String::new(),
             inputs: json!({}),
             durability: plan.durability,
+            tasks: Vec::new(),
             plugins: Default::default(),
             status: ExecutionStatus::Running,
             created_at: now_ms(),

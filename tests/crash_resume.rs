@@ -15,12 +15,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::cli;
+use common::{cli, spawn_run};
 use runtime::scheduler::TaskStatus;
 use runtime::store::executions::{ExecutionStatus, Executions};
 use serde_json::{Value, json};
@@ -153,17 +151,8 @@ fn killed_runs_resume_without_redoing_finished_work() {
         let file = dir.join(format!("crash{trial}.yaml"));
         std::fs::write(&file, yaml).unwrap();
 
-        let mut child = cli(dir)
-            .args(["run", file.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The first line names the execution; from then on it is recorded.
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let id = line.trim().strip_prefix("execution ").unwrap().to_owned();
+        // Once it names the execution, the run is recorded.
+        let (mut child, id) = spawn_run(dir, &file);
         // The run proper is the part after start-up (loading plugins).
         let delay = rng.below(full.as_millis() as u64 / 2);
         std::thread::sleep(Duration::from_millis(delay));

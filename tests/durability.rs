@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Host, cli, root};
+use common::{Host, cli, root, spawn_run};
 use runtime::expr::Expressions;
 use runtime::scheduler::{
     Cancel, Event, Executor, Journal, Metering, RunOptions, RunStatus, Scheduler, TaskFailure,
@@ -74,6 +74,21 @@ impl Journal for SlowJournal {
         let ids = reports.into_iter().map(|r| r.id).collect();
         self.commits.lock().unwrap().push((ids, Instant::now()));
         Ok(())
+    }
+}
+
+impl runtime::scheduler::Signals for SlowJournal {
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "the trait asks for a 'static future, which an async fn borrowing self is not"
+    )]
+    fn wait(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<Duration>,
+    ) -> impl std::future::Future<Output = runtime::scheduler::WaitOutcome> + Send + 'static {
+        async { Err("no signals here".to_owned()) }
     }
 }
 
@@ -202,6 +217,7 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
             source: workflow.source.clone(),
             inputs: json!({}),
             durability: workflow.plan.durability,
+            tasks: workflow.plan.tasks.iter().map(|t| t.id.clone()).collect(),
             plugins: workflow.plugin_digests().unwrap(),
             status: ExecutionStatus::Running,
             created_at: now_ms(),
@@ -392,16 +408,7 @@ fn status_shows_the_whole_log_and_cancel_stops_a_busy_task_promptly() {
         "name: busy\ntasks:\n  - { id: warm, uses: test-guest, with: { value: 1 } }\n  - { id: spin, uses: test-guest, needs: [warm], with: { mode: loop }, limits: { fuel: 1000000000000000, deadline: 120s } }\n",
     )
     .unwrap();
-    let mut child = cli(dir)
-        .args(["run", flow.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-    let id = line.trim().strip_prefix("execution ").unwrap().to_owned();
+    let (mut child, id) = spawn_run(dir, &flow);
     // Wait until `spin` runs, as another process sees it.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -461,4 +468,115 @@ fn status_shows_the_whole_log_and_cancel_stops_a_busy_task_promptly() {
         .map(|t| t["id"].as_str().unwrap())
         .collect();
     assert_eq!(tasks, ["warm"], "the interrupted attempt is not a result");
+}
+
+#[test]
+fn a_wait_survives_kill_9_and_completes_after_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let flow = dir.join("approve.yaml");
+    std::fs::write(
+        &flow,
+        r#"
+name: approval
+tasks:
+  - { id: draft, uses: transform, with: { script: '"a draft"' } }
+  - { id: approve, needs: [draft], wait: { signal: approve, timeout: 1h } }
+  - id: publish
+    uses: transform
+    needs: [approve]
+    with: { draft: "${{ tasks.draft.output }}", verdict: "${{ tasks.approve.output }}", script: 'draft + " approved by " + verdict.by' }
+outputs:
+  published: ${{ tasks.publish.output }}
+"#,
+    )
+    .unwrap();
+    let (mut child, id) = spawn_run(dir, &flow);
+    let waiting = |view: &Value| {
+        view["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["event"] == "wait_started"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view: Value = serde_json::from_slice(&runtime(dir, &["status", &id, "--json"]).stdout)
+            .unwrap_or(Value::Null);
+        if waiting(&view) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the wait never started: {view}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let list =
+        String::from_utf8(runtime(dir, &["list", "--status", "interrupted"]).stdout).unwrap();
+    assert!(list.contains(&id), "{list}");
+    let signal = runtime(
+        dir,
+        &["signal", &id, "approve", "--payload", r#"{"by": "ada"}"#],
+    );
+    assert!(signal.status.success(), "{signal:?}");
+    let resumed = runtime(dir, &["resume", &id]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    let out: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(out["published"], "a draft approved by ada");
+    let view: Value =
+        serde_json::from_slice(&runtime(dir, &["status", &id, "--json"]).stdout).unwrap();
+    let events: Vec<&str> = view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    let waits = events.iter().filter(|e| **e == "wait_started").count();
+    assert_eq!(
+        waits, 1,
+        "the resumed wait kept its recorded deadline: {events:?}"
+    );
+    assert!(events.contains(&"signal_received") && events.contains(&"execution_resumed"));
+}
+
+#[test]
+fn a_live_run_takes_signals_and_timeouts_fall_back_to_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let flow = dir.join("waits.yaml");
+    std::fs::write(
+        &flow,
+        r#"
+name: waits
+tasks:
+  - { id: start, wait: { signal: start } }
+  - { id: quiet, wait: { signal: never, timeout: 100ms, default: "fallback" } }
+outputs:
+  start: ${{ tasks.start.output }}
+  quiet: ${{ tasks.quiet.output }}
+"#,
+    )
+    .unwrap();
+    let (child, id) = spawn_run(dir, &flow);
+    std::thread::sleep(Duration::from_millis(300));
+    let signal = runtime(dir, &["signal", &id, "start", "--payload", "42"]);
+    assert!(signal.status.success(), "{signal:?}");
+    assert!(String::from_utf8_lossy(&signal.stdout).contains("delivered"));
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(out, json!({"start": 42, "quiet": "fallback"}));
+
+    let strict = dir.join("strict.yaml");
+    std::fs::write(
+        &strict,
+        "name: strict\ntasks:\n  - { id: w, wait: { signal: never, timeout: 50ms } }\n",
+    )
+    .unwrap();
+    let failed = runtime(dir, &["run", strict.to_str().unwrap()]);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("no signal `never` arrived before the wait's timeout"),
+        "{stderr}"
+    );
 }

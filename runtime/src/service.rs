@@ -91,7 +91,7 @@ impl LoadedWorkflow {
         &self,
     ) -> Result<std::collections::BTreeMap<String, String>, ServiceError> {
         let mut digests = std::collections::BTreeMap::new();
-        for task in &self.plan.tasks {
+        for task in self.plan.tasks.iter().filter(|t| t.wait.is_none()) {
             let resolved = self
                 .catalog
                 .resolve(&task.uses)
@@ -175,6 +175,7 @@ pub fn start_execution(
         source: workflow.source.clone(),
         inputs: inputs.clone(),
         durability: workflow.plan.durability,
+        tasks: workflow.plan.tasks.iter().map(|t| t.id.clone()).collect(),
         plugins: workflow.plugin_digests()?,
         status: ExecutionStatus::Running,
         created_at: now_ms(),
@@ -283,7 +284,7 @@ impl Runner {
     ) -> Result<SandboxExecutor, ServiceError> {
         let mut compiled: HashMap<String, (Compiled, Allowed)> = HashMap::new();
         let mut plugins = HashMap::new();
-        for task in &workflow.plan.tasks {
+        for task in workflow.plan.tasks.iter().filter(|t| t.wait.is_none()) {
             let in_task = |e: String| ServiceError::Plugin(format!("task `{}`: {e}", task.id));
             if !compiled.contains_key(&task.uses) {
                 let loaded = match workflow.catalog.resolve(&task.uses).map_err(in_task)? {

@@ -254,3 +254,25 @@ pub fn cli(dir: &Path) -> std::process::Command {
         .env_remove("RUST_LOG");
     cmd
 }
+
+/// Starts `runtime run FILE` against the store in `dir` and returns the
+/// child with the execution id it printed first.
+pub fn spawn_run(dir: &Path, file: &Path) -> (std::process::Child, String) {
+    let mut child = cli(dir)
+        .args(["run", file.to_str().expect("a UTF-8 path")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the runtime binary starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("a first line");
+    let id = line
+        .trim()
+        .strip_prefix("execution ")
+        .unwrap_or_else(|| panic!("expected the execution id, got: {line}"))
+        .to_owned();
+    // Keep reading its progress, as a terminal would.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, id)
+}

@@ -2,8 +2,9 @@
 //!
 //! The process that owns an execution holds its file open, so others cannot
 //! read it; instead the owner listens on a Unix socket beside the file
-//! (`executions/<id>.sock`). A request is one JSON line (`{"op": "status"}`
-//! or `{"op": "cancel"}`), the answer one JSON line.
+//! (`executions/<id>.sock`). A request is one JSON line (`{"op": "status"}`,
+//! `{"op": "cancel"}` or `{"op": "signal", "name": ..., "payload": ...}`),
+//! the answer one JSON line.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -55,6 +56,15 @@ impl ControlServer {
                             cancel.cancel();
                             json!({ "ok": true })
                         }
+                        Some("signal") => {
+                            let name = request["name"].as_str().unwrap_or_default().to_owned();
+                            let payload = request["payload"].clone();
+                            tokio::task::spawn_blocking(move || log.signal(&name, &payload))
+                                .await
+                                .map_err(|e| e.to_string())
+                                .and_then(|r| r.map_err(|e| e.to_string()))
+                                .map_or_else(|e| json!({ "error": e }), |()| json!({ "ok": true }))
+                        }
                         Some("status") => tokio::task::spawn_blocking(move || snapshot(&log))
                             .await
                             .map_err(|e| e.to_string())
@@ -80,8 +90,13 @@ impl Drop for ControlServer {
     }
 }
 
-/// Sends one request to the owner of an execution.
+/// Sends one request (`{"op": ...}` plus `fields`) to the owner of an execution.
 pub(super) fn request(path: &Path, op: &str) -> Result<Value, String> {
+    request_with(path, json!({ "op": op }))
+}
+
+/// Sends one request object to the owner of an execution.
+pub(super) fn request_with(path: &Path, request: Value) -> Result<Value, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         format!(
             "the process running it does not answer on {} ({e})",
@@ -89,7 +104,7 @@ pub(super) fn request(path: &Path, op: &str) -> Result<Value, String> {
         )
     })?;
     stream
-        .write_all(format!("{}\n", json!({ "op": op })).as_bytes())
+        .write_all(format!("{request}\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut line = String::new();
     BufReader::new(stream)

@@ -86,7 +86,7 @@ pub(super) fn list(
                     "created_at": v.record.created_at,
                     "finished_at": v.record.finished_at,
                     "tasks_finished": v.tasks.len(),
-                    "tasks": v.record.plugins.len(),
+                    "tasks": v.record.tasks.len(),
                 })
             })
             .collect();
@@ -102,7 +102,7 @@ pub(super) fn list(
             v.record.id,
             status_word(v),
             v.tasks.len(),
-            v.record.plugins.len(),
+            v.record.tasks.len(),
             v.record.workflow
         );
     }
@@ -162,7 +162,7 @@ pub(super) fn status(
         let n = attempts.get(task.id.as_str()).copied().unwrap_or(0);
         out!("  {}  attempts {n}", finished_line(task, width));
     }
-    for id in r.plugins.keys() {
+    for id in &r.tasks {
         if !view.tasks.iter().any(|t| &t.id == id) {
             out!("  {:>9}  {id:width$}", "pending");
         }
@@ -189,27 +189,46 @@ fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-pub(super) fn cancel(ctx: &Context, id: &str) -> Result<ExitCode, ServiceError> {
-    let executions = executions(ctx);
+/// An execution that has not finished.
+enum Unfinished {
+    /// No process runs it; this one has it open.
+    Here(crate::store::executions::ExecutionLog),
+    /// Another process runs it.
+    Live,
+}
+
+fn unfinished(
+    executions: &Executions,
+    id: &str,
+    refusal: &str,
+) -> Result<Unfinished, ServiceError> {
     match executions.open(id) {
         Ok(log) => {
             let record = log.record()?;
             if record.status != ExecutionStatus::Running {
-                eprintln!(
-                    "error: execution `{id}` already finished ({}); nothing to cancel",
+                return Err(ServiceError::Plugin(format!(
+                    "execution `{id}` already finished ({}); {refusal}",
                     record.status.as_str()
-                );
-                return Ok(ExitCode::from(EXIT_INVALID));
+                )));
             }
+            Ok(Unfinished::Here(log))
+        }
+        Err(ExecutionError::Busy(_)) => Ok(Unfinished::Live),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn cancel(ctx: &Context, id: &str) -> Result<ExitCode, ServiceError> {
+    let executions = executions(ctx);
+    match unfinished(&executions, id, "nothing to cancel")? {
+        Unfinished::Here(log) => {
             log.finish(
                 ExecutionStatus::Cancelled,
                 Some("cancelled while no process was running it".into()),
                 serde_json::Map::new(),
             )?;
-            out!("cancelled execution {id}");
-            Ok(ExitCode::SUCCESS)
         }
-        Err(ExecutionError::Busy(_)) => {
+        Unfinished::Live => {
             control::request(&executions.socket(id), "cancel")
                 .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
             // The owner records the cancel when its run stops; wait for it.
@@ -219,11 +238,39 @@ pub(super) fn cancel(ctx: &Context, id: &str) -> Result<ExitCode, ServiceError> 
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            out!("cancelled execution {id}");
-            Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Err(e.into()),
     }
+    out!("cancelled execution {id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn signal(
+    ctx: &Context,
+    id: &str,
+    name: &str,
+    payload: Option<&str>,
+) -> Result<ExitCode, ServiceError> {
+    let payload: Value = match payload {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| ServiceError::Inputs(format!("--payload is not JSON: {e}")))?,
+        None => Value::Null,
+    };
+    let executions = executions(ctx);
+    match unfinished(&executions, id, "the signal was not recorded")? {
+        Unfinished::Here(log) => {
+            log.signal(name, &payload)?;
+            out!(
+                "recorded signal `{name}` for execution {id}; no process is running it: `runtime resume {id}` continues it"
+            );
+        }
+        Unfinished::Live => {
+            let request = serde_json::json!({ "op": "signal", "name": name, "payload": payload });
+            control::request_with(&executions.socket(id), request)
+                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
+            out!("delivered signal `{name}` to execution {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn gc(ctx: &Context, older_than: Duration) -> Result<ExitCode, ServiceError> {
@@ -271,7 +318,7 @@ pub(super) fn resume(
             })
             .collect(),
         _ => {
-            eprintln!("error: give an execution id or --all");
+            note!("error: give an execution id or --all");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
@@ -289,7 +336,7 @@ pub(super) fn resume(
             let executor = runner.prepare(&workflow, &store)?;
             (execution, workflow, executor)
         };
-        eprintln!(
+        note!(
             "execution {id}: resuming, {} of {} tasks already finished",
             execution.done.len(),
             workflow.plan.tasks.len()

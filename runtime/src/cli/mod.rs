@@ -14,6 +14,15 @@ macro_rules! out {
     }};
 }
 
+/// `eprintln!` that ignores a closed stderr: a run must not die because
+/// whoever watched its progress went away.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod control;
 mod executions;
 mod plugins;
@@ -114,6 +123,16 @@ pub enum Command {
         /// The execution id.
         id: String,
     },
+    /// Sends a signal to an execution: a `wait:` task for it completes with the payload.
+    Signal {
+        /// The execution id.
+        id: String,
+        /// The signal's name.
+        name: String,
+        /// Its payload, JSON (default null).
+        #[arg(long)]
+        payload: Option<String>,
+    },
     /// Continues executions whose process stopped; finished tasks are not run again.
     Resume {
         /// The execution id.
@@ -213,6 +232,9 @@ pub fn main() -> ExitCode {
         Command::List { status, json } => executions::list(&ctx, status.as_deref(), json),
         Command::Status { id, events, json } => executions::status(&ctx, &id, events, json),
         Command::Cancel { id } => executions::cancel(&ctx, &id),
+        Command::Signal { id, name, payload } => {
+            executions::signal(&ctx, &id, &name, payload.as_deref())
+        }
         Command::Resume {
             id,
             all,
@@ -225,7 +247,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             ExitCode::from(EXIT_INVALID)
         }
     }

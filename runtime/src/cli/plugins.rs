@@ -165,7 +165,7 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
         }
         PluginsCommand::Show { plugin, json } => {
             let Some(record) = find(&records, &plugin) else {
-                eprintln!(
+                note!(
                     "error: no installed plugin matches `{plugin}`; `runtime plugins list` shows what is installed"
                 );
                 return Ok(ExitCode::from(EXIT_INVALID));
@@ -188,12 +188,12 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
                 version: Some(version),
             } = PluginRef::parse(&plugin)
             else {
-                eprintln!("error: name the plugin as `name@version` to remove it");
+                note!("error: name the plugin as `name@version` to remove it");
                 return Ok(ExitCode::from(EXIT_INVALID));
             };
             match store.remove_plugin(DEFAULT_TENANT, name, version)? {
                 None => {
-                    eprintln!(
+                    note!(
                         "error: `{plugin}` is not installed; `runtime plugins list` shows what is"
                     );
                     Ok(ExitCode::from(EXIT_INVALID))

@@ -68,7 +68,7 @@ pub(super) fn run(
     let inputs = collect_inputs(input_args, inputs_file)?;
     let executions = Executions::beside(&ctx.store_path);
     let execution = service::start_execution(&workflow, &executions, inputs)?;
-    eprintln!("execution {}", execution.id);
+    note!("execution {}", execution.id);
     let report =
         super::executions::drive(ctx, &runner, &workflow, executor, execution, concurrency)?;
     match output {
@@ -155,10 +155,10 @@ pub(super) fn print_summary(report: &RunReport) {
     let (workflow, id) = (&report.workflow, &report.execution_id);
     match (&report.status, &report.error) {
         (RunStatus::Cancelled, _) => {
-            eprintln!("workflow `{workflow}` ({id}) cancelled after {took}")
+            note!("workflow `{workflow}` ({id}) cancelled after {took}")
         }
-        (_, None) => eprintln!("workflow `{workflow}` ({id}) succeeded in {took}"),
-        (_, Some(error)) => eprintln!("workflow `{workflow}` ({id}) failed in {took}: {error}"),
+        (_, None) => note!("workflow `{workflow}` ({id}) succeeded in {took}"),
+        (_, Some(error)) => note!("workflow `{workflow}` ({id}) failed in {took}: {error}"),
     }
     if report.status == RunStatus::Succeeded {
         let json = serde_json::to_string_pretty(&report.outputs).expect("outputs serialize");

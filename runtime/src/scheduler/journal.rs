@@ -9,12 +9,15 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
 
 use tokio::sync::Notify;
 
 use super::report::TaskReport;
 
-/// Where final task states go.
+/// Where final task states go, and where waits find their signals.
 pub trait Journal: Send + Sync {
     /// A task attempt is about to start (a note; need not be durable alone).
     fn attempt_started(&self, task: &str, attempt: u32);
@@ -27,6 +30,36 @@ pub trait Journal: Send + Sync {
         reports: Vec<TaskReport>,
         idle: bool,
     ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// What a wait got.
+pub type WaitOutcome = Result<Option<Value>, String>;
+
+/// Waiting for signals, which needs a recorded execution.
+pub trait Signals {
+    /// Waits until signal `signal` is recorded for this execution and returns
+    /// its payload, or `None` once `timeout` has passed. The deadline is
+    /// recorded the first time, so a resumed run keeps it.
+    fn wait(
+        &self,
+        task: &str,
+        signal: &str,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = WaitOutcome> + Send + 'static;
+}
+
+impl Signals for NoJournal {
+    fn wait(
+        &self,
+        _: &str,
+        signal: &str,
+        _: Option<Duration>,
+    ) -> impl Future<Output = WaitOutcome> + Send + 'static {
+        let message = format!(
+            "waiting for signal `{signal}` needs a recorded execution (`runtime run` records one)"
+        );
+        async move { Err(message) }
+    }
 }
 
 /// A journal that keeps nothing: runs that are not recorded.

@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 pub use executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess, Usage};
-pub use journal::{Cancel, Journal, NoJournal};
+pub use journal::{Cancel, Journal, NoJournal, Signals, WaitOutcome};
 pub use report::{Event, RunReport, RunStatus, TaskError, TaskReport, TaskStatus};
 
 use crate::expr::{Bindings, ConvertedValue, Expressions, Template};
@@ -31,6 +31,35 @@ use crate::workflow::{Durability, Plan};
 
 /// How many tasks run at once unless the workflow or the caller says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// A wait's outcome as a task result.
+fn waited(
+    outcome: WaitOutcome,
+    signal: &str,
+    default: Option<Value>,
+) -> Result<TaskSuccess, TaskFailure> {
+    let success = |output| TaskSuccess {
+        output,
+        usage: None,
+        metering: Metering::default(),
+    };
+    match (outcome, default) {
+        (Ok(Some(payload)), _) => Ok(success(payload)),
+        (Ok(None), Some(default)) => Ok(success(default)),
+        (Ok(None), None) => Err(TaskFailure {
+            kind: FailureKind::Deadline,
+            message: format!(
+                "no signal `{signal}` arrived before the wait's timeout; give the wait a `default:` to go on without it"
+            ),
+            metering: Metering::default(),
+        }),
+        (Err(message), _) => Err(TaskFailure {
+            kind: FailureKind::Plugin,
+            message,
+            metering: Metering::default(),
+        }),
+    }
+}
 
 /// A commit in flight.
 type Commit<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
@@ -91,7 +120,7 @@ impl<E: Executor> Scheduler<E> {
     /// state to the journal. Under [`Durability::Strict`] a task's dependents
     /// start only after its state is committed; under
     /// [`Durability::Batched`] they start at once and commits follow.
-    pub async fn run_with<J: Journal>(
+    pub async fn run_with<J: Journal + Signals>(
         &self,
         plan: &Plan,
         inputs: &Value,
@@ -127,6 +156,26 @@ impl<E: Executor> Scheduler<E> {
                     break;
                 };
                 match run.prepare(i, &cancel) {
+                    Ok(request) if plan.tasks[i].wait.is_some() => {
+                        let task = &plan.tasks[i];
+                        let wait = task.wait.as_ref().expect("checked");
+                        observe(Event::Started {
+                            id: &task.id,
+                            uses: &task.uses,
+                            attempt: request.attempt,
+                        });
+                        let waiting = match journal {
+                            Some(journal) => {
+                                Box::pin(journal.wait(&task.id, &wait.signal, wait.timeout))
+                                    as Pin<Box<dyn Future<Output = WaitOutcome> + Send>>
+                            }
+                            None => Box::pin(NoJournal.wait(&task.id, &wait.signal, wait.timeout)),
+                        };
+                        let (signal, default) = (wait.signal.clone(), wait.default.clone());
+                        let handle =
+                            running.spawn(async move { waited(waiting.await, &signal, default) });
+                        running_ids.insert(handle.id(), i);
+                    }
                     Ok(request) => {
                         let task = &plan.tasks[i];
                         if let Some(journal) = journal {
@@ -228,6 +277,8 @@ impl<E: Executor> Scheduler<E> {
                 }
                 () = cancel.cancelled(), if !cancelled => {
                     cancelled = true;
+                    // Plugins stop at the next epoch tick; waits stop here.
+                    running.abort_all();
                 }
             }
         }

@@ -15,6 +15,8 @@
 //! | `events` | sequence number (u64, from 0) | [`LogEvent`] JSON |
 //! | `tasks` | task id | [`TaskReport`] JSON (output replaced by a blob reference when large) |
 //! | `blobs` | sha256 hex of the JSON text | the output's JSON text |
+//! | `signals` | signal name | its payload, JSON |
+//! | `waits` | task id | the wait's deadline, ms since the epoch (0: none) |
 //!
 //! Invariants: a task's final state and its `task_finished` event are written
 //! in the same transaction; events are never rewritten or deleted; the
@@ -33,13 +35,15 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::FORMAT_VERSION;
-use crate::scheduler::{Journal, TaskReport, TaskStatus};
+use crate::scheduler::{Journal, Signals, TaskReport, TaskStatus, WaitOutcome};
 use crate::workflow::Durability as WorkflowDurability;
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
 const TASKS: TableDefinition<&str, &str> = TableDefinition::new("tasks");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+const SIGNALS: TableDefinition<&str, &str> = TableDefinition::new("signals");
+const WAITS: TableDefinition<&str, u64> = TableDefinition::new("waits");
 
 /// Outputs longer than this (as JSON text) are stored once in `blobs`.
 pub const INLINE_OUTPUT_BYTES: usize = 1024;
@@ -119,7 +123,10 @@ pub struct ExecutionRecord {
     pub inputs: Value,
     /// Its durability setting.
     pub durability: WorkflowDurability,
-    /// The plugin digest each task resolved to at the start.
+    /// Every task id, in file order.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// The plugin digest each task resolved to at the start (waits have none).
     pub plugins: BTreeMap<String, String>,
     /// Where it stands.
     pub status: ExecutionStatus,
@@ -176,6 +183,21 @@ pub enum EventKind {
     },
     /// `runtime cancel` reached the process running the execution.
     CancelRequested,
+    /// A task began waiting for a signal.
+    WaitStarted {
+        /// The task.
+        task: String,
+        /// The signal it waits for.
+        signal: String,
+        /// When it gives up, ms since the epoch.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        deadline: Option<u64>,
+    },
+    /// `runtime signal` delivered a signal.
+    SignalReceived {
+        /// Its name.
+        signal: String,
+    },
     /// The execution ended.
     ExecutionFinished {
         /// How.
@@ -385,6 +407,8 @@ pub struct ExecutionLog {
     path: PathBuf,
     /// Attempt starts noted since the last commit; written with the next one.
     notes: Mutex<Vec<LogEvent>>,
+    /// Wakes waits when a signal is recorded.
+    signalled: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ExecutionLog {
@@ -405,6 +429,8 @@ impl ExecutionLog {
             meta.insert("record", json(record).as_str())?;
             w.open_table(TASKS)?;
             w.open_table(BLOBS)?;
+            w.open_table(SIGNALS)?;
+            w.open_table(WAITS)?;
             append(
                 w,
                 &EventKind::ExecutionStarted {
@@ -420,6 +446,7 @@ impl ExecutionLog {
             db,
             path,
             notes: Mutex::new(Vec::new()),
+            signalled: tokio::sync::Notify::new(),
         }
     }
 
@@ -571,6 +598,68 @@ impl ExecutionLog {
         })
     }
 
+    /// Records a signal (durably) and wakes the waits for it.
+    pub fn signal(&self, name: &str, payload: &Value) -> Result<(), ExecutionError> {
+        self.write(Durability::Immediate, |w| {
+            w.open_table(SIGNALS)?
+                .insert(name, payload.to_string().as_str())?;
+            append(
+                w,
+                &EventKind::SignalReceived {
+                    signal: name.to_owned(),
+                },
+            )
+        })?;
+        self.signalled.notify_waiters();
+        Ok(())
+    }
+
+    /// The payload of signal `name`, if it was recorded.
+    pub fn signal_payload(&self, name: &str) -> Result<Option<Value>, ExecutionError> {
+        let read = self.db.begin_read().map_err(|e| self.redb(e))?;
+        let signals = match read.open_table(SIGNALS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.redb(e)),
+        };
+        let text = signals.get(name).map_err(|e| self.redb(e))?;
+        text.map(|t| serde_json::from_str(t.value()).map_err(|e| unreadable(&self.path, e)))
+            .transpose()
+    }
+
+    /// The deadline of task `task`'s wait: the recorded one, or (first time)
+    /// now + `timeout`, recorded durably with a `wait_started` event.
+    pub fn start_wait(
+        &self,
+        task: &str,
+        signal: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Option<u64>, ExecutionError> {
+        {
+            let read = self.db.begin_read().map_err(|e| self.redb(e))?;
+            if let Ok(waits) = read.open_table(WAITS)
+                && let Some(deadline) = waits.get(task).map_err(|e| self.redb(e))?
+            {
+                let deadline = deadline.value();
+                return Ok((deadline != 0).then_some(deadline));
+            }
+        }
+        let deadline = timeout
+            .map(|t| now_ms().saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
+        self.write(Durability::Immediate, |w| {
+            w.open_table(WAITS)?.insert(task, deadline.unwrap_or(0))?;
+            append(
+                w,
+                &EventKind::WaitStarted {
+                    task: task.to_owned(),
+                    signal: signal.to_owned(),
+                    deadline,
+                },
+            )
+        })?;
+        Ok(deadline)
+    }
+
     /// Records that this process took the execution up again.
     pub fn resumed(&self, finished_tasks: usize) -> Result<(), ExecutionError> {
         self.write(Durability::Immediate, |w| {
@@ -647,5 +736,47 @@ impl Journal for ExecutionJournal {
             .await
             .map_err(|e| format!("the commit did not finish: {e}"))?
             .map_err(|e| e.to_string())
+    }
+}
+
+impl Signals for ExecutionJournal {
+    fn wait(
+        &self,
+        task: &str,
+        signal: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> impl std::future::Future<Output = WaitOutcome> + Send + 'static {
+        let log = Arc::clone(&self.log);
+        let (task, signal) = (task.to_owned(), signal.to_owned());
+        async move {
+            let deadline = {
+                let log = Arc::clone(&log);
+                let (task, signal) = (task.clone(), signal.clone());
+                tokio::task::spawn_blocking(move || log.start_wait(&task, &signal, timeout))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?
+            };
+            loop {
+                // Registered before the check, so a signal in between wakes us.
+                let signalled = log.signalled.notified();
+                if let Some(payload) = log.signal_payload(&signal).map_err(|e| e.to_string())? {
+                    return Ok(Some(payload));
+                }
+                match deadline {
+                    Some(deadline) => {
+                        let left = deadline.saturating_sub(now_ms());
+                        if left == 0 {
+                            return Ok(None);
+                        }
+                        tokio::select! {
+                            () = signalled => {}
+                            () = tokio::time::sleep(std::time::Duration::from_millis(left)) => {}
+                        }
+                    }
+                    None => signalled.await,
+                }
+            }
+        }
     }
 }

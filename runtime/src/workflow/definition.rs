@@ -82,8 +82,13 @@ pub struct TaskSpec {
     /// Unique name; other tasks and expressions refer to it.
     pub id: Spanned<String>,
     /// The plugin that executes it: `name`, `name@version`, `sha256:<digest>`
-    /// or a path to a `.wasm` file.
-    pub uses: Spanned<String>,
+    /// or a path to a `.wasm` file. A task has `uses:` or `wait:`.
+    #[serde(default)]
+    pub uses: Option<Spanned<String>>,
+    /// Suspends until a named signal arrives (`runtime signal`); its output
+    /// is the signal's payload.
+    #[serde(default)]
+    pub wait: Option<WaitSpec>,
     /// What the task does.
     #[serde(default)]
     pub description: Option<String>,
@@ -102,6 +107,20 @@ pub struct TaskSpec {
     /// Narrows what the plugin may do for this task.
     #[serde(default)]
     pub grants: GrantsSpec,
+}
+
+/// A durable wait for a signal.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitSpec {
+    /// The signal's name, as `runtime signal ID NAME` sends it.
+    pub signal: Spanned<String>,
+    /// How long to wait, for example `24h`; forever when absent.
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    /// The output when the timeout passes; without it a timeout fails the task.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
 }
 
 /// Capabilities a workflow lets a plugin keep: each list, when present,

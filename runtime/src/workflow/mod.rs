@@ -10,11 +10,13 @@ mod parse;
 mod plan;
 mod validate;
 
-pub use definition::{Definition, FsSpec, GrantsSpec, InputSpec, InputType, LimitsSpec, TaskSpec};
+pub use definition::{
+    Definition, FsSpec, GrantsSpec, InputSpec, InputType, LimitsSpec, TaskSpec, WaitSpec,
+};
 pub use diagnostic::{Diagnostic, WorkflowError};
 pub use limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 pub use parse::parse;
-pub use plan::{Durability, GrantLimits, InputDecl, Plan, PlannedTask};
+pub use plan::{Durability, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan};
 pub use validate::{PluginCatalog, validate};
 
 use crate::expr::Expressions;

@@ -15,8 +15,8 @@ pub fn parse(source: &str, file: &str) -> Result<Definition, WorkflowError> {
         let message = first_line(&e.without_snippet().to_string());
         let help = if message.starts_with("unknown field") {
             "check the spelling; a workflow has name, description, inputs, limits, grants, durability, \
-             concurrency, tasks, outputs; a task has id, uses, description, needs, with, when, \
-             limits, grants"
+             concurrency, tasks, outputs; a task has id, uses or wait, description, needs, with, \
+             when, limits, grants"
         } else {
             "YAML is indentation-sensitive: check the indentation and quoting on this line and the one before"
         };

@@ -56,8 +56,11 @@ pub struct InputDecl {
 pub struct PlannedTask {
     /// Its id.
     pub id: String,
-    /// The plugin that executes it, as written in `uses:`.
+    /// The plugin that executes it, as written in `uses:` (`wait:<signal>`
+    /// for a wait).
     pub uses: String,
+    /// Set when the task waits for a signal instead of running a plugin.
+    pub wait: Option<WaitPlan>,
     /// Indices of the tasks it waits for.
     pub needs: Vec<usize>,
     /// Runs only when this is true.
@@ -70,6 +73,17 @@ pub struct PlannedTask {
     pub limits: Limits,
     /// What the workflow lets the plugin keep of its grants.
     pub grants: GrantLimits,
+}
+
+/// A durable wait for a signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitPlan {
+    /// The signal's name.
+    pub signal: String,
+    /// How long to wait; forever when `None`.
+    pub timeout: Option<std::time::Duration>,
+    /// The output when the timeout passes; `None` makes a timeout a failure.
+    pub default: Option<Value>,
 }
 
 /// Capabilities a workflow lets a task's plugin keep; `None` keeps all that

@@ -9,11 +9,11 @@ use std::collections::HashMap;
 
 use serde_saphyr::Spanned;
 
-use super::definition::{Definition, GrantsSpec, LimitsSpec};
+use super::definition::{Definition, GrantsSpec, LimitsSpec, TaskSpec};
 use super::diagnostic::{Diagnostic, WorkflowError};
 use super::limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 use super::parse::location_of;
-use super::plan::{GrantLimits, InputDecl, Plan, PlannedTask, type_matches, type_name};
+use super::plan::{GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches, type_name};
 use crate::expr::{Expression, Expressions, Template};
 use crate::graph::Dag;
 
@@ -114,15 +114,7 @@ impl Validator<'_> {
         let mut needs = Vec::with_capacity(def.tasks.len());
         for task in &def.tasks {
             let id = &task.id.value;
-            if let Err(help) = catalog.check(&task.uses.value) {
-                self.problems.push(
-                    Diagnostic::at(
-                        location_of(&task.uses),
-                        format!("task `{id}` uses unknown plugin `{}`", task.uses.value),
-                    )
-                    .help(help),
-                );
-            }
+            let (uses, wait) = self.executor(task, catalog);
             let mut deps = Vec::with_capacity(task.needs.len());
             for need in &task.needs {
                 match index.get(need.value.as_str()) {
@@ -145,7 +137,8 @@ impl Validator<'_> {
             let input = self.input(task);
             tasks.push(PlannedTask {
                 id: id.clone(),
-                uses: task.uses.value.clone(),
+                uses,
+                wait,
                 needs: deps,
                 when,
                 input,
@@ -347,6 +340,70 @@ impl Validator<'_> {
                 );
             })
             .ok()
+    }
+
+    /// What runs the task: a plugin the catalog knows, or a wait.
+    fn executor(
+        &mut self,
+        task: &TaskSpec,
+        catalog: &dyn PluginCatalog,
+    ) -> (String, Option<WaitPlan>) {
+        let id = &task.id.value;
+        match (&task.uses, &task.wait) {
+            (Some(uses), None) => {
+                if let Err(help) = catalog.check(&uses.value) {
+                    self.problems.push(
+                        Diagnostic::at(
+                            location_of(uses),
+                            format!("task `{id}` uses unknown plugin `{}`", uses.value),
+                        )
+                        .help(help),
+                    );
+                }
+                (uses.value.clone(), None)
+            }
+            (None, Some(wait)) => {
+                let signal = &wait.signal.value;
+                if !is_identifier(signal) {
+                    self.problems.push(
+                        Diagnostic::at(
+                            location_of(&wait.signal),
+                            format!("task `{id}` waits for `{signal}`, which is not a signal name"),
+                        )
+                        .help("use letters, digits and `_`"),
+                    );
+                }
+                let timeout = wait.timeout.as_ref().and_then(|t| {
+                    parse_duration(&t.value)
+                        .map_err(|e| self.problems.push(Diagnostic::at(location_of(t), e)))
+                        .ok()
+                });
+                let plan = WaitPlan {
+                    signal: signal.clone(),
+                    timeout,
+                    default: wait.default.clone(),
+                };
+                (format!("wait:{signal}"), Some(plan))
+            }
+            (uses, _) => {
+                let (message, help) = if uses.is_some() {
+                    (
+                        "has both `uses:` and `wait:`",
+                        "a task either runs a plugin or waits; split it in two",
+                    )
+                } else {
+                    (
+                        "has neither `uses:` nor `wait:`",
+                        "name the plugin that runs it (`uses: transform`), or wait for a signal (`wait: { signal: approve }`)",
+                    )
+                };
+                self.problems.push(
+                    Diagnostic::at(location_of(&task.id), format!("task `{id}` {message}"))
+                        .help(help),
+                );
+                (String::new(), None)
+            }
+        }
     }
 
     fn limits(&mut self, spec: &LimitsSpec, inherited: Limits) -> Limits {
