@@ -518,10 +518,12 @@ outputs:
         &["signal", &id, "approve", "--payload", r#"{"by": "ada"}"#],
     );
     assert!(signal.status.success(), "{signal:?}");
-    let resumed = runtime(dir, &["resume", &id]);
+    let resumed = runtime(dir, &["resume", "--all"]);
     assert!(resumed.status.success(), "{resumed:?}");
     let out: Value = serde_json::from_slice(&resumed.stdout).unwrap();
     assert_eq!(out["published"], "a draft approved by ada");
+    let again = runtime(dir, &["resume", "--all"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("no interrupted executions"));
     let view: Value =
         serde_json::from_slice(&runtime(dir, &["status", &id, "--json"]).stdout).unwrap();
     let events: Vec<&str> = view["events"]
@@ -579,4 +581,36 @@ outputs:
         stderr.contains("no signal `never` arrived before the wait's timeout"),
         "{stderr}"
     );
+}
+
+#[test]
+fn gc_removes_finished_executions_older_than_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let flow = dir.join("one.yaml");
+    std::fs::write(
+        &flow,
+        "name: one\ntasks:\n  - { id: t, uses: transform, with: { script: '1' } }\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        assert!(
+            runtime(dir, &["run", flow.to_str().unwrap()])
+                .status
+                .success()
+        );
+    }
+    let kept = runtime(dir, &["gc", "--older-than", "1h"]);
+    assert!(
+        String::from_utf8_lossy(&kept.stdout).contains("removed 0"),
+        "{kept:?}"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    let removed = runtime(dir, &["gc", "--older-than", "10ms"]);
+    assert!(
+        String::from_utf8_lossy(&removed.stdout).contains("removed 2"),
+        "{removed:?}"
+    );
+    let list = runtime(dir, &["list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("no executions"));
 }

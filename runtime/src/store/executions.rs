@@ -780,3 +780,53 @@ impl Signals for ExecutionJournal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::Metering;
+    use redb::ReadableTableMetadata;
+
+    #[test]
+    fn large_outputs_are_stored_once_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let executions = Executions::beside(&dir.path().join("store.redb"));
+        let record = ExecutionRecord {
+            id: "e1".into(),
+            tenant: "default".into(),
+            workflow: "w".into(),
+            file: String::new(),
+            source: String::new(),
+            inputs: Value::Null,
+            durability: WorkflowDurability::Strict,
+            tasks: vec!["a".into(), "b".into()],
+            plugins: BTreeMap::new(),
+            status: ExecutionStatus::Running,
+            created_at: now_ms(),
+            finished_at: None,
+            error: None,
+            outputs: serde_json::Map::new(),
+        };
+        let log = executions.create(&record).unwrap();
+        let big = serde_json::json!({ "text": "x".repeat(5000) });
+        let report = |id: &str| TaskReport {
+            id: id.into(),
+            uses: "p".into(),
+            status: TaskStatus::Succeeded,
+            output: Some(big.clone()),
+            error: None,
+            usage: None,
+            metering: Metering::default(),
+        };
+        log.commit_tasks(&[report("a")]).unwrap();
+        log.commit_tasks(&[report("b")]).unwrap();
+        let tasks = log.tasks().unwrap();
+        assert_eq!(tasks.len(), 2);
+        assert!(tasks.iter().all(|t| t.output.as_ref() == Some(&big)));
+        let read = log.db.begin_read().unwrap();
+        assert_eq!(read.open_table(BLOBS).unwrap().len().unwrap(), 1);
+        let stored = read.open_table(TASKS).unwrap();
+        let a = stored.get("a").unwrap().unwrap();
+        assert!(a.value().len() < 1000, "the state refers to the blob");
+    }
+}
