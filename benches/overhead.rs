@@ -120,6 +120,30 @@ fn per_task_recorded<E: Executor>(
     })
 }
 
+/// Median of 200 durable redb commits of one small value in `dir`: the floor
+/// of one commit per step in a redb file.
+fn redb_commit_latency(dir: &Path) -> Duration {
+    let path = dir.join("commit-probe.redb");
+    let db = redb::Database::create(&path).expect("a probe database");
+    let table = redb::TableDefinition::<u64, &str>::new("probe");
+    let mut times: Vec<Duration> = (0..200u64)
+        .map(|i| {
+            let started = Instant::now();
+            let w = db.begin_write().expect("write");
+            w.open_table(table)
+                .expect("table")
+                .insert(i, "a small value")
+                .expect("insert");
+            w.commit().expect("commit");
+            started.elapsed()
+        })
+        .collect();
+    drop(db);
+    let _ = std::fs::remove_file(&path);
+    times.sort();
+    times[times.len() / 2]
+}
+
 fn median(mut f: impl FnMut() -> Duration) -> Duration {
     let mut times: Vec<Duration> = (0..RUNS).map(|_| f()).collect();
     times.sort();
@@ -218,6 +242,10 @@ fn main() {
         "fsync latency of {} (median of 200): {:.1} µs",
         dir.path().display(),
         micros(fsync_latency(dir.path()))
+    );
+    println!(
+        "durable redb commit of one small value there (median of 200): {:.1} µs",
+        micros(redb_commit_latency(dir.path()))
     );
     println!();
     println!(

@@ -368,20 +368,35 @@ pub fn now_ms() -> u64 {
 }
 
 fn append(w: &redb::WriteTransaction, kind: &EventKind) -> Result<(), redb::Error> {
-    append_event(
-        w,
-        &LogEvent {
-            at: now_ms(),
-            kind: kind.clone(),
-        },
-    )
+    EventWriter::open(w)?.push(kind)
 }
 
-fn append_event(w: &redb::WriteTransaction, event: &LogEvent) -> Result<(), redb::Error> {
-    let mut events = w.open_table(EVENTS)?;
-    let next = events.last()?.map_or(0, |(k, _)| k.value() + 1);
-    events.insert(next, json(event).as_str())?;
-    Ok(())
+/// Appends events within one write transaction: the table is opened and
+/// its last sequence number read once.
+struct EventWriter<'t> {
+    table: redb::Table<'t, u64, &'static str>,
+    next: u64,
+}
+
+impl<'t> EventWriter<'t> {
+    fn open(w: &'t redb::WriteTransaction) -> Result<Self, redb::Error> {
+        let table = w.open_table(EVENTS)?;
+        let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+        Ok(Self { table, next })
+    }
+
+    fn push(&mut self, kind: &EventKind) -> Result<(), redb::Error> {
+        self.push_event(&LogEvent {
+            at: now_ms(),
+            kind: kind.clone(),
+        })
+    }
+
+    fn push_event(&mut self, event: &LogEvent) -> Result<(), redb::Error> {
+        self.table.insert(self.next, json(event).as_str())?;
+        self.next += 1;
+        Ok(())
+    }
 }
 
 /// How an execution file is open.
@@ -560,10 +575,10 @@ impl ExecutionLog {
     pub fn commit_tasks(&self, reports: &[TaskReport]) -> Result<(), ExecutionError> {
         let notes = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
         self.write(Durability::Immediate, |w| {
+            let mut events = EventWriter::open(w)?;
             let mut tasks = w.open_table(TASKS)?;
-            let mut blobs = w.open_table(BLOBS)?;
             for note in &notes {
-                append_event(w, note)?;
+                events.push_event(note)?;
             }
             for report in reports {
                 let mut stored = StoredTask {
@@ -577,6 +592,7 @@ impl ExecutionLog {
                             .iter()
                             .map(|b| format!("{b:02x}"))
                             .collect();
+                        let mut blobs = w.open_table(BLOBS)?;
                         if blobs.get(hash.as_str())?.is_none() {
                             blobs.insert(hash.as_str(), text.as_bytes())?;
                         }
@@ -585,14 +601,11 @@ impl ExecutionLog {
                     }
                 }
                 tasks.insert(report.id.as_str(), json(&stored).as_str())?;
-                append(
-                    w,
-                    &EventKind::TaskFinished {
-                        task: report.id.clone(),
-                        status: report.status,
-                        error: report.error.as_ref().map(|e| e.message.clone()),
-                    },
-                )?;
+                events.push(&EventKind::TaskFinished {
+                    task: report.id.clone(),
+                    status: report.status,
+                    error: report.error.as_ref().map(|e| e.message.clone()),
+                })?;
             }
             Ok(())
         })
@@ -681,12 +694,14 @@ impl ExecutionLog {
         record.outputs = outputs;
         let notes = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
         self.write(Durability::Immediate, |w| {
+            let mut events = EventWriter::open(w)?;
             for note in &notes {
-                append_event(w, note)?;
+                events.push_event(note)?;
             }
+            events.push(&EventKind::ExecutionFinished { status, error })?;
             w.open_table(META)?
                 .insert("record", json(&record).as_str())?;
-            append(w, &EventKind::ExecutionFinished { status, error })
+            Ok(())
         })
     }
 }
