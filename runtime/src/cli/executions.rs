@@ -138,7 +138,8 @@ pub(super) fn status(
         .unwrap_or_else(now_ms)
         .saturating_sub(r.created_at);
     out!("  file       {}", r.file);
-    out!("  durability {:?}", r.durability);
+    let durability = serde_json::to_value(r.durability).unwrap_or_default();
+    out!("  durability {}", durability.as_str().unwrap_or("?"));
     out!("  elapsed    {:.3}s", took as f64 / 1000.0);
     if let Some(error) = &r.error {
         out!("  error      {error}");
