@@ -61,13 +61,23 @@ impl Executor for Clock {
 }
 
 /// A journal whose commits take 20 ms, recording what each held and when it ended.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct SlowJournal {
-    commits: Mutex<Vec<(Vec<String>, Instant)>>,
+    commits: Arc<Mutex<Vec<(Vec<String>, Instant)>>>,
 }
 
 impl Journal for SlowJournal {
-    fn attempt_started(&self, _: &str, _: u32) {}
+    fn attempt_started(&self, _: &str, _: u32, _: bool) {}
+
+    fn attempt_failed(
+        &self,
+        _: &str,
+        _: u32,
+        _: &TaskFailure,
+        _: Option<runtime::scheduler::PendingRetry>,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        std::future::ready(Ok(()))
+    }
 
     async fn commit(&self, reports: Vec<TaskReport>, _: bool) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -115,6 +125,8 @@ async fn strict_waits_for_the_commit_and_groups_completions() {
         concurrency: None,
         journal: Some(&journal),
         done: Vec::new(),
+        retries: Vec::new(),
+        started_at: None,
         cancel: Arc::new(Cancel::default()),
         observe: &|_: Event<'_>| {},
     };

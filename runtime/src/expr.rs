@@ -89,6 +89,8 @@ impl Expression {
 pub struct Bindings {
     inputs: Dynamic,
     tasks: Map,
+    /// Other names, such as `error` and `attempt` in a `retry_if`.
+    values: Vec<(&'static str, Dynamic)>,
 }
 
 impl Bindings {
@@ -97,7 +99,13 @@ impl Bindings {
         Self {
             inputs: to_dynamic(inputs),
             tasks: Map::new(),
+            values: Vec::new(),
         }
+    }
+
+    /// Exposes `value` as `name`.
+    pub fn add_value(&mut self, name: &'static str, value: &Value) {
+        self.values.push((name, to_dynamic(value)));
     }
 
     /// Exposes `tasks.<id>.output` and `tasks.<id>.status`. The output must
@@ -252,6 +260,9 @@ impl Expressions {
         let mut scope = Scope::new();
         scope.push_constant_dynamic("inputs", bindings.inputs.clone());
         scope.push_constant_dynamic("tasks", bindings.tasks.clone().into());
+        for (name, value) in &bindings.values {
+            scope.push_constant_dynamic(*name, value.clone());
+        }
         let result: Dynamic = self
             .engine
             .eval_ast_with_scope(&mut scope, &expr.ast)

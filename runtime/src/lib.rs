@@ -3,7 +3,8 @@
 //!
 //! The path through the crate: [`workflow`] reads and validates a file into a
 //! [`workflow::Plan`] (using [`expr`] for Rhai and [`graph`] for the DAG);
-//! [`scheduler`] runs the plan, handing each task to an [`scheduler::Executor`];
+//! [`scheduler`] runs the plan, handing each task to an [`scheduler::Executor`]
+//! and retrying or falling back as [`fault`] decides;
 //! [`sandbox`] is the executor that runs plugins in wasmtime with the
 //! capabilities [`plugin`] grants; [`store`] keeps installed plugins in redb;
 //! [`config`] holds host secrets; [`service`] wires these together for the
@@ -12,6 +13,7 @@
 pub mod cli;
 pub mod config;
 pub mod expr;
+pub mod fault;
 pub mod graph;
 pub mod plugin;
 pub mod sandbox;

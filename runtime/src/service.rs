@@ -13,7 +13,7 @@ use crate::config::Secrets;
 use crate::expr::Expressions;
 use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
 use crate::sandbox::{Compiled, Sandbox, SandboxError, SandboxExecutor};
-use crate::scheduler::{Cancel, RunOptions, RunStatus, TaskReport};
+use crate::scheduler::{Cancel, PendingRetry, RunOptions, RunStatus, TaskReport, fallback_key};
 use crate::scheduler::{Event, RunReport, Scheduler};
 use crate::store::executions::{
     ExecutionError, ExecutionJournal, ExecutionLog, ExecutionRecord, ExecutionStatus, Executions,
@@ -21,7 +21,7 @@ use crate::store::executions::{
 };
 use crate::store::plugins::{Artifact, PluginRecord};
 use crate::store::{DEFAULT_TENANT, Store, StoreError};
-use crate::workflow::{self, Plan, WorkflowError};
+use crate::workflow::{self, Plan, PlannedTask, WorkflowError};
 
 /// Why an operation could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,22 +85,35 @@ pub struct LoadedWorkflow {
 }
 
 impl LoadedWorkflow {
-    /// The plugin each task resolves to: `sha256` hex of an installed plugin,
-    /// or `file:<path>` for a component named by path.
+    /// Every plugin the tasks run: (executor key, task, `uses:`). The key is
+    /// the task id, or [`fallback_key`] of it for a fallback's plugin.
+    pub fn plugin_slots(&self) -> Vec<(String, &PlannedTask, &str)> {
+        let mut slots = Vec::new();
+        for task in self.plan.tasks.iter().filter(|t| t.wait.is_none()) {
+            slots.push((task.id.clone(), task, task.uses.as_str()));
+            if let Some(fallback) = &task.fallback {
+                slots.push((fallback_key(&task.id), task, fallback.uses.as_str()));
+            }
+        }
+        slots
+    }
+
+    /// The plugin each executor key resolves to: `sha256` hex of an
+    /// installed plugin, or `file:<path>` for a component named by path.
     pub fn plugin_digests(
         &self,
     ) -> Result<std::collections::BTreeMap<String, String>, ServiceError> {
         let mut digests = std::collections::BTreeMap::new();
-        for task in self.plan.tasks.iter().filter(|t| t.wait.is_none()) {
+        for (key, task, uses) in self.plugin_slots() {
             let resolved = self
                 .catalog
-                .resolve(&task.uses)
+                .resolve(uses)
                 .map_err(|e| ServiceError::Plugin(format!("task `{}`: {e}", task.id)))?;
             let digest = match resolved {
                 Resolved::Installed(record) => record.digest,
                 Resolved::File(path) => format!("file:{}", path.display()),
             };
-            digests.insert(task.id.clone(), digest);
+            digests.insert(key, digest);
         }
         Ok(digests)
     }
@@ -154,6 +167,10 @@ pub struct Execution {
     pub inputs: Value,
     /// Final task states recorded before this process took it up.
     pub done: Vec<TaskReport>,
+    /// Retries an earlier process scheduled and did not start.
+    pub retries: Vec<PendingRetry>,
+    /// When it was created, ms since the epoch.
+    pub created_at: u64,
 }
 
 /// Creates the record of a new execution of `workflow`.
@@ -190,6 +207,8 @@ pub fn start_execution(
         cancel: Arc::default(),
         inputs,
         done: Vec::new(),
+        retries: Vec::new(),
+        created_at: record.created_at,
     })
 }
 
@@ -226,6 +245,7 @@ pub fn reopen_execution(
         }
     }
     let done = log.tasks()?;
+    let retries = log.retries()?;
     Ok((
         Execution {
             id: id.to_owned(),
@@ -233,6 +253,8 @@ pub fn reopen_execution(
             cancel: Arc::default(),
             inputs: record.inputs,
             done,
+            retries,
+            created_at: record.created_at,
         },
         workflow,
     ))
@@ -284,10 +306,10 @@ impl Runner {
     ) -> Result<SandboxExecutor, ServiceError> {
         let mut compiled: HashMap<String, (Compiled, Allowed)> = HashMap::new();
         let mut plugins = HashMap::new();
-        for task in workflow.plan.tasks.iter().filter(|t| t.wait.is_none()) {
+        for (key, task, uses) in workflow.plugin_slots() {
             let in_task = |e: String| ServiceError::Plugin(format!("task `{}`: {e}", task.id));
-            if !compiled.contains_key(&task.uses) {
-                let loaded = match workflow.catalog.resolve(&task.uses).map_err(in_task)? {
+            if !compiled.contains_key(uses) {
+                let loaded = match workflow.catalog.resolve(uses).map_err(in_task)? {
                     Resolved::Installed(record) => {
                         let allowed =
                             Allowed::intersect(&record.manifest.capabilities, &record.grants);
@@ -297,21 +319,20 @@ impl Runner {
                         let bytes = std::fs::read(&path).map_err(|e| {
                             in_task(format!("cannot read plugin {}: {e}", path.display()))
                         })?;
-                        let name = path.file_stem().map_or_else(
-                            || task.uses.clone(),
-                            |s| s.to_string_lossy().into_owned(),
-                        );
+                        let name = path
+                            .file_stem()
+                            .map_or_else(|| uses.to_owned(), |s| s.to_string_lossy().into_owned());
                         (self.sandbox.compile(&name, &bytes)?, Allowed::default())
                     }
                 };
-                compiled.insert(task.uses.clone(), loaded);
+                compiled.insert(uses.to_owned(), loaded);
             }
-            let (component, allowed) = &compiled[&task.uses];
+            let (component, allowed) = &compiled[uses];
             let allowed = allowed.narrow(&task.grants).map_err(in_task)?;
             let plugin = self
                 .sandbox
                 .link(component, allowed, Arc::clone(&self.secrets))?;
-            plugins.insert(task.id.clone(), plugin);
+            plugins.insert(key, plugin);
         }
         Ok(SandboxExecutor::new(Arc::clone(&self.sandbox), plugins))
     }
@@ -392,6 +413,8 @@ impl Runner {
             cancel,
             inputs,
             done,
+            retries,
+            created_at,
         } = execution;
         if !done.is_empty() {
             let log = Arc::clone(&log);
@@ -406,6 +429,8 @@ impl Runner {
             concurrency,
             journal: Some(&journal),
             done,
+            retries,
+            started_at: Some(created_at),
             cancel,
             observe,
         };

@@ -13,7 +13,7 @@ use super::{Context, EXIT_INVALID, EXIT_RUN_FAILED};
 use crate::scheduler::{Event, RunStatus, TaskReport};
 use crate::service::{self, Runner, ServiceError};
 use crate::store::executions::{
-    ExecutionError, ExecutionRecord, ExecutionStatus, Executions, LogEvent, now_ms,
+    EventKind, ExecutionError, ExecutionRecord, ExecutionStatus, Executions, LogEvent, now_ms,
 };
 
 fn executions(ctx: &Context) -> Executions {
@@ -148,20 +148,48 @@ pub(super) fn status(
         out!("  resume it with `runtime resume {}`", r.id);
     }
     let mut attempts: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut failures: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for event in &view.events {
-        if let crate::store::executions::EventKind::AttemptStarted { task, .. } = &event.kind {
-            *attempts.entry(task.as_str()).or_default() += 1;
+        match &event.kind {
+            EventKind::AttemptStarted { task, .. } => {
+                *attempts.entry(task.as_str()).or_default() += 1;
+            }
+            EventKind::AttemptFailed {
+                task,
+                attempt,
+                kind,
+                error,
+                retry_at,
+            } => {
+                let then = match retry_at {
+                    Some(at) => format!(
+                        "; retried after {}",
+                        humantime::format_duration(Duration::from_millis(
+                            at.saturating_sub(event.at)
+                        ))
+                    ),
+                    None => String::new(),
+                };
+                failures.entry(task.as_str()).or_default().push(format!(
+                    "attempt {attempt} failed: {}: {error}{then}",
+                    kind.as_str()
+                ));
+            }
+            _ => {}
         }
     }
-    let width = r.plugins.keys().map(String::len).max().unwrap_or(0);
+    let width = r.tasks.iter().map(String::len).max().unwrap_or(0);
     out!(
         "  tasks ({} of {} finished):",
         view.tasks.len(),
-        r.plugins.len()
+        r.tasks.len()
     );
     for task in &view.tasks {
         let n = attempts.get(task.id.as_str()).copied().unwrap_or(0);
         out!("  {}  attempts {n}", finished_line(task, width));
+        for failure in failures.get(task.id.as_str()).into_iter().flatten() {
+            out!("           {failure}");
+        }
     }
     for id in &r.tasks {
         if !view.tasks.iter().any(|t| &t.id == id) {

@@ -136,13 +136,34 @@ pub(super) fn finished_line(report: &TaskReport, width: usize) -> String {
         Some(kind) => format!("{}: {}", kind.as_str(), e.message),
         None => e.message.clone(),
     });
+    // How the result came about, when it took more than one plain attempt.
+    let mut how = Vec::new();
+    if report.attempts > 1 {
+        how.push(format!("{} attempts", report.attempts));
+    }
+    if report.fallback {
+        how.push("fallback".to_owned());
+    }
+    let how = if how.is_empty() {
+        String::new()
+    } else {
+        format!("  ({})", how.join(", "))
+    };
     match report.status {
-        TaskStatus::Succeeded => format!("       ok  {id:width$}  {cost}"),
+        TaskStatus::Succeeded if report.degraded => format!(
+            " DEGRADED  {id:width$}  {cost}{how}\n           output is the task's `default:`; {}",
+            error.unwrap_or_default()
+        ),
+        TaskStatus::Succeeded => format!("       ok  {id:width$}  {cost}{how}"),
+        TaskStatus::Failed if report.tolerated => format!(
+            " FAILED (continued)  {id:width$}  {cost}{how}\n           {}",
+            error.unwrap_or_default()
+        ),
         TaskStatus::Failed if m.duration.is_zero() => {
             format!("   FAILED  {id:width$}  {}", error.unwrap_or_default())
         }
         TaskStatus::Failed => format!(
-            "   FAILED  {id:width$}  {cost}\n           {}",
+            "   FAILED  {id:width$}  {cost}{how}\n           {}",
             error.unwrap_or_default()
         ),
         TaskStatus::Skipped => format!("  skipped  {id:width$}  (`when` was false)"),

@@ -335,11 +335,11 @@ impl SandboxExecutor {
 
 impl Executor for SandboxExecutor {
     async fn execute(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
-        match self.plugins.get(&request.task_id) {
+        match self.plugins.get(request.plugin_key().as_ref()) {
             Some(plugin) => self.sandbox.run(plugin, request).await,
             None => Err(TaskFailure {
                 kind: FailureKind::Plugin,
-                message: format!("no plugin was prepared for task `{}`", request.task_id),
+                message: format!("no plugin was prepared for `{}`", request.plugin_key()),
                 metering: Default::default(),
             }),
         }

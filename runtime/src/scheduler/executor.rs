@@ -13,6 +13,8 @@ use serde_json::Value;
 use super::journal::Cancel;
 use crate::workflow::Limits;
 
+pub use crate::fault::FailureKind;
+
 /// One attempt of one task, with its input resolved.
 #[derive(Debug, Clone)]
 pub struct TaskRequest {
@@ -30,6 +32,24 @@ pub struct TaskRequest {
     pub limits: Limits,
     /// Set when the run is cancelled: the executor should stop the attempt.
     pub cancel: Arc<Cancel>,
+    /// Runs the task's fallback rather than its own plugin.
+    pub fallback: bool,
+}
+
+impl TaskRequest {
+    /// Which prepared plugin runs this request: the task's, or its fallback's.
+    pub fn plugin_key(&self) -> std::borrow::Cow<'_, str> {
+        if self.fallback {
+            fallback_key(&self.task_id).into()
+        } else {
+            self.task_id.as_str().into()
+        }
+    }
+}
+
+/// The key an executor keeps the plugin of task `task`'s fallback under.
+pub fn fallback_key(task: &str) -> String {
+    format!("{task}#fallback")
 }
 
 /// What running an attempt cost.
@@ -80,59 +100,6 @@ pub struct TaskFailure {
     /// What it cost before failing.
     #[serde(flatten)]
     pub metering: Metering,
-}
-
-/// Classes of failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureKind {
-    /// The plugin rejected its input.
-    InvalidInput,
-    /// The plugin says a retry may help.
-    Retryable,
-    /// The plugin failed for good.
-    Fatal,
-    /// The plugin refused by policy.
-    Denied,
-    /// The attempt used up its fuel budget.
-    OutOfFuel,
-    /// The attempt tried to grow memory past its cap.
-    MemoryLimit,
-    /// The attempt ran past its deadline.
-    Deadline,
-    /// The attempt overflowed its stack.
-    StackOverflow,
-    /// The attempt returned an output larger than `limits.output`.
-    OutputLimit,
-    /// The plugin trapped (a panic, an unreachable, a bad access).
-    Trap,
-    /// The plugin could not be loaded or instantiated, or broke the contract.
-    Plugin,
-    /// A `when:` or `${{ }}` expression failed on the host.
-    Expression,
-    /// The run was cancelled while the attempt ran.
-    Cancelled,
-}
-
-impl FailureKind {
-    /// The kebab-case name used in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::InvalidInput => "invalid-input",
-            FailureKind::Retryable => "retryable",
-            FailureKind::Fatal => "fatal",
-            FailureKind::Denied => "denied",
-            FailureKind::OutOfFuel => "out-of-fuel",
-            FailureKind::MemoryLimit => "memory-limit",
-            FailureKind::Deadline => "deadline",
-            FailureKind::StackOverflow => "stack-overflow",
-            FailureKind::OutputLimit => "output-limit",
-            FailureKind::Trap => "trap",
-            FailureKind::Plugin => "plugin",
-            FailureKind::Expression => "expression",
-            FailureKind::Cancelled => "cancelled",
-        }
-    }
 }
 
 /// Runs task attempts. Implementations must contain every failure of the

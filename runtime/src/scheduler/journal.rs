@@ -15,12 +15,26 @@ use serde_json::Value;
 
 use tokio::sync::Notify;
 
+use super::attempts::PendingRetry;
+use super::executor::TaskFailure;
 use super::report::TaskReport;
 
 /// Where final task states go, and where waits find their signals.
 pub trait Journal: Send + Sync {
     /// A task attempt is about to start (a note; need not be durable alone).
-    fn attempt_started(&self, task: &str, attempt: u32);
+    fn attempt_started(&self, task: &str, attempt: u32, fallback: bool);
+
+    /// An attempt failed. With `retry`, the failure and the retry are made
+    /// durable before the future resolves (the scheduler waits for the
+    /// retry only after that); without, it is a note written with the
+    /// task's final state.
+    fn attempt_failed(
+        &self,
+        task: &str,
+        attempt: u32,
+        failure: &TaskFailure,
+        retry: Option<PendingRetry>,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static;
 
     /// Makes these final states durable, all in one commit. `idle` says
     /// nothing else of the run can proceed until it returns, so the journal
@@ -67,7 +81,17 @@ impl Signals for NoJournal {
 pub struct NoJournal;
 
 impl Journal for NoJournal {
-    fn attempt_started(&self, _: &str, _: u32) {}
+    fn attempt_started(&self, _: &str, _: u32, _: bool) {}
+
+    fn attempt_failed(
+        &self,
+        _: &str,
+        _: u32,
+        _: &TaskFailure,
+        _: Option<PendingRetry>,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        std::future::ready(Ok(()))
+    }
 
     async fn commit(&self, _: Vec<TaskReport>, _: bool) -> Result<(), String> {
         Ok(())

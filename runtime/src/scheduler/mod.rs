@@ -9,6 +9,7 @@
 //!
 //! This module never imports wasmtime: executors are behind one trait.
 
+mod attempts;
 mod executor;
 mod journal;
 mod report;
@@ -17,14 +18,19 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-pub use executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess, Usage};
+pub use attempts::{Outcome, PendingRetry};
+pub use executor::{
+    Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess, Usage, fallback_key,
+};
 pub use journal::{Cancel, Journal, NoJournal, Signals, WaitOutcome};
 pub use report::{Event, RunReport, RunStatus, TaskError, TaskReport, TaskStatus};
+
+use attempts::TaskAttempts;
 
 use crate::expr::{Bindings, ConvertedValue, Expressions, Template};
 use crate::workflow::{Durability, Plan};
@@ -80,6 +86,12 @@ pub struct RunOptions<'a, J> {
     /// Final states recorded by an earlier process: these tasks are not run
     /// again, and their outputs are what later tasks see.
     pub done: Vec<TaskReport>,
+    /// Retries an earlier process scheduled and did not start: those tasks
+    /// continue from that attempt, after the recorded wait.
+    pub retries: Vec<PendingRetry>,
+    /// When the run first started, ms since the epoch (the workflow's
+    /// `timeout` counts from there); now when `None`.
+    pub started_at: Option<u64>,
     /// Stops the run when cancelled.
     pub cancel: Arc<Cancel>,
     /// Sees progress as it happens.
@@ -110,6 +122,8 @@ impl<E: Executor> Scheduler<E> {
             concurrency,
             journal: None::<&NoJournal>,
             done: Vec::new(),
+            retries: Vec::new(),
+            started_at: None,
             cancel: Arc::default(),
             observe,
         };
@@ -120,7 +134,7 @@ impl<E: Executor> Scheduler<E> {
     /// state to the journal. Under [`Durability::Strict`] a task's dependents
     /// start only after its state is committed; under
     /// [`Durability::Batched`] they start at once and commits follow.
-    pub async fn run_with<J: Journal + Signals>(
+    pub async fn run_with<J: Journal + Signals + Clone + 'static>(
         &self,
         plan: &Plan,
         inputs: &Value,
@@ -132,16 +146,25 @@ impl<E: Executor> Scheduler<E> {
             concurrency,
             journal,
             done,
+            retries,
+            started_at,
             cancel,
             observe,
         } = options;
+        // The workflow's timeout, counted from the run's first start.
+        let timeout = plan.timeout.map(|t| {
+            let started_at = started_at.unwrap_or_else(attempts::now_ms);
+            let elapsed = attempts::now_ms().saturating_sub(started_at);
+            tokio::time::Instant::now() + t.saturating_sub(Duration::from_millis(elapsed))
+        });
+        let mut timed_out = false;
         let limit = concurrency
             .or(plan.concurrency)
             .unwrap_or(DEFAULT_CONCURRENCY)
             .max(1);
         // Without a journal nothing waits for a commit.
         let strict = journal.is_some() && plan.durability == Durability::Strict;
-        let mut run = Run::new(plan, &self.expressions, execution_id, inputs, done);
+        let mut run = Run::new(plan, &self.expressions, execution_id, inputs, done, retries);
         let mut running = JoinSet::new();
         let mut running_ids = HashMap::new();
         // Final states not yet handed to the journal, and (strict) those in
@@ -172,31 +195,62 @@ impl<E: Executor> Scheduler<E> {
                             None => Box::pin(NoJournal.wait(&task.id, &wait.signal, wait.timeout)),
                         };
                         let (signal, default) = (wait.signal.clone(), wait.default.clone());
-                        let handle =
-                            running.spawn(async move { waited(waiting.await, &signal, default) });
+                        let handle = running.spawn(async move {
+                            Outcome::once(waited(waiting.await, &signal, default))
+                        });
                         running_ids.insert(handle.id(), i);
                     }
                     Ok(request) => {
                         let task = &plan.tasks[i];
-                        if let Some(journal) = journal {
-                            journal.attempt_started(&task.id, request.attempt);
-                        }
+                        let fallback = match run.fallback_request(i, &request) {
+                            Ok(fallback) => fallback,
+                            Err(report) => {
+                                run.settle(
+                                    i,
+                                    *report,
+                                    strict,
+                                    journal.is_some(),
+                                    &mut unrecorded,
+                                    observe,
+                                );
+                                continue;
+                            }
+                        };
                         observe(Event::Started {
                             id: &task.id,
                             uses: &task.uses,
                             attempt: request.attempt,
                         });
+                        let attempts = TaskAttempts {
+                            executor: Arc::clone(&self.executor),
+                            journal: journal.cloned(),
+                            expressions: self.expressions.clone(),
+                            inputs: Arc::clone(&run.inputs),
+                            policy: Arc::clone(&task.retry),
+                            resume: run.retries.remove(&i),
+                            request,
+                            fallback,
+                            timeout: task.timeout,
+                        };
                         if running.is_empty() && run.ready.is_empty() {
                             // The only task that can run: await it here. A
                             // spawn would cost two cross-thread wake-ups per
                             // task, which dominates a chain of short tasks.
-                            let result = self.executor.execute(request).await;
+                            let outcome = tokio::select! {
+                                outcome = attempts.run() => outcome,
+                                () = sleep_until(timeout) => {
+                                    timed_out = true;
+                                    cancelled = true;
+                                    cancel.cancel();
+                                    continue;
+                                }
+                            };
                             if cancel.is_cancelled() {
                                 // Interrupted by the cancel: not a result of the task.
                                 cancelled = true;
                                 continue;
                             }
-                            let report = run.report(i, result);
+                            let report = run.report(i, outcome);
                             run.settle(
                                 i,
                                 report,
@@ -207,8 +261,7 @@ impl<E: Executor> Scheduler<E> {
                             );
                             continue;
                         }
-                        let executor = Arc::clone(&self.executor);
-                        let handle = running.spawn(async move { executor.execute(request).await });
+                        let handle = running.spawn(attempts.run());
                         running_ids.insert(handle.id(), i);
                     }
                     Err(report) => {
@@ -249,11 +302,11 @@ impl<E: Executor> Scheduler<E> {
                         Ok((id, result)) => (running_ids.remove(&id), result),
                         Err(e) => (
                             running_ids.remove(&e.id()),
-                            Err(TaskFailure {
+                            Outcome::once(Err(TaskFailure {
                                 kind: FailureKind::Plugin,
                                 message: format!("the executor crashed: {e}"),
                                 metering: Metering::default(),
-                            }),
+                            })),
                         ),
                     };
                     let i = i.expect("every spawned task is recorded");
@@ -280,9 +333,36 @@ impl<E: Executor> Scheduler<E> {
                     // Plugins stop at the next epoch tick; waits stop here.
                     running.abort_all();
                 }
+                () = sleep_until(timeout), if !cancelled => {
+                    timed_out = true;
+                    cancelled = true;
+                    cancel.cancel();
+                    running.abort_all();
+                }
             }
         }
-        run.into_report(plan, execution_id, started, cancelled)
+        let stop = match (timed_out, cancelled) {
+            (true, _) => Stop::TimedOut,
+            (false, true) => Stop::Cancelled,
+            (false, false) => Stop::No,
+        };
+        run.into_report(plan, execution_id, started, stop)
+    }
+}
+
+/// Why a run stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    No,
+    Cancelled,
+    TimedOut,
+}
+
+/// Resolves at `at`, or never.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -300,6 +380,10 @@ struct Run<'a> {
     ready: VecDeque<usize>,
     first_error: Option<String>,
     journal_error: Option<String>,
+    /// The workflow's inputs, as `retry_if` sees them.
+    inputs: Arc<Value>,
+    /// Retries scheduled by an earlier process, by task.
+    retries: HashMap<usize, PendingRetry>,
 }
 
 impl<'a> Run<'a> {
@@ -310,6 +394,7 @@ impl<'a> Run<'a> {
         execution_id: &str,
         inputs: &Value,
         done: Vec<TaskReport>,
+        retries: Vec<PendingRetry>,
     ) -> Self {
         let mut run = Run {
             plan,
@@ -322,6 +407,8 @@ impl<'a> Run<'a> {
             ready: VecDeque::new(),
             first_error: None,
             journal_error: None,
+            inputs: Arc::new(inputs.clone()),
+            retries: HashMap::new(),
         };
         let index: HashMap<&str, usize> = plan
             .tasks
@@ -332,6 +419,13 @@ impl<'a> Run<'a> {
         for report in done {
             if let Some(&i) = index.get(report.id.as_str()) {
                 run.finish(i, report, &|_| {});
+            }
+        }
+        for retry in retries {
+            if let Some(&i) = index.get(retry.task.as_str())
+                && run.reports[i].is_none()
+            {
+                run.retries.insert(i, retry);
             }
         }
         run.ready = plan
@@ -371,9 +465,9 @@ impl<'a> Run<'a> {
     fn prepare(&mut self, i: usize, cancel: &Arc<Cancel>) -> Result<TaskRequest, Box<TaskReport>> {
         let task = &self.plan.tasks[i];
         let blocked = task.needs.iter().find(|&&d| {
-            self.reports[d]
-                .as_ref()
-                .is_some_and(|r| matches!(r.status, TaskStatus::Failed | TaskStatus::NotRun))
+            self.reports[d].as_ref().is_some_and(|r| {
+                matches!(r.status, TaskStatus::Failed | TaskStatus::NotRun) && !r.tolerated
+            })
         });
         if let Some(&dep) = blocked {
             let dep = &self.plan.tasks[dep].id;
@@ -398,7 +492,43 @@ impl<'a> Run<'a> {
             input,
             limits: task.limits,
             cancel: Arc::clone(cancel),
+            fallback: false,
         })
+    }
+
+    /// The request of task `i`'s fallback, if it has one: the fallback's
+    /// plugin and its own `with:` (rendered now, with what the task sees).
+    fn fallback_request(
+        &mut self,
+        i: usize,
+        request: &TaskRequest,
+    ) -> Result<Option<TaskRequest>, Box<TaskReport>> {
+        let Some(fallback) = &self.plan.tasks[i].fallback else {
+            return Ok(None);
+        };
+        let input = match &fallback.input {
+            Template::Literal(input) => input.to_string(),
+            template => {
+                let bindings = self.bindings(i);
+                self.expressions
+                    .render(template, &bindings)
+                    .map_err(|e| {
+                        self.blank(
+                            i,
+                            TaskStatus::Failed,
+                            Some(FailureKind::Expression),
+                            format!("`fallback.with`: {e}"),
+                        )
+                    })?
+                    .to_string()
+            }
+        };
+        Ok(Some(TaskRequest {
+            uses: fallback.uses.clone(),
+            input,
+            fallback: true,
+            ..request.clone()
+        }))
     }
 
     /// Evaluates a task's `when:` and renders its `with:` templates.
@@ -467,41 +597,59 @@ impl<'a> Run<'a> {
             error: (!message.is_empty()).then_some(TaskError { kind, message }),
             usage: None,
             metering: Metering::default(),
+            attempts: 0,
+            fallback: false,
+            degraded: false,
+            tolerated: false,
         })
     }
 
-    fn report(&self, i: usize, result: Result<TaskSuccess, TaskFailure>) -> TaskReport {
+    /// The final state of task `i` after its attempts: a failure becomes
+    /// the task's `default:` (degraded) if it has one, and is tolerated
+    /// under `continue_on_error`.
+    fn report(&self, i: usize, outcome: Outcome) -> TaskReport {
         let task = &self.plan.tasks[i];
-        let (status, output, usage, error, metering) = match result {
-            Ok(s) => (
-                TaskStatus::Succeeded,
-                Some(s.output),
-                s.usage,
-                None,
-                s.metering,
-            ),
-            Err(f) => (
-                TaskStatus::Failed,
-                None,
-                None,
-                Some(TaskError::from(f.clone())),
-                f.metering,
-            ),
-        };
-        TaskReport {
+        let mut report = TaskReport {
             id: task.id.clone(),
             uses: task.uses.clone(),
-            status,
-            output,
-            error,
-            usage,
-            metering,
+            status: TaskStatus::Succeeded,
+            output: None,
+            error: None,
+            usage: None,
+            metering: Metering::default(),
+            attempts: outcome.attempts,
+            fallback: outcome.fallback,
+            degraded: false,
+            tolerated: false,
+        };
+        match outcome.result {
+            Ok(s) => {
+                report.output = Some(s.output);
+                report.usage = s.usage;
+                report.metering = s.metering;
+            }
+            Err(f) => {
+                report.metering = f.metering;
+                let cancelled = f.kind == FailureKind::Cancelled;
+                report.error = Some(TaskError::from(f));
+                match &task.default {
+                    Some(default) if !cancelled => {
+                        report.output = Some(default.clone());
+                        report.degraded = true;
+                    }
+                    _ => {
+                        report.status = TaskStatus::Failed;
+                        report.tolerated = task.continue_on_error;
+                    }
+                }
+            }
         }
+        report
     }
 
     /// Records a final state and releases dependents whose needs are all done.
     fn finish(&mut self, i: usize, report: TaskReport, observe: &(dyn Fn(Event<'_>) + Sync)) {
-        if report.status == TaskStatus::Failed && self.first_error.is_none() {
+        if report.status == TaskStatus::Failed && !report.tolerated && self.first_error.is_none() {
             let message = report.error.as_ref().map_or("", |e| e.message.as_str());
             self.first_error = Some(format!("task `{}` failed: {message}", report.id));
         }
@@ -520,11 +668,21 @@ impl<'a> Run<'a> {
         plan: &Plan,
         execution_id: &str,
         started: Instant,
-        cancelled: bool,
+        stop: Stop,
     ) -> RunReport {
         let tasks: Vec<TaskReport> = self.reports.into_iter().flatten().collect();
         let mut error = self.journal_error.or(self.first_error);
-        if cancelled && error.is_none() {
+        if stop == Stop::TimedOut {
+            let timeout = plan.timeout.unwrap_or_default();
+            error = Some(format!(
+                "workflow `{}` timed out: its `timeout` ({}) passed with {} of {} tasks finished",
+                plan.name,
+                humantime::format_duration(timeout),
+                tasks.len(),
+                plan.tasks.len()
+            ));
+        }
+        if stop == Stop::Cancelled && error.is_none() {
             error = Some("cancelled".to_owned());
         }
         let unfinished = plan.tasks.len() - tasks.len();
@@ -556,7 +714,7 @@ impl<'a> Run<'a> {
         RunReport {
             workflow: plan.name.clone(),
             execution_id: execution_id.to_owned(),
-            status: if cancelled {
+            status: if stop == Stop::Cancelled {
                 RunStatus::Cancelled
             } else if error.is_none() {
                 RunStatus::Succeeded

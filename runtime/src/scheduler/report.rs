@@ -52,6 +52,27 @@ pub struct TaskReport {
     /// What running it cost (zero when it did not run).
     #[serde(flatten)]
     pub metering: Metering,
+    /// Attempts it took, fallback included (0 when it did not run).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// Its output came from its fallback.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fallback: bool,
+    /// Everything failed and its output is the task's `default:` (`error`
+    /// says what failed).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub degraded: bool,
+    /// It failed, and `continue_on_error` let its dependents run anyway.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tolerated: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Why a task failed or did not run.

@@ -12,11 +12,16 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `meta` | `"format_version"`, `"record"` | format (decimal text); [`ExecutionRecord`] JSON |
-//! | `events` | sequence number (u64, from 0) | [`LogEvent`] JSON |
-//! | `tasks` | task id | [`TaskReport`] JSON (output replaced by a blob reference when large) |
+//! | `log` | `0x00` + sequence number (u64 big-endian, from 0) | an event: [`LogEvent`] JSON |
+//! | `log` | `0x01` + task id (UTF-8) | a task's final state: [`TaskReport`] JSON (output replaced by a blob reference when large) |
 //! | `blobs` | sha256 hex of the JSON text | the output's JSON text |
 //! | `signals` | signal name | its payload, JSON |
 //! | `waits` | task id | the wait's deadline, ms since the epoch (0: none) |
+//!
+//! The event log and the task states are two key ranges of one table, not
+//! two tables: a strict chain commits once per step, and every B-tree a
+//! commit touches is more pages to write and sync (a second table cost ~40 µs
+//! per commit, measured; see `docs/PERFORMANCE.md`).
 //!
 //! Invariants: a task's final state and its `task_finished` event are written
 //! in the same transaction; events are never rewritten or deleted; the
@@ -34,16 +39,45 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::FORMAT_VERSION;
-use crate::scheduler::{Journal, Signals, TaskReport, TaskStatus, WaitOutcome};
+use crate::scheduler::{
+    FailureKind, Journal, PendingRetry, Signals, TaskFailure, TaskReport, TaskStatus, WaitOutcome,
+};
 use crate::workflow::Durability as WorkflowDurability;
 
+/// The format of execution files this runtime writes and reads. Format 1
+/// (separate `events` and `tasks` tables) was never released.
+pub const FORMAT_VERSION: u32 = 2;
+
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
-const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
-const TASKS: TableDefinition<&str, &str> = TableDefinition::new("tasks");
+/// Events and task states; keys by [`event_key`] and [`task_key`].
+const LOG: TableDefinition<&[u8], &str> = TableDefinition::new("log");
+const EVENT: u8 = 0;
+const TASK: u8 = 1;
+
+/// Events sort by sequence number, before every task state.
+fn event_key(seq: u64) -> [u8; 9] {
+    let mut key = [EVENT; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The sequence number in an event key.
+fn sequence(key: &[u8]) -> u64 {
+    let mut seq = [0; 8];
+    seq.copy_from_slice(&key[1..9]);
+    u64::from_be_bytes(seq)
+}
+
+fn task_key(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(TASK);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const SIGNALS: TableDefinition<&str, &str> = TableDefinition::new("signals");
 const WAITS: TableDefinition<&str, u64> = TableDefinition::new("waits");
+const RETRIES: TableDefinition<&str, &str> = TableDefinition::new("retries");
 
 /// Outputs longer than this (as JSON text) are stored once in `blobs`.
 pub const INLINE_OUTPUT_BYTES: usize = 1024;
@@ -170,6 +204,23 @@ pub enum EventKind {
         task: String,
         /// The attempt number.
         attempt: u32,
+        /// It runs the task's fallback.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fallback: bool,
+    },
+    /// A task attempt failed.
+    AttemptFailed {
+        /// The task.
+        task: String,
+        /// The attempt number.
+        attempt: u32,
+        /// The kind of failure.
+        kind: FailureKind,
+        /// What happened.
+        error: String,
+        /// When the next attempt starts, ms since the epoch, if it is retried.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_at: Option<u64>,
     },
     /// A task reached its final state.
     TaskFinished {
@@ -368,21 +419,31 @@ pub fn now_ms() -> u64 {
 }
 
 fn append(w: &redb::WriteTransaction, kind: &EventKind) -> Result<(), redb::Error> {
-    EventWriter::open(w)?.push(kind)
+    LogWriter::open(w)?.push(kind)
 }
 
-/// Appends events within one write transaction: the table is opened and
-/// its last sequence number read once.
-struct EventWriter<'t> {
-    table: redb::Table<'t, u64, &'static str>,
+/// Appends events and writes task states within one write transaction: the
+/// table is opened and the last sequence number read once.
+struct LogWriter<'t> {
+    table: redb::Table<'t, &'static [u8], &'static str>,
     next: u64,
 }
 
-impl<'t> EventWriter<'t> {
+impl<'t> LogWriter<'t> {
     fn open(w: &'t redb::WriteTransaction) -> Result<Self, redb::Error> {
-        let table = w.open_table(EVENTS)?;
-        let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+        let table = w.open_table(LOG)?;
+        let next = table
+            .range(&event_key(0)[..]..&[TASK][..])?
+            .next_back()
+            .transpose()?
+            .map_or(0, |(k, _)| sequence(k.value()) + 1);
         Ok(Self { table, next })
+    }
+
+    /// Writes a task's final state (beside the events, in the same table).
+    fn put_task(&mut self, id: &str, state: &str) -> Result<(), redb::Error> {
+        self.table.insert(task_key(id).as_slice(), state)?;
+        Ok(())
     }
 
     fn push(&mut self, kind: &EventKind) -> Result<(), redb::Error> {
@@ -393,7 +454,8 @@ impl<'t> EventWriter<'t> {
     }
 
     fn push_event(&mut self, event: &LogEvent) -> Result<(), redb::Error> {
-        self.table.insert(self.next, json(event).as_str())?;
+        self.table
+            .insert(&event_key(self.next)[..], json(event).as_str())?;
         self.next += 1;
         Ok(())
     }
@@ -442,10 +504,10 @@ impl ExecutionLog {
             let mut meta = w.open_table(META)?;
             meta.insert("format_version", FORMAT_VERSION.to_string().as_str())?;
             meta.insert("record", json(record).as_str())?;
-            w.open_table(TASKS)?;
             w.open_table(BLOBS)?;
             w.open_table(SIGNALS)?;
             w.open_table(WAITS)?;
+            w.open_table(RETRIES)?;
             append(
                 w,
                 &EventKind::ExecutionStarted {
@@ -502,7 +564,13 @@ impl ExecutionLog {
         drop(meta);
         drop(read);
         match version.parse::<u32>() {
-            Ok(v) if v <= FORMAT_VERSION => Ok(self),
+            Ok(v) if v == FORMAT_VERSION => Ok(self),
+            Ok(v) if v < FORMAT_VERSION => Err(ExecutionError::Unreadable {
+                path: self.path.clone(),
+                reason: format!(
+                    "written in execution format {v}, which was never released; this runtime reads format {FORMAT_VERSION}: delete the file"
+                ),
+            }),
             Ok(v) => Err(ExecutionError::Unreadable {
                 path: self.path.clone(),
                 reason: format!(
@@ -528,9 +596,12 @@ impl ExecutionLog {
     /// Every event, in order.
     pub fn events(&self) -> Result<Vec<LogEvent>, ExecutionError> {
         let read = self.db.begin_read().map_err(|e| self.redb(e))?;
-        let events = read.open_table(EVENTS).map_err(|e| self.redb(e))?;
+        let log = read.open_table(LOG).map_err(|e| self.redb(e))?;
         let mut out = Vec::new();
-        for entry in events.iter().map_err(|e| self.redb(e))? {
+        let events = log
+            .range(&event_key(0)[..]..&[TASK][..])
+            .map_err(|e| self.redb(e))?;
+        for entry in events {
             let (_, v) = entry.map_err(|e| self.redb(e))?;
             out.push(serde_json::from_str(v.value()).map_err(|e| unreadable(&self.path, e))?);
         }
@@ -540,10 +611,10 @@ impl ExecutionLog {
     /// The final state of every task that reached one, outputs included.
     pub fn tasks(&self) -> Result<Vec<TaskReport>, ExecutionError> {
         let read = self.db.begin_read().map_err(|e| self.redb(e))?;
-        let tasks = read.open_table(TASKS).map_err(|e| self.redb(e))?;
+        let log = read.open_table(LOG).map_err(|e| self.redb(e))?;
         let blobs = read.open_table(BLOBS).map_err(|e| self.redb(e))?;
         let mut out = Vec::new();
-        for entry in tasks.iter().map_err(|e| self.redb(e))? {
+        for entry in log.range(&[TASK][..]..).map_err(|e| self.redb(e))? {
             let (_, v) = entry.map_err(|e| self.redb(e))?;
             let stored: StoredTask =
                 serde_json::from_str(v.value()).map_err(|e| unreadable(&self.path, e))?;
@@ -575,10 +646,9 @@ impl ExecutionLog {
     pub fn commit_tasks(&self, reports: &[TaskReport]) -> Result<(), ExecutionError> {
         let notes = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
         self.write(Durability::Immediate, |w| {
-            let mut events = EventWriter::open(w)?;
-            let mut tasks = w.open_table(TASKS)?;
+            let mut log = LogWriter::open(w)?;
             for note in &notes {
-                events.push_event(note)?;
+                log.push_event(note)?;
             }
             for report in reports {
                 let mut stored = StoredTask {
@@ -600,8 +670,8 @@ impl ExecutionLog {
                         stored.output_blob = Some(hash);
                     }
                 }
-                tasks.insert(report.id.as_str(), json(&stored).as_str())?;
-                events.push(&EventKind::TaskFinished {
+                log.put_task(&report.id, &json(&stored))?;
+                log.push(&EventKind::TaskFinished {
                     task: report.id.clone(),
                     status: report.status,
                     error: report.error.as_ref().map(|e| e.message.clone()),
@@ -609,6 +679,46 @@ impl ExecutionLog {
             }
             Ok(())
         })
+    }
+
+    /// Records a failed attempt and the retry that follows it, durably,
+    /// with the notes since the last commit.
+    pub fn schedule_retry(
+        &self,
+        failed: LogEvent,
+        retry: &PendingRetry,
+    ) -> Result<(), ExecutionError> {
+        let notes = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
+        self.write(Durability::Immediate, |w| {
+            let mut log = LogWriter::open(w)?;
+            for note in notes.iter().chain([&failed]) {
+                log.push_event(note)?;
+            }
+            w.open_table(RETRIES)?
+                .insert(retry.task.as_str(), json(retry).as_str())?;
+            Ok(())
+        })
+    }
+
+    /// Retries scheduled and not started, of tasks with no final state.
+    pub fn retries(&self) -> Result<Vec<PendingRetry>, ExecutionError> {
+        let read = self.db.begin_read().map_err(|e| self.redb(e))?;
+        let table = read.open_table(RETRIES).map_err(|e| self.redb(e))?;
+        let log = read.open_table(LOG).map_err(|e| self.redb(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.redb(e))? {
+            let (task, retry) = entry.map_err(|e| self.redb(e))?;
+            let finished = log
+                .get(task_key(task.value()).as_slice())
+                .map_err(|e| self.redb(e))?
+                .is_some();
+            if !finished {
+                out.push(
+                    serde_json::from_str(retry.value()).map_err(|e| unreadable(&self.path, e))?,
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Records a signal (durably) and wakes the waits for it.
@@ -694,7 +804,7 @@ impl ExecutionLog {
         record.outputs = outputs;
         let notes = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
         self.write(Durability::Immediate, |w| {
-            let mut events = EventWriter::open(w)?;
+            let mut events = LogWriter::open(w)?;
             for note in &notes {
                 events.push_event(note)?;
             }
@@ -729,11 +839,43 @@ impl ExecutionJournal {
 }
 
 impl Journal for ExecutionJournal {
-    fn attempt_started(&self, task: &str, attempt: u32) {
+    fn attempt_started(&self, task: &str, attempt: u32, fallback: bool) {
         self.log.note(EventKind::AttemptStarted {
             task: task.to_owned(),
             attempt,
+            fallback,
         });
+    }
+
+    fn attempt_failed(
+        &self,
+        task: &str,
+        attempt: u32,
+        failure: &TaskFailure,
+        retry: Option<PendingRetry>,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let kind = EventKind::AttemptFailed {
+            task: task.to_owned(),
+            attempt,
+            kind: failure.kind,
+            error: failure.message.clone(),
+            retry_at: retry.as_ref().map(|r| r.due_at),
+        };
+        let log = Arc::clone(&self.log);
+        async move {
+            let Some(retry) = retry else {
+                log.note(kind);
+                return Ok(());
+            };
+            let failed = LogEvent {
+                at: retry.failed_at,
+                kind,
+            };
+            tokio::task::spawn_blocking(move || log.schedule_retry(failed, &retry))
+                .await
+                .map_err(|e| format!("the commit did not finish: {e}"))?
+                .map_err(|e| e.to_string())
+        }
     }
 
     async fn commit(&self, reports: Vec<TaskReport>, idle: bool) -> Result<(), String> {
@@ -832,6 +974,10 @@ mod tests {
             error: None,
             usage: None,
             metering: Metering::default(),
+            attempts: 1,
+            fallback: false,
+            degraded: false,
+            tolerated: false,
         };
         log.commit_tasks(&[report("a")]).unwrap();
         log.commit_tasks(&[report("b")]).unwrap();
@@ -840,8 +986,8 @@ mod tests {
         assert!(tasks.iter().all(|t| t.output.as_ref() == Some(&big)));
         let read = log.db.begin_read().unwrap();
         assert_eq!(read.open_table(BLOBS).unwrap().len().unwrap(), 1);
-        let stored = read.open_table(TASKS).unwrap();
-        let a = stored.get("a").unwrap().unwrap();
+        let stored = read.open_table(LOG).unwrap();
+        let a = stored.get(task_key("a").as_slice()).unwrap().unwrap();
         assert!(a.value().len() < 1000, "the state refers to the blob");
     }
 }

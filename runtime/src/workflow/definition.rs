@@ -32,6 +32,12 @@ pub struct Definition {
     /// How many tasks may run at once.
     #[serde(default)]
     pub concurrency: Option<Spanned<usize>>,
+    /// How failed attempts are retried, for every task that does not say.
+    #[serde(default)]
+    pub retry: RetrySpec,
+    /// The longest the whole run may take, for example `1h`.
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
     /// The steps of the workflow.
     pub tasks: Vec<TaskSpec>,
     /// Values the workflow returns: expressions or `${{ }}` templates.
@@ -107,6 +113,65 @@ pub struct TaskSpec {
     /// Narrows what the plugin may do for this task.
     #[serde(default)]
     pub grants: GrantsSpec,
+    /// How failed attempts are retried (fields not set come from the workflow's `retry:`).
+    #[serde(default)]
+    pub retry: RetrySpec,
+    /// The longest the task may take across all its attempts, for example `5m`.
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    /// What runs when every attempt failed: another plugin, or the same
+    /// plugin with other `with:` values.
+    #[serde(default)]
+    pub fallback: Option<FallbackSpec>,
+    /// The output when everything failed; the task is then marked degraded.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    /// A failure does not stop dependents or fail the run; they see
+    /// `tasks.<id>.status == "failed"`.
+    #[serde(default)]
+    pub continue_on_error: bool,
+}
+
+/// A retry policy as written; unset fields inherit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts in all, the first included.
+    #[serde(default)]
+    pub max_attempts: Option<Spanned<u32>>,
+    /// The wait before the second attempt, for example `250ms`.
+    #[serde(default)]
+    pub initial_interval: Option<Spanned<String>>,
+    /// Each wait is this many times the one before.
+    #[serde(default)]
+    pub backoff_coefficient: Option<Spanned<f64>>,
+    /// The longest wait.
+    #[serde(default)]
+    pub max_interval: Option<Spanned<String>>,
+    /// Fraction by which a wait may move up or down, for example `0.2`.
+    #[serde(default)]
+    pub jitter: Option<Spanned<f64>>,
+    /// No retry starts later than this after the first attempt.
+    #[serde(default)]
+    pub max_retry_duration: Option<Spanned<String>>,
+    /// Error kinds never retried (default: `invalid-input`, `denied`).
+    #[serde(default)]
+    pub non_retryable: Option<Vec<Spanned<String>>>,
+    /// A Rhai condition over `error.kind`, `error.message`, `attempt` and `inputs`.
+    #[serde(default)]
+    pub retry_if: Option<Spanned<String>>,
+}
+
+/// The alternative a task falls back to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackSpec {
+    /// Its plugin; the task's own when absent.
+    #[serde(default)]
+    pub uses: Option<Spanned<String>>,
+    /// Its input; the task's own `with:` when absent.
+    #[serde(default, rename = "with")]
+    pub with: Option<IndexMap<String, Spanned<serde_json::Value>>>,
 }
 
 /// A durable wait for a signal.

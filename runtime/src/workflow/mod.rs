@@ -8,15 +8,17 @@ mod diagnostic;
 mod limits;
 mod parse;
 mod plan;
+mod retry;
 mod validate;
 
 pub use definition::{
-    Definition, FsSpec, GrantsSpec, InputSpec, InputType, LimitsSpec, TaskSpec, WaitSpec,
+    Definition, FallbackSpec, FsSpec, GrantsSpec, InputSpec, InputType, LimitsSpec, RetrySpec,
+    TaskSpec, WaitSpec,
 };
 pub use diagnostic::{Diagnostic, WorkflowError};
 pub use limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 pub use parse::parse;
-pub use plan::{Durability, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan};
+pub use plan::{Durability, Fallback, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan};
 pub use validate::{PluginCatalog, validate};
 
 use crate::expr::Expressions;

@@ -1,12 +1,15 @@
 //! A validated workflow, ready to run: tasks with resolved limits, compiled
 //! expressions and the DAG.
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::definition::InputType;
 use super::limits::Limits;
 use crate::expr::{Expression, Template};
+use crate::fault::RetryPolicy;
 use crate::graph::{Dag, Format, NodeLabel};
 
 /// A workflow that passed validation.
@@ -26,6 +29,8 @@ pub struct Plan {
     pub concurrency: Option<usize>,
     /// When a finished task's state must be durable.
     pub durability: Durability,
+    /// The longest the whole run may take.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// When a finished task's state must be on disk.
@@ -73,6 +78,25 @@ pub struct PlannedTask {
     pub limits: Limits,
     /// What the workflow lets the plugin keep of its grants.
     pub grants: GrantLimits,
+    /// How failed attempts are retried.
+    pub retry: Arc<RetryPolicy>,
+    /// The longest the task may take across its attempts.
+    pub timeout: Option<std::time::Duration>,
+    /// What runs when every attempt failed.
+    pub fallback: Option<Fallback>,
+    /// The output when everything failed (the task is then degraded).
+    pub default: Option<Value>,
+    /// A failure neither stops dependents nor fails the run.
+    pub continue_on_error: bool,
+}
+
+/// The alternative a task falls back to.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    /// Its plugin, as written (the task's own when the fallback names none).
+    pub uses: String,
+    /// Its input.
+    pub input: Template,
 }
 
 /// A durable wait for a signal.

@@ -6,6 +6,8 @@
 //! All problems are reported at once, each with its line.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
@@ -13,8 +15,12 @@ use super::definition::{Definition, GrantsSpec, LimitsSpec, TaskSpec};
 use super::diagnostic::{Diagnostic, WorkflowError};
 use super::limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 use super::parse::location_of;
-use super::plan::{GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches, type_name};
+use super::plan::{
+    Fallback, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches, type_name,
+};
+use super::retry::retry_policy;
 use crate::expr::{Expression, Expressions, Template};
+use crate::fault::RetryPolicy;
 use crate::graph::Dag;
 
 /// Tells the validator which `uses:` values name a plugin.
@@ -110,6 +116,13 @@ impl Validator<'_> {
         }
 
         let workflow_limits = self.limits(&def.limits, Limits::default());
+        let workflow_retry = retry_policy(
+            &def.retry,
+            &RetryPolicy::default(),
+            self.expressions,
+            &mut self.problems,
+        );
+        let workflow_timeout = self.duration(def.timeout.as_ref(), "`timeout` of the workflow");
         let mut tasks = Vec::with_capacity(def.tasks.len());
         let mut needs = Vec::with_capacity(def.tasks.len());
         for task in &def.tasks {
@@ -134,7 +147,36 @@ impl Validator<'_> {
                 .when
                 .as_ref()
                 .and_then(|w| self.condition(w, &format!("`when` of task `{id}`")));
-            let input = self.input(task);
+            let input = self.input(&format!("task `{id}`"), &task.with);
+            let retry = retry_policy(
+                &task.retry,
+                &workflow_retry,
+                self.expressions,
+                &mut self.problems,
+            );
+            let fallback = task.fallback.as_ref().map(|f| {
+                let uses = match &f.uses {
+                    Some(uses) => {
+                        self.check_plugin(id, uses, catalog);
+                        uses.value.clone()
+                    }
+                    None => uses.clone(),
+                };
+                let input = match &f.with {
+                    Some(with) => self.input(&format!("the fallback of task `{id}`"), with),
+                    None => input.clone(),
+                };
+                Fallback { uses, input }
+            });
+            if wait.is_some() && (fallback.is_some() || task.retry.max_attempts.is_some()) {
+                self.problems.push(
+                    Diagnostic::at(
+                        location_of(&task.id),
+                        format!("task `{id}` waits for a signal; it has no attempts to retry or fall back from"),
+                    )
+                    .help("give the wait a `timeout:` and a `default:` instead"),
+                );
+            }
             tasks.push(PlannedTask {
                 id: id.clone(),
                 uses,
@@ -145,6 +187,11 @@ impl Validator<'_> {
                 reads: Vec::new(),
                 limits: self.limits(&task.limits, workflow_limits),
                 grants: grant_limits(&task.grants, &def.grants),
+                retry: Arc::new(retry),
+                timeout: self.duration(task.timeout.as_ref(), &format!("`timeout` of task `{id}`")),
+                fallback,
+                default: task.default.clone(),
+                continue_on_error: task.continue_on_error,
             });
         }
 
@@ -181,6 +228,9 @@ impl Validator<'_> {
             let planned = &tasks[i];
             let mut exprs: Vec<&Expression> = planned.input.expressions();
             exprs.extend(planned.when.as_ref());
+            if let Some(fallback) = &planned.fallback {
+                exprs.extend(fallback.input.expressions());
+            }
             let mut reads = Vec::new();
             for expr in exprs {
                 self.check_input_reads(
@@ -264,6 +314,7 @@ impl Validator<'_> {
             outputs,
             concurrency,
             durability: def.durability,
+            timeout: workflow_timeout,
         })
     }
 
@@ -292,10 +343,36 @@ impl Validator<'_> {
         }
     }
 
-    fn input(&mut self, task: &super::definition::TaskSpec) -> Template {
-        let mut fields = Vec::with_capacity(task.with.len());
-        for (key, value) in &task.with {
-            let what = format!("`with.{key}` of task `{}`", task.id.value);
+    fn duration(&mut self, text: Option<&Spanned<String>>, what: &str) -> Option<Duration> {
+        let text = text?;
+        parse_duration(&text.value)
+            .map_err(|e| {
+                self.problems
+                    .push(Diagnostic::at(location_of(text), format!("{what}: {e}")));
+            })
+            .ok()
+    }
+
+    fn check_plugin(&mut self, id: &str, uses: &Spanned<String>, catalog: &dyn PluginCatalog) {
+        if let Err(help) = catalog.check(&uses.value) {
+            self.problems.push(
+                Diagnostic::at(
+                    location_of(uses),
+                    format!("task `{id}` uses unknown plugin `{}`", uses.value),
+                )
+                .help(help),
+            );
+        }
+    }
+
+    fn input(
+        &mut self,
+        whose: &str,
+        with: &indexmap::IndexMap<String, Spanned<serde_json::Value>>,
+    ) -> Template {
+        let mut fields = Vec::with_capacity(with.len());
+        for (key, value) in with {
+            let what = format!("`with.{key}` of {whose}");
             fields.push((key.clone(), self.template(value, &what)));
         }
         if fields
@@ -351,15 +428,7 @@ impl Validator<'_> {
         let id = &task.id.value;
         match (&task.uses, &task.wait) {
             (Some(uses), None) => {
-                if let Err(help) = catalog.check(&uses.value) {
-                    self.problems.push(
-                        Diagnostic::at(
-                            location_of(uses),
-                            format!("task `{id}` uses unknown plugin `{}`", uses.value),
-                        )
-                        .help(help),
-                    );
-                }
+                self.check_plugin(id, uses, catalog);
                 (uses.value.clone(), None)
             }
             (None, Some(wait)) => {

@@ -3,6 +3,8 @@
 //! `with: { mode: <mode>, ... }`, where mode is one of:
 //! - `echo` (default): returns `value` (or `null`);
 //! - `fail`: fails with the error kind in `kind` and the text in `message`;
+//! - `flaky`: fails like `fail` in its first `times` attempts (by the
+//!   attempt number the host passes), then returns `value`;
 //! - `loop`: spins forever (the fuel budget or deadline must stop it);
 //! - `alloc`: allocates without bound (the memory cap must stop it);
 //! - `sleep`: sleeps for `ms` milliseconds, or an hour when `ms` is 0 (the
@@ -52,6 +54,8 @@ pub struct Input {
     size: usize,
     #[serde(default)]
     ms: u64,
+    #[serde(default)]
+    times: u32,
 }
 
 /// What the plugin does.
@@ -63,6 +67,8 @@ pub enum Mode {
     Echo,
     /// Fail with `kind` and `message`.
     Fail,
+    /// Fail in the first `times` attempts, then echo.
+    Flaky,
     /// Spin forever.
     Loop,
     /// Allocate without bound.
@@ -113,7 +119,8 @@ impl Plugin for TestGuest {
     fn execute(ctx: &Context, input: Input) -> Result<Value, Error> {
         match input.mode {
             Mode::Echo => Ok(input.value),
-            Mode::Fail => Err(match input.kind.as_str() {
+            Mode::Flaky if ctx.attempt > input.times => Ok(input.value),
+            Mode::Fail | Mode::Flaky => Err(match input.kind.as_str() {
                 "invalid-input" => Error::InvalidInput(input.message),
                 "retryable" => Error::Retryable(input.message),
                 "denied" => Error::Denied(input.message),

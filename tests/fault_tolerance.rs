@@ -1,0 +1,398 @@
+//! Failure as part of a workflow: retries with backoff (checked against the
+//! recorded attempt times, not the wall clock of the test), non-retryable
+//! kinds, `retry_if`, timeouts per task and per workflow, fallbacks,
+//! `default:` and `continue_on_error`, and a backoff that survives `kill -9`.
+//!
+//! Tasks use the test guest's `flaky` mode, which fails in its first `times`
+//! attempts by the attempt number the host passes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Host, cli, failure, spawn_run, task};
+use runtime::scheduler::{FailureKind, RunStatus, TaskStatus};
+use serde_json::{Value, json};
+
+const GUEST: &str = env!("TEST_GUEST_WASM");
+
+/// The recorded execution `id`, as `runtime status --json` shows it.
+fn status_json(dir: &std::path::Path, id: &str) -> Value {
+    let out = cli(dir).args(["status", id, "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Events of one kind, for one task.
+fn events<'a>(view: &'a Value, kind: &str, task: &str) -> Vec<&'a Value> {
+    view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == kind && e["task"] == task)
+        .collect()
+}
+
+/// Runs `yaml` through the binary; returns the execution id and stdout.
+fn run_cli(dir: &std::path::Path, yaml: &str) -> (String, std::process::Output) {
+    let file = dir.join("flow.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = cli(dir)
+        .args(["run", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let id = stderr
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("execution "))
+        .unwrap_or_else(|| panic!("no execution id in: {stderr}"))
+        .to_owned();
+    (id, out)
+}
+
+#[test]
+fn retries_back_off_as_recorded_then_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"name: flaky
+tasks:
+  - id: fetch
+    uses: {GUEST}
+    with: {{ mode: flaky, times: 2, kind: retryable, message: rate limited, value: done }}
+    retry: {{ max_attempts: 4, initial_interval: 60ms, backoff_coefficient: 2 }}
+outputs:
+  result: ${{{{ tasks.fetch.output }}}}
+"#
+    );
+    let (id, out) = run_cli(dir.path(), &yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view = status_json(dir.path(), &id);
+    let started = events(&view, "attempt_started", "fetch");
+    let failed = events(&view, "attempt_failed", "fetch");
+    assert_eq!(started.len(), 3, "two failures, then success");
+    assert_eq!(failed.len(), 2);
+    let attempts: Vec<u64> = started
+        .iter()
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    // Each wait is the backoff (60 ms, then 120 ms) from the failure, and
+    // the next attempt starts no earlier than the recorded retry time.
+    for (n, expected) in [(0usize, 60u64), (1, 120)] {
+        let at = failed[n]["at"].as_u64().unwrap();
+        let retry_at = failed[n]["retry_at"].as_u64().unwrap();
+        let wait = retry_at.saturating_sub(at);
+        assert!(
+            wait <= expected && wait + 10 >= expected,
+            "attempt {} waits {wait} ms, backoff says {expected}",
+            n + 1
+        );
+        assert_eq!(failed[n]["kind"], "retryable");
+        assert!(started[n + 1]["at"].as_u64().unwrap() >= retry_at);
+    }
+    let tasks = view["tasks"].as_array().unwrap();
+    assert_eq!(tasks[0]["attempts"], 3);
+    assert_eq!(tasks[0]["output"], "done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_retryable_kinds_and_retry_if_stop_retries() {
+    let host = Host::new();
+    let report = host
+        .run(&format!(
+            r#"name: stops
+tasks:
+  - id: bad_input
+    uses: {GUEST}
+    with: {{ mode: flaky, times: 9, kind: invalid-input, message: no text }}
+    retry: {{ max_attempts: 5, initial_interval: 1ms }}
+  - id: only_rate_limits
+    uses: {GUEST}
+    with: {{ mode: flaky, times: 9, kind: retryable, message: server exploded }}
+    retry:
+      max_attempts: 5
+      initial_interval: 1ms
+      retry_if: error.message.contains("rate") && attempt < 4
+  - id: fatal_made_retryable
+    uses: {GUEST}
+    with: {{ mode: flaky, times: 1, kind: fatal, message: flaky disk, value: ok }}
+    retry: {{ max_attempts: 2, initial_interval: 1ms, non_retryable: [denied] }}
+"#
+        ))
+        .await;
+    let bad = task(&report, "bad_input");
+    assert_eq!(bad.attempts, 1);
+    let (kind, message) = failure(&report, "bad_input");
+    assert_eq!(kind, FailureKind::InvalidInput);
+    assert!(
+        message.contains("`invalid-input` is not retried"),
+        "{message}"
+    );
+
+    assert_eq!(task(&report, "only_rate_limits").attempts, 1);
+    let (_, message) = failure(&report, "only_rate_limits");
+    assert!(message.contains("`retry_if`"), "{message}");
+
+    let fixed = task(&report, "fatal_made_retryable");
+    assert_eq!(fixed.status, TaskStatus::Succeeded);
+    assert_eq!(fixed.attempts, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_default_and_continue_on_error() {
+    let host = Host::new();
+    let report = host
+        .run(&format!(
+            r#"name: degrade
+tasks:
+  - id: with_fallback
+    uses: {GUEST}
+    with: {{ mode: fail, kind: retryable, message: big model down }}
+    retry: {{ max_attempts: 2, initial_interval: 1ms }}
+    fallback:
+      with: {{ mode: echo, value: small model answer }}
+  - id: with_default
+    uses: {GUEST}
+    with: {{ mode: fail, kind: fatal, message: no answer }}
+    default: n/a
+  - id: tolerated
+    uses: {GUEST}
+    with: {{ mode: fail, kind: fatal, message: optional step broke }}
+    continue_on_error: true
+  - id: after
+    uses: {GUEST}
+    needs: [with_fallback, with_default, tolerated]
+    with:
+      value: ${{{{ [tasks.with_fallback.output, tasks.with_default.output, tasks.tolerated.status] }}}}
+"#
+        ))
+        .await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let fb = task(&report, "with_fallback");
+    assert!(fb.fallback);
+    assert_eq!(fb.attempts, 3, "two of its own, one of the fallback");
+    let def = task(&report, "with_default");
+    assert!(def.degraded);
+    assert_eq!(def.status, TaskStatus::Succeeded);
+    assert!(def.error.as_ref().unwrap().message.contains("no answer"));
+    let tol = task(&report, "tolerated");
+    assert_eq!(tol.status, TaskStatus::Failed);
+    assert!(tol.tolerated);
+    assert_eq!(
+        task(&report, "after").output,
+        Some(json!(["small model answer", "n/a", "failed"]))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_fallback_fails_the_task_naming_both() {
+    let host = Host::new();
+    let report = host
+        .run(&format!(
+            r#"name: both_fail
+tasks:
+  - id: t
+    uses: {GUEST}
+    with: {{ mode: fail, kind: fatal, message: primary broke }}
+    fallback:
+      with: {{ mode: fail, kind: fatal, message: fallback broke too }}
+"#
+        ))
+        .await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let (_, message) = failure(&report, "t");
+    assert!(message.contains("fallback broke too"), "{message}");
+    assert!(message.contains("primary broke"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_and_workflow_timeouts_are_distinct_errors() {
+    let host = Host::new();
+    // Attempts of 150 ms each, retried: the task's timeout cuts the
+    // attempts short before max_attempts does.
+    let started = Instant::now();
+    let report = host
+        .run(&format!(
+            r#"name: task_timeout
+tasks:
+  - id: slow
+    uses: {GUEST}
+    with: {{ mode: sleep, ms: 5000 }}
+    limits: {{ deadline: 150ms }}
+    retry: {{ max_attempts: 50, initial_interval: 1ms, non_retryable: [] }}
+    timeout: 400ms
+"#
+        ))
+        .await;
+    let (kind, message) = failure(&report, "slow");
+    assert_eq!(kind, FailureKind::TaskTimeout, "{message}");
+    assert!(message.contains("timeout"), "{message}");
+    let slow = task(&report, "slow");
+    assert!(
+        (2..=4).contains(&slow.attempts),
+        "attempts: {}",
+        slow.attempts
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let started = Instant::now();
+    let report = host
+        .run(&format!(
+            r#"name: workflow_timeout
+timeout: 300ms
+tasks:
+  - id: quick
+    uses: {GUEST}
+  - id: forever
+    uses: {GUEST}
+    needs: [quick]
+    with: {{ mode: sleep, ms: 0 }}
+"#
+        ))
+        .await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let error = report.error.unwrap();
+    assert!(error.contains("timed out"), "{error}");
+    assert!(error.contains("1 of 2 tasks finished"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_backoff_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: durable_backoff
+tasks:
+  - id: call
+    uses: {GUEST}
+    with: {{ mode: flaky, times: 1, kind: retryable, message: try later, value: second time lucky }}
+    retry: {{ max_attempts: 3, initial_interval: 1500ms }}
+"#
+        ),
+    )
+    .unwrap();
+    let (mut child, id) = spawn_run(dir.path(), &file);
+    // Wait until the failed attempt and its retry are recorded, then kill.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let retry_at = loop {
+        assert!(Instant::now() < deadline, "the retry was never recorded");
+        let out = cli(dir.path())
+            .args(["status", &id, "--json"])
+            .output()
+            .unwrap();
+        if let Ok(view) = serde_json::from_slice::<Value>(&out.stdout)
+            && let Some(failed) = events(&view, "attempt_failed", "call").first()
+        {
+            break failed["retry_at"].as_u64().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let out = cli(dir.path()).args(["resume", &id]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view = status_json(dir.path(), &id);
+    let started = events(&view, "attempt_started", "call");
+    let attempts: Vec<u64> = started
+        .iter()
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2], "the resumed run continued the count");
+    assert!(
+        started[1]["at"].as_u64().unwrap() >= retry_at,
+        "the resumed attempt waited for the recorded retry time"
+    );
+    assert_eq!(view["tasks"][0]["output"], "second time lucky");
+    assert_eq!(view["status"], "succeeded");
+}
+
+#[test]
+fn status_shows_retries_fallbacks_and_degraded_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"name: visible
+tasks:
+  - id: retried
+    uses: {GUEST}
+    with: {{ mode: flaky, times: 1, kind: retryable, message: rate limited, value: ok }}
+    retry: {{ max_attempts: 2, initial_interval: 5ms }}
+  - id: fell_back
+    uses: {GUEST}
+    with: {{ mode: fail, kind: fatal, message: big model down }}
+    fallback: {{ with: {{ value: small }} }}
+  - id: defaulted
+    uses: {GUEST}
+    with: {{ mode: fail, kind: fatal, message: no luck }}
+    default: 0
+"#
+    );
+    let (id, out) = run_cli(dir.path(), &yaml);
+    assert!(out.status.success());
+    let out = cli(dir.path()).args(["status", &id]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "attempt 1 failed: retryable: rate limited; retried after 5ms",
+        "(2 attempts)",
+        "(2 attempts, fallback)",
+        "attempt 1 failed: fatal: big model down",
+        "DEGRADED  defaulted",
+        "output is the task's `default:`; fatal: no luck",
+    ] {
+        assert!(
+            text.contains(expected),
+            "`{expected}` missing from:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_retry_settings_are_validation_errors() {
+    let host = Host::new();
+    let error = host
+        .try_run(&format!(
+            r#"name: bad
+retry: {{ max_attempts: 0 }}
+tasks:
+  - id: t
+    uses: {GUEST}
+    retry:
+      jitter: 3
+      initial_interval: soon
+      non_retryable: [flaky]
+      retry_if: "error.kind =="
+    fallback: {{ uses: no-such-plugin }}
+"#
+        ))
+        .await
+        .unwrap_err();
+    for expected in [
+        "`max_attempts` must be at least 1",
+        "`jitter` must be between 0 and 1",
+        "`initial_interval`: `soon` is not a duration",
+        "unknown error kind `flaky`",
+        "`retry_if` does not compile",
+        "unknown plugin `no-such-plugin`",
+    ] {
+        assert!(
+            error.contains(expected),
+            "`{expected}` missing from:\n{error}"
+        );
+    }
+}
