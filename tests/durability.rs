@@ -155,6 +155,46 @@ async fn strict_waits_for_the_commit_and_groups_completions() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_chains_commit_while_they_run() {
+    // 60 tasks of 2 ms in a chain, commits of 20 ms: batched, the states
+    // must reach the journal during the run, not in one commit at its end.
+    let mut yaml =
+        String::from("name: chain\ndurability: batched\ntasks:\n  - { id: t0, uses: x }\n");
+    for i in 1..60 {
+        yaml.push_str(&format!(
+            "  - {{ id: t{i}, uses: x, needs: [t{}] }}\n",
+            i - 1
+        ));
+    }
+    let plan = workflow::load(&yaml, "chain.yaml", &Expressions::new(), &AnyPlugin).unwrap();
+    let clock = Arc::new(Clock::default());
+    let journal = SlowJournal::default();
+    let scheduler = Scheduler::new(Arc::clone(&clock), Expressions::new());
+    let options = RunOptions {
+        concurrency: None,
+        journal: Some(&journal),
+        done: Vec::new(),
+        retries: Vec::new(),
+        started_at: None,
+        cancel: Arc::new(Cancel::default()),
+        observe: &|_: Event<'_>| {},
+    };
+    let report = scheduler.run_with(&plan, &json!({}), "x", options).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    let commits = journal.commits.lock().unwrap().clone();
+    let started = clock.started.lock().unwrap().clone();
+    let last_started = started.iter().map(|(_, at)| *at).max().unwrap();
+    let during_run = commits.iter().filter(|(_, at)| *at < last_started).count();
+    assert!(
+        during_run >= 2,
+        "commits ended during the run: {during_run} of {}",
+        commits.len()
+    );
+    let total: usize = commits.iter().map(|(ids, _)| ids.len()).sum();
+    assert_eq!(total, 60, "every state committed once");
+}
+
 /// A file backend that fails every write and sync once `writes_left` runs
 /// out, like a disk that fills up or goes away mid-run.
 #[derive(Debug)]
@@ -262,6 +302,8 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
             cancel: Arc::default(),
             inputs: json!({}),
             done: Vec::new(),
+            retries: Vec::new(),
+            created_at: record.created_at,
         };
         let result = host
             .runner

@@ -165,6 +165,27 @@ fn multi_stage_pipeline_merges_parallel_stages() {
 }
 
 #[test]
+fn resilient_pipeline_retries_falls_back_and_degrades() {
+    let output = runtime(&["run", "examples/resilient_pipeline.yaml"]);
+    let progress = String::from_utf8_lossy(&output.stderr).into_owned();
+    let out = stdout_json(&output);
+    assert_eq!(
+        out["report"],
+        "The kettle boils fast. (sentiment: neutral; keywords: failed)"
+    );
+    for expected in [
+        "(3 attempts, fallback)",
+        "DEGRADED  sentiment",
+        "FAILED (continued)  keywords",
+    ] {
+        assert!(
+            progress.contains(expected),
+            "`{expected}` missing:\n{progress}"
+        );
+    }
+}
+
+#[test]
 fn json_workflows_run_too() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flow.json");
@@ -186,7 +207,12 @@ fn json_workflows_run_too() {
 
 #[test]
 fn validate_accepts_the_examples() {
-    for example in ["hello", "conditional_branches", "multi_stage_pipeline"] {
+    for example in [
+        "hello",
+        "conditional_branches",
+        "multi_stage_pipeline",
+        "resilient_pipeline",
+    ] {
         let file = format!("examples/{example}.yaml");
         let output = runtime(&["validate", &file]);
         assert!(

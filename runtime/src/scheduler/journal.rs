@@ -38,7 +38,9 @@ pub trait Journal: Send + Sync {
 
     /// Makes these final states durable, all in one commit. `idle` says
     /// nothing else of the run can proceed until it returns, so the journal
-    /// may block the calling thread rather than hand the work off.
+    /// may block the calling thread rather than hand the work off. When
+    /// not idle, the commit should start without waiting to be polled: the
+    /// scheduler may run a task inline before it polls the future again.
     fn commit(
         &self,
         reports: Vec<TaskReport>,

@@ -878,21 +878,37 @@ impl Journal for ExecutionJournal {
         }
     }
 
-    async fn commit(&self, reports: Vec<TaskReport>, idle: bool) -> Result<(), String> {
+    fn commit(
+        &self,
+        reports: Vec<TaskReport>,
+        idle: bool,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send {
         use tokio::runtime::{Handle, RuntimeFlavor};
-        // When nothing else of the run could proceed meanwhile (a chain),
-        // the fsync runs right here: a hand-off to a blocking thread and
-        // back costs a chain ~90 µs per step. Otherwise it runs on a
-        // blocking thread while the run goes on.
-        if idle && Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-            return tokio::task::block_in_place(|| self.log.commit_tasks(&reports))
-                .map_err(|e| e.to_string());
-        }
         let log = Arc::clone(&self.log);
-        tokio::task::spawn_blocking(move || log.commit_tasks(&reports))
-            .await
-            .map_err(|e| format!("the commit did not finish: {e}"))?
-            .map_err(|e| e.to_string())
+        // When nothing else of the run could proceed meanwhile (a strict
+        // chain), the fsync runs right here, when the future is polled: a
+        // hand-off to a blocking thread and back costs a chain ~90 µs per
+        // step. Otherwise it starts on a blocking thread at once, before
+        // the future is polled, so a batched run keeps committing while
+        // the scheduler runs tasks inline.
+        let inline = idle && Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread;
+        let mut pending = Some(reports);
+        let started = (!inline).then(|| {
+            let reports = pending.take().expect("not taken");
+            let log = Arc::clone(&log);
+            tokio::task::spawn_blocking(move || log.commit_tasks(&reports))
+        });
+        async move {
+            match (started, pending) {
+                (Some(handle), _) => handle
+                    .await
+                    .map_err(|e| format!("the commit did not finish: {e}"))?
+                    .map_err(|e| e.to_string()),
+                (None, Some(reports)) => tokio::task::block_in_place(|| log.commit_tasks(&reports))
+                    .map_err(|e| e.to_string()),
+                (None, None) => unreachable!("the reports go to one of the two paths"),
+            }
+        }
     }
 }
 
