@@ -186,6 +186,17 @@ fn resilient_pipeline_retries_falls_back_and_degrades() {
 }
 
 #[test]
+fn fan_out_scores_every_sentence_in_order() {
+    let out = stdout_json(&runtime(&["run", "examples/fan_out.yaml"]));
+    let scores = out["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 4);
+    assert_eq!(scores[0], json!({"n": 0, "words": 4}));
+    assert_eq!(scores[1], Value::Null, "the unreadable sentence failed");
+    assert_eq!(scores[3], json!({"n": 3, "words": 6}));
+    assert_eq!(out["words"], 14);
+}
+
+#[test]
 fn json_workflows_run_too() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flow.json");
@@ -212,6 +223,7 @@ fn validate_accepts_the_examples() {
         "conditional_branches",
         "multi_stage_pipeline",
         "resilient_pipeline",
+        "fan_out",
     ] {
         let file = format!("examples/{example}.yaml");
         let output = runtime(&["validate", &file]);

@@ -396,3 +396,141 @@ tasks:
         );
     }
 }
+
+/// A test guest installed with `/data` granted, so `mark` can count runs.
+fn install_marking_guest(dir: &std::path::Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let grant = format!("/data={}", data.display());
+    let out = cli(dir)
+        .args(["install", GUEST, "--allow-dir-write", &grant])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    data
+}
+
+/// How many times each item of task `fan` ran, from the lines it appended.
+fn item_runs(data: &std::path::Path) -> std::collections::BTreeMap<usize, usize> {
+    std::fs::read_dir(data)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let (_, index) = runtime::scheduler::parse_item_id(&name)?;
+            let runs = std::fs::read_to_string(e.path()).unwrap().lines().count();
+            Some((index, runs))
+        })
+        .collect()
+}
+
+#[test]
+fn a_fan_out_killed_midway_resumes_only_unfinished_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = install_marking_guest(dir.path());
+    let items: Vec<usize> = (0..1000).collect();
+    let file = dir.path().join("fan.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: fan_out
+inputs:
+  items: {{ type: array, default: {} }}
+tasks:
+  - id: fan
+    uses: test-guest
+    for_each: ${{{{ inputs.items }}}}
+    concurrency: 8
+    with: {{ mode: mark, ms: 3, value: "${{{{ item * 2 }}}}" }}
+outputs:
+  doubled: ${{{{ tasks.fan.output }}}}
+"#,
+            serde_json::to_string(&items).unwrap()
+        ),
+    )
+    .unwrap();
+    let (mut child, id) = spawn_run(dir.path(), &file);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while item_runs(&data).len() < 200 {
+        assert!(Instant::now() < deadline, "the fan-out did not get going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let view = status_json(dir.path(), &id);
+    assert_eq!(view["status"], "interrupted");
+    let committed: Vec<usize> = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| runtime::scheduler::parse_item_id(t["id"].as_str()?).map(|(_, i)| i))
+        .collect();
+    assert!(
+        committed.len() >= 150 && committed.len() < 1000,
+        "killed midway: {} items were committed",
+        committed.len()
+    );
+
+    let out = cli(dir.path()).args(["resume", &id]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view = status_json(dir.path(), &id);
+    assert_eq!(view["status"], "succeeded");
+    let doubled: Vec<u64> =
+        serde_json::from_value(view["record"]["outputs"]["doubled"].clone()).unwrap();
+    assert_eq!(doubled, (0..1000u64).map(|i| i * 2).collect::<Vec<_>>());
+
+    let runs = item_runs(&data);
+    assert_eq!(runs.len(), 1000, "every item ran");
+    for index in &committed {
+        assert_eq!(
+            runs[index], 1,
+            "item {index} was committed before the kill and ran again"
+        );
+    }
+    let again = runs.values().filter(|&&n| n > 1).count();
+    assert!(
+        again <= 24,
+        "only items in flight at the kill run again, not {again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_each_collects_in_order_and_tolerates_failures_up_to_a_ratio() {
+    let host = Host::new();
+    let flow = |ratio: f64| {
+        format!(
+            r#"name: fan
+tasks:
+  - id: fan
+    uses: {GUEST}
+    for_each: ${{{{ [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] }}}}
+    concurrency: 3
+    min_success_ratio: {ratio}
+    with:
+      mode: ${{{{ if item % 5 == 0 {{ "fail" }} else {{ "echo" }} }}}}
+      kind: fatal
+      message: ${{{{ `item ${{item}} broke` }}}}
+      value: "${{{{ #{{ item: item, index: index }} }}}}"
+"#
+        )
+    };
+    let report = host.run(&flow(0.8)).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let output = task(&report, "fan").output.clone().unwrap();
+    let items = output.as_array().unwrap();
+    assert_eq!(items.len(), 10);
+    assert_eq!(items[0], json!({ "item": 1, "index": 0 }));
+    assert_eq!(items[4], Value::Null, "item 5 failed");
+    assert_eq!(items[8], json!({ "item": 9, "index": 8 }));
+
+    let report = host.run(&flow(0.9)).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let (_, message) = failure(&report, "fan");
+    assert!(message.contains("2 of 10 items failed"), "{message}");
+    assert!(message.contains("item 5 broke"), "{message}");
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::control::{self, ControlServer};
 use super::run::{finished_line, print_event, print_summary};
 use super::{Context, EXIT_INVALID, EXIT_RUN_FAILED};
-use crate::scheduler::{Event, RunStatus, TaskReport};
+use crate::scheduler::{Event, RunStatus, TaskReport, TaskStatus, parse_item_id};
 use crate::service::{self, Runner, ServiceError};
 use crate::store::executions::{
     EventKind, ExecutionError, ExecutionRecord, ExecutionStatus, Executions, LogEvent, now_ms,
@@ -184,15 +184,32 @@ pub(super) fn status(
         view.tasks.len(),
         r.tasks.len()
     );
+    // `for_each` items are summed up per task, not listed one by one.
+    let mut items: BTreeMap<&str, (usize, usize, u32)> = BTreeMap::new();
     for task in &view.tasks {
+        if let Some((parent, _)) = parse_item_id(&task.id) {
+            let entry = items.entry(parent).or_default();
+            match task.status {
+                TaskStatus::Succeeded => entry.0 += 1,
+                _ => entry.1 += 1,
+            }
+            entry.2 += task.attempts;
+            continue;
+        }
         let n = attempts.get(task.id.as_str()).copied().unwrap_or(0);
         out!("  {}  attempts {n}", finished_line(task, width));
         for failure in failures.get(task.id.as_str()).into_iter().flatten() {
             out!("           {failure}");
         }
     }
+    for (task, (ok, failed, attempts)) in &items {
+        out!(
+            "  {:>9}  {task:width$}  items finished: {ok} succeeded, {failed} failed ({attempts} attempts)",
+            "for_each"
+        );
+    }
     for id in &r.tasks {
-        if !view.tasks.iter().any(|t| &t.id == id) {
+        if !view.tasks.iter().any(|t| &t.id == id) && !items.contains_key(id.as_str()) {
             out!("  {:>9}  {id:width$}", "pending");
         }
     }

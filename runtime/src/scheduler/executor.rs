@@ -39,10 +39,15 @@ pub struct TaskRequest {
 impl TaskRequest {
     /// Which prepared plugin runs this request: the task's, or its fallback's.
     pub fn plugin_key(&self) -> std::borrow::Cow<'_, str> {
+        // An item of a `for_each` (`task[3]`) runs its task's plugin.
+        let task = self
+            .task_id
+            .split_once('[')
+            .map_or(self.task_id.as_str(), |(task, _)| task);
         if self.fallback {
-            fallback_key(&self.task_id).into()
+            fallback_key(task).into()
         } else {
-            self.task_id.as_str().into()
+            task.into()
         }
     }
 }

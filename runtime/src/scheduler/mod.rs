@@ -11,6 +11,7 @@
 
 mod attempts;
 mod executor;
+mod fan_out;
 mod journal;
 mod report;
 
@@ -31,6 +32,8 @@ pub use journal::{Cancel, Journal, NoJournal, Signals, WaitOutcome};
 pub use report::{Event, RunReport, RunStatus, TaskError, TaskReport, TaskStatus};
 
 use attempts::TaskAttempts;
+use fan_out::FanOut;
+pub use fan_out::{MAX_ITEMS, item_id, parse_item_id};
 
 use crate::expr::{Bindings, ConvertedValue, Expressions, Template};
 use crate::workflow::{Durability, Plan};
@@ -211,8 +214,8 @@ impl<E: Executor> Scheduler<E> {
                     }
                     Ok(request) => {
                         let task = &plan.tasks[i];
-                        let fallback = match run.fallback_request(i, &request) {
-                            Ok(fallback) => fallback,
+                        let unit = match self.unit(&mut run, i, request, journal) {
+                            Ok(unit) => unit,
                             Err(report) => {
                                 run.settle(
                                     i,
@@ -228,19 +231,8 @@ impl<E: Executor> Scheduler<E> {
                         observe(Event::Started {
                             id: &task.id,
                             uses: &task.uses,
-                            attempt: request.attempt,
+                            attempt: 1,
                         });
-                        let attempts = TaskAttempts {
-                            executor: Arc::clone(&self.executor),
-                            journal: journal.cloned(),
-                            expressions: self.expressions.clone(),
-                            inputs: Arc::clone(&run.inputs),
-                            policy: Arc::clone(&task.retry),
-                            resume: run.retries.remove(&i),
-                            request,
-                            fallback,
-                            timeout: task.timeout,
-                        };
                         if running.is_empty() && run.ready.is_empty() {
                             // The only task that can run: await it here. A
                             // spawn would cost two cross-thread wake-ups per
@@ -256,7 +248,7 @@ impl<E: Executor> Scheduler<E> {
                                 );
                             }
                             let outcome = tokio::select! {
-                                outcome = attempts.run() => outcome,
+                                outcome = unit => outcome,
                                 () = sleep_until(timeout) => {
                                     timed_out = true;
                                     cancelled = true;
@@ -280,7 +272,7 @@ impl<E: Executor> Scheduler<E> {
                             );
                             continue;
                         }
-                        let handle = running.spawn(attempts.run());
+                        let handle = running.spawn(unit);
                         running_ids.insert(handle.id(), i);
                     }
                     Err(report) => {
@@ -375,6 +367,78 @@ impl<E: Executor> Scheduler<E> {
     }
 }
 
+/// One task's work, as the scheduler awaits or spawns it.
+type Unit = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+impl<E: Executor> Scheduler<E> {
+    /// The future that runs task `i` from `request`: its attempts, or its
+    /// `for_each` items; or the report of a task that cannot start.
+    fn unit<J: Journal + Clone + 'static>(
+        &self,
+        run: &mut Run<'_>,
+        i: usize,
+        request: TaskRequest,
+        journal: Option<&J>,
+    ) -> Result<Unit, Box<TaskReport>> {
+        let task = &run.plan.tasks[i];
+        if let Some(for_each) = &task.for_each {
+            let (items, bindings) = run.items(i)?;
+            let fan_out = FanOut {
+                executor: Arc::clone(&self.executor),
+                journal: journal.cloned(),
+                expressions: self.expressions.clone(),
+                inputs: Arc::clone(&run.inputs),
+                policy: Arc::clone(&task.retry),
+                request,
+                input: task.input.clone(),
+                fallback: task
+                    .fallback
+                    .as_ref()
+                    .map(|f| (f.uses.clone(), f.input.clone())),
+                bindings,
+                items,
+                concurrency: for_each.concurrency,
+                min_success_ratio: for_each.min_success_ratio,
+                done: run.done_items.remove(&i).unwrap_or_default(),
+            }
+            .run();
+            let Some(timeout) = task.timeout else {
+                return Ok(Box::pin(fan_out));
+            };
+            // The task's timeout bounds all its items together.
+            return Ok(Box::pin(async move {
+                tokio::time::timeout(timeout, fan_out)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Outcome::once(Err(TaskFailure {
+                            kind: FailureKind::TaskTimeout,
+                            message: format!(
+                                "the task's `timeout` ({}) passed before all its items finished",
+                                humantime::format_duration(timeout)
+                            ),
+                            metering: Metering::default(),
+                        }))
+                    })
+            }));
+        }
+        let fallback = run.fallback_request(i, &request)?;
+        Ok(Box::pin(
+            TaskAttempts {
+                executor: Arc::clone(&self.executor),
+                journal: journal.cloned(),
+                expressions: self.expressions.clone(),
+                inputs: Arc::clone(&run.inputs),
+                policy: Arc::clone(&task.retry),
+                resume: run.retries.remove(&i),
+                request,
+                fallback,
+                timeout: task.timeout,
+            }
+            .run(),
+        ))
+    }
+}
+
 /// Under batched durability, while the scheduler runs tasks inline: notes
 /// whether the commit in flight has finished (without waiting) and, once
 /// [`BATCH_INTERVAL`] has passed, starts the next one, so states reach the
@@ -443,6 +507,8 @@ struct Run<'a> {
     inputs: Arc<Value>,
     /// Retries scheduled by an earlier process, by task.
     retries: HashMap<usize, PendingRetry>,
+    /// `for_each` items recorded by an earlier process, by task.
+    done_items: HashMap<usize, Vec<(usize, TaskReport)>>,
 }
 
 impl<'a> Run<'a> {
@@ -468,6 +534,7 @@ impl<'a> Run<'a> {
             journal_error: None,
             inputs: Arc::new(inputs.clone()),
             retries: HashMap::new(),
+            done_items: HashMap::new(),
         };
         let index: HashMap<&str, usize> = plan
             .tasks
@@ -478,6 +545,10 @@ impl<'a> Run<'a> {
         for report in done {
             if let Some(&i) = index.get(report.id.as_str()) {
                 run.finish(i, report, &|_| {});
+            } else if let Some((task, item)) = parse_item_id(&report.id)
+                && let Some(&i) = index.get(task)
+            {
+                run.done_items.entry(i).or_default().push((item, report));
             }
         }
         for retry in retries {
@@ -537,10 +608,10 @@ impl<'a> Run<'a> {
                 format!("not run because `{dep}` did not succeed"),
             ));
         }
-        let input = match (&task.when, &task.input) {
+        let input = match (&task.when, &task.input, &task.for_each) {
             // No expressions to evaluate (most tasks of a large fan-out):
             // no scope to build.
-            (None, Template::Literal(input)) => input.to_string(),
+            (None, Template::Literal(input), None) => input.to_string(),
             _ => self.resolve_input(i)?,
         };
         Ok(TaskRequest {
@@ -608,6 +679,10 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        if task.for_each.is_some() {
+            // Rendered per item, with `item` and `index`.
+            return Ok(String::new());
+        }
         self.expressions
             .render(&task.input, &bindings)
             .map(|input| input.to_string())
@@ -619,6 +694,36 @@ impl<'a> Run<'a> {
                     format!("`with`: {e}"),
                 )
             })
+    }
+
+    /// The list a `for_each` task runs over, and what its items' expressions see.
+    fn items(&mut self, i: usize) -> Result<(Vec<Value>, Bindings), Box<TaskReport>> {
+        let task = &self.plan.tasks[i];
+        let for_each = task.for_each.as_ref().expect("a for_each task");
+        let bindings = self.bindings(i);
+        let fail = |run: &Self, message: String| {
+            run.blank(
+                i,
+                TaskStatus::Failed,
+                Some(FailureKind::Expression),
+                message,
+            )
+        };
+        match self.expressions.eval(&for_each.items, &bindings) {
+            Ok(Value::Array(items)) if items.len() > MAX_ITEMS => Err(fail(
+                self,
+                format!(
+                    "`for_each` gave {} items; a task may run over at most {MAX_ITEMS}: split the list",
+                    items.len()
+                ),
+            )),
+            Ok(Value::Array(items)) => Ok((items, bindings)),
+            Ok(other) => Err(fail(
+                self,
+                format!("`for_each` must give a list, not {other}"),
+            )),
+            Err(e) => Err(fail(self, format!("`for_each`: {e}"))),
+        }
     }
 
     fn bindings(&mut self, i: usize) -> Bindings {

@@ -130,6 +130,17 @@ pub struct TaskSpec {
     /// `tasks.<id>.status == "failed"`.
     #[serde(default)]
     pub continue_on_error: bool,
+    /// Runs the task once per element of this list (an expression); `with:`
+    /// sees `item` and `index`, and the output is the list of results.
+    #[serde(default)]
+    pub for_each: Option<Spanned<String>>,
+    /// How many items of a `for_each` run at once (default 8).
+    #[serde(default)]
+    pub concurrency: Option<Spanned<usize>>,
+    /// The share of items that must succeed for a `for_each` task to
+    /// succeed (default 1).
+    #[serde(default)]
+    pub min_success_ratio: Option<Spanned<f64>>,
 }
 
 /// A retry policy as written; unset fields inherit.

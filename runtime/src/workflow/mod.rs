@@ -18,7 +18,9 @@ pub use definition::{
 pub use diagnostic::{Diagnostic, WorkflowError};
 pub use limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 pub use parse::parse;
-pub use plan::{Durability, Fallback, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan};
+pub use plan::{
+    Durability, Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan,
+};
 pub use validate::{PluginCatalog, validate};
 
 use crate::expr::Expressions;

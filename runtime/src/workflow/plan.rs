@@ -88,6 +88,19 @@ pub struct PlannedTask {
     pub default: Option<Value>,
     /// A failure neither stops dependents nor fails the run.
     pub continue_on_error: bool,
+    /// Set when the task runs once per element of a list.
+    pub for_each: Option<ForEach>,
+}
+
+/// A task that runs once per element of a list.
+#[derive(Debug, Clone)]
+pub struct ForEach {
+    /// Gives the list.
+    pub items: Expression,
+    /// Items at once.
+    pub concurrency: usize,
+    /// The share of items that must succeed.
+    pub min_success_ratio: f64,
 }
 
 /// The alternative a task falls back to.

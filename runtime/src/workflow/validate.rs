@@ -16,7 +16,7 @@ use super::diagnostic::{Diagnostic, WorkflowError};
 use super::limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 use super::parse::location_of;
 use super::plan::{
-    Fallback, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches, type_name,
+    Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches, type_name,
 };
 use super::retry::retry_policy;
 use crate::expr::{Expression, Expressions, Template};
@@ -192,6 +192,7 @@ impl Validator<'_> {
                 fallback,
                 default: task.default.clone(),
                 continue_on_error: task.continue_on_error,
+                for_each: self.for_each(task),
             });
         }
 
@@ -228,6 +229,7 @@ impl Validator<'_> {
             let planned = &tasks[i];
             let mut exprs: Vec<&Expression> = planned.input.expressions();
             exprs.extend(planned.when.as_ref());
+            exprs.extend(planned.for_each.as_ref().map(|f| &f.items));
             if let Some(fallback) = &planned.fallback {
                 exprs.extend(fallback.input.expressions());
             }
@@ -351,6 +353,66 @@ impl Validator<'_> {
                     .push(Diagnostic::at(location_of(text), format!("{what}: {e}")));
             })
             .ok()
+    }
+
+    /// `for_each:` and the fields that only make sense with it.
+    fn for_each(&mut self, task: &TaskSpec) -> Option<ForEach> {
+        let id = &task.id.value;
+        let Some(items) = &task.for_each else {
+            for (field, at) in [
+                (
+                    "concurrency",
+                    task.concurrency.as_ref().and_then(location_of),
+                ),
+                (
+                    "min_success_ratio",
+                    task.min_success_ratio.as_ref().and_then(location_of),
+                ),
+            ] {
+                if at.is_some() {
+                    self.problems.push(
+                        Diagnostic::at(at, format!("task `{id}` has `{field}` but no `for_each`"))
+                            .help("these settings belong to a task that runs once per list item"),
+                    );
+                }
+            }
+            return None;
+        };
+        if task.wait.is_some() {
+            self.problems.push(
+                Diagnostic::at(
+                    location_of(items),
+                    format!("task `{id}` waits for a signal; it cannot run `for_each`"),
+                )
+                .help("put the `for_each` on a task that uses a plugin"),
+            );
+        }
+        let concurrency = task.concurrency.as_ref().map_or(8, |c| c.value);
+        if concurrency == 0 {
+            self.problems.push(
+                Diagnostic::at(
+                    task.concurrency.as_ref().and_then(location_of),
+                    "`concurrency` must be at least 1",
+                )
+                .help("leave it out to run 8 items at once"),
+            );
+        }
+        let ratio = task.min_success_ratio.as_ref().map_or(1.0, |r| r.value);
+        if !(0.0..=1.0).contains(&ratio) {
+            self.problems.push(
+                Diagnostic::at(
+                    task.min_success_ratio.as_ref().and_then(location_of),
+                    "`min_success_ratio` must be between 0 and 1",
+                )
+                .help("0.9 lets a tenth of the items fail"),
+            );
+        }
+        let items = self.condition(items, &format!("`for_each` of task `{id}`"))?;
+        Some(ForEach {
+            items,
+            concurrency: concurrency.max(1),
+            min_success_ratio: ratio,
+        })
     }
 
     fn check_plugin(&mut self, id: &str, uses: &Spanned<String>, catalog: &dyn PluginCatalog) {

@@ -1,0 +1,288 @@
+//! `for_each:` one task over a list: each item runs as its own unit (its own
+//! attempts, retries and fallback), at most `concurrency` at once, and its
+//! final state is committed as it finishes (as task `<id>[<index>]`), so a
+//! resumed run redoes only the items that had not finished. The task's
+//! output is the items' outputs in list order (`null` for a failed item);
+//! it fails when fewer than `min_success_ratio` of the items succeeded.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use super::attempts::{Outcome, TaskAttempts};
+use super::executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess};
+use super::journal::Journal;
+use super::report::{TaskError, TaskReport, TaskStatus};
+use crate::expr::{Bindings, Expressions, Template};
+use crate::fault::RetryPolicy;
+
+/// The most items one `for_each` may have: a list longer than this is an
+/// error rather than unbounded memory.
+pub const MAX_ITEMS: usize = 100_000;
+
+/// The id under which item `index` of task `task` is recorded.
+pub fn item_id(task: &str, index: usize) -> String {
+    format!("{task}[{index}]")
+}
+
+/// The task and item index of an item id, if `id` is one.
+pub fn parse_item_id(id: &str) -> Option<(&str, usize)> {
+    let (task, rest) = id.split_once('[')?;
+    Some((task, rest.strip_suffix(']')?.parse().ok()?))
+}
+
+/// One fan-out, owned so it can be spawned.
+pub(super) struct FanOut<E, J> {
+    pub executor: Arc<E>,
+    pub journal: Option<J>,
+    pub expressions: Expressions,
+    pub inputs: Arc<Value>,
+    pub policy: Arc<RetryPolicy>,
+    /// The request of the task, input not yet rendered.
+    pub request: TaskRequest,
+    /// The task's `with:`, and its fallback's (plugin, `with:`).
+    pub input: Template,
+    pub fallback: Option<(String, Template)>,
+    /// What the task's expressions see; `item` and `index` are added per item.
+    pub bindings: Bindings,
+    pub items: Vec<Value>,
+    pub concurrency: usize,
+    pub min_success_ratio: f64,
+    /// Items recorded by an earlier process.
+    pub done: Vec<(usize, TaskReport)>,
+}
+
+type Commit<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
+    /// Runs every item not yet done and gathers the task's result.
+    pub async fn run(self) -> Outcome {
+        let FanOut {
+            executor,
+            journal,
+            expressions,
+            inputs,
+            policy,
+            request,
+            input,
+            fallback,
+            bindings,
+            items,
+            concurrency,
+            min_success_ratio,
+            done,
+        } = self;
+        let task = request.task_id.clone();
+        let mut results: Vec<Option<TaskReport>> = vec![None; items.len()];
+        for (index, report) in done {
+            if let Some(slot) = results.get_mut(index) {
+                *slot = Some(report);
+            }
+        }
+        let mut running = JoinSet::new();
+        let mut next = 0;
+        let mut unrecorded: Vec<TaskReport> = Vec::new();
+        let mut commit: Option<Commit<'_>> = None;
+        let mut journal_error = None;
+        loop {
+            while running.len() < concurrency.max(1) && next < items.len() {
+                let index = next;
+                next += 1;
+                if results[index].is_some() {
+                    continue;
+                }
+                let mut bindings = bindings.clone();
+                bindings.add_value("item", &items[index]);
+                bindings.add_value("index", &Value::from(index));
+                let render = |template: &Template| {
+                    expressions
+                        .render(template, &bindings)
+                        .map(|v| v.to_string())
+                };
+                let id = item_id(&task, index);
+                let item_request = match render(&input) {
+                    Ok(input) => TaskRequest {
+                        task_id: id.clone(),
+                        input,
+                        ..request.clone()
+                    },
+                    Err(e) => {
+                        results[index] = Some(item_report(
+                            &id,
+                            &request.uses,
+                            Outcome::once(Err(TaskFailure {
+                                kind: FailureKind::Expression,
+                                message: format!("`with`: {e}"),
+                                metering: Metering::default(),
+                            })),
+                        ));
+                        continue;
+                    }
+                };
+                let item_fallback = fallback.as_ref().and_then(|(uses, template)| {
+                    render(template).ok().map(|input| TaskRequest {
+                        uses: uses.clone(),
+                        input,
+                        fallback: true,
+                        ..item_request.clone()
+                    })
+                });
+                let attempts = TaskAttempts {
+                    executor: Arc::clone(&executor),
+                    journal: journal.clone(),
+                    expressions: expressions.clone(),
+                    inputs: Arc::clone(&inputs),
+                    policy: Arc::clone(&policy),
+                    request: item_request,
+                    fallback: item_fallback,
+                    timeout: None,
+                    resume: None,
+                };
+                running.spawn(async move { (index, attempts.run().await) });
+            }
+            if let (Some(journal), None) = (&journal, &commit)
+                && !unrecorded.is_empty()
+                && journal_error.is_none()
+            {
+                let reports = std::mem::take(&mut unrecorded);
+                commit = Some(Box::pin(journal.commit(reports, false)));
+            }
+            if running.is_empty() && commit.is_none() {
+                break;
+            }
+            tokio::select! {
+                joined = running.join_next(), if !running.is_empty() => {
+                    let Some(joined) = joined else { continue };
+                    let (index, outcome) = joined.unwrap_or_else(|e| {
+                        (usize::MAX, Outcome::once(Err(TaskFailure {
+                            kind: FailureKind::Plugin,
+                            message: format!("an item's executor crashed: {e}"),
+                            metering: Metering::default(),
+                        })))
+                    });
+                    let Some(slot) = results.get_mut(index) else { continue };
+                    let report = item_report(&item_id(&task, index), &request.uses, outcome);
+                    if journal.is_some() {
+                        unrecorded.push(report.clone());
+                    }
+                    *slot = Some(report);
+                }
+                result = async { commit.as_mut().expect("guarded").await }, if commit.is_some() => {
+                    commit = None;
+                    if let Err(e) = result {
+                        journal_error = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = journal_error {
+            return Outcome::once(Err(TaskFailure {
+                kind: FailureKind::Plugin,
+                message: format!("recording the items failed: {e}"),
+                metering: Metering::default(),
+            }));
+        }
+        // Every item's state is committed by now: the loop ends only with
+        // no commit in flight and none pending.
+        gather(results, min_success_ratio)
+    }
+}
+
+/// An item's final state.
+fn item_report(id: &str, uses: &str, outcome: Outcome) -> TaskReport {
+    let mut report = TaskReport {
+        id: id.to_owned(),
+        uses: uses.to_owned(),
+        status: TaskStatus::Succeeded,
+        output: None,
+        error: None,
+        usage: None,
+        metering: Metering::default(),
+        attempts: outcome.attempts,
+        fallback: outcome.fallback,
+        degraded: false,
+        tolerated: false,
+    };
+    match outcome.result {
+        Ok(success) => {
+            report.output = Some(success.output);
+            report.usage = success.usage;
+            report.metering = success.metering;
+        }
+        Err(failure) => {
+            report.status = TaskStatus::Failed;
+            report.metering = failure.metering;
+            report.error = Some(TaskError::from(failure));
+        }
+    }
+    report
+}
+
+/// The task's result from its items'.
+fn gather(results: Vec<Option<TaskReport>>, min_success_ratio: f64) -> Outcome {
+    let total = results.len();
+    let mut outputs = Vec::with_capacity(total);
+    let mut metering = Metering::default();
+    let (mut succeeded, mut attempts, mut first_error) = (0usize, 0u32, None);
+    for report in results.into_iter().flatten() {
+        metering.duration += report.metering.duration;
+        metering.fuel += report.metering.fuel;
+        metering.peak_memory = metering.peak_memory.max(report.metering.peak_memory);
+        attempts = attempts.saturating_add(report.attempts);
+        if report.status == TaskStatus::Succeeded {
+            succeeded += 1;
+        } else if first_error.is_none() {
+            first_error = Some(format!(
+                "{}: {}",
+                report.id,
+                report.error.as_ref().map_or("", |e| e.message.as_str())
+            ));
+        }
+        outputs.push(report.output.unwrap_or(Value::Null));
+    }
+    let ratio = if total == 0 {
+        1.0
+    } else {
+        succeeded as f64 / total as f64
+    };
+    let result = if ratio >= min_success_ratio {
+        Ok(TaskSuccess {
+            output: Value::Array(outputs),
+            usage: None,
+            metering,
+        })
+    } else {
+        Err(TaskFailure {
+            kind: FailureKind::Fatal,
+            message: format!(
+                "{} of {total} items failed, more than `min_success_ratio` ({min_success_ratio}) allows; first: {}",
+                total - succeeded,
+                first_error.unwrap_or_default()
+            ),
+            metering,
+        })
+    };
+    Outcome {
+        result,
+        attempts,
+        fallback: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_ids_round_trip() {
+        assert_eq!(
+            parse_item_id(&item_id("summarize", 42)),
+            Some(("summarize", 42))
+        );
+        assert_eq!(parse_item_id("summarize"), None);
+        assert_eq!(parse_item_id("a[x]"), None);
+    }
+}
