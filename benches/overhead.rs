@@ -133,6 +133,7 @@ fn recorded_run<E: Executor>(
         journal: Some(&journal),
         done: Vec::new(),
         retries: Vec::new(),
+        overrides: Default::default(),
         started_at: None,
         cancel: Arc::default(),
         observe: &|_| {},

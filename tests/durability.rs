@@ -126,6 +126,7 @@ async fn strict_waits_for_the_commit_and_groups_completions() {
         journal: Some(&journal),
         done: Vec::new(),
         retries: Vec::new(),
+        overrides: Default::default(),
         started_at: None,
         cancel: Arc::new(Cancel::default()),
         observe: &|_: Event<'_>| {},
@@ -176,6 +177,7 @@ async fn batched_chains_commit_while_they_run() {
         journal: Some(&journal),
         done: Vec::new(),
         retries: Vec::new(),
+        overrides: Default::default(),
         started_at: None,
         cancel: Arc::new(Cancel::default()),
         observe: &|_: Event<'_>| {},
@@ -303,6 +305,7 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
             inputs: json!({}),
             done: Vec::new(),
             retries: Vec::new(),
+            overrides: Default::default(),
             created_at: record.created_at,
         };
         let result = host

@@ -534,3 +534,159 @@ tasks:
     assert!(message.contains("2 of 10 items failed"), "{message}");
     assert!(message.contains("item 5 broke"), "{message}");
 }
+
+#[test]
+fn dead_letters_are_listed_shown_replayed_and_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = install_marking_guest(dir.path());
+    // `load` reads a file that does not exist yet: it fails for good (after
+    // two attempts) and lands in the dead-letter queue; `report` does not run.
+    let yaml = r#"name: dlq
+tasks:
+  - id: retried
+    uses: test-guest
+    with: { mode: flaky, times: 1, kind: retryable, message: rate limited, value: ok }
+    retry: { max_attempts: 2, initial_interval: 5ms }
+  - id: fell_back
+    uses: test-guest
+    with: { mode: fail, kind: fatal, message: big model down }
+    fallback: { with: { value: small } }
+  - id: load
+    uses: test-guest
+    with: { mode: read, path: /data/input.txt }
+    retry: { max_attempts: 2, initial_interval: 5ms, non_retryable: [] }
+  - id: report
+    uses: test-guest
+    needs: [load, retried, fell_back]
+    with: { value: "${{ tasks.load.output + '/' + tasks.retried.output + '/' + tasks.fell_back.output }}" }
+outputs:
+  report: ${{ tasks.report.output }}
+"#;
+    let (id, out) = run_cli(dir.path(), yaml);
+    assert_eq!(out.status.code(), Some(1), "the run fails");
+    let letter = format!("{id}/load");
+
+    let out = cli(dir.path()).args(["dlq", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains(&letter), "{list}");
+    assert!(list.contains("2 attempts"), "{list}");
+
+    let out = cli(dir.path())
+        .args(["dlq", "show", &letter, "--json"])
+        .output()
+        .unwrap();
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown["letter"]["input"],
+        json!({ "mode": "read", "path": "/data/input.txt" })
+    );
+    assert_eq!(shown["attempts"].as_array().unwrap().len(), 2);
+
+    // Retries, the fallback and the dead letter, all in one status.
+    let out = cli(dir.path()).args(["status", &id]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "attempt 1 failed: retryable: rate limited; retried after 5ms",
+        "(2 attempts, fallback)",
+        "in the dead-letter queue: `runtime dlq show",
+        "not run",
+    ] {
+        assert!(
+            text.contains(expected),
+            "`{expected}` missing from:\n{text}"
+        );
+    }
+
+    // The cause is fixed; the replay runs `load` again, then `report`.
+    std::fs::write(data.join("input.txt"), "data").unwrap();
+    let out = cli(dir.path())
+        .args(["dlq", "replay", &letter])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view = status_json(dir.path(), &id);
+    assert_eq!(view["status"], "succeeded");
+    assert_eq!(view["record"]["outputs"]["report"], "data/ok/small");
+    let replayed: Vec<&Value> = events(&view, "dead_letter_replayed", "load");
+    assert_eq!(replayed.len(), 1);
+    let out = cli(dir.path()).args(["dlq", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no dead letters"));
+    let out = cli(dir.path()).args(["status", &id]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("replayed from the dead-letter queue"));
+}
+
+#[test]
+fn a_replay_can_replace_the_input_and_purge_empties_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"name: dlq_input
+tasks:
+  - id: broken
+    uses: {GUEST}
+    with: {{ mode: fail, kind: invalid-input, message: bad prompt }}
+  - id: after
+    uses: {GUEST}
+    needs: [broken]
+    with: {{ value: "${{{{ tasks.broken.output }}}}" }}
+outputs:
+  result: ${{{{ tasks.after.output }}}}
+"#
+    );
+    let (first, _) = run_cli(dir.path(), &yaml);
+    let (second, _) = run_cli(dir.path(), &yaml);
+
+    let out = cli(dir.path())
+        .args([
+            "dlq",
+            "replay",
+            &format!("{first}/broken"),
+            "--input",
+            r#"{"mode": "echo", "value": "fixed by hand"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view = status_json(dir.path(), &first);
+    assert_eq!(view["record"]["outputs"]["result"], "fixed by hand");
+    assert_eq!(
+        events(&view, "dead_letter_replayed", "broken")[0]["input_replaced"],
+        true
+    );
+
+    let out = cli(dir.path()).args(["dlq", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains(&format!("{second}/broken")), "{list}");
+    let out = cli(dir.path())
+        .args(["dlq", "purge", "--all"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("purged 1 dead letters"));
+    let out = cli(dir.path()).args(["dlq", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no dead letters"));
+
+    // Bad ids are clear errors.
+    let out = cli(dir.path())
+        .args(["dlq", "show", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<execution id>/<task id>"));
+    let out = cli(dir.path())
+        .args(["dlq", "replay", &format!("{second}/broken")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a purged letter is not replayed"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no open dead letter"));
+}

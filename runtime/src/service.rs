@@ -169,6 +169,8 @@ pub struct Execution {
     pub done: Vec<TaskReport>,
     /// Retries an earlier process scheduled and did not start.
     pub retries: Vec<PendingRetry>,
+    /// Inputs dead-letter replays gave tasks, by task id (JSON text).
+    pub overrides: HashMap<String, String>,
     /// When it was created, ms since the epoch.
     pub created_at: u64,
 }
@@ -208,6 +210,7 @@ pub fn start_execution(
         inputs,
         done: Vec::new(),
         retries: Vec::new(),
+        overrides: HashMap::new(),
         created_at: record.created_at,
     })
 }
@@ -246,6 +249,7 @@ pub fn reopen_execution(
     }
     let done = log.tasks()?;
     let retries = log.retries()?;
+    let overrides = log.overrides()?;
     Ok((
         Execution {
             id: id.to_owned(),
@@ -254,6 +258,7 @@ pub fn reopen_execution(
             inputs: record.inputs,
             done,
             retries,
+            overrides,
             created_at: record.created_at,
         },
         workflow,
@@ -414,6 +419,7 @@ impl Runner {
             inputs,
             done,
             retries,
+            overrides,
             created_at,
         } = execution;
         if !done.is_empty() {
@@ -430,6 +436,7 @@ impl Runner {
             journal: Some(&journal),
             done,
             retries,
+            overrides,
             started_at: Some(created_at),
             cancel,
             observe,

@@ -16,7 +16,7 @@ use crate::store::executions::{
     EventKind, ExecutionError, ExecutionRecord, ExecutionStatus, Executions, LogEvent, now_ms,
 };
 
-fn executions(ctx: &Context) -> Executions {
+pub(super) fn executions(ctx: &Context) -> Executions {
     Executions::beside(&ctx.store_path)
 }
 
@@ -149,8 +149,23 @@ pub(super) fn status(
     }
     let mut attempts: BTreeMap<&str, u32> = BTreeMap::new();
     let mut failures: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    // Where each task's dead letter stands, the last event winning.
+    let mut letters: BTreeMap<&str, &str> = BTreeMap::new();
     for event in &view.events {
         match &event.kind {
+            EventKind::DeadLettered { task } => {
+                letters.insert(task.as_str(), "open");
+            }
+            EventKind::DeadLetterReplayed { task, .. } => {
+                letters.insert(task.as_str(), "replayed");
+                failures
+                    .entry(task.as_str())
+                    .or_default()
+                    .push("replayed from the dead-letter queue (`runtime dlq replay`)".to_owned());
+            }
+            EventKind::DeadLetterPurged { task } => {
+                letters.insert(task.as_str(), "purged");
+            }
             EventKind::AttemptStarted { task, .. } => {
                 *attempts.entry(task.as_str()).or_default() += 1;
             }
@@ -200,6 +215,15 @@ pub(super) fn status(
         out!("  {}  attempts {n}", finished_line(task, width));
         for failure in failures.get(task.id.as_str()).into_iter().flatten() {
             out!("           {failure}");
+        }
+        if letters.get(task.id.as_str()) == Some(&"open") && task.status == TaskStatus::Failed {
+            out!(
+                "           in the dead-letter queue: `runtime dlq show {}/{}`, `runtime dlq replay {}/{}`",
+                r.id,
+                task.id,
+                r.id,
+                task.id
+            );
         }
     }
     for (task, (ok, failed, attempts)) in &items {

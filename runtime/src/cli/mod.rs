@@ -24,6 +24,7 @@ macro_rules! note {
 }
 
 mod control;
+mod dlq;
 mod executions;
 mod plugins;
 mod run;
@@ -150,6 +151,12 @@ pub enum Command {
         #[arg(long, value_parser = parse_age)]
         older_than: std::time::Duration,
     },
+    /// Lists, shows, replays and purges tasks that failed for good.
+    Dlq {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Validates a plugin component, precompiles it and stores it with its grants.
     Install(plugins::InstallArgs),
     /// Lists, shows and removes installed plugins.
@@ -241,6 +248,7 @@ pub fn main() -> ExitCode {
             concurrency,
         } => executions::resume(&ctx, id.as_deref(), all, concurrency),
         Command::Gc { older_than } => executions::gc(&ctx, older_than),
+        Command::Dlq { command } => dlq::dlq(&ctx, command),
         Command::Install(args) => plugins::install(&ctx, args),
         Command::Plugins { command } => plugins::plugins(&ctx, command),
     });

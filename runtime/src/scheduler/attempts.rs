@@ -45,6 +45,8 @@ pub struct Outcome {
     pub attempts: u32,
     /// Whether the result came from the fallback.
     pub fallback: bool,
+    /// The input of the last attempt (JSON text), when it failed.
+    pub input: Option<String>,
 }
 
 impl Outcome {
@@ -54,6 +56,7 @@ impl Outcome {
             result,
             attempts: 1,
             fallback: false,
+            input: None,
         }
     }
 }
@@ -93,16 +96,19 @@ impl<E: Executor, J: Journal + Clone> TaskAttempts<E, J> {
                         result: Ok(success),
                         attempts: attempt,
                         fallback: false,
+                        input: None,
                     };
                 }
                 Err(f) => failure = Some(f),
             }
         }
+        let own_input = Some(self.request.input.clone());
         let Some(fallback) = &self.fallback else {
             return Outcome {
                 result: Err(failure.expect("the task's own attempts failed")),
                 attempts: attempt,
                 fallback: false,
+                input: own_input,
             };
         };
         if failure.as_ref().is_some_and(|f| f.kind.is_final()) {
@@ -110,6 +116,7 @@ impl<E: Executor, J: Journal + Clone> TaskAttempts<E, J> {
                 result: Err(failure.expect("checked")),
                 attempts: attempt,
                 fallback: false,
+                input: own_input,
             };
         }
         let start = resume
@@ -132,10 +139,12 @@ impl<E: Executor, J: Journal + Clone> TaskAttempts<E, J> {
                 },
                 None => f,
             });
+        let input = result.is_err().then(|| fallback.input.clone());
         Outcome {
             result,
             attempts: attempt,
             fallback: true,
+            input,
         }
     }
 

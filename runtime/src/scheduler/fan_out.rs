@@ -205,6 +205,7 @@ fn item_report(id: &str, uses: &str, outcome: Outcome) -> TaskReport {
         fallback: outcome.fallback,
         degraded: false,
         tolerated: false,
+        input: None,
     };
     match outcome.result {
         Ok(success) => {
@@ -269,6 +270,7 @@ fn gather(results: Vec<Option<TaskReport>>, min_success_ratio: f64) -> Outcome {
         result,
         attempts,
         fallback: false,
+        input: None,
     }
 }
 

@@ -99,6 +99,9 @@ pub struct RunOptions<'a, J> {
     /// Retries an earlier process scheduled and did not start: those tasks
     /// continue from that attempt, after the recorded wait.
     pub retries: Vec<PendingRetry>,
+    /// Inputs that replace tasks' resolved `with:` (JSON text, by task id):
+    /// what a dead-letter replay was given.
+    pub overrides: HashMap<String, String>,
     /// When the run first started, ms since the epoch (the workflow's
     /// `timeout` counts from there); now when `None`.
     pub started_at: Option<u64>,
@@ -133,6 +136,7 @@ impl<E: Executor> Scheduler<E> {
             journal: None::<&NoJournal>,
             done: Vec::new(),
             retries: Vec::new(),
+            overrides: HashMap::new(),
             started_at: None,
             cancel: Arc::default(),
             observe,
@@ -157,6 +161,7 @@ impl<E: Executor> Scheduler<E> {
             journal,
             done,
             retries,
+            overrides,
             started_at,
             cancel,
             observe,
@@ -175,6 +180,7 @@ impl<E: Executor> Scheduler<E> {
         // Without a journal nothing waits for a commit.
         let strict = journal.is_some() && plan.durability == Durability::Strict;
         let mut run = Run::new(plan, &self.expressions, execution_id, inputs, done, retries);
+        run.overrides = overrides;
         let mut running = JoinSet::new();
         let mut running_ids = HashMap::new();
         // Final states not yet handed to the journal, and (strict) those in
@@ -509,6 +515,8 @@ struct Run<'a> {
     retries: HashMap<usize, PendingRetry>,
     /// `for_each` items recorded by an earlier process, by task.
     done_items: HashMap<usize, Vec<(usize, TaskReport)>>,
+    /// Inputs given instead of `with:`, by task id.
+    overrides: HashMap<String, String>,
 }
 
 impl<'a> Run<'a> {
@@ -535,6 +543,7 @@ impl<'a> Run<'a> {
             inputs: Arc::new(inputs.clone()),
             retries: HashMap::new(),
             done_items: HashMap::new(),
+            overrides: HashMap::new(),
         };
         let index: HashMap<&str, usize> = plan
             .tasks
@@ -613,6 +622,10 @@ impl<'a> Run<'a> {
             // no scope to build.
             (None, Template::Literal(input), None) => input.to_string(),
             _ => self.resolve_input(i)?,
+        };
+        let input = match self.overrides.get(&task.id) {
+            Some(replaced) => replaced.clone(),
+            None => input,
         };
         Ok(TaskRequest {
             execution_id: Arc::clone(&self.execution_id),
@@ -765,6 +778,7 @@ impl<'a> Run<'a> {
             fallback: false,
             degraded: false,
             tolerated: false,
+            input: None,
         })
     }
 
@@ -785,6 +799,10 @@ impl<'a> Run<'a> {
             fallback: outcome.fallback,
             degraded: false,
             tolerated: false,
+            input: outcome
+                .input
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
         };
         match outcome.result {
             Ok(s) => {

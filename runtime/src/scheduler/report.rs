@@ -65,6 +65,10 @@ pub struct TaskReport {
     /// It failed, and `continue_on_error` let its dependents run anyway.
     #[serde(default, skip_serializing_if = "is_false")]
     pub tolerated: bool,
+    /// The resolved input of its last attempt, kept when it failed (for
+    /// the dead-letter queue and for reading what went wrong).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -16,6 +16,9 @@
 //! | `log` | `0x01` + task id (UTF-8) | a task's final state: [`TaskReport`] JSON (output replaced by a blob reference when large) |
 //! | `blobs` | sha256 hex of the JSON text | the output's JSON text |
 //! | `signals` | signal name | its payload, JSON |
+//! | `retries` | task id | a scheduled retry ([`crate::scheduler::PendingRetry`]) |
+//! | `dead_letters` | task id | a failed task in the dead-letter queue ([`DeadLetter`]) |
+//! | `overrides` | task id | the input a dead-letter replay runs the task with, JSON |
 //! | `waits` | task id | the wait's deadline, ms since the epoch (0: none) |
 //!
 //! The event log and the task states are two key ranges of one table, not
@@ -29,7 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use redb::{
     Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
@@ -39,10 +42,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::scheduler::{
-    FailureKind, Journal, PendingRetry, Signals, TaskFailure, TaskReport, TaskStatus, WaitOutcome,
-};
+use crate::scheduler::{FailureKind, PendingRetry, TaskReport, TaskStatus};
 use crate::workflow::Durability as WorkflowDurability;
+
+mod dead_letters;
+mod journal;
+
+pub use dead_letters::{DeadLetter, DeadLetterState};
+pub use journal::ExecutionJournal;
 
 /// The format of execution files this runtime writes and reads. Format 1
 /// (separate `events` and `tasks` tables) was never released.
@@ -78,6 +85,8 @@ const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const SIGNALS: TableDefinition<&str, &str> = TableDefinition::new("signals");
 const WAITS: TableDefinition<&str, u64> = TableDefinition::new("waits");
 const RETRIES: TableDefinition<&str, &str> = TableDefinition::new("retries");
+const DEAD_LETTERS: TableDefinition<&str, &str> = TableDefinition::new("dead_letters");
+const OVERRIDES: TableDefinition<&str, &str> = TableDefinition::new("overrides");
 
 /// Outputs longer than this (as JSON text) are stored once in `blobs`.
 pub const INLINE_OUTPUT_BYTES: usize = 1024;
@@ -243,6 +252,23 @@ pub enum EventKind {
         /// When it gives up, ms since the epoch.
         #[serde(skip_serializing_if = "Option::is_none")]
         deadline: Option<u64>,
+    },
+    /// A failed task was put in the dead-letter queue.
+    DeadLettered {
+        /// The task.
+        task: String,
+    },
+    /// `runtime dlq replay` took a dead letter up again.
+    DeadLetterReplayed {
+        /// The task.
+        task: String,
+        /// The replay ran with an input given on the command line.
+        input_replaced: bool,
+    },
+    /// `runtime dlq purge` removed a dead letter from the queue.
+    DeadLetterPurged {
+        /// The task.
+        task: String,
     },
     /// `runtime signal` delivered a signal.
     SignalReceived {
@@ -508,6 +534,8 @@ impl ExecutionLog {
             w.open_table(SIGNALS)?;
             w.open_table(WAITS)?;
             w.open_table(RETRIES)?;
+            w.open_table(DEAD_LETTERS)?;
+            w.open_table(OVERRIDES)?;
             append(
                 w,
                 &EventKind::ExecutionStarted {
@@ -676,6 +704,13 @@ impl ExecutionLog {
                     status: report.status,
                     error: report.error.as_ref().map(|e| e.message.clone()),
                 })?;
+                if let Some(letter) = DeadLetter::of(report) {
+                    w.open_table(DEAD_LETTERS)?
+                        .insert(report.id.as_str(), json(&letter).as_str())?;
+                    log.push(&EventKind::DeadLettered {
+                        task: report.id.clone(),
+                    })?;
+                }
             }
             Ok(())
         })
@@ -824,136 +859,6 @@ struct StoredTask {
     output_blob: Option<String>,
 }
 
-/// The journal of one execution: the scheduler hands it final states, and
-/// each batch becomes one durable commit, off the async threads.
-#[derive(Debug, Clone)]
-pub struct ExecutionJournal {
-    log: Arc<ExecutionLog>,
-}
-
-impl ExecutionJournal {
-    /// A journal writing to `log`.
-    pub fn new(log: Arc<ExecutionLog>) -> Self {
-        Self { log }
-    }
-}
-
-impl Journal for ExecutionJournal {
-    fn attempt_started(&self, task: &str, attempt: u32, fallback: bool) {
-        self.log.note(EventKind::AttemptStarted {
-            task: task.to_owned(),
-            attempt,
-            fallback,
-        });
-    }
-
-    fn attempt_failed(
-        &self,
-        task: &str,
-        attempt: u32,
-        failure: &TaskFailure,
-        retry: Option<PendingRetry>,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
-        let kind = EventKind::AttemptFailed {
-            task: task.to_owned(),
-            attempt,
-            kind: failure.kind,
-            error: failure.message.clone(),
-            retry_at: retry.as_ref().map(|r| r.due_at),
-        };
-        let log = Arc::clone(&self.log);
-        async move {
-            let Some(retry) = retry else {
-                log.note(kind);
-                return Ok(());
-            };
-            let failed = LogEvent {
-                at: retry.failed_at,
-                kind,
-            };
-            tokio::task::spawn_blocking(move || log.schedule_retry(failed, &retry))
-                .await
-                .map_err(|e| format!("the commit did not finish: {e}"))?
-                .map_err(|e| e.to_string())
-        }
-    }
-
-    fn commit(
-        &self,
-        reports: Vec<TaskReport>,
-        idle: bool,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        let log = Arc::clone(&self.log);
-        // When nothing else of the run could proceed meanwhile (a strict
-        // chain), the fsync runs right here, when the future is polled: a
-        // hand-off to a blocking thread and back costs a chain ~90 µs per
-        // step. Otherwise it starts on a blocking thread at once, before
-        // the future is polled, so a batched run keeps committing while
-        // the scheduler runs tasks inline.
-        let inline = idle && Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread;
-        let mut pending = Some(reports);
-        let started = (!inline).then(|| {
-            let reports = pending.take().expect("not taken");
-            let log = Arc::clone(&log);
-            tokio::task::spawn_blocking(move || log.commit_tasks(&reports))
-        });
-        async move {
-            match (started, pending) {
-                (Some(handle), _) => handle
-                    .await
-                    .map_err(|e| format!("the commit did not finish: {e}"))?
-                    .map_err(|e| e.to_string()),
-                (None, Some(reports)) => tokio::task::block_in_place(|| log.commit_tasks(&reports))
-                    .map_err(|e| e.to_string()),
-                (None, None) => unreachable!("the reports go to one of the two paths"),
-            }
-        }
-    }
-}
-
-impl Signals for ExecutionJournal {
-    fn wait(
-        &self,
-        task: &str,
-        signal: &str,
-        timeout: Option<std::time::Duration>,
-    ) -> impl std::future::Future<Output = WaitOutcome> + Send + 'static {
-        let log = Arc::clone(&self.log);
-        let (task, signal) = (task.to_owned(), signal.to_owned());
-        async move {
-            let deadline = {
-                let log = Arc::clone(&log);
-                let (task, signal) = (task.clone(), signal.clone());
-                tokio::task::spawn_blocking(move || log.start_wait(&task, &signal, timeout))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?
-            };
-            loop {
-                // Registered before the check, so a signal in between wakes us.
-                let signalled = log.signalled.notified();
-                if let Some(payload) = log.signal_payload(&signal).map_err(|e| e.to_string())? {
-                    return Ok(Some(payload));
-                }
-                match deadline {
-                    Some(deadline) => {
-                        let left = deadline.saturating_sub(now_ms());
-                        if left == 0 {
-                            return Ok(None);
-                        }
-                        tokio::select! {
-                            () = signalled => {}
-                            () = tokio::time::sleep(std::time::Duration::from_millis(left)) => {}
-                        }
-                    }
-                    None => signalled.await,
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -994,6 +899,7 @@ mod tests {
             fallback: false,
             degraded: false,
             tolerated: false,
+            input: None,
         };
         log.commit_tasks(&[report("a")]).unwrap();
         log.commit_tasks(&[report("b")]).unwrap();
