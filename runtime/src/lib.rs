@@ -10,6 +10,7 @@
 //! [`config`] holds host secrets; [`service`] wires these together for the
 //! [`cli`].
 
+pub mod breakers;
 pub mod cli;
 pub mod config;
 pub mod expr;

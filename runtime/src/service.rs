@@ -9,6 +9,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use crate::breakers::{BreakerExecutor, Breakers, Guard};
 use crate::config::Secrets;
 use crate::expr::Expressions;
 use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
@@ -271,6 +272,7 @@ pub struct Runner {
     sandbox: Arc<Sandbox>,
     expressions: Expressions,
     secrets: Arc<Secrets>,
+    breakers: Arc<Breakers>,
 }
 
 impl Runner {
@@ -285,7 +287,47 @@ impl Runner {
             sandbox,
             expressions,
             secrets: Arc::default(),
+            breakers: Arc::new(Breakers::in_memory()),
         }
+    }
+
+    /// The same runner, keeping circuit breaker states in `breakers`.
+    pub fn with_breakers(self, breakers: Arc<Breakers>) -> Self {
+        Self { breakers, ..self }
+    }
+
+    /// The circuit breakers of this runner's plugins.
+    pub fn breakers(&self) -> &Arc<Breakers> {
+        &self.breakers
+    }
+
+    /// The executor a run uses: the sandbox, behind the circuit breakers
+    /// the workflow asks for.
+    fn guarded(
+        &self,
+        workflow: &LoadedWorkflow,
+        executor: SandboxExecutor,
+    ) -> Result<BreakerExecutor<SandboxExecutor>, ServiceError> {
+        let digests = workflow.plugin_digests()?;
+        let mut guards = HashMap::new();
+        for (key, task, uses) in workflow.plugin_slots() {
+            let (Some(policy), Some(digest)) = (task.breaker, digests.get(&key)) else {
+                continue;
+            };
+            guards.insert(
+                key,
+                Guard {
+                    key: format!("plugin:{digest}"),
+                    label: uses.to_owned(),
+                    policy,
+                },
+            );
+        }
+        Ok(BreakerExecutor::new(
+            executor,
+            Arc::clone(&self.breakers),
+            guards,
+        ))
     }
 
     /// The same runner, attaching `secrets` to plugins granted them.
@@ -390,6 +432,7 @@ impl Runner {
             .plan
             .resolve_inputs(inputs)
             .map_err(ServiceError::Inputs)?;
+        let executor = self.guarded(workflow, executor)?;
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
         Ok(scheduler
             .run(
@@ -430,6 +473,7 @@ impl Runner {
                 .map_err(|e| ServiceError::Plugin(e.to_string()))??;
         }
         let journal = ExecutionJournal::new(Arc::clone(&log));
+        let executor = self.guarded(workflow, executor)?;
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
         let options = RunOptions {
             concurrency,

@@ -397,14 +397,13 @@ pub(super) fn resume(
     }
     let mut code = ExitCode::SUCCESS;
     for id in ids {
-        let runner = Runner::on(Arc::clone(&ctx.sandbox), ctx.expressions.clone())
-            .with_secrets(ctx.secrets()?);
-        let (execution, workflow, executor) = {
+        let (runner, execution, workflow, executor) = {
             let store = ctx.open_store()?;
+            let runner = ctx.runner(&store)?;
             let (execution, workflow) =
                 service::reopen_execution(&executions, &id, &ctx.expressions, &store)?;
             let executor = runner.prepare(&workflow, &store)?;
-            (execution, workflow, executor)
+            (runner, execution, workflow, executor)
         };
         note!(
             "execution {id}: resuming, {} of {} tasks already finished",

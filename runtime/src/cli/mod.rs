@@ -35,10 +35,11 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::breakers::Breakers;
 use crate::config::{CONFIG_ENV, Config, Secrets};
 use crate::expr::Expressions;
 use crate::sandbox::Sandbox;
-use crate::service::{self, ServiceError};
+use crate::service::{self, Runner, ServiceError};
 use crate::store::{STORE_ENV, Store};
 use crate::telemetry::{self, LogFormat};
 
@@ -151,6 +152,12 @@ pub enum Command {
         #[arg(long, value_parser = parse_age)]
         older_than: std::time::Duration,
     },
+    /// Lists the circuit breakers of plugins and where each stands.
+    Breakers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lists, shows, replays and purges tasks that failed for good.
     Dlq {
         /// What to do with them.
@@ -205,6 +212,17 @@ impl Context {
             .block_on(service::open_store(&self.store_path, &self.sandbox))
     }
 
+    /// A runner with this host's secrets and the circuit breakers recorded
+    /// in `store`.
+    fn runner(&self, store: &Store) -> Result<Runner, ServiceError> {
+        let breakers = Breakers::recorded(store, crate::store::DEFAULT_TENANT)?;
+        Ok(
+            Runner::on(Arc::clone(&self.sandbox), self.expressions.clone())
+                .with_secrets(self.secrets()?)
+                .with_breakers(Arc::new(breakers)),
+        )
+    }
+
     /// The secrets of the configuration file.
     fn secrets(&self) -> Result<Secrets, ServiceError> {
         let config = match &self.config_path {
@@ -249,6 +267,7 @@ pub fn main() -> ExitCode {
         } => executions::resume(&ctx, id.as_deref(), all, concurrency),
         Command::Gc { older_than } => executions::gc(&ctx, older_than),
         Command::Dlq { command } => dlq::dlq(&ctx, command),
+        Command::Breakers { json } => plugins::breakers(&ctx, json),
         Command::Install(args) => plugins::install(&ctx, args),
         Command::Plugins { command } => plugins::plugins(&ctx, command),
     });

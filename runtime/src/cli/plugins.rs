@@ -294,3 +294,59 @@ fn size(bytes: u64) -> String {
 fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).expect("records serialize")
 }
+
+/// `runtime breakers`: every circuit breaker, named by the plugins it guards.
+pub(super) fn breakers(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
+    let store = ctx.open_store()?;
+    let breakers = store.breakers(DEFAULT_TENANT)?;
+    let plugins = store.plugins(DEFAULT_TENANT)?;
+    drop(store);
+    let names = |key: &str| -> String {
+        let digest = key.strip_prefix("plugin:").unwrap_or(key);
+        let named: Vec<String> = plugins
+            .iter()
+            .filter(|p| p.digest == digest)
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect();
+        if named.is_empty() {
+            format!("{key} (not installed: a plugin named by path)")
+        } else {
+            named.join(", ")
+        }
+    };
+    if json {
+        let list: Vec<serde_json::Value> = breakers
+            .iter()
+            .map(|(key, b)| serde_json::json!({ "key": key, "plugins": names(key), "breaker": b }))
+            .collect();
+        out!("{}", serde_json::to_string_pretty(&list).expect("JSON"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if breakers.is_empty() {
+        out!("no circuit breakers yet (a workflow asks for them with `breaker:`)");
+    }
+    let now = crate::store::executions::now_ms();
+    for (key, b) in &breakers {
+        let detail = match b.state {
+            crate::fault::BreakerState::Open { until } => format!(
+                "open for {} more ({})",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    until.saturating_sub(now).div_ceil(1000)
+                )),
+                b.reason
+            ),
+            crate::fault::BreakerState::HalfOpen { .. } => {
+                format!("half-open: probing ({})", b.reason)
+            }
+            crate::fault::BreakerState::Closed => {
+                let failures = b.calls.iter().filter(|(_, failed)| *failed).count();
+                format!(
+                    "closed: {failures} recent failures of {} calls",
+                    b.calls.len()
+                )
+            }
+        };
+        out!("{:<9}  {}  {detail}", b.state_name(), names(key));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -4,7 +4,6 @@
 use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -13,7 +12,7 @@ use serde_json::Value;
 use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
 use crate::graph::Format;
 use crate::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus};
-use crate::service::{self, Runner, ServiceError};
+use crate::service::{self, ServiceError};
 use crate::store::executions::Executions;
 
 pub(super) fn validate(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
@@ -55,15 +54,14 @@ pub(super) fn run(
     output: OutputFormat,
     concurrency: Option<usize>,
 ) -> Result<ExitCode, ServiceError> {
-    let runner =
-        Runner::on(Arc::clone(&ctx.sandbox), ctx.expressions.clone()).with_secrets(ctx.secrets()?);
     // The store is open only while the workflow is loaded and its plugins
     // prepared, so other runtime processes can use it during the run.
-    let (workflow, executor) = {
+    let (runner, workflow, executor) = {
         let store = ctx.open_store()?;
+        let runner = ctx.runner(&store)?;
         let workflow = service::load(file, &ctx.expressions, &store)?;
         let executor = runner.prepare(&workflow, &store)?;
-        (workflow, executor)
+        (runner, workflow, executor)
     };
     let inputs = collect_inputs(input_args, inputs_file)?;
     let executions = Executions::beside(&ctx.store_path);

@@ -37,6 +37,8 @@ pub enum FailureKind {
     TaskTimeout,
     /// The workflow's `timeout` passed before the task finished.
     WorkflowTimeout,
+    /// The plugin's circuit breaker is open: the call was not made.
+    BreakerOpen,
 }
 
 impl FailureKind {
@@ -58,11 +60,12 @@ impl FailureKind {
             FailureKind::Cancelled => "cancelled",
             FailureKind::TaskTimeout => "task-timeout",
             FailureKind::WorkflowTimeout => "workflow-timeout",
+            FailureKind::BreakerOpen => "breaker-open",
         }
     }
 
     /// Every kind, in declaration order.
-    pub const ALL: [FailureKind; 15] = [
+    pub const ALL: [FailureKind; 16] = [
         FailureKind::InvalidInput,
         FailureKind::Retryable,
         FailureKind::Fatal,
@@ -78,6 +81,7 @@ impl FailureKind {
         FailureKind::Cancelled,
         FailureKind::TaskTimeout,
         FailureKind::WorkflowTimeout,
+        FailureKind::BreakerOpen,
     ];
 
     /// The kind a kebab-case name names.

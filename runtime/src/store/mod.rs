@@ -4,9 +4,11 @@
 //! so many tenants can share a file; embedded mode uses [`DEFAULT_TENANT`].
 //! A `meta` table records the file's format version: a file written by a newer
 //! release is refused rather than misread. The tables are documented in
-//! `docs/storage.md`; [`plugins`] owns the plugin tables, [`executions`] the
-//! per-execution files beside the store.
+//! `docs/storage.md`; [`plugins`] owns the plugin tables, [`breakers`] the
+//! circuit breaker states, [`executions`] the per-execution files beside the
+//! store.
 
+pub mod breakers;
 pub mod executions;
 pub mod plugins;
 

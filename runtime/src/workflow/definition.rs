@@ -38,6 +38,9 @@ pub struct Definition {
     /// The longest the whole run may take, for example `1h`.
     #[serde(default)]
     pub timeout: Option<Spanned<String>>,
+    /// Guards every task's plugin with a circuit breaker.
+    #[serde(default)]
+    pub breaker: Option<BreakerSpec>,
     /// The steps of the workflow.
     pub tasks: Vec<TaskSpec>,
     /// Values the workflow returns: expressions or `${{ }}` templates.
@@ -141,6 +144,34 @@ pub struct TaskSpec {
     /// succeed (default 1).
     #[serde(default)]
     pub min_success_ratio: Option<Spanned<f64>>,
+    /// Guards the task's plugin with a circuit breaker (fields not set come
+    /// from the workflow's `breaker:`).
+    #[serde(default)]
+    pub breaker: Option<BreakerSpec>,
+}
+
+/// A circuit breaker as written; unset fields inherit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    /// Opens after this many failures within `window` (default 5).
+    #[serde(default)]
+    pub failures: Option<Spanned<u32>>,
+    /// Or when this share of the calls in `window` failed, for example `0.5`.
+    #[serde(default)]
+    pub failure_rate: Option<Spanned<f64>>,
+    /// Calls needed before `failure_rate` applies (default 10).
+    #[serde(default)]
+    pub min_calls: Option<Spanned<u32>>,
+    /// How far back failures count, for example `1m` (the default).
+    #[serde(default)]
+    pub window: Option<Spanned<String>>,
+    /// How long it stays open before a probe, for example `30s` (the default).
+    #[serde(default)]
+    pub open_for: Option<Spanned<String>>,
+    /// Probe calls that must succeed to close it again (default 1).
+    #[serde(default)]
+    pub probes: Option<Spanned<u32>>,
 }
 
 /// A retry policy as written; unset fields inherit.

@@ -12,8 +12,8 @@ mod retry;
 mod validate;
 
 pub use definition::{
-    Definition, FallbackSpec, FsSpec, GrantsSpec, InputSpec, InputType, LimitsSpec, RetrySpec,
-    TaskSpec, WaitSpec,
+    BreakerSpec, Definition, FallbackSpec, FsSpec, GrantsSpec, InputSpec, InputType, LimitsSpec,
+    RetrySpec, TaskSpec, WaitSpec,
 };
 pub use diagnostic::{Diagnostic, WorkflowError};
 pub use limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::definition::InputType;
 use super::limits::Limits;
 use crate::expr::{Expression, Template};
-use crate::fault::RetryPolicy;
+use crate::fault::{BreakerPolicy, RetryPolicy};
 use crate::graph::{Dag, Format, NodeLabel};
 
 /// A workflow that passed validation.
@@ -90,6 +90,8 @@ pub struct PlannedTask {
     pub continue_on_error: bool,
     /// Set when the task runs once per element of a list.
     pub for_each: Option<ForEach>,
+    /// Set when the task's plugin is guarded by a circuit breaker.
+    pub breaker: Option<BreakerPolicy>,
 }
 
 /// A task that runs once per element of a list.

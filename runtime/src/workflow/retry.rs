@@ -1,14 +1,15 @@
-//! `retry:` as written (workflow-wide and per task) into a [`RetryPolicy`],
-//! with a diagnostic for every value that does not make sense.
+//! `retry:` and `breaker:` as written (workflow-wide and per task) into a
+//! [`RetryPolicy`] and a [`BreakerPolicy`], with a diagnostic for every
+//! value that does not make sense.
 
 use serde_saphyr::Spanned;
 
-use super::definition::RetrySpec;
+use super::definition::{BreakerSpec, RetrySpec};
 use super::diagnostic::Diagnostic;
 use super::limits::parse_duration;
 use super::parse::location_of;
 use crate::expr::Expressions;
-use crate::fault::{FailureKind, RetryPolicy};
+use crate::fault::{BreakerPolicy, FailureKind, RetryPolicy};
 
 /// `spec` over `inherited`: each field set in `spec` replaces the inherited one.
 pub fn retry_policy(
@@ -99,4 +100,65 @@ pub fn retry_policy(
         }
     }
     policy
+}
+
+/// `spec` over `inherited` (the workflow's breaker, if any); `None` when
+/// neither asks for a breaker.
+pub fn breaker_policy(
+    spec: Option<&BreakerSpec>,
+    inherited: Option<BreakerPolicy>,
+    problems: &mut Vec<Diagnostic>,
+) -> Option<BreakerPolicy> {
+    let Some(spec) = spec else {
+        return inherited;
+    };
+    let mut policy = inherited.unwrap_or_default();
+    let mut at_least_one = |field: &Option<Spanned<u32>>, name: &str| {
+        let n = field.as_ref()?;
+        if n.value == 0 {
+            problems.push(Diagnostic::at(
+                location_of(n),
+                format!("`{name}` must be at least 1"),
+            ));
+            None
+        } else {
+            Some(n.value)
+        }
+    };
+    if let Some(n) = at_least_one(&spec.failures, "failures") {
+        policy.failures = n;
+    }
+    if let Some(n) = at_least_one(&spec.min_calls, "min_calls") {
+        policy.min_calls = n;
+    }
+    if let Some(n) = at_least_one(&spec.probes, "probes") {
+        policy.probes = n;
+    }
+    if let Some(rate) = &spec.failure_rate {
+        if rate.value > 0.0 && rate.value <= 1.0 {
+            policy.failure_rate = Some(rate.value);
+        } else {
+            problems.push(
+                Diagnostic::at(
+                    location_of(rate),
+                    "`failure_rate` must be above 0 and at most 1",
+                )
+                .help("0.5 opens the breaker when half the calls in the window failed"),
+            );
+        }
+    }
+    for (field, name, slot) in [
+        (&spec.window, "window", &mut policy.window),
+        (&spec.open_for, "open_for", &mut policy.open_for),
+    ] {
+        if let Some(text) = field {
+            match parse_duration(&text.value) {
+                Ok(d) => *slot = d,
+                Err(e) => {
+                    problems.push(Diagnostic::at(location_of(text), format!("`{name}`: {e}")))
+                }
+            }
+        }
+    }
+    Some(policy)
 }

@@ -18,7 +18,7 @@ use super::parse::location_of;
 use super::plan::{
     Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches, type_name,
 };
-use super::retry::retry_policy;
+use super::retry::{breaker_policy, retry_policy};
 use crate::expr::{Expression, Expressions, Template};
 use crate::fault::RetryPolicy;
 use crate::graph::Dag;
@@ -123,6 +123,7 @@ impl Validator<'_> {
             &mut self.problems,
         );
         let workflow_timeout = self.duration(def.timeout.as_ref(), "`timeout` of the workflow");
+        let workflow_breaker = breaker_policy(def.breaker.as_ref(), None, &mut self.problems);
         let mut tasks = Vec::with_capacity(def.tasks.len());
         let mut needs = Vec::with_capacity(def.tasks.len());
         for task in &def.tasks {
@@ -193,6 +194,11 @@ impl Validator<'_> {
                 default: task.default.clone(),
                 continue_on_error: task.continue_on_error,
                 for_each: self.for_each(task),
+                breaker: breaker_policy(
+                    task.breaker.as_ref(),
+                    workflow_breaker,
+                    &mut self.problems,
+                ),
             });
         }
 
