@@ -20,6 +20,7 @@ fn request(input: &str) -> TaskRequest {
         input: input.into(),
         limits: Limits::default(),
         cancel: Default::default(),
+        fallback: false,
     }
 }
 

@@ -61,9 +61,12 @@ impl Executor for Clock {
 }
 
 /// A journal whose commits take 20 ms, recording what each held and when it ended.
+/// Each commit's task ids and when it ended.
+type Commits = Arc<Mutex<Vec<(Vec<String>, Instant)>>>;
+
 #[derive(Default, Clone)]
 struct SlowJournal {
-    commits: Arc<Mutex<Vec<(Vec<String>, Instant)>>>,
+    commits: Commits,
 }
 
 impl Journal for SlowJournal {

@@ -6,6 +6,11 @@
 //! Tasks use the test guest's `flaky` mode, which fails in its first `times`
 //! attempts by the attempt number the host passes.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -16,14 +21,19 @@ use serde_json::{Value, json};
 
 const GUEST: &str = env!("TEST_GUEST_WASM");
 
-/// The recorded execution `id`, as `runtime status --json` shows it.
-fn status_json(dir: &std::path::Path, id: &str) -> Value {
-    let out = cli(dir).args(["status", id, "--json"]).output().unwrap();
+/// Fails the test with the command's stderr unless it succeeded.
+fn assert_ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The recorded execution `id`, as `runtime status --json` shows it.
+fn status_json(dir: &std::path::Path, id: &str) -> Value {
+    let out = cli(dir).args(["status", id, "--json"]).output().unwrap();
+    assert_ok(&out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -70,11 +80,7 @@ outputs:
 "#
     );
     let (id, out) = run_cli(dir.path(), &yaml);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let view = status_json(dir.path(), &id);
     let started = events(&view, "attempt_started", "fetch");
     let failed = events(&view, "attempt_failed", "fetch");
@@ -303,11 +309,7 @@ tasks:
     child.wait().unwrap();
 
     let out = cli(dir.path()).args(["resume", &id]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let view = status_json(dir.path(), &id);
     let started = events(&view, "attempt_started", "call");
     let attempts: Vec<u64> = started
@@ -473,11 +475,7 @@ outputs:
     );
 
     let out = cli(dir.path()).args(["resume", &id]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let view = status_json(dir.path(), &id);
     assert_eq!(view["status"], "succeeded");
     let doubled: Vec<u64> =
@@ -603,11 +601,7 @@ outputs:
         .args(["dlq", "replay", &letter])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let view = status_json(dir.path(), &id);
     assert_eq!(view["status"], "succeeded");
     assert_eq!(view["record"]["outputs"]["report"], "data/ok/small");
@@ -649,11 +643,7 @@ outputs:
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let view = status_json(dir.path(), &first);
     assert_eq!(view["record"]["outputs"]["result"], "fixed by hand");
     assert_eq!(
@@ -715,11 +705,7 @@ tasks:
   - { id: after, uses: test-guest, needs: [probe], with: { value: closed again } }
 "#;
     let (id, out) = run_cli(dir.path(), yaml);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let view = status_json(dir.path(), &id);
     let failed = events(&view, "attempt_failed", "blocked");
     assert_eq!(failed.len(), 1);

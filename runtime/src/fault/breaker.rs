@@ -161,7 +161,8 @@ impl Breaker {
         }
     }
 
-    /// Records how an admitted call ended; returns whether the state changed.
+    /// Records how an admitted call ended; returns whether it changed from
+    /// closed, open or half-open to another of the three.
     pub fn record(
         &mut self,
         now: u64,
@@ -169,7 +170,7 @@ impl Breaker {
         failed: bool,
         policy: &BreakerPolicy,
     ) -> bool {
-        let before = self.state;
+        let before = std::mem::discriminant(&self.state);
         match (admission, self.state) {
             (Admission::Probe, BreakerState::HalfOpen { passed, .. }) => {
                 if failed {
@@ -214,7 +215,7 @@ impl Breaker {
             // result no longer says anything about the current state.
             _ => {}
         }
-        self.state != before
+        std::mem::discriminant(&self.state) != before
     }
 
     fn open(&mut self, now: u64, policy: &BreakerPolicy) {

@@ -268,7 +268,7 @@ impl<E: Executor, J: Journal + Clone> TaskAttempts<E, J> {
 pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| millis(d))
+        .map_or(0, millis)
 }
 
 fn millis(d: Duration) -> u64 {

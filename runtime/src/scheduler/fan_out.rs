@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use super::attempts::{Outcome, TaskAttempts};
 use super::executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess};
 use super::journal::Journal;
-use super::report::{TaskError, TaskReport, TaskStatus};
+use super::report::{TaskReport, TaskStatus};
 use crate::expr::{Bindings, Expressions, Template};
 use crate::fault::RetryPolicy;
 
@@ -110,7 +110,7 @@ impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
                         ..request.clone()
                     },
                     Err(e) => {
-                        results[index] = Some(item_report(
+                        results[index] = Some(TaskReport::from_outcome(
                             &id,
                             &request.uses,
                             Outcome::once(Err(TaskFailure {
@@ -164,7 +164,7 @@ impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
                         })))
                     });
                     let Some(slot) = results.get_mut(index) else { continue };
-                    let report = item_report(&item_id(&task, index), &request.uses, outcome);
+                    let report = TaskReport::from_outcome(&item_id(&task, index), &request.uses, outcome);
                     if journal.is_some() {
                         unrecorded.push(report.clone());
                     }
@@ -189,37 +189,6 @@ impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
         // no commit in flight and none pending.
         gather(results, min_success_ratio)
     }
-}
-
-/// An item's final state.
-fn item_report(id: &str, uses: &str, outcome: Outcome) -> TaskReport {
-    let mut report = TaskReport {
-        id: id.to_owned(),
-        uses: uses.to_owned(),
-        status: TaskStatus::Succeeded,
-        output: None,
-        error: None,
-        usage: None,
-        metering: Metering::default(),
-        attempts: outcome.attempts,
-        fallback: outcome.fallback,
-        degraded: false,
-        tolerated: false,
-        input: None,
-    };
-    match outcome.result {
-        Ok(success) => {
-            report.output = Some(success.output);
-            report.usage = success.usage;
-            report.metering = success.metering;
-        }
-        Err(failure) => {
-            report.status = TaskStatus::Failed;
-            report.metering = failure.metering;
-            report.error = Some(TaskError::from(failure));
-        }
-    }
-    report
 }
 
 /// The task's result from its items'.

@@ -787,43 +787,18 @@ impl<'a> Run<'a> {
     /// under `continue_on_error`.
     fn report(&self, i: usize, outcome: Outcome) -> TaskReport {
         let task = &self.plan.tasks[i];
-        let mut report = TaskReport {
-            id: task.id.clone(),
-            uses: task.uses.clone(),
-            status: TaskStatus::Succeeded,
-            output: None,
-            error: None,
-            usage: None,
-            metering: Metering::default(),
-            attempts: outcome.attempts,
-            fallback: outcome.fallback,
-            degraded: false,
-            tolerated: false,
-            input: outcome
-                .input
-                .as_deref()
-                .and_then(|text| serde_json::from_str(text).ok()),
-        };
-        match outcome.result {
-            Ok(s) => {
-                report.output = Some(s.output);
-                report.usage = s.usage;
-                report.metering = s.metering;
-            }
-            Err(f) => {
-                report.metering = f.metering;
-                let cancelled = f.kind == FailureKind::Cancelled;
-                report.error = Some(TaskError::from(f));
-                match &task.default {
-                    Some(default) if !cancelled => {
-                        report.output = Some(default.clone());
-                        report.degraded = true;
-                    }
-                    _ => {
-                        report.status = TaskStatus::Failed;
-                        report.tolerated = task.continue_on_error;
-                    }
-                }
+        let mut report = TaskReport::from_outcome(&task.id, &task.uses, outcome);
+        let cancelled = report
+            .error
+            .as_ref()
+            .is_some_and(|e| e.kind == Some(FailureKind::Cancelled));
+        if report.status == TaskStatus::Failed && !cancelled {
+            if let Some(default) = &task.default {
+                report.status = TaskStatus::Succeeded;
+                report.output = Some(default.clone());
+                report.degraded = true;
+            } else {
+                report.tolerated = task.continue_on_error;
             }
         }
         report

@@ -71,6 +71,45 @@ pub struct TaskReport {
     pub input: Option<Value>,
 }
 
+impl TaskReport {
+    /// The state a task (or a `for_each` item) reached after its attempts:
+    /// succeeded with the output, or failed with the error and the input
+    /// of its last attempt.
+    pub fn from_outcome(id: &str, uses: &str, outcome: super::Outcome) -> Self {
+        let mut report = Self {
+            id: id.to_owned(),
+            uses: uses.to_owned(),
+            status: TaskStatus::Succeeded,
+            output: None,
+            error: None,
+            usage: None,
+            metering: Metering::default(),
+            attempts: outcome.attempts,
+            fallback: outcome.fallback,
+            degraded: false,
+            tolerated: false,
+            input: None,
+        };
+        match outcome.result {
+            Ok(success) => {
+                report.output = Some(success.output);
+                report.usage = success.usage;
+                report.metering = success.metering;
+            }
+            Err(failure) => {
+                report.status = TaskStatus::Failed;
+                report.metering = failure.metering;
+                report.error = Some(TaskError::from(failure));
+                report.input = outcome
+                    .input
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str(text).ok());
+            }
+        }
+        report
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
