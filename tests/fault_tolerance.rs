@@ -1,7 +1,9 @@
 //! Failure as part of a workflow: retries with backoff (checked against the
 //! recorded attempt times, not the wall clock of the test), non-retryable
 //! kinds, `retry_if`, timeouts per task and per workflow, fallbacks,
-//! `default:` and `continue_on_error`, and a backoff that survives `kill -9`.
+//! `default:` and `continue_on_error`, a backoff that survives `kill -9`,
+//! circuit breakers, the dead-letter queue, `for_each` fan-outs (one killed
+//! midway and resumed) and priorities.
 //!
 //! Tasks use the test guest's `flaky` mode, which fails in its first `times`
 //! attempts by the attempt number the host passes.
@@ -776,4 +778,29 @@ tasks:
         .collect();
     assert_eq!(kinds, ["breaker-open", "breaker-open"]);
     assert_eq!(view["tasks"][0]["fuel"], 0, "no attempt reached the plugin");
+}
+
+#[test]
+fn ready_tasks_start_by_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"name: priorities
+concurrency: 1
+tasks:
+  - {{ id: root, uses: {GUEST} }}
+  - {{ id: low, uses: {GUEST}, needs: [root], priority: -5 }}
+  - {{ id: normal, uses: {GUEST}, needs: [root] }}
+  - {{ id: urgent, uses: {GUEST}, needs: [root], priority: 10 }}
+  - {{ id: high, uses: {GUEST}, needs: [root], priority: 3 }}
+"#
+    );
+    let (_, out) = run_cli(dir.path(), &yaml);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let started: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("started"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(started, ["root", "urgent", "high", "normal", "low"]);
 }

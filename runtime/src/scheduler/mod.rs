@@ -1,7 +1,8 @@
 //! Runs a [`Plan`]: a ready queue over the DAG, at most `concurrency` tasks at
 //! once, each handed to an [`Executor`].
 //!
-//! A task becomes ready when everything it needs has finished. Its `when:` and
+//! A task becomes ready when everything it needs has finished; ready tasks
+//! start highest `priority` first. Its `when:` and
 //! `${{ }}` templates are evaluated here, on the host, just before it starts. A
 //! failed task marks its dependents `not_run` and fails the run; independent
 //! branches still run to the end. A skipped task does not stop its dependents:
@@ -13,9 +14,10 @@ mod attempts;
 mod executor;
 mod fan_out;
 mod journal;
+mod ready;
 mod report;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub use report::{Event, RunReport, RunStatus, TaskError, TaskReport, TaskStatus}
 use attempts::TaskAttempts;
 use fan_out::FanOut;
 pub use fan_out::{MAX_ITEMS, item_id, parse_item_id};
+use ready::ReadyQueue;
 
 use crate::expr::{Bindings, ConvertedValue, Expressions, Template};
 use crate::workflow::{Durability, Plan};
@@ -193,7 +196,7 @@ impl<E: Executor> Scheduler<E> {
         let mut cancelled = cancel.is_cancelled();
         loop {
             while !cancelled && run.journal_error.is_none() && running.len() < limit {
-                let Some(i) = run.ready.pop_front() else {
+                let Some(i) = run.ready.pop() else {
                     break;
                 };
                 match run.prepare(i, &cancel) {
@@ -506,7 +509,7 @@ struct Run<'a> {
     reports: Vec<Option<TaskReport>>,
     /// Outputs converted once for the expressions that read them.
     converted: Vec<Option<ConvertedValue>>,
-    ready: VecDeque<usize>,
+    ready: ReadyQueue,
     first_error: Option<String>,
     journal_error: Option<String>,
     /// The workflow's inputs, as `retry_if` sees them.
@@ -537,7 +540,7 @@ impl<'a> Run<'a> {
             waiting_on: plan.tasks.iter().map(|t| t.needs.len()).collect(),
             reports: vec![None; plan.tasks.len()],
             converted: vec![None; plan.tasks.len()],
-            ready: VecDeque::new(),
+            ready: ReadyQueue::default(),
             first_error: None,
             journal_error: None,
             inputs: Arc::new(inputs.clone()),
@@ -567,13 +570,11 @@ impl<'a> Run<'a> {
                 run.retries.insert(i, retry);
             }
         }
-        run.ready = plan
-            .dag
-            .topological_order()
-            .iter()
-            .copied()
-            .filter(|&i| run.reports[i].is_none() && run.waiting_on[i] == 0)
-            .collect();
+        for &i in plan.dag.topological_order() {
+            if run.reports[i].is_none() && run.waiting_on[i] == 0 {
+                run.ready.push(i, plan.tasks[i].priority);
+            }
+        }
         run
     }
 
@@ -815,7 +816,8 @@ impl<'a> Run<'a> {
         for dependent in self.plan.dag.dependents(i) {
             self.waiting_on[dependent] = self.waiting_on[dependent].saturating_sub(1);
             if self.waiting_on[dependent] == 0 {
-                self.ready.push_back(dependent);
+                self.ready
+                    .push(dependent, self.plan.tasks[dependent].priority);
             }
         }
     }

@@ -148,6 +148,9 @@ pub struct TaskSpec {
     /// from the workflow's `breaker:`).
     #[serde(default)]
     pub breaker: Option<BreakerSpec>,
+    /// Among ready tasks, higher priorities start first (default 0).
+    #[serde(default)]
+    pub priority: i32,
 }
 
 /// A circuit breaker as written; unset fields inherit.

@@ -21,7 +21,7 @@ pub use parse::parse;
 pub use plan::{
     Durability, Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan,
 };
-pub use validate::{PluginCatalog, validate};
+pub use validate::{MAX_TASKS, PluginCatalog, validate};
 
 use crate::expr::Expressions;
 

@@ -92,6 +92,8 @@ pub struct PlannedTask {
     pub for_each: Option<ForEach>,
     /// Set when the task's plugin is guarded by a circuit breaker.
     pub breaker: Option<BreakerPolicy>,
+    /// Among ready tasks, higher priorities start first.
+    pub priority: i32,
 }
 
 /// A task that runs once per element of a list.

@@ -23,6 +23,10 @@ use crate::expr::{Expression, Expressions, Template};
 use crate::fault::RetryPolicy;
 use crate::graph::Dag;
 
+/// The most tasks a workflow may have: a plan, its DAG and its run state
+/// stay bounded in memory.
+pub const MAX_TASKS: usize = 100_000;
+
 /// Tells the validator which `uses:` values name a plugin.
 pub trait PluginCatalog {
     /// `Ok` if `uses` names a plugin; otherwise advice on what would.
@@ -58,6 +62,19 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn plan(&mut self, def: Definition, catalog: &dyn PluginCatalog) -> Option<Plan> {
+        if def.tasks.len() > MAX_TASKS {
+            self.problems.push(
+                Diagnostic::at(
+                    None,
+                    format!(
+                        "workflow `{}` has {} tasks; at most {MAX_TASKS} are allowed",
+                        def.name,
+                        def.tasks.len()
+                    ),
+                )
+                .help("run one task over a list with `for_each`, or split the workflow"),
+            );
+        }
         if def.tasks.is_empty() {
             self.problems.push(
                 Diagnostic::at(None, format!("workflow `{}` has no tasks", def.name))
@@ -199,6 +216,7 @@ impl Validator<'_> {
                     workflow_breaker,
                     &mut self.problems,
                 ),
+                priority: task.priority,
             });
         }
 
