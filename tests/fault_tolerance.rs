@@ -804,3 +804,130 @@ tasks:
         .collect();
     assert_eq!(started, ["root", "urgent", "high", "normal", "low"]);
 }
+
+#[test]
+fn registered_workflows_run_as_tasks_by_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = dir.path().join("shout.yaml");
+    let write_child = |script: &str| {
+        std::fs::write(
+            &child,
+            format!(
+                r#"name: shout
+inputs:
+  text: {{ type: string }}
+tasks:
+  - id: upper
+    uses: transform
+    with: {{ text: "${{{{ inputs.text }}}}", script: '{script}' }}
+outputs:
+  loud: ${{{{ tasks.upper.output }}}}
+"#
+            ),
+        )
+        .unwrap();
+        let out = cli(dir.path())
+            .args(["workflows", "add", child.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(write_child("text.to_upper()").contains("registered workflow shout@1"));
+    assert!(
+        write_child("text.to_upper()").contains("shout@1 is registered with this text already")
+    );
+    assert!(write_child("text.to_upper() + \"!\"").contains("registered workflow shout@2"));
+
+    let parent = r#"name: parent
+tasks:
+  - { id: newest, uses: "workflow:shout", with: { text: hello } }
+  - { id: pinned, uses: "workflow:shout@1", with: { text: hello } }
+  - id: broken
+    uses: "workflow:shout"
+    with: { wrong: input }
+    continue_on_error: true
+  - id: join
+    uses: transform
+    needs: [newest, pinned]
+    with: { a: "${{ tasks.newest.output.loud }}", b: "${{ tasks.pinned.output.loud }}", script: 'a + " " + b' }
+outputs:
+  both: ${{ tasks.join.output }}
+"#;
+    let (id, out) = run_cli(dir.path(), parent);
+    assert_ok(&out);
+    let view = status_json(dir.path(), &id);
+    assert_eq!(view["record"]["outputs"]["both"], "HELLO! HELLO");
+    let broken = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "broken")
+        .unwrap();
+    assert_eq!(broken["error"]["kind"], "invalid-input");
+    let message = broken["error"]["message"].as_str().unwrap();
+    assert!(message.contains("workflow `shout@2`"), "{message}");
+    assert!(message.contains("has no input `wrong`"), "{message}");
+
+    // Unknown names and versions are validation errors.
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "name: bad\ntasks:\n  - { id: a, uses: \"workflow:nope\" }\n  - { id: b, uses: \"workflow:shout@9\" }\n",
+    )
+    .unwrap();
+    let out = cli(dir.path())
+        .args(["validate", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no workflow named `nope` is registered"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("workflow `shout` has no version 9"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_workflow_that_runs_itself_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("loop.yaml");
+    // Registered first without the self-reference, then as version 2 with it.
+    std::fs::write(
+        &file,
+        "name: looping\ntasks:\n  - { id: a, uses: transform, with: { script: '1' } }\n",
+    )
+    .unwrap();
+    assert_ok(
+        &cli(dir.path())
+            .args(["workflows", "add", file.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    std::fs::write(
+        &file,
+        "name: looping\ntasks:\n  - { id: a, uses: \"workflow:looping\" }\n",
+    )
+    .unwrap();
+    assert_ok(
+        &cli(dir.path())
+            .args(["workflows", "add", file.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    let out = cli(dir.path())
+        .args(["run", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nest more than 8 deep"), "{stderr}");
+    assert!(
+        !stderr.contains("execution "),
+        "nothing was recorded: {stderr}"
+    );
+}

@@ -21,5 +21,6 @@ pub mod sandbox;
 pub mod scheduler;
 pub mod service;
 pub mod store;
+pub mod subworkflow;
 pub mod telemetry;
 pub mod workflow;

@@ -22,6 +22,7 @@ use crate::store::executions::{
 };
 use crate::store::plugins::{Artifact, PluginRecord};
 use crate::store::{DEFAULT_TENANT, Store, StoreError};
+use crate::subworkflow::{Child, MAX_DEPTH, TaskExecutor};
 use crate::workflow::{self, Plan, PlannedTask, WorkflowError};
 
 /// Why an operation could not start.
@@ -113,6 +114,7 @@ impl LoadedWorkflow {
             let digest = match resolved {
                 Resolved::Installed(record) => record.digest,
                 Resolved::File(path) => format!("file:{}", path.display()),
+                Resolved::Workflow(w) => format!("workflow:{}@{}", w.name, w.version),
             };
             digests.insert(key, digest);
         }
@@ -145,7 +147,8 @@ pub fn load_text(
     let base_dir = Path::new(file)
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let catalog = Catalog::new(base_dir, store.plugins(DEFAULT_TENANT)?);
+    let catalog = Catalog::new(base_dir, store.plugins(DEFAULT_TENANT)?)
+        .with_workflows(store.workflows(DEFAULT_TENANT)?);
     let plan = workflow::load(&source, file, expressions, &catalog)?;
     Ok(LoadedWorkflow {
         plan,
@@ -344,19 +347,51 @@ impl Runner {
     }
 
     /// Loads every plugin the workflow uses (installed ones from their
-    /// precompiled artifacts, once per digest) and gives each task the
-    /// capabilities its plugin was granted, narrowed by the workflow.
+    /// precompiled artifacts, once per digest), gives each task the
+    /// capabilities its plugin was granted, narrowed by the workflow, puts
+    /// the circuit breakers the workflow asks for in front, and prepares
+    /// the registered workflows its tasks run the same way.
     pub fn prepare(
         &self,
         workflow: &LoadedWorkflow,
         store: &Store,
-    ) -> Result<SandboxExecutor, ServiceError> {
+    ) -> Result<TaskExecutor, ServiceError> {
+        self.prepare_nested(workflow, store, 0)
+    }
+
+    fn prepare_nested(
+        &self,
+        workflow: &LoadedWorkflow,
+        store: &Store,
+        depth: usize,
+    ) -> Result<TaskExecutor, ServiceError> {
         let mut compiled: HashMap<String, (Compiled, Allowed)> = HashMap::new();
         let mut plugins = HashMap::new();
+        let mut children = HashMap::new();
         for (key, task, uses) in workflow.plugin_slots() {
             let in_task = |e: String| ServiceError::Plugin(format!("task `{}`: {e}", task.id));
             if !compiled.contains_key(uses) {
                 let loaded = match workflow.catalog.resolve(uses).map_err(in_task)? {
+                    Resolved::Workflow(registered) => {
+                        if depth >= MAX_DEPTH {
+                            return Err(in_task(format!(
+                                "workflows nest more than {MAX_DEPTH} deep (does `{}` run itself?)",
+                                registered.name
+                            )));
+                        }
+                        let label = format!("{}@{}", registered.name, registered.version);
+                        let child = load_text(
+                            registered.source.clone(),
+                            &registered.file,
+                            &self.expressions,
+                            store,
+                        )?;
+                        let executor = self.prepare_nested(&child, store, depth + 1)?;
+                        let child =
+                            Child::new(label, child.plan, executor, self.expressions.clone());
+                        children.insert(key, Arc::new(child));
+                        continue;
+                    }
                     Resolved::Installed(record) => {
                         let allowed =
                             Allowed::intersect(&record.manifest.capabilities, &record.grants);
@@ -381,7 +416,11 @@ impl Runner {
                 .link(component, allowed, Arc::clone(&self.secrets))?;
             plugins.insert(key, plugin);
         }
-        Ok(SandboxExecutor::new(Arc::clone(&self.sandbox), plugins))
+        let sandboxed = SandboxExecutor::new(Arc::clone(&self.sandbox), plugins);
+        Ok(TaskExecutor::new(
+            self.guarded(workflow, sandboxed)?,
+            children,
+        ))
     }
 
     /// An installed plugin from its artifact; compiled (and the artifact
@@ -423,7 +462,7 @@ impl Runner {
     pub async fn execute(
         &self,
         workflow: &LoadedWorkflow,
-        executor: SandboxExecutor,
+        executor: TaskExecutor,
         inputs: IndexMap<String, Value>,
         concurrency: Option<usize>,
         observe: &(dyn Fn(Event<'_>) + Sync),
@@ -432,7 +471,6 @@ impl Runner {
             .plan
             .resolve_inputs(inputs)
             .map_err(ServiceError::Inputs)?;
-        let executor = self.guarded(workflow, executor)?;
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
         Ok(scheduler
             .run(
@@ -450,7 +488,7 @@ impl Runner {
     pub async fn drive(
         &self,
         workflow: &LoadedWorkflow,
-        executor: SandboxExecutor,
+        executor: TaskExecutor,
         execution: Execution,
         concurrency: Option<usize>,
         observe: &(dyn Fn(Event<'_>) + Sync),
@@ -473,7 +511,6 @@ impl Runner {
                 .map_err(|e| ServiceError::Plugin(e.to_string()))??;
         }
         let journal = ExecutionJournal::new(Arc::clone(&log));
-        let executor = self.guarded(workflow, executor)?;
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
         let options = RunOptions {
             concurrency,

@@ -425,7 +425,7 @@ pub(super) fn drive(
     ctx: &Context,
     runner: &Runner,
     workflow: &service::LoadedWorkflow,
-    executor: crate::sandbox::SandboxExecutor,
+    executor: crate::subworkflow::TaskExecutor,
     execution: service::Execution,
     concurrency: Option<usize>,
 ) -> Result<crate::scheduler::RunReport, ServiceError> {

@@ -28,6 +28,7 @@ mod dlq;
 mod executions;
 mod plugins;
 mod run;
+mod workflows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -152,6 +153,12 @@ pub enum Command {
         #[arg(long, value_parser = parse_age)]
         older_than: std::time::Duration,
     },
+    /// Registers and lists workflows that others run as tasks (`uses: workflow:NAME`).
+    Workflows {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: workflows::WorkflowsCommand,
+    },
     /// Lists the circuit breakers of plugins and where each stands.
     Breakers {
         /// Print JSON.
@@ -268,6 +275,7 @@ pub fn main() -> ExitCode {
         Command::Gc { older_than } => executions::gc(&ctx, older_than),
         Command::Dlq { command } => dlq::dlq(&ctx, command),
         Command::Breakers { json } => plugins::breakers(&ctx, json),
+        Command::Workflows { command } => workflows::workflows(&ctx, command),
         Command::Install(args) => plugins::install(&ctx, args),
         Command::Plugins { command } => plugins::plugins(&ctx, command),
     });

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::PluginRef;
 use crate::store::plugins::PluginRecord;
+use crate::store::workflows::StoredWorkflow;
 use crate::workflow::PluginCatalog;
 
 /// What a `uses:` value resolved to.
@@ -14,6 +15,8 @@ pub enum Resolved {
     Installed(Box<PluginRecord>),
     /// A component file.
     File(PathBuf),
+    /// A registered workflow, run as a task.
+    Workflow(Box<StoredWorkflow>),
 }
 
 /// The plugins a workflow can use.
@@ -21,6 +24,7 @@ pub enum Resolved {
 pub struct Catalog {
     base_dir: PathBuf,
     installed: Vec<PluginRecord>,
+    workflows: Vec<StoredWorkflow>,
 }
 
 impl Catalog {
@@ -30,7 +34,13 @@ impl Catalog {
         Self {
             base_dir: base_dir.into(),
             installed,
+            workflows: Vec::new(),
         }
+    }
+
+    /// The same catalog, also resolving `workflow:NAME` against `workflows`.
+    pub fn with_workflows(self, workflows: Vec<StoredWorkflow>) -> Self {
+        Self { workflows, ..self }
     }
 
     /// The directory relative paths start from.
@@ -41,6 +51,7 @@ impl Catalog {
     /// Finds the plugin `uses` names, or says what exists instead.
     pub fn resolve(&self, uses: &str) -> Result<Resolved, String> {
         match PluginRef::parse(uses) {
+            PluginRef::Workflow { name, version } => self.workflow(name, version),
             PluginRef::Path(path) => {
                 let path = self.base_dir.join(path);
                 if path.is_file() {
@@ -83,6 +94,33 @@ impl Catalog {
                 })
             }
         }
+    }
+
+    fn workflow(&self, name: &str, version: Option<&str>) -> Result<Resolved, String> {
+        let versions: Vec<&StoredWorkflow> =
+            self.workflows.iter().filter(|w| w.name == name).collect();
+        if versions.is_empty() {
+            return Err(format!(
+                "no workflow named `{name}` is registered; register it with `runtime workflows add FILE`"
+            ));
+        }
+        let found = match version {
+            Some(v) => {
+                let v: u64 = v.parse().map_err(|_| {
+                    format!("`{v}` is not a workflow version; versions are 1, 2, ... (`runtime workflows list`)")
+                })?;
+                versions.into_iter().find(|w| w.version == v)
+            }
+            None => versions.into_iter().max_by_key(|w| w.version),
+        };
+        found
+            .map(|w| Resolved::Workflow(Box::new(w.clone())))
+            .ok_or_else(|| {
+                format!(
+                    "workflow `{name}` has no version {}; `runtime workflows list` shows them",
+                    version.unwrap_or_default()
+                )
+            })
     }
 
     fn installed_names(&self) -> String {
@@ -146,7 +184,7 @@ mod tests {
         );
         let digest = |uses: &str| match catalog.resolve(uses).unwrap() {
             Resolved::Installed(r) => r.digest.clone(),
-            Resolved::File(_) => panic!("not a file"),
+            _ => panic!("an installed plugin"),
         };
         assert_eq!(digest("stats"), "bb", "the highest version, by semver");
         assert_eq!(digest("stats@0.9.0"), "aa");

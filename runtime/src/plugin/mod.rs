@@ -42,6 +42,13 @@ pub enum PluginRef<'a> {
     Digest(&'a str),
     /// A component file, relative to the workflow file.
     Path(&'a str),
+    /// A registered workflow (`workflow:NAME` or `workflow:NAME@VERSION`).
+    Workflow {
+        /// The name.
+        name: &'a str,
+        /// The version, if pinned (the text after `@`).
+        version: Option<&'a str>,
+    },
 }
 
 impl<'a> PluginRef<'a> {
@@ -49,6 +56,13 @@ impl<'a> PluginRef<'a> {
     pub fn parse(uses: &'a str) -> Self {
         if let Some(digest) = uses.strip_prefix("sha256:") {
             return Self::Digest(digest);
+        }
+        if let Some(workflow) = uses.strip_prefix("workflow:") {
+            let (name, version) = match workflow.split_once('@') {
+                Some((name, version)) => (name, Some(version)),
+                None => (workflow, None),
+            };
+            return Self::Workflow { name, version };
         }
         if uses.ends_with(".wasm") {
             return Self::Path(uses);

@@ -5,12 +5,13 @@
 //! A `meta` table records the file's format version: a file written by a newer
 //! release is refused rather than misread. The tables are documented in
 //! `docs/storage.md`; [`plugins`] owns the plugin tables, [`breakers`] the
-//! circuit breaker states, [`executions`] the per-execution files beside the
-//! store.
+//! circuit breaker states, [`workflows`] registered sub-workflows,
+//! [`executions`] the per-execution files beside the store.
 
 pub mod breakers;
 pub mod executions;
 pub mod plugins;
+pub mod workflows;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,0 +1,77 @@
+//! `runtime workflows add | list`: workflows other workflows run as tasks
+//! (`uses: workflow:NAME`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::Context;
+use crate::service::{self, ServiceError};
+use crate::store::DEFAULT_TENANT;
+
+/// What to do with registered workflows.
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// Validates a workflow file and registers it as the next version of
+    /// its `name:` (the same text again changes nothing).
+    Add {
+        /// The workflow file (YAML or JSON).
+        file: std::path::PathBuf,
+    },
+    /// Lists every registered workflow and its versions.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) fn workflows(
+    ctx: &Context,
+    command: WorkflowsCommand,
+) -> Result<ExitCode, ServiceError> {
+    match command {
+        WorkflowsCommand::Add { file } => add(ctx, &file),
+        WorkflowsCommand::List { json } => list(ctx, json),
+    }
+}
+
+fn add(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
+    let store = ctx.open_store()?;
+    let workflow = service::load(file, &ctx.expressions, &store)?;
+    // Relative `.wasm` paths keep working from wherever the parent runs.
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+    let name = &workflow.plan.name;
+    let (version, new) = store.add_workflow(
+        DEFAULT_TENANT,
+        name,
+        &absolute.display().to_string(),
+        &workflow.source,
+    )?;
+    if new {
+        out!("registered workflow {name}@{version}; tasks run it with `uses: workflow:{name}`");
+    } else {
+        out!("workflow {name}@{version} is registered with this text already");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
+    let workflows = ctx.open_store()?.workflows(DEFAULT_TENANT)?;
+    if json {
+        let list: Vec<serde_json::Value> = workflows
+            .iter()
+            .map(|w| serde_json::json!({ "name": w.name, "version": w.version, "file": w.file, "added_at": w.added_at }))
+            .collect();
+        out!("{}", serde_json::to_string_pretty(&list).expect("JSON"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if workflows.is_empty() {
+        out!("no workflows registered (`runtime workflows add FILE`)");
+    }
+    for w in &workflows {
+        out!("{}@{}  {}", w.name, w.version, w.file);
+    }
+    Ok(ExitCode::SUCCESS)
+}
