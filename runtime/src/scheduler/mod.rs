@@ -570,6 +570,9 @@ impl<'a> Run<'a> {
                 run.retries.insert(i, retry);
             }
         }
+        // Replaying `done` queued dependents as it went; queue afresh, each
+        // unfinished task whose needs are all met once.
+        run.ready = ReadyQueue::default();
         for &i in plan.dag.topological_order() {
             if run.reports[i].is_none() && run.waiting_on[i] == 0 {
                 run.ready.push(i, plan.tasks[i].priority);
