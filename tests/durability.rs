@@ -105,22 +105,10 @@ impl runtime::scheduler::Signals for SlowJournal {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strict_waits_for_the_commit_and_groups_completions() {
-    // `root` fans out to 12 leaves; `last` needs them all.
-    let mut yaml = String::from("name: fan\ntasks:\n  - { id: root, uses: x }\n");
-    for i in 0..12 {
-        yaml.push_str(&format!("  - {{ id: leaf{i}, uses: x, needs: [root] }}\n"));
-    }
-    yaml.push_str("  - { id: last, uses: x, needs: [");
-    yaml.push_str(
-        &(0..12)
-            .map(|i| format!("leaf{i}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    yaml.push_str("] }\n");
-    let plan = workflow::load(&yaml, "fan.yaml", &Expressions::new(), &AnyPlugin).unwrap();
+/// Runs `yaml` on the [`Clock`] executor with a [`SlowJournal`]; returns
+/// the commits (task ids, when each ended) and when each task started.
+async fn run_slowly(yaml: &str) -> (Vec<(Vec<String>, Instant)>, Vec<(String, Instant)>) {
+    let plan = workflow::load(yaml, "flow.yaml", &Expressions::new(), &AnyPlugin).unwrap();
     let clock = Arc::new(Clock::default());
     let journal = SlowJournal::default();
     let scheduler = Scheduler::new(Arc::clone(&clock), Expressions::new());
@@ -136,8 +124,27 @@ async fn strict_waits_for_the_commit_and_groups_completions() {
     };
     let report = scheduler.run_with(&plan, &json!({}), "x", options).await;
     assert_eq!(report.status, RunStatus::Succeeded);
-
     let commits = journal.commits.lock().unwrap().clone();
+    let started = clock.started.lock().unwrap().clone();
+    (commits, started)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_waits_for_the_commit_and_groups_completions() {
+    // `root` fans out to 12 leaves; `last` needs them all.
+    let mut yaml = String::from("name: fan\ntasks:\n  - { id: root, uses: x }\n");
+    for i in 0..12 {
+        yaml.push_str(&format!("  - {{ id: leaf{i}, uses: x, needs: [root] }}\n"));
+    }
+    yaml.push_str("  - { id: last, uses: x, needs: [");
+    yaml.push_str(
+        &(0..12)
+            .map(|i| format!("leaf{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    yaml.push_str("] }\n");
+    let (commits, started) = run_slowly(&yaml).await;
     let committed_at = |id: &str| {
         commits
             .iter()
@@ -145,7 +152,6 @@ async fn strict_waits_for_the_commit_and_groups_completions() {
             .map(|(_, at)| *at)
             .unwrap_or_else(|| panic!("{id} was never committed"))
     };
-    let started = clock.started.lock().unwrap().clone();
     let started_at = |id: &str| started.iter().find(|(i, _)| i == id).unwrap().1;
     for i in 0..12 {
         assert!(started_at(&format!("leaf{i}")) >= committed_at("root"));
@@ -171,24 +177,7 @@ async fn batched_chains_commit_while_they_run() {
             i - 1
         ));
     }
-    let plan = workflow::load(&yaml, "chain.yaml", &Expressions::new(), &AnyPlugin).unwrap();
-    let clock = Arc::new(Clock::default());
-    let journal = SlowJournal::default();
-    let scheduler = Scheduler::new(Arc::clone(&clock), Expressions::new());
-    let options = RunOptions {
-        concurrency: None,
-        journal: Some(&journal),
-        done: Vec::new(),
-        retries: Vec::new(),
-        overrides: Default::default(),
-        started_at: None,
-        cancel: Arc::new(Cancel::default()),
-        observe: &|_: Event<'_>| {},
-    };
-    let report = scheduler.run_with(&plan, &json!({}), "x", options).await;
-    assert_eq!(report.status, RunStatus::Succeeded);
-    let commits = journal.commits.lock().unwrap().clone();
-    let started = clock.started.lock().unwrap().clone();
+    let (commits, started) = run_slowly(&yaml).await;
     let last_started = started.iter().map(|(_, at)| *at).max().unwrap();
     let during_run = commits.iter().filter(|(_, at)| *at < last_started).count();
     assert!(

@@ -159,9 +159,12 @@ impl Child {
 
 impl Executor for TaskExecutor {
     async fn execute(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
-        match self.children.get(request.plugin_key().as_ref()) {
-            Some(child) => Arc::clone(child).run(request).await,
-            None => self.plugins.execute(request).await,
+        // Most workflows have no children: no key to compute or look up.
+        if !self.children.is_empty()
+            && let Some(child) = self.children.get(request.plugin_key().as_ref())
+        {
+            return Arc::clone(child).run(request).await;
         }
+        self.plugins.execute(request).await
     }
 }

@@ -276,3 +276,72 @@ pub fn spawn_run(dir: &Path, file: &Path) -> (std::process::Child, String) {
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, id)
 }
+
+/// Fails the test with the command's stderr unless it succeeded.
+pub fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The recorded execution `id`, as `runtime status --json` shows it.
+pub fn status_json(dir: &Path, id: &str) -> serde_json::Value {
+    let out = cli(dir)
+        .args(["status", id, "--json"])
+        .output()
+        .expect("the runtime binary starts");
+    assert_ok(&out);
+    serde_json::from_slice(&out.stdout).expect("status prints JSON")
+}
+
+/// Events of one kind, for one task.
+pub fn events<'a>(
+    view: &'a serde_json::Value,
+    kind: &str,
+    task: &str,
+) -> Vec<&'a serde_json::Value> {
+    view["events"]
+        .as_array()
+        .expect("the view has events")
+        .iter()
+        .filter(|e| e["event"] == kind && e["task"] == task)
+        .collect()
+}
+
+/// Runs `yaml` through the binary; returns the execution id and stdout.
+pub fn run_cli(dir: &Path, yaml: &str) -> (String, std::process::Output) {
+    let file = dir.join("flow.yaml");
+    std::fs::write(&file, yaml).expect("writing the workflow");
+    let out = cli(dir)
+        .args(["run", file.to_str().expect("a UTF-8 path")])
+        .output()
+        .expect("the runtime binary starts");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let id = stderr
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("execution "))
+        .unwrap_or_else(|| panic!("no execution id in: {stderr}"))
+        .to_owned();
+    (id, out)
+}
+
+/// A test guest installed with `/data` granted, so `mark` can count runs.
+pub fn install_marking_guest(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("a data directory");
+    let grant = format!("/data={}", data.display());
+    let out = cli(dir)
+        .args([
+            "install",
+            env!("TEST_GUEST_WASM"),
+            "--allow-dir-write",
+            &grant,
+        ])
+        .output()
+        .expect("the runtime binary starts");
+    assert!(out.status.success(), "{out:?}");
+    data
+}

@@ -61,14 +61,32 @@ impl Outcome {
     }
 }
 
-/// Everything one task's attempts need, owned, so the future can be spawned.
-pub(super) struct TaskAttempts<E, J> {
+/// What runs, records and judges a task's attempts: the same for all of a
+/// task's attempts and for every item of its `for_each`.
+pub(super) struct Attempter<E, J> {
     pub executor: Arc<E>,
     pub journal: Option<J>,
     pub expressions: Expressions,
     /// The workflow's inputs, for `retry_if`.
     pub inputs: Arc<Value>,
     pub policy: Arc<RetryPolicy>,
+}
+
+impl<E, J: Clone> Clone for Attempter<E, J> {
+    fn clone(&self) -> Self {
+        Self {
+            executor: Arc::clone(&self.executor),
+            journal: self.journal.clone(),
+            expressions: self.expressions.clone(),
+            inputs: Arc::clone(&self.inputs),
+            policy: Arc::clone(&self.policy),
+        }
+    }
+}
+
+/// Everything one task's attempts need, owned, so the future can be spawned.
+pub(super) struct TaskAttempts<E, J> {
+    pub attempter: Attempter<E, J>,
     pub request: TaskRequest,
     pub fallback: Option<TaskRequest>,
     pub timeout: Option<Duration>,
@@ -173,10 +191,10 @@ impl<E: Executor, J: Journal + Clone> TaskAttempts<E, J> {
                 }
                 request.limits.deadline = request.limits.deadline.min(left);
             }
-            if let Some(journal) = &self.journal {
+            if let Some(journal) = &self.attempter.journal {
                 journal.attempt_started(&request.task_id, *attempt, request.fallback);
             }
-            let mut failure = match self.executor.execute(request.clone()).await {
+            let mut failure = match self.attempter.executor.execute(request.clone()).await {
                 Ok(success) => return Ok(success),
                 Err(failure) => failure,
             };
@@ -191,7 +209,13 @@ impl<E: Executor, J: Journal + Clone> TaskAttempts<E, J> {
                 elapsed: Duration::from_millis(now_ms().saturating_sub(first_started_at)),
                 seed: (&request.execution_id, &request.task_id),
             };
-            let decision = self.policy.decide(failed, &self.expressions, &self.inputs);
+            let Attempter {
+                policy,
+                expressions,
+                inputs,
+                ..
+            } = &self.attempter;
+            let decision = policy.decide(failed, expressions, inputs);
             let delay = match decision {
                 Decision::Retry(delay) => delay,
                 Decision::GiveUp(why) => {
@@ -238,7 +262,7 @@ impl<E: Executor, J: Journal + Clone> TaskAttempts<E, J> {
         failure: &TaskFailure,
         retry: Option<PendingRetry>,
     ) -> Result<(), TaskFailure> {
-        let Some(journal) = &self.journal else {
+        let Some(journal) = &self.attempter.journal else {
             return Ok(());
         };
         journal

@@ -5,19 +5,15 @@
 //! output is the items' outputs in list order (`null` for a failed item);
 //! it fails when fewer than `min_success_ratio` of the items succeeded.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use super::attempts::{Outcome, TaskAttempts};
+use super::Commit;
+use super::attempts::{Attempter, Outcome, TaskAttempts};
 use super::executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess};
 use super::journal::Journal;
 use super::report::{TaskReport, TaskStatus};
-use crate::expr::{Bindings, Expressions, Template};
-use crate::fault::RetryPolicy;
+use crate::expr::{Bindings, Template};
 
 /// The most items one `for_each` may have: a list longer than this is an
 /// error rather than unbounded memory.
@@ -36,11 +32,7 @@ pub fn parse_item_id(id: &str) -> Option<(&str, usize)> {
 
 /// One fan-out, owned so it can be spawned.
 pub(super) struct FanOut<E, J> {
-    pub executor: Arc<E>,
-    pub journal: Option<J>,
-    pub expressions: Expressions,
-    pub inputs: Arc<Value>,
-    pub policy: Arc<RetryPolicy>,
+    pub attempter: Attempter<E, J>,
     /// The request of the task, input not yet rendered.
     pub request: TaskRequest,
     /// The task's `with:`, and its fallback's (plugin, `with:`).
@@ -55,17 +47,11 @@ pub(super) struct FanOut<E, J> {
     pub done: Vec<(usize, TaskReport)>,
 }
 
-type Commit<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
-
 impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
     /// Runs every item not yet done and gathers the task's result.
     pub async fn run(self) -> Outcome {
         let FanOut {
-            executor,
-            journal,
-            expressions,
-            inputs,
-            policy,
+            attempter,
             request,
             input,
             fallback,
@@ -75,6 +61,7 @@ impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
             min_success_ratio,
             done,
         } = self;
+        let (expressions, journal) = (&attempter.expressions, &attempter.journal);
         let task = request.task_id.clone();
         let mut results: Vec<Option<TaskReport>> = vec![None; items.len()];
         for (index, report) in done {
@@ -131,11 +118,7 @@ impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
                     })
                 });
                 let attempts = TaskAttempts {
-                    executor: Arc::clone(&executor),
-                    journal: journal.clone(),
-                    expressions: expressions.clone(),
-                    inputs: Arc::clone(&inputs),
-                    policy: Arc::clone(&policy),
+                    attempter: attempter.clone(),
                     request: item_request,
                     fallback: item_fallback,
                     timeout: None,
@@ -143,7 +126,7 @@ impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
                 };
                 running.spawn(async move { (index, attempts.run().await) });
             }
-            if let (Some(journal), None) = (&journal, &commit)
+            if let (Some(journal), None) = (journal, &commit)
                 && !unrecorded.is_empty()
                 && journal_error.is_none()
             {

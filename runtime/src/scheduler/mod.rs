@@ -16,6 +16,7 @@ mod fan_out;
 mod journal;
 mod ready;
 mod report;
+mod run;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,12 +34,12 @@ pub use executor::{
 pub use journal::{Cancel, Journal, NoJournal, Signals, WaitOutcome};
 pub use report::{Event, RunReport, RunStatus, TaskError, TaskReport, TaskStatus};
 
-use attempts::TaskAttempts;
+use attempts::{Attempter, TaskAttempts};
 use fan_out::FanOut;
 pub use fan_out::{MAX_ITEMS, item_id, parse_item_id};
-use ready::ReadyQueue;
+use run::{Resume, Run, Stop};
 
-use crate::expr::{Bindings, ConvertedValue, Expressions, Template};
+use crate::expr::Expressions;
 use crate::workflow::{Durability, Plan};
 
 /// How many tasks run at once unless the workflow or the caller says otherwise.
@@ -81,7 +82,7 @@ fn waited(
 }
 
 /// A commit in flight.
-type Commit<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+pub(super) type Commit<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// Runs plans on one executor.
 #[derive(Debug)]
@@ -182,13 +183,22 @@ impl<E: Executor> Scheduler<E> {
             .max(1);
         // Without a journal nothing waits for a commit.
         let strict = journal.is_some() && plan.durability == Durability::Strict;
-        let mut run = Run::new(plan, &self.expressions, execution_id, inputs, done, retries);
-        run.overrides = overrides;
+        let resume = Resume {
+            done,
+            retries,
+            overrides,
+        };
+        let mut run = Run::new(
+            plan,
+            &self.expressions,
+            (execution_id, inputs),
+            resume,
+            journal.is_some(),
+            strict,
+        );
         let mut running = JoinSet::new();
         let mut running_ids = HashMap::new();
-        // Final states not yet handed to the journal, and (strict) those in
-        // the commit in flight, whose dependents wait for it.
-        let mut unrecorded: Vec<(usize, TaskReport)> = Vec::new();
+        // Strict: the states in the commit in flight, whose dependents wait for it.
         let mut in_commit: Vec<(usize, TaskReport)> = Vec::new();
         let mut commit: Option<Commit<'_>> = None;
         // Batched: when the commit in flight (or the last one) started.
@@ -226,14 +236,7 @@ impl<E: Executor> Scheduler<E> {
                         let unit = match self.unit(&mut run, i, request, journal) {
                             Ok(unit) => unit,
                             Err(report) => {
-                                run.settle(
-                                    i,
-                                    *report,
-                                    strict,
-                                    journal.is_some(),
-                                    &mut unrecorded,
-                                    observe,
-                                );
+                                run.settle(i, *report, observe);
                                 continue;
                             }
                         };
@@ -248,13 +251,7 @@ impl<E: Executor> Scheduler<E> {
                             // task, which dominates a chain of short tasks.
                             if !strict && let Some(journal) = journal {
                                 // Batched: commits go on while tasks run inline.
-                                keep_committing(
-                                    journal,
-                                    &mut commit,
-                                    &mut batch_started,
-                                    &mut unrecorded,
-                                    &mut run,
-                                );
+                                keep_committing(journal, &mut commit, &mut batch_started, &mut run);
                             }
                             let outcome = tokio::select! {
                                 outcome = unit => outcome,
@@ -271,43 +268,21 @@ impl<E: Executor> Scheduler<E> {
                                 continue;
                             }
                             let report = run.report(i, outcome);
-                            run.settle(
-                                i,
-                                report,
-                                strict,
-                                journal.is_some(),
-                                &mut unrecorded,
-                                observe,
-                            );
+                            run.settle(i, report, observe);
                             continue;
                         }
                         let handle = running.spawn(unit);
                         running_ids.insert(handle.id(), i);
                     }
                     Err(report) => {
-                        run.settle(
-                            i,
-                            *report,
-                            strict,
-                            journal.is_some(),
-                            &mut unrecorded,
-                            observe,
-                        );
+                        run.settle(i, *report, observe);
                     }
                 }
             }
-            let idle = running.is_empty() && run.ready.is_empty();
-            let batch_due = strict || idle || batch_started.elapsed() >= BATCH_INTERVAL;
-            if let (Some(journal), None) = (journal, &commit)
-                && !unrecorded.is_empty()
-                && run.journal_error.is_none()
-                && batch_due
-            {
-                let batch = std::mem::take(&mut unrecorded);
-                let reports = batch.iter().map(|(_, r)| r.clone()).collect();
-                batch_started = tokio::time::Instant::now();
-                commit = Some(Box::pin(journal.commit(reports, idle)));
-                if strict {
+            if let Some(journal) = journal {
+                let idle = running.is_empty() && run.ready.is_empty();
+                let batch = start_commit(journal, &mut commit, &mut batch_started, &mut run, idle);
+                if let Some(batch) = batch {
                     in_commit = batch;
                 }
             }
@@ -338,7 +313,7 @@ impl<E: Executor> Scheduler<E> {
                         continue;
                     }
                     let report = run.report(i, result);
-                    run.settle(i, report, strict, journal.is_some(), &mut unrecorded, observe);
+                    run.settle(i, report, observe);
                 }
                 result = async { commit.as_mut().expect("guarded").await }, if commit.is_some() => {
                     commit = None;
@@ -358,7 +333,7 @@ impl<E: Executor> Scheduler<E> {
                 }
                 // Batched states waiting for the next commit's turn.
                 () = tokio::time::sleep_until(batch_started + BATCH_INTERVAL),
-                    if commit.is_none() && !unrecorded.is_empty() && run.journal_error.is_none() => {}
+                    if commit.is_none() && !run.unrecorded.is_empty() && run.journal_error.is_none() => {}
                 () = sleep_until(timeout), if !cancelled => {
                     timed_out = true;
                     cancelled = true;
@@ -390,14 +365,17 @@ impl<E: Executor> Scheduler<E> {
         journal: Option<&J>,
     ) -> Result<Unit, Box<TaskReport>> {
         let task = &run.plan.tasks[i];
+        let attempter = Attempter {
+            executor: Arc::clone(&self.executor),
+            journal: journal.cloned(),
+            expressions: self.expressions.clone(),
+            inputs: Arc::clone(&run.inputs),
+            policy: Arc::clone(&task.retry),
+        };
         if let Some(for_each) = &task.for_each {
             let (items, bindings) = run.items(i)?;
             let fan_out = FanOut {
-                executor: Arc::clone(&self.executor),
-                journal: journal.cloned(),
-                expressions: self.expressions.clone(),
-                inputs: Arc::clone(&run.inputs),
-                policy: Arc::clone(&task.retry),
+                attempter,
                 request,
                 input: task.input.clone(),
                 fallback: task
@@ -433,11 +411,7 @@ impl<E: Executor> Scheduler<E> {
         let fallback = run.fallback_request(i, &request)?;
         Ok(Box::pin(
             TaskAttempts {
-                executor: Arc::clone(&self.executor),
-                journal: journal.cloned(),
-                expressions: self.expressions.clone(),
-                inputs: Arc::clone(&run.inputs),
-                policy: Arc::clone(&task.retry),
+                attempter,
                 resume: run.retries.remove(&i),
                 request,
                 fallback,
@@ -448,15 +422,42 @@ impl<E: Executor> Scheduler<E> {
     }
 }
 
+/// Hands the states not yet recorded to the journal as one commit, unless
+/// a commit is in flight or the journal failed; under batched durability
+/// only when the run is idle or [`BATCH_INTERVAL`] has passed since the last
+/// one started. Under strict durability returns the batch, whose dependents
+/// wait for the commit.
+fn start_commit<'a, J: Journal>(
+    journal: &'a J,
+    commit: &mut Option<Commit<'a>>,
+    batch_started: &mut tokio::time::Instant,
+    run: &mut Run<'_>,
+    idle: bool,
+) -> Option<Vec<(usize, TaskReport)>> {
+    let due = run.strict || idle || batch_started.elapsed() >= BATCH_INTERVAL;
+    if commit.is_some() || run.unrecorded.is_empty() || run.journal_error.is_some() || !due {
+        return None;
+    }
+    *batch_started = tokio::time::Instant::now();
+    let batch = std::mem::take(&mut run.unrecorded);
+    if run.strict {
+        let reports = batch.iter().map(|(_, r)| r.clone()).collect();
+        *commit = Some(Box::pin(journal.commit(reports, idle)));
+        return Some(batch);
+    }
+    let reports = batch.into_iter().map(|(_, r)| r).collect();
+    *commit = Some(Box::pin(journal.commit(reports, idle)));
+    None
+}
+
 /// Under batched durability, while the scheduler runs tasks inline: notes
-/// whether the commit in flight has finished (without waiting) and, once
-/// [`BATCH_INTERVAL`] has passed, starts the next one, so states reach the
-/// disk every few milliseconds rather than at the end of a chain.
+/// whether the commit in flight has finished (without waiting) and starts
+/// the next one when it is due, so states reach the disk every few
+/// milliseconds rather than at the end of a chain.
 fn keep_committing<'a, J: Journal>(
     journal: &'a J,
     commit: &mut Option<Commit<'a>>,
     batch_started: &mut tokio::time::Instant,
-    unrecorded: &mut Vec<(usize, TaskReport)>,
     run: &mut Run<'_>,
 ) {
     if let Some(in_flight) = commit.as_mut() {
@@ -468,26 +469,7 @@ fn keep_committing<'a, J: Journal>(
             }
         }
     }
-    if commit.is_none()
-        && !unrecorded.is_empty()
-        && run.journal_error.is_none()
-        && batch_started.elapsed() >= BATCH_INTERVAL
-    {
-        *batch_started = tokio::time::Instant::now();
-        let reports = std::mem::take(unrecorded)
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
-        *commit = Some(Box::pin(journal.commit(reports, false)));
-    }
-}
-
-/// Why a run stopped before its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    No,
-    Cancelled,
-    TimedOut,
+    start_commit(journal, commit, batch_started, run, false);
 }
 
 /// Resolves at `at`, or never.
@@ -495,398 +477,5 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The state of one run.
-struct Run<'a> {
-    plan: &'a Plan,
-    expressions: &'a Expressions,
-    execution_id: Arc<str>,
-    base: Bindings,
-    /// How many needs of each task have not finished.
-    waiting_on: Vec<usize>,
-    reports: Vec<Option<TaskReport>>,
-    /// Outputs converted once for the expressions that read them.
-    converted: Vec<Option<ConvertedValue>>,
-    ready: ReadyQueue,
-    first_error: Option<String>,
-    journal_error: Option<String>,
-    /// The workflow's inputs, as `retry_if` sees them.
-    inputs: Arc<Value>,
-    /// Retries scheduled by an earlier process, by task.
-    retries: HashMap<usize, PendingRetry>,
-    /// `for_each` items recorded by an earlier process, by task.
-    done_items: HashMap<usize, Vec<(usize, TaskReport)>>,
-    /// Inputs given instead of `with:`, by task id.
-    overrides: HashMap<String, String>,
-}
-
-impl<'a> Run<'a> {
-    /// A run with the final states in `done` already in place.
-    fn new(
-        plan: &'a Plan,
-        expressions: &'a Expressions,
-        execution_id: &str,
-        inputs: &Value,
-        done: Vec<TaskReport>,
-        retries: Vec<PendingRetry>,
-    ) -> Self {
-        let mut run = Run {
-            plan,
-            expressions,
-            execution_id: Arc::from(execution_id),
-            base: Bindings::new(inputs),
-            waiting_on: plan.tasks.iter().map(|t| t.needs.len()).collect(),
-            reports: vec![None; plan.tasks.len()],
-            converted: vec![None; plan.tasks.len()],
-            ready: ReadyQueue::default(),
-            first_error: None,
-            journal_error: None,
-            inputs: Arc::new(inputs.clone()),
-            retries: HashMap::new(),
-            done_items: HashMap::new(),
-            overrides: HashMap::new(),
-        };
-        let index: HashMap<&str, usize> = plan
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.id.as_str(), i))
-            .collect();
-        for report in done {
-            if let Some(&i) = index.get(report.id.as_str()) {
-                run.finish(i, report, &|_| {});
-            } else if let Some((task, item)) = parse_item_id(&report.id)
-                && let Some(&i) = index.get(task)
-            {
-                run.done_items.entry(i).or_default().push((item, report));
-            }
-        }
-        for retry in retries {
-            if let Some(&i) = index.get(retry.task.as_str())
-                && run.reports[i].is_none()
-            {
-                run.retries.insert(i, retry);
-            }
-        }
-        // Replaying `done` queued dependents as it went; queue afresh, each
-        // unfinished task whose needs are all met once.
-        run.ready = ReadyQueue::default();
-        for &i in plan.dag.topological_order() {
-            if run.reports[i].is_none() && run.waiting_on[i] == 0 {
-                run.ready.push(i, plan.tasks[i].priority);
-            }
-        }
-        run
-    }
-
-    /// A final state arrived: under strict durability it waits for its
-    /// commit; otherwise dependents are released now (and, with a journal,
-    /// the state is committed soon after).
-    fn settle(
-        &mut self,
-        i: usize,
-        report: TaskReport,
-        strict: bool,
-        journaled: bool,
-        unrecorded: &mut Vec<(usize, TaskReport)>,
-        observe: &(dyn Fn(Event<'_>) + Sync),
-    ) {
-        if strict {
-            unrecorded.push((i, report));
-            return;
-        }
-        if journaled {
-            unrecorded.push((i, report.clone()));
-        }
-        self.finish(i, report, observe);
-    }
-
-    /// Builds the request for a ready task, or the report of a task that
-    /// will not run (a dependency failed, `when:` is false, an expression failed).
-    fn prepare(&mut self, i: usize, cancel: &Arc<Cancel>) -> Result<TaskRequest, Box<TaskReport>> {
-        let task = &self.plan.tasks[i];
-        let blocked = task.needs.iter().find(|&&d| {
-            self.reports[d].as_ref().is_some_and(|r| {
-                matches!(r.status, TaskStatus::Failed | TaskStatus::NotRun) && !r.tolerated
-            })
-        });
-        if let Some(&dep) = blocked {
-            let dep = &self.plan.tasks[dep].id;
-            return Err(self.blank(
-                i,
-                TaskStatus::NotRun,
-                None,
-                format!("not run because `{dep}` did not succeed"),
-            ));
-        }
-        let input = match (&task.when, &task.input, &task.for_each) {
-            // No expressions to evaluate (most tasks of a large fan-out):
-            // no scope to build.
-            (None, Template::Literal(input), None) => input.to_string(),
-            _ => self.resolve_input(i)?,
-        };
-        let input = match self.overrides.get(&task.id) {
-            Some(replaced) => replaced.clone(),
-            None => input,
-        };
-        Ok(TaskRequest {
-            execution_id: Arc::clone(&self.execution_id),
-            task_id: task.id.clone(),
-            uses: task.uses.clone(),
-            attempt: 1,
-            input,
-            limits: task.limits,
-            cancel: Arc::clone(cancel),
-            fallback: false,
-        })
-    }
-
-    /// The request of task `i`'s fallback, if it has one: the fallback's
-    /// plugin and its own `with:` (rendered now, with what the task sees).
-    fn fallback_request(
-        &mut self,
-        i: usize,
-        request: &TaskRequest,
-    ) -> Result<Option<TaskRequest>, Box<TaskReport>> {
-        let Some(fallback) = &self.plan.tasks[i].fallback else {
-            return Ok(None);
-        };
-        let input = match &fallback.input {
-            Template::Literal(input) => input.to_string(),
-            template => {
-                let bindings = self.bindings(i);
-                self.expressions
-                    .render(template, &bindings)
-                    .map_err(|e| {
-                        self.blank(
-                            i,
-                            TaskStatus::Failed,
-                            Some(FailureKind::Expression),
-                            format!("`fallback.with`: {e}"),
-                        )
-                    })?
-                    .to_string()
-            }
-        };
-        Ok(Some(TaskRequest {
-            uses: fallback.uses.clone(),
-            input,
-            fallback: true,
-            ..request.clone()
-        }))
-    }
-
-    /// Evaluates a task's `when:` and renders its `with:` templates.
-    fn resolve_input(&mut self, i: usize) -> Result<String, Box<TaskReport>> {
-        let task = &self.plan.tasks[i];
-        let bindings = self.bindings(i);
-        if let Some(when) = &task.when {
-            match self.expressions.eval_condition(when, &bindings) {
-                Ok(true) => {}
-                Ok(false) => return Err(self.blank(i, TaskStatus::Skipped, None, String::new())),
-                Err(e) => {
-                    return Err(self.blank(
-                        i,
-                        TaskStatus::Failed,
-                        Some(FailureKind::Expression),
-                        format!("`when`: {e}"),
-                    ));
-                }
-            }
-        }
-        if task.for_each.is_some() {
-            // Rendered per item, with `item` and `index`.
-            return Ok(String::new());
-        }
-        self.expressions
-            .render(&task.input, &bindings)
-            .map(|input| input.to_string())
-            .map_err(|e| {
-                self.blank(
-                    i,
-                    TaskStatus::Failed,
-                    Some(FailureKind::Expression),
-                    format!("`with`: {e}"),
-                )
-            })
-    }
-
-    /// The list a `for_each` task runs over, and what its items' expressions see.
-    fn items(&mut self, i: usize) -> Result<(Vec<Value>, Bindings), Box<TaskReport>> {
-        let task = &self.plan.tasks[i];
-        let for_each = task.for_each.as_ref().expect("a for_each task");
-        let bindings = self.bindings(i);
-        let fail = |run: &Self, message: String| {
-            run.blank(
-                i,
-                TaskStatus::Failed,
-                Some(FailureKind::Expression),
-                message,
-            )
-        };
-        match self.expressions.eval(&for_each.items, &bindings) {
-            Ok(Value::Array(items)) if items.len() > MAX_ITEMS => Err(fail(
-                self,
-                format!(
-                    "`for_each` gave {} items; a task may run over at most {MAX_ITEMS}: split the list",
-                    items.len()
-                ),
-            )),
-            Ok(Value::Array(items)) => Ok((items, bindings)),
-            Ok(other) => Err(fail(
-                self,
-                format!("`for_each` must give a list, not {other}"),
-            )),
-            Err(e) => Err(fail(self, format!("`for_each`: {e}"))),
-        }
-    }
-
-    fn bindings(&mut self, i: usize) -> Bindings {
-        let mut bindings = self.base.clone();
-        for &r in &self.plan.tasks[i].reads {
-            let Some(report) = &self.reports[r] else {
-                continue;
-            };
-            let converted = self.converted[r].get_or_insert_with(|| {
-                self.expressions
-                    .convert(report.output.as_ref().unwrap_or(&Value::Null))
-            });
-            bindings.add_task(
-                &self.plan.tasks[r].id,
-                report.status.as_str(),
-                converted.clone(),
-            );
-        }
-        bindings
-    }
-
-    fn blank(
-        &self,
-        i: usize,
-        status: TaskStatus,
-        kind: Option<FailureKind>,
-        message: String,
-    ) -> Box<TaskReport> {
-        let task = &self.plan.tasks[i];
-        Box::new(TaskReport {
-            id: task.id.clone(),
-            uses: task.uses.clone(),
-            status,
-            output: None,
-            error: (!message.is_empty()).then_some(TaskError { kind, message }),
-            usage: None,
-            metering: Metering::default(),
-            attempts: 0,
-            fallback: false,
-            degraded: false,
-            tolerated: false,
-            input: None,
-        })
-    }
-
-    /// The final state of task `i` after its attempts: a failure becomes
-    /// the task's `default:` (degraded) if it has one, and is tolerated
-    /// under `continue_on_error`.
-    fn report(&self, i: usize, outcome: Outcome) -> TaskReport {
-        let task = &self.plan.tasks[i];
-        let mut report = TaskReport::from_outcome(&task.id, &task.uses, outcome);
-        let cancelled = report
-            .error
-            .as_ref()
-            .is_some_and(|e| e.kind == Some(FailureKind::Cancelled));
-        if report.status == TaskStatus::Failed && !cancelled {
-            if let Some(default) = &task.default {
-                report.status = TaskStatus::Succeeded;
-                report.output = Some(default.clone());
-                report.degraded = true;
-            } else {
-                report.tolerated = task.continue_on_error;
-            }
-        }
-        report
-    }
-
-    /// Records a final state and releases dependents whose needs are all done.
-    fn finish(&mut self, i: usize, report: TaskReport, observe: &(dyn Fn(Event<'_>) + Sync)) {
-        if report.status == TaskStatus::Failed && !report.tolerated && self.first_error.is_none() {
-            let message = report.error.as_ref().map_or("", |e| e.message.as_str());
-            self.first_error = Some(format!("task `{}` failed: {message}", report.id));
-        }
-        observe(Event::Finished(&report));
-        self.reports[i] = Some(report);
-        for dependent in self.plan.dag.dependents(i) {
-            self.waiting_on[dependent] = self.waiting_on[dependent].saturating_sub(1);
-            if self.waiting_on[dependent] == 0 {
-                self.ready
-                    .push(dependent, self.plan.tasks[dependent].priority);
-            }
-        }
-    }
-
-    fn into_report(
-        self,
-        plan: &Plan,
-        execution_id: &str,
-        started: Instant,
-        stop: Stop,
-    ) -> RunReport {
-        let tasks: Vec<TaskReport> = self.reports.into_iter().flatten().collect();
-        let mut error = self.journal_error.or(self.first_error);
-        if stop == Stop::TimedOut {
-            let timeout = plan.timeout.unwrap_or_default();
-            error = Some(format!(
-                "workflow `{}` timed out: its `timeout` ({}) passed with {} of {} tasks finished",
-                plan.name,
-                humantime::format_duration(timeout),
-                tasks.len(),
-                plan.tasks.len()
-            ));
-        }
-        if stop == Stop::Cancelled && error.is_none() {
-            error = Some("cancelled".to_owned());
-        }
-        let unfinished = plan.tasks.len() - tasks.len();
-        if error.is_none() && unfinished > 0 {
-            error = Some(format!("{unfinished} tasks did not finish"));
-        }
-        let mut outputs = serde_json::Map::new();
-        if error.is_none() {
-            let mut bindings = self.base;
-            for report in &tasks {
-                let output = self
-                    .expressions
-                    .convert(report.output.as_ref().unwrap_or(&Value::Null));
-                bindings.add_task(&report.id, report.status.as_str(), output);
-            }
-            for (name, template) in &plan.outputs {
-                match self.expressions.render(template, &bindings) {
-                    Ok(value) => {
-                        outputs.insert(name.clone(), value);
-                    }
-                    Err(e) => {
-                        error = Some(format!("output `{name}`: {e}"));
-                        outputs.clear();
-                        break;
-                    }
-                }
-            }
-        }
-        RunReport {
-            workflow: plan.name.clone(),
-            execution_id: execution_id.to_owned(),
-            status: if stop == Stop::Cancelled {
-                RunStatus::Cancelled
-            } else if error.is_none() {
-                RunStatus::Succeeded
-            } else {
-                RunStatus::Failed
-            },
-            error,
-            outputs,
-            tasks,
-            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        }
     }
 }

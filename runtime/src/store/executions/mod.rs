@@ -30,26 +30,27 @@
 //! in the same transaction; events are never rewritten or deleted; the
 //! record's status changes only with an event saying so.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use redb::{
-    Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
-    TableDefinition,
+    Database, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::scheduler::{FailureKind, PendingRetry, TaskReport, TaskStatus};
-use crate::workflow::Durability as WorkflowDurability;
+use crate::scheduler::{PendingRetry, TaskReport};
 
 mod dead_letters;
+mod files;
 mod journal;
+mod record;
 
 pub use dead_letters::{DeadLetter, DeadLetterState};
+pub use files::Executions;
 pub use journal::ExecutionJournal;
+pub use record::{EventKind, ExecutionRecord, ExecutionStatus, LogEvent};
 
 /// The format of execution files this runtime writes and reads. Format 1
 /// (separate `events` and `tasks` tables) was never released.
@@ -121,309 +122,6 @@ pub enum ExecutionError {
         /// redb's error.
         source: redb::Error,
     },
-}
-
-/// Where an execution stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExecutionStatus {
-    /// Started and not finished (or its process died: see [`Executions::list`]).
-    Running,
-    /// Finished, every task succeeded or was skipped.
-    Succeeded,
-    /// Finished with a failure.
-    Failed,
-    /// Stopped by `runtime cancel`.
-    Cancelled,
-}
-
-impl ExecutionStatus {
-    /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// What an execution is: enough to resume it without the original file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExecutionRecord {
-    /// The id.
-    pub id: String,
-    /// The tenant it belongs to.
-    pub tenant: String,
-    /// The workflow's name.
-    pub workflow: String,
-    /// The workflow file it was started from (relative `.wasm` paths resolve against its directory).
-    pub file: String,
-    /// The workflow text, exactly as it was when the execution started.
-    pub source: String,
-    /// The resolved inputs.
-    pub inputs: Value,
-    /// Its durability setting.
-    pub durability: WorkflowDurability,
-    /// Every task id, in file order.
-    #[serde(default)]
-    pub tasks: Vec<String>,
-    /// The plugin digest each task resolved to at the start (waits have none).
-    pub plugins: BTreeMap<String, String>,
-    /// Where it stands.
-    pub status: ExecutionStatus,
-    /// Milliseconds since the Unix epoch.
-    pub created_at: u64,
-    /// When it finished, if it did.
-    pub finished_at: Option<u64>,
-    /// The first failure, in words.
-    pub error: Option<String>,
-    /// The workflow's outputs, once it succeeded.
-    pub outputs: serde_json::Map<String, Value>,
-}
-
-/// One entry of the event log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LogEvent {
-    /// Milliseconds since the Unix epoch.
-    pub at: u64,
-    /// What happened.
-    #[serde(flatten)]
-    pub kind: EventKind,
-}
-
-/// What can happen to an execution.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum EventKind {
-    /// The execution was created.
-    ExecutionStarted {
-        /// The workflow's name.
-        workflow: String,
-    },
-    /// A process took the execution up again after its previous one stopped.
-    ExecutionResumed {
-        /// Tasks whose recorded states were kept.
-        finished_tasks: usize,
-    },
-    /// A task attempt started.
-    AttemptStarted {
-        /// The task.
-        task: String,
-        /// The attempt number.
-        attempt: u32,
-        /// It runs the task's fallback.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        fallback: bool,
-    },
-    /// A task attempt failed.
-    AttemptFailed {
-        /// The task.
-        task: String,
-        /// The attempt number.
-        attempt: u32,
-        /// The kind of failure.
-        kind: FailureKind,
-        /// What happened.
-        error: String,
-        /// When the next attempt starts, ms since the epoch, if it is retried.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        retry_at: Option<u64>,
-    },
-    /// A task reached its final state.
-    TaskFinished {
-        /// The task.
-        task: String,
-        /// Its state.
-        status: TaskStatus,
-        /// Why it failed or did not run.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-    },
-    /// `runtime cancel` reached the process running the execution.
-    CancelRequested,
-    /// A task began waiting for a signal.
-    WaitStarted {
-        /// The task.
-        task: String,
-        /// The signal it waits for.
-        signal: String,
-        /// When it gives up, ms since the epoch.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        deadline: Option<u64>,
-    },
-    /// A failed task was put in the dead-letter queue.
-    DeadLettered {
-        /// The task.
-        task: String,
-    },
-    /// `runtime dlq replay` took a dead letter up again.
-    DeadLetterReplayed {
-        /// The task.
-        task: String,
-        /// The replay ran with an input given on the command line.
-        input_replaced: bool,
-    },
-    /// `runtime dlq purge` removed a dead letter from the queue.
-    DeadLetterPurged {
-        /// The task.
-        task: String,
-    },
-    /// `runtime signal` delivered a signal.
-    SignalReceived {
-        /// Its name.
-        signal: String,
-    },
-    /// The execution ended.
-    ExecutionFinished {
-        /// How.
-        status: ExecutionStatus,
-        /// Why, if it failed.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-    },
-}
-
-/// The executions directory of a store.
-#[derive(Debug, Clone)]
-pub struct Executions {
-    dir: PathBuf,
-}
-
-impl Executions {
-    /// The executions kept beside the store file `store`.
-    pub fn beside(store: &Path) -> Self {
-        let parent = store.parent().unwrap_or(Path::new("."));
-        Self {
-            dir: parent.join("executions"),
-        }
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The file of execution `id`.
-    pub fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.redb"))
-    }
-
-    /// The control socket of a live execution `id`.
-    pub fn socket(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.sock"))
-    }
-
-    /// Creates the file of a new execution and records its start.
-    pub fn create(&self, record: &ExecutionRecord) -> Result<ExecutionLog, ExecutionError> {
-        let path = self.path(&record.id);
-        std::fs::create_dir_all(&self.dir).map_err(|e| ExecutionError::Unreadable {
-            path: self.dir.clone(),
-            reason: format!("cannot create the directory: {e}"),
-        })?;
-        if path.exists() {
-            return Err(ExecutionError::Unreadable {
-                path,
-                reason: "an execution with this id exists already".into(),
-            });
-        }
-        let db = Database::create(&path).map_err(|e| unreadable(&path, e))?;
-        ExecutionLog::init(Db::Write(db), path, record)
-    }
-
-    /// Like [`Executions::create`], on a storage backend of the caller's
-    /// (tests inject faults this way). The file named by the record's id is
-    /// only used in messages.
-    pub fn create_with_backend(
-        &self,
-        record: &ExecutionRecord,
-        backend: impl redb::StorageBackend,
-    ) -> Result<ExecutionLog, ExecutionError> {
-        let path = self.path(&record.id);
-        let db = redb::Builder::new()
-            .create_with_backend(backend)
-            .map_err(|e| unreadable(&path, e))?;
-        ExecutionLog::init(Db::Write(db), path, record)
-    }
-
-    /// Opens execution `id` to read it, without writing to the file.
-    /// Fails with [`ExecutionError::Busy`] while another process runs it.
-    pub fn read(&self, id: &str) -> Result<ExecutionLog, ExecutionError> {
-        let path = self.existing(id)?;
-        match ReadOnlyDatabase::open(&path) {
-            Ok(db) => ExecutionLog::new(Db::Read(db), path).check_format(),
-            Err(DatabaseError::DatabaseAlreadyOpen) => Err(ExecutionError::Busy(id.to_owned())),
-            // A file left unclean by a killed process needs the repair only
-            // a writable open does; `open` checks the format before that.
-            Err(_) => self.open(id),
-        }
-    }
-
-    /// Opens execution `id` for this process (to resume or cancel it). The
-    /// file is checked read-only first, so a file this runtime cannot read
-    /// is never written to. Fails with [`ExecutionError::Busy`] while
-    /// another process runs it.
-    pub fn open(&self, id: &str) -> Result<ExecutionLog, ExecutionError> {
-        let path = self.existing(id)?;
-        match ReadOnlyDatabase::open(&path) {
-            Ok(db) => drop(ExecutionLog::new(Db::Read(db), path.clone()).check_format()?),
-            Err(DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(ExecutionError::Busy(id.to_owned()));
-            }
-            Err(e) if !redb_file(&path) => return Err(unreadable(&path, e)),
-            // A redb file that needs repair: repaired below, then checked.
-            Err(_) => {}
-        }
-        let db = match Database::open(&path) {
-            Ok(db) => db,
-            Err(DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(ExecutionError::Busy(id.to_owned()));
-            }
-            Err(e) => return Err(unreadable(&path, e)),
-        };
-        ExecutionLog::new(Db::Write(db), path).check_format()
-    }
-
-    fn existing(&self, id: &str) -> Result<PathBuf, ExecutionError> {
-        let path = self.path(id);
-        if valid_id(id) && path.is_file() {
-            Ok(path)
-        } else {
-            Err(ExecutionError::Unknown {
-                id: id.to_owned(),
-                dir: self.dir.clone(),
-            })
-        }
-    }
-
-    /// Ids of every execution, oldest first.
-    pub fn ids(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut ids: Vec<String> = entries
-            .filter_map(|e| {
-                let name = e.ok()?.file_name().into_string().ok()?;
-                name.strip_suffix(".redb").map(str::to_owned)
-            })
-            .collect();
-        ids.sort();
-        ids
-    }
-}
-
-/// Whether the file starts with redb's magic number.
-fn redb_file(path: &Path) -> bool {
-    let mut magic = [0u8; 9];
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok_and(|()| magic == *b"redb\x1a\x0a\xa9\x0d\x0a")
-}
-
-/// Execution ids are generated here; anything else is not looked up.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 fn unreadable(path: &Path, e: impl std::fmt::Display) -> ExecutionError {
@@ -861,8 +559,12 @@ struct StoredTask {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::scheduler::Metering;
+    use crate::scheduler::TaskStatus;
+    use crate::workflow::Durability as WorkflowDurability;
     use redb::ReadableTableMetadata;
 
     #[test]

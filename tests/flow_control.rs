@@ -1,0 +1,293 @@
+//! Flow control: `for_each` fan-outs (results in order, a success ratio, and
+//! a 1000-item run killed midway that resumes only unfinished items), task
+//! priorities, and registered workflows run as tasks.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    Host, assert_ok, cli, failure, install_marking_guest, run_cli, spawn_run, status_json, task,
+};
+use runtime::scheduler::RunStatus;
+use serde_json::{Value, json};
+
+const GUEST: &str = env!("TEST_GUEST_WASM");
+
+/// How many times each item of task `fan` ran, from the lines it appended.
+fn item_runs(data: &std::path::Path) -> std::collections::BTreeMap<usize, usize> {
+    std::fs::read_dir(data)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let (_, index) = runtime::scheduler::parse_item_id(&name)?;
+            let runs = std::fs::read_to_string(e.path()).unwrap().lines().count();
+            Some((index, runs))
+        })
+        .collect()
+}
+
+#[test]
+fn a_fan_out_killed_midway_resumes_only_unfinished_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = install_marking_guest(dir.path());
+    let items: Vec<usize> = (0..1000).collect();
+    let file = dir.path().join("fan.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: fan_out
+inputs:
+  items: {{ type: array, default: {} }}
+tasks:
+  - id: fan
+    uses: test-guest
+    for_each: ${{{{ inputs.items }}}}
+    concurrency: 8
+    with: {{ mode: mark, ms: 3, value: "${{{{ item * 2 }}}}" }}
+outputs:
+  doubled: ${{{{ tasks.fan.output }}}}
+"#,
+            serde_json::to_string(&items).unwrap()
+        ),
+    )
+    .unwrap();
+    let (mut child, id) = spawn_run(dir.path(), &file);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while item_runs(&data).len() < 200 {
+        assert!(Instant::now() < deadline, "the fan-out did not get going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let view = status_json(dir.path(), &id);
+    assert_eq!(view["status"], "interrupted");
+    let committed: Vec<usize> = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| runtime::scheduler::parse_item_id(t["id"].as_str()?).map(|(_, i)| i))
+        .collect();
+    assert!(
+        committed.len() >= 150 && committed.len() < 1000,
+        "killed midway: {} items were committed",
+        committed.len()
+    );
+
+    let out = cli(dir.path()).args(["resume", &id]).output().unwrap();
+    assert_ok(&out);
+    let view = status_json(dir.path(), &id);
+    assert_eq!(view["status"], "succeeded");
+    let doubled: Vec<u64> =
+        serde_json::from_value(view["record"]["outputs"]["doubled"].clone()).unwrap();
+    assert_eq!(doubled, (0..1000u64).map(|i| i * 2).collect::<Vec<_>>());
+
+    let runs = item_runs(&data);
+    assert_eq!(runs.len(), 1000, "every item ran");
+    for index in &committed {
+        assert_eq!(
+            runs[index], 1,
+            "item {index} was committed before the kill and ran again"
+        );
+    }
+    let again = runs.values().filter(|&&n| n > 1).count();
+    assert!(
+        again <= 24,
+        "only items in flight at the kill run again, not {again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_each_collects_in_order_and_tolerates_failures_up_to_a_ratio() {
+    let host = Host::new();
+    let flow = |ratio: f64| {
+        format!(
+            r#"name: fan
+tasks:
+  - id: fan
+    uses: {GUEST}
+    for_each: ${{{{ [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] }}}}
+    concurrency: 3
+    min_success_ratio: {ratio}
+    with:
+      mode: ${{{{ if item % 5 == 0 {{ "fail" }} else {{ "echo" }} }}}}
+      kind: fatal
+      message: ${{{{ `item ${{item}} broke` }}}}
+      value: "${{{{ #{{ item: item, index: index }} }}}}"
+"#
+        )
+    };
+    let report = host.run(&flow(0.8)).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    let output = task(&report, "fan").output.clone().unwrap();
+    let items = output.as_array().unwrap();
+    assert_eq!(items.len(), 10);
+    assert_eq!(items[0], json!({ "item": 1, "index": 0 }));
+    assert_eq!(items[4], Value::Null, "item 5 failed");
+    assert_eq!(items[8], json!({ "item": 9, "index": 8 }));
+
+    let report = host.run(&flow(0.9)).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let (_, message) = failure(&report, "fan");
+    assert!(message.contains("2 of 10 items failed"), "{message}");
+    assert!(message.contains("item 5 broke"), "{message}");
+}
+
+#[test]
+fn ready_tasks_start_by_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"name: priorities
+concurrency: 1
+tasks:
+  - {{ id: root, uses: {GUEST} }}
+  - {{ id: low, uses: {GUEST}, needs: [root], priority: -5 }}
+  - {{ id: normal, uses: {GUEST}, needs: [root] }}
+  - {{ id: urgent, uses: {GUEST}, needs: [root], priority: 10 }}
+  - {{ id: high, uses: {GUEST}, needs: [root], priority: 3 }}
+"#
+    );
+    let (_, out) = run_cli(dir.path(), &yaml);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let started: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("started"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(started, ["root", "urgent", "high", "normal", "low"]);
+}
+
+#[test]
+fn registered_workflows_run_as_tasks_by_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = dir.path().join("shout.yaml");
+    let write_child = |script: &str| {
+        std::fs::write(
+            &child,
+            format!(
+                r#"name: shout
+inputs:
+  text: {{ type: string }}
+tasks:
+  - id: upper
+    uses: transform
+    with: {{ text: "${{{{ inputs.text }}}}", script: '{script}' }}
+outputs:
+  loud: ${{{{ tasks.upper.output }}}}
+"#
+            ),
+        )
+        .unwrap();
+        let out = cli(dir.path())
+            .args(["workflows", "add", child.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(write_child("text.to_upper()").contains("registered workflow shout@1"));
+    assert!(
+        write_child("text.to_upper()").contains("shout@1 is registered with this text already")
+    );
+    assert!(write_child("text.to_upper() + \"!\"").contains("registered workflow shout@2"));
+
+    let parent = r#"name: parent
+tasks:
+  - { id: newest, uses: "workflow:shout", with: { text: hello } }
+  - { id: pinned, uses: "workflow:shout@1", with: { text: hello } }
+  - id: broken
+    uses: "workflow:shout"
+    with: { wrong: input }
+    continue_on_error: true
+  - id: join
+    uses: transform
+    needs: [newest, pinned]
+    with: { a: "${{ tasks.newest.output.loud }}", b: "${{ tasks.pinned.output.loud }}", script: 'a + " " + b' }
+outputs:
+  both: ${{ tasks.join.output }}
+"#;
+    let (id, out) = run_cli(dir.path(), parent);
+    assert_ok(&out);
+    let view = status_json(dir.path(), &id);
+    assert_eq!(view["record"]["outputs"]["both"], "HELLO! HELLO");
+    let broken = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "broken")
+        .unwrap();
+    assert_eq!(broken["error"]["kind"], "invalid-input");
+    let message = broken["error"]["message"].as_str().unwrap();
+    assert!(message.contains("workflow `shout@2`"), "{message}");
+    assert!(message.contains("has no input `wrong`"), "{message}");
+
+    // Unknown names and versions are validation errors.
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "name: bad\ntasks:\n  - { id: a, uses: \"workflow:nope\" }\n  - { id: b, uses: \"workflow:shout@9\" }\n",
+    )
+    .unwrap();
+    let out = cli(dir.path())
+        .args(["validate", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no workflow named `nope` is registered"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("workflow `shout` has no version 9"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_workflow_that_runs_itself_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("loop.yaml");
+    // Registered first without the self-reference, then as version 2 with it.
+    std::fs::write(
+        &file,
+        "name: looping\ntasks:\n  - { id: a, uses: transform, with: { script: '1' } }\n",
+    )
+    .unwrap();
+    assert_ok(
+        &cli(dir.path())
+            .args(["workflows", "add", file.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    std::fs::write(
+        &file,
+        "name: looping\ntasks:\n  - { id: a, uses: \"workflow:looping\" }\n",
+    )
+    .unwrap();
+    assert_ok(
+        &cli(dir.path())
+            .args(["workflows", "add", file.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    let out = cli(dir.path())
+        .args(["run", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nest more than 8 deep"), "{stderr}");
+    assert!(
+        !stderr.contains("execution "),
+        "nothing was recorded: {stderr}"
+    );
+}
