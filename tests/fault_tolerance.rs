@@ -2,7 +2,7 @@
 //! recorded attempt times, not the wall clock of the test), non-retryable
 //! kinds, `retry_if`, timeouts per task and per workflow, fallbacks,
 //! `default:` and `continue_on_error`, a backoff that survives `kill -9`,
-//! circuit breakers and the dead-letter queue.
+//! and the dead-letter queue. Circuit breakers are in `breakers.rs`.
 //!
 //! Tasks use the test guest's `flaky` mode, which fails in its first `times`
 //! attempts by the attempt number the host passes.
@@ -325,12 +325,13 @@ tasks:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_retry_settings_are_validation_errors() {
+async fn bad_retry_and_breaker_settings_are_validation_errors() {
     let host = Host::new();
     let error = host
         .try_run(&format!(
             r#"name: bad
 retry: {{ max_attempts: 0 }}
+breaker: {{ scope: everywhere, failures: 0 }}
 tasks:
   - id: t
     uses: {GUEST}
@@ -351,6 +352,8 @@ tasks:
         "unknown error kind `flaky`",
         "`retry_if` does not compile",
         "unknown plugin `no-such-plugin`",
+        "`scope: everywhere` is not a breaker scope",
+        "`failures` must be at least 1",
     ] {
         assert!(
             error.contains(expected),
@@ -505,101 +508,4 @@ outputs:
         "a purged letter is not replayed"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no open dead letter"));
-}
-
-#[test]
-fn a_breaker_opens_fails_fast_half_opens_and_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    install_marking_guest(dir.path());
-    // Three failures open the breaker; the next call fails fast; after
-    // `open_for` (the wait), a probe goes through and closes it.
-    let yaml = r#"name: breaker
-breaker: { failures: 3, window: 1m, open_for: 300ms }
-tasks:
-  - { id: f1, uses: test-guest, with: { mode: fail, kind: fatal, message: down }, continue_on_error: true }
-  - { id: f2, uses: test-guest, needs: [f1], with: { mode: fail, kind: fatal, message: down }, continue_on_error: true }
-  - { id: f3, uses: test-guest, needs: [f2], with: { mode: fail, kind: fatal, message: down }, continue_on_error: true }
-  - id: blocked
-    uses: test-guest
-    needs: [f3]
-    with: { value: never runs }
-    fallback: { uses: transform, with: { script: '"from the fallback"' } }
-  - id: pause
-    needs: [blocked]
-    wait: { signal: never, timeout: 400ms, default: 0 }
-  - { id: probe, uses: test-guest, needs: [pause], with: { value: probed } }
-  - { id: after, uses: test-guest, needs: [probe], with: { value: closed again } }
-"#;
-    let (id, out) = run_cli(dir.path(), yaml);
-    assert_ok(&out);
-    let view = status_json(dir.path(), &id);
-    let failed = events(&view, "attempt_failed", "blocked");
-    assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0]["kind"], "breaker-open");
-    let message = failed[0]["error"].as_str().unwrap();
-    assert!(
-        message.contains("circuit breaker of plugin `test-guest` is open"),
-        "{message}"
-    );
-    assert!(message.contains("3 failures within 1m"), "{message}");
-    let task = |id: &str| {
-        view["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["id"] == id)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(
-        task("blocked")["output"],
-        "from the fallback",
-        "the fallback saw breaker-open"
-    );
-    assert_eq!(task("probe")["output"], "probed");
-    assert_eq!(task("after")["output"], "closed again");
-    let out = cli(dir.path()).args(["breakers"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("closed") && text.contains("test-guest@0.1.0"),
-        "{text}"
-    );
-}
-
-#[test]
-fn an_open_breaker_survives_the_process() {
-    let dir = tempfile::tempdir().unwrap();
-    install_marking_guest(dir.path());
-    let trip = r#"name: trip
-breaker: { failures: 2, open_for: 1h }
-tasks:
-  - { id: a, uses: test-guest, with: { mode: fail, kind: retryable, message: down } }
-  - { id: b, uses: test-guest, with: { mode: fail, kind: retryable, message: down } }
-"#;
-    let (_, out) = run_cli(dir.path(), trip);
-    assert_eq!(out.status.code(), Some(1));
-    let out = cli(dir.path()).args(["breakers"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("open"), "{text}");
-    assert!(text.contains("2 failures within 1m"), "{text}");
-
-    // A new process, another workflow, the same plugin: it fails fast, and
-    // its retries see `breaker-open` too.
-    let later = r#"name: later
-breaker: {}
-tasks:
-  - id: c
-    uses: test-guest
-    with: { value: fine }
-    retry: { max_attempts: 2, initial_interval: 10ms }
-"#;
-    let (id, out) = run_cli(dir.path(), later);
-    assert_eq!(out.status.code(), Some(1));
-    let view = status_json(dir.path(), &id);
-    let kinds: Vec<&str> = events(&view, "attempt_failed", "c")
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["breaker-open", "breaker-open"]);
-    assert_eq!(view["tasks"][0]["fuel"], 0, "no attempt reached the plugin");
 }

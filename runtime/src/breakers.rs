@@ -1,18 +1,22 @@
-//! Circuit breakers around an executor. [`Breakers`] holds the state of
+//! Circuit breakers in a running process. [`Breakers`] holds the state of
 //! every breaker this process uses (loaded from the store, written back on
-//! every change of state); [`BreakerExecutor`] wraps any [`Executor`] and,
-//! for tasks whose workflow asks for a `breaker:`, refuses attempts while
-//! their plugin's breaker is open (`breaker-open`, which retries and
-//! fallbacks see like any failure) and counts how the others end.
+//! every change of state). Two things consult it:
+//! - [`BreakerExecutor`] wraps any [`Executor`] and, for tasks whose
+//!   workflow asks for a plugin `breaker:`, refuses attempts while their
+//!   plugin's breaker is open (`breaker-open`, which retries and fallbacks
+//!   see like any failure) and counts how the others end;
+//! - [`HostBreakers`], held by the sandbox's egress, refuses HTTP requests
+//!   to a host whose breaker is open and counts how the others end.
 //!
-//! A breaker is keyed by the plugin's digest, so every task and workflow
-//! using the same plugin shares it.
+//! A plugin breaker is keyed `plugin:<sha256>`, a host breaker
+//! `host:<name>:<port>`, so every task and workflow using the same plugin,
+//! or calling the same host, shares it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::fault::{Admission, Breaker, BreakerPolicy, counts};
+use crate::fault::{Admission, Breaker, BreakerPolicy, Refusal, counts};
 use crate::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
 use crate::store::Store;
 use crate::store::executions::now_ms;
@@ -51,7 +55,7 @@ impl Breakers {
         self.states.lock().expect("breakers lock").clone()
     }
 
-    fn admit(&self, key: &str) -> Result<Admission, crate::fault::Refusal> {
+    fn admit(&self, key: &str) -> Result<Admission, Refusal> {
         let mut states = self.states.lock().expect("breakers lock");
         let breaker = states.entry(key.to_owned()).or_default();
         let before = breaker.state;
@@ -101,6 +105,84 @@ impl Breakers {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn_blocking(write)),
             Err(_) => write(),
+        }
+    }
+}
+
+/// Why a call was refused, in words: whose breaker, why it opened, when a
+/// probe may go through.
+fn open_message(whose: &str, refusal: &Refusal) -> String {
+    let when = if refusal.retry_in.is_zero() {
+        "once the probe call running now succeeds".to_owned()
+    } else {
+        format!(
+            "a probe call may go through in {}",
+            humantime::format_duration(std::time::Duration::from_millis(
+                refusal.retry_in.as_millis() as u64
+            ))
+        )
+    };
+    format!(
+        "the circuit breaker of {whose} is open ({}); {when}. `runtime breakers` shows its state",
+        refusal.reason
+    )
+}
+
+/// The breakers guarding every host one plugin sends HTTP requests to.
+#[derive(Debug, Clone)]
+pub struct HostBreakers {
+    breakers: Arc<Breakers>,
+    policy: BreakerPolicy,
+}
+
+impl HostBreakers {
+    /// Host breakers kept in `breakers`, opening under `policy`.
+    pub fn new(breakers: Arc<Breakers>, policy: BreakerPolicy) -> Self {
+        Self { breakers, policy }
+    }
+
+    /// Lets a request to `host:port` through, or says why not.
+    pub fn admit(&self, host: &str, port: u16) -> Result<HostCall, String> {
+        let key = format!("host:{host}:{port}");
+        match self.breakers.admit(&key) {
+            Ok(admission) => Ok(HostCall {
+                guard: self.clone(),
+                key,
+                admission,
+                ended: false,
+            }),
+            Err(refusal) => Err(open_message(&format!("host `{host}:{port}`"), &refusal)),
+        }
+    }
+}
+
+/// A request a host breaker let through; [`HostCall::end`] counts how it
+/// ended. Dropped without ending (the attempt was cut off), a probe makes
+/// way for the next one.
+#[derive(Debug)]
+pub struct HostCall {
+    guard: HostBreakers,
+    key: String,
+    admission: Admission,
+    ended: bool,
+}
+
+impl HostCall {
+    /// Counts the request: `failed` when the host could not be reached or
+    /// answered 5xx or 429.
+    pub fn end(mut self, failed: bool) {
+        self.ended = true;
+        let guard = &self.guard;
+        guard
+            .breakers
+            .record(&self.key, self.admission, failed, &guard.policy);
+    }
+}
+
+impl Drop for HostCall {
+    fn drop(&mut self) {
+        if !self.ended && self.admission == Admission::Probe {
+            self.guard.breakers.abandon(&self.key);
         }
     }
 }
@@ -163,22 +245,9 @@ impl<E: Executor> Executor for BreakerExecutor<E> {
         let admission = match self.breakers.admit(&guard.key) {
             Ok(admission) => admission,
             Err(refusal) => {
-                let when = if refusal.retry_in.is_zero() {
-                    "once the probe call running now succeeds".to_owned()
-                } else {
-                    format!(
-                        "a probe call may go through in {}",
-                        humantime::format_duration(std::time::Duration::from_millis(
-                            refusal.retry_in.as_millis() as u64
-                        ))
-                    )
-                };
                 return Err(TaskFailure {
                     kind: FailureKind::BreakerOpen,
-                    message: format!(
-                        "the circuit breaker of plugin `{}` is open ({}); {when}. `runtime breakers` shows its state",
-                        guard.label, refusal.reason
-                    ),
+                    message: open_message(&format!("plugin `{}`", guard.label), &refusal),
                     metering: Default::default(),
                 });
             }

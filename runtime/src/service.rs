@@ -9,7 +9,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::breakers::{BreakerExecutor, Breakers, Guard};
+use crate::breakers::{BreakerExecutor, Breakers, Guard, HostBreakers};
 use crate::config::Secrets;
 use crate::expr::Expressions;
 use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
@@ -317,6 +317,9 @@ impl Runner {
             let (Some(policy), Some(digest)) = (task.breaker, digests.get(&key)) else {
                 continue;
             };
+            if !policy.scope.plugin() {
+                continue;
+            }
             guards.insert(
                 key,
                 Guard {
@@ -411,9 +414,13 @@ impl Runner {
             }
             let (component, allowed) = &compiled[uses];
             let allowed = allowed.narrow(&task.grants).map_err(in_task)?;
-            let plugin = self
+            let mut plugin = self
                 .sandbox
                 .link(component, allowed, Arc::clone(&self.secrets))?;
+            if let Some(policy) = task.breaker.filter(|p| p.scope.hosts()) {
+                let hosts = HostBreakers::new(Arc::clone(&self.breakers), policy);
+                plugin = plugin.with_host_breakers(hosts);
+            }
             plugins.insert(key, plugin);
         }
         let sandboxed = SandboxExecutor::new(Arc::clone(&self.sandbox), plugins);

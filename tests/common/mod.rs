@@ -296,6 +296,16 @@ pub fn status_json(dir: &Path, id: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("status prints JSON")
 }
 
+/// One task of a JSON view (`runtime status --json`, `run --output json`).
+pub fn task_json<'a>(view: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    view["tasks"]
+        .as_array()
+        .expect("the view has tasks")
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no task `{id}` in the view"))
+}
+
 /// Events of one kind, for one task.
 pub fn events<'a>(
     view: &'a serde_json::Value,

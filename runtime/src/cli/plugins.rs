@@ -295,13 +295,17 @@ fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).expect("records serialize")
 }
 
-/// `runtime breakers`: every circuit breaker, named by the plugins it guards.
+/// `runtime breakers`: every circuit breaker, named by the plugins or the
+/// host it guards.
 pub(super) fn breakers(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;
     let breakers = store.breakers(DEFAULT_TENANT)?;
     let plugins = store.plugins(DEFAULT_TENANT)?;
     drop(store);
     let names = |key: &str| -> String {
+        if let Some(host) = key.strip_prefix("host:") {
+            return format!("host {host}");
+        }
         let digest = key.strip_prefix("plugin:").unwrap_or(key);
         let named: Vec<String> = plugins
             .iter()

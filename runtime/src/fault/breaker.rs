@@ -28,6 +28,43 @@ pub struct BreakerPolicy {
     pub open_for: Duration,
     /// Probe calls that must succeed, one at a time, to close again.
     pub probes: u32,
+    /// What it guards: the plugin, the hosts the plugin calls, or both.
+    pub scope: BreakerScope,
+}
+
+/// What a `breaker:` guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BreakerScope {
+    /// One breaker per plugin (by digest), counting how its calls end.
+    #[default]
+    Plugin,
+    /// One breaker per host and port the plugin sends HTTP requests to,
+    /// counting connection failures, 5xx and 429 answers.
+    Hosts,
+    /// Both.
+    Both,
+}
+
+impl BreakerScope {
+    /// Its name in a workflow file.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "plugin" => Some(Self::Plugin),
+            "hosts" => Some(Self::Hosts),
+            "both" => Some(Self::Both),
+            _ => None,
+        }
+    }
+
+    /// Guards the plugin itself.
+    pub fn plugin(self) -> bool {
+        matches!(self, Self::Plugin | Self::Both)
+    }
+
+    /// Guards the hosts the plugin calls.
+    pub fn hosts(self) -> bool {
+        matches!(self, Self::Hosts | Self::Both)
+    }
 }
 
 impl Default for BreakerPolicy {
@@ -39,6 +76,7 @@ impl Default for BreakerPolicy {
             window: Duration::from_secs(60),
             open_for: Duration::from_secs(30),
             probes: 1,
+            scope: BreakerScope::Plugin,
         }
     }
 }

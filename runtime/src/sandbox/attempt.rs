@@ -166,6 +166,7 @@ fn new_store(
                 allowed: Arc::clone(&plugin.allowed),
                 secrets: Arc::clone(&plugin.secrets),
                 denials: Arc::clone(denials),
+                hosts: plugin.host_breakers.clone(),
             },
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits.memory),

@@ -11,6 +11,12 @@
 //!    name cannot be re-pointed between check and connect;
 //! 5. the response body is cut off at [`MAX_RESPONSE_BYTES`].
 //!
+//! When the task's `breaker:` guards hosts, a request to a host whose
+//! breaker is open is refused before any connection (and the attempt's
+//! failure becomes `breaker-open`); the others count towards their host's
+//! breaker: unreachable, 5xx and 429 as failures, any other answer as a
+//! success.
+//!
 //! The host never follows redirects: a 3xx goes back to the plugin, and the
 //! request it then makes is checked like any other.
 //! Refusals are recorded as messages so the task's failure says what was
@@ -32,6 +38,7 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::breakers::HostBreakers;
 use crate::config::Secrets;
 use crate::plugin::Allowed;
 
@@ -41,7 +48,17 @@ pub const MAX_RESPONSE_BYTES: u64 = 32 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Refusals recorded during one attempt.
-pub(super) type Denials = Arc<Mutex<Vec<String>>>;
+pub(super) type Denials = Arc<Mutex<Vec<Refused>>>;
+
+/// A request the host refused.
+#[derive(Debug)]
+pub(super) struct Refused {
+    /// Refused because its host's circuit breaker is open (rather than by
+    /// a grant or a limit).
+    pub(super) breaker_open: bool,
+    /// What was refused and what to do about it.
+    pub(super) message: String,
+}
 
 /// The egress policy of one task attempt.
 pub(super) struct Egress {
@@ -49,6 +66,8 @@ pub(super) struct Egress {
     pub(super) allowed: Arc<Allowed>,
     pub(super) secrets: Arc<Secrets>,
     pub(super) denials: Denials,
+    /// Set when the task's breaker guards the hosts it calls.
+    pub(super) hosts: Option<HostBreakers>,
 }
 
 type Sent = Result<
@@ -70,15 +89,38 @@ impl WasiHttpHooks for Egress {
         let checked = self.check(request);
         let allowed = Arc::clone(&self.allowed);
         let denials = Arc::clone(&self.denials);
+        let hosts = self.hosts.clone();
         Box::new(async move {
             let (request, target) = checked.map_err(|message| deny(&denials, message))?;
+            let call = match &hosts {
+                Some(hosts) => Some(hosts.admit(&target.host, target.port).map_err(|message| {
+                    refuse(
+                        &denials,
+                        Refused {
+                            breaker_open: true,
+                            message,
+                        },
+                    )
+                })?),
+                None => None,
+            };
             let address = resolve(&target, &allowed)
                 .await
                 .map_err(|message| deny(&denials, message))?;
             let connect_timeout = options
                 .and_then(|o| o.connect_timeout)
                 .unwrap_or(CONNECT_TIMEOUT);
-            send(request, &target, address, connect_timeout, denials).await
+            let sent = send(request, &target, address, connect_timeout, denials).await;
+            if let Some(call) = call {
+                call.end(match &sent {
+                    Ok((response, _)) => {
+                        let status = response.status();
+                        status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS
+                    }
+                    Err(_) => true,
+                });
+            }
+            sent
         })
     }
 }
@@ -142,8 +184,18 @@ impl Egress {
 }
 
 fn deny(denials: &Denials, message: String) -> Error {
-    tracing::debug!(target: "egress", "{message}");
-    denials.lock().expect("denials lock").push(message);
+    refuse(
+        denials,
+        Refused {
+            breaker_open: false,
+            message,
+        },
+    )
+}
+
+fn refuse(denials: &Denials, refused: Refused) -> Error {
+    tracing::debug!(target: "egress", "{}", refused.message);
+    denials.lock().expect("denials lock").push(refused);
     Error::HttpRequestDenied
 }
 

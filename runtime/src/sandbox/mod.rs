@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::breakers::HostBreakers;
 use crate::config::Secrets;
 use crate::plugin::{Allowed, Manifest};
 use crate::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
@@ -80,6 +81,8 @@ pub struct Plugin {
     pre: ExecutorPre<State>,
     allowed: Arc<Allowed>,
     secrets: Arc<Secrets>,
+    /// Set when a breaker guards the hosts this plugin calls.
+    host_breakers: Option<HostBreakers>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -98,6 +101,14 @@ impl Plugin {
             allowed: Arc::new(allowed),
             secrets,
             ..self.clone()
+        }
+    }
+
+    /// The same plugin, its HTTP requests guarded by host breakers.
+    pub fn with_host_breakers(self, host_breakers: HostBreakers) -> Self {
+        Self {
+            host_breakers: Some(host_breakers),
+            ..self
         }
     }
 }
@@ -261,6 +272,7 @@ impl Sandbox {
             pre,
             allowed: Arc::new(allowed),
             secrets,
+            host_breakers: None,
         })
     }
 

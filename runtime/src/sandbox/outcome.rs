@@ -5,6 +5,7 @@ use wasmtime::Trap;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::bindings::{TaskError, TaskOutput};
+use super::egress::Refused;
 use super::limiter::MemoryLimitExceeded;
 use crate::scheduler::{FailureKind, Metering, TaskFailure, TaskSuccess, Usage};
 use crate::workflow::Limits;
@@ -27,17 +28,24 @@ impl Failure {
     }
 
     /// If the host refused something the plugin tried (an HTTP request, a
-    /// secret), that refusal is the cause: the failure becomes `denied` and
-    /// says what was refused, followed by what the plugin reported.
-    pub(super) fn refused_by_host(self, denials: &[String]) -> Self {
-        if denials.is_empty() {
+    /// secret), that refusal is the cause: the failure becomes `denied` (or
+    /// `breaker-open`, when only open host breakers refused) and says what
+    /// was refused, followed by what the plugin reported.
+    pub(super) fn refused_by_host(self, refusals: &[Refused]) -> Self {
+        if refusals.is_empty() {
             return self;
         }
+        let kind = if refusals.iter().all(|r| r.breaker_open) {
+            FailureKind::BreakerOpen
+        } else {
+            FailureKind::Denied
+        };
+        let refused: Vec<&str> = refusals.iter().map(|r| r.message.as_str()).collect();
         Self {
-            kind: FailureKind::Denied,
+            kind,
             message: format!(
                 "the sandbox refused: {}; the plugin then reported: {}",
-                denials.join("; "),
+                refused.join("; "),
                 self.message
             ),
         }

@@ -175,6 +175,10 @@ pub struct BreakerSpec {
     /// Probe calls that must succeed to close it again (default 1).
     #[serde(default)]
     pub probes: Option<Spanned<u32>>,
+    /// What it guards: `plugin` (the default), `hosts` (each host the
+    /// plugin sends HTTP requests to) or `both`.
+    #[serde(default)]
+    pub scope: Option<Spanned<String>>,
 }
 
 /// A retry policy as written; unset fields inherit.

@@ -9,7 +9,7 @@ use super::diagnostic::Diagnostic;
 use super::limits::parse_duration;
 use super::parse::location_of;
 use crate::expr::Expressions;
-use crate::fault::{BreakerPolicy, FailureKind, RetryPolicy};
+use crate::fault::{BreakerPolicy, BreakerScope, FailureKind, RetryPolicy};
 
 /// `spec` over `inherited`: each field set in `spec` replaces the inherited one.
 pub fn retry_policy(
@@ -145,6 +145,18 @@ pub fn breaker_policy(
                 )
                 .help("0.5 opens the breaker when half the calls in the window failed"),
             );
+        }
+    }
+    if let Some(scope) = &spec.scope {
+        match BreakerScope::parse(&scope.value) {
+            Some(parsed) => policy.scope = parsed,
+            None => problems.push(
+                Diagnostic::at(
+                    location_of(scope),
+                    format!("`scope: {}` is not a breaker scope", scope.value),
+                )
+                .help("use `plugin` (one breaker per plugin), `hosts` (one per host it calls) or `both`"),
+            ),
         }
     }
     for (field, name, slot) in [
