@@ -1,4 +1,5 @@
-//! The host's own configuration file: secrets, and which hosts they belong to.
+//! The host's own configuration file: secrets, and which hosts they belong
+//! to; how much the process runs at once.
 //!
 //! ```yaml
 //! secrets:
@@ -7,6 +8,10 @@
 //!     hosts: [api.openai.com]      # requests bound elsewhere never carry it
 //!     header: authorization        # default
 //!     format: "Bearer {}"          # default "{}"; `{}` is replaced by the value
+//! capacity:                        # all optional; see `capacity`
+//!   tasks: 256                     # plugin calls at once, across executions
+//!   runs: 64                       # executions at once
+//!   queued_runs: 256               # waiting beyond those; more are refused as busy
 //! ```
 //!
 //! Values are read from the environment or a file when the configuration is
@@ -18,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::capacity::CapacityLimits;
 use crate::plugin::HostPattern;
 
 /// Environment variable naming the configuration file.
@@ -28,15 +34,18 @@ pub const CONFIG_ENV: &str = "ORCHESTRATOR_CONFIG";
 pub struct Config {
     /// Secrets by name.
     pub secrets: Secrets,
+    /// How much the process runs at once.
+    pub capacity: CapacityLimits,
 }
 
 /// Secrets the host may attach to requests.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Secrets {
     entries: Vec<Secret>,
 }
 
 /// One secret: its value stays on the host.
+#[derive(Clone)]
 pub struct Secret {
     /// The name plugins ask for and operators grant.
     pub name: String,
@@ -90,6 +99,8 @@ impl Secrets {
 struct ConfigFile {
     #[serde(default)]
     secrets: BTreeMap<String, SecretSpec>,
+    #[serde(default)]
+    capacity: CapacityLimits,
 }
 
 #[derive(Deserialize)]
@@ -190,8 +201,12 @@ impl Config {
                 value,
             });
         }
+        spec.capacity
+            .check()
+            .map_err(|problem| format!("{file}: {problem}"))?;
         Ok(Self {
             secrets: Secrets { entries },
+            capacity: spec.capacity,
         })
     }
 }
@@ -224,5 +239,34 @@ mod tests {
             error.contains("secret `token`: give exactly one"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn capacity_is_read_with_defaults_for_what_is_left_out() {
+        let config = Config::parse(
+            "capacity:
+  tasks: 8
+",
+            "c.yaml",
+        )
+        .unwrap();
+        assert_eq!(config.capacity.tasks, 8);
+        assert_eq!(config.capacity.runs, CapacityLimits::default().runs);
+        let error = Config::parse(
+            "capacity:
+  runs: 0
+",
+            "c.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(error, "c.yaml: `capacity.runs` must be at least 1");
+        let error = Config::parse(
+            "capacity:
+  task: 8
+",
+            "c.yaml",
+        )
+        .unwrap_err();
+        assert!(error.contains("unknown field"), "{error}");
     }
 }

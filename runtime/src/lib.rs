@@ -11,6 +11,7 @@
 //! [`cli`].
 
 pub mod breakers;
+pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod expr;

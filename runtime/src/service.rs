@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use crate::breakers::{BreakerExecutor, Breakers, Guard, HostBreakers};
+use crate::capacity::Busy;
 use crate::config::Secrets;
 use crate::expr::Expressions;
 use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
@@ -57,6 +58,9 @@ pub enum ServiceError {
     /// An execution could not be recorded, found or read.
     #[error(transparent)]
     Execution(#[from] ExecutionError),
+    /// Too many executions are running and waiting in this process.
+    #[error(transparent)]
+    Busy(#[from] Busy),
 }
 
 /// Opens the store and installs the built-in plugins it lacks (first start).
@@ -465,7 +469,9 @@ impl Runner {
         Ok(compiled)
     }
 
-    /// Checks inputs and runs a prepared workflow to the end.
+    /// Checks inputs and runs a prepared workflow to the end, once the
+    /// process has a run slot for it ([`ServiceError::Busy`] when too many
+    /// are running and waiting already).
     pub async fn execute(
         &self,
         workflow: &LoadedWorkflow,
@@ -478,6 +484,7 @@ impl Runner {
             .plan
             .resolve_inputs(inputs)
             .map_err(ServiceError::Inputs)?;
+        let _slot = self.sandbox.capacity().admit_run().await?;
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
         Ok(scheduler
             .run(
@@ -492,6 +499,8 @@ impl Runner {
 
     /// Runs a recorded execution until it finishes or is cancelled, every
     /// final task state committed to its log, then records how it ended.
+    /// It starts once the process has a run slot for it; refused as
+    /// [`ServiceError::Busy`], it stays as recorded, to be resumed later.
     pub async fn drive(
         &self,
         workflow: &LoadedWorkflow,
@@ -510,6 +519,7 @@ impl Runner {
             overrides,
             created_at,
         } = execution;
+        let _slot = self.sandbox.capacity().admit_run().await?;
         if !done.is_empty() {
             let log = Arc::clone(&log);
             let finished = done.len();

@@ -9,13 +9,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use indexmap::IndexMap;
 use runtime::config::Config;
 use runtime::expr::Expressions;
 use runtime::plugin::{self, Grants, InstallReport, InstallRequest};
+use runtime::sandbox::Sandbox;
 use runtime::scheduler::{FailureKind, RunReport, TaskReport, TaskStatus};
 use runtime::service::{self, Runner};
 use runtime::store::{DEFAULT_TENANT, Store};
@@ -33,16 +34,13 @@ impl Host {
         Self::with_config("")
     }
 
-    /// A host with a configuration file (secrets).
+    /// A host with a configuration file (secrets, capacity).
     pub fn with_config(config: &str) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = Store::open(&dir.path().join("store.redb")).expect("a fresh store opens");
-        let secrets = Config::parse(config, "config.yaml")
-            .expect("the test configuration parses")
-            .secrets;
-        let runner = Runner::new(Expressions::new())
-            .expect("the sandbox starts")
-            .with_secrets(secrets);
+        let config = Config::parse(config, "config.yaml").expect("the test configuration parses");
+        let sandbox = Sandbox::with_capacity(config.capacity).expect("the sandbox starts");
+        let runner = Runner::on(sandbox, Expressions::new()).with_secrets(config.secrets);
         Self { dir, store, runner }
     }
 
@@ -88,8 +86,13 @@ impl Host {
     }
 
     /// Loads and runs a workflow, returning load or prepare errors as text.
+    /// Each run has its own file, so runs may overlap.
     pub async fn try_run(&self, yaml: &str) -> Result<RunReport, String> {
-        let file = self.path("flow.yaml");
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let file = self.path(&format!(
+            "flow-{}.yaml",
+            RUNS.fetch_add(1, Ordering::SeqCst)
+        ));
         std::fs::write(&file, yaml).expect("writing the workflow");
         let workflow =
             service::load(&file, &Expressions::new(), &self.store).map_err(|e| e.to_string())?;
@@ -142,7 +145,8 @@ impl Received {
 pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// An HTTP/1.1 server on 127.0.0.1 that records requests and answers with
-/// `respond(path)`. Stops when dropped.
+/// `respond(path)`, each connection on its own thread (so a slow answer
+/// does not hold up the others). Stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Received>>>,
@@ -150,19 +154,21 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub fn start(respond: impl Fn(&str) -> Reply + Send + 'static) -> Self {
+    pub fn start(respond: impl Fn(&str) -> Reply + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1");
         let addr = listener.local_addr().expect("a bound address");
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (log, stopping) = (Arc::clone(&received), Arc::clone(&stop));
+        let respond = Arc::new(respond);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
                     break;
                 }
                 if let Ok(stream) = stream {
-                    let _ = serve(stream, &respond, &log);
+                    let (respond, log) = (Arc::clone(&respond), Arc::clone(&log));
+                    std::thread::spawn(move || serve(stream, &*respond, &log));
                 }
             }
         });

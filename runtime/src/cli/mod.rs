@@ -209,7 +209,9 @@ struct Context {
     sandbox: Arc<Sandbox>,
     expressions: Expressions,
     store_path: PathBuf,
-    config_path: Option<PathBuf>,
+    /// The configuration file, or why it cannot be used (reported by the
+    /// commands that need it).
+    config: Result<Config, String>,
 }
 
 impl Context {
@@ -232,11 +234,10 @@ impl Context {
 
     /// The secrets of the configuration file.
     fn secrets(&self) -> Result<Secrets, ServiceError> {
-        let config = match &self.config_path {
-            Some(path) => Config::load(path, true),
-            None => Config::load(&Config::default_path(), false),
-        };
-        Ok(config.map_err(ServiceError::Plugin)?.secrets)
+        match &self.config {
+            Ok(config) => Ok(config.secrets.clone()),
+            Err(problem) => Err(ServiceError::Plugin(problem.clone())),
+        }
     }
 }
 
@@ -297,11 +298,18 @@ fn context(cli: &Cli) -> Result<Context, ServiceError> {
         .enable_all()
         .build()
         .map_err(|e| ServiceError::Plugin(format!("cannot start the async runtime: {e}")))?;
+    let config = match &cli.config {
+        Some(path) => Config::load(path, true),
+        None => Config::load(&Config::default_path(), false),
+    };
+    // A broken file leaves the defaults here; commands that run plugins
+    // report it (through `secrets`), the others do not need it.
+    let capacity = config.as_ref().map(|c| c.capacity).unwrap_or_default();
     Ok(Context {
         tokio,
-        sandbox: Sandbox::new()?,
+        sandbox: Sandbox::with_capacity(capacity)?,
         expressions: Expressions::new(),
         store_path: cli.store.clone().unwrap_or_else(Store::default_path),
-        config_path: cli.config.clone(),
+        config,
     })
 }

@@ -14,8 +14,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::Notify;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -32,9 +33,16 @@ use crate::workflow::Limits;
 /// How much of a plugin's stderr is kept for error messages.
 const STDERR_CAPACITY: usize = 16 * 1024;
 
+/// The engine attempts run on, and how they learn that an instance slot
+/// of its pool was freed.
+pub(super) struct Pool<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) freed: &'a Notify,
+}
+
 /// Runs `execute` once.
 pub(super) async fn run(
-    engine: &Engine,
+    pool: Pool<'_>,
     plugin: &Plugin,
     request: TaskRequest,
 ) -> Result<TaskSuccess, TaskFailure> {
@@ -42,7 +50,18 @@ pub(super) async fn run(
     let limits = request.limits;
     let denials = Denials::default();
     let cancel = Some(Arc::clone(&request.cancel));
-    let mut store = match new_store(engine, plugin, &request.task_id, &limits, &denials, cancel) {
+    let task_id = request.task_id.clone();
+    let fresh_store = || {
+        new_store(
+            pool.engine,
+            plugin,
+            &task_id,
+            &limits,
+            &denials,
+            cancel.clone(),
+        )
+    };
+    let mut store = match fresh_store() {
         Ok(store) => store,
         Err(failure) => return Err(failure.into_task_failure(Metering::default())),
     };
@@ -53,7 +72,20 @@ pub(super) async fn run(
         attempt: request.attempt,
     };
     let call = async {
-        let instance = plugin.pre.instantiate_async(&mut store).await?;
+        // The pool is full (more calls at once than it has instances, for
+        // example of a component with many core instances): drop the
+        // partly made instance and wait for another attempt to end.
+        let instance = loop {
+            let freed = pool.freed.notified();
+            match plugin.pre.instantiate_async(&mut store).await {
+                Err(e) if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
+                    tracing::debug!(task = %ctx.task_id, "instance pool full, waiting: {e}");
+                    store = fresh_store().map_err(|f| wasmtime::format_err!("{}", f.message))?;
+                    freed.await;
+                }
+                instantiated => break instantiated?,
+            }
+        };
         instance
             .call_execute(&mut store, &ctx, &request.input)
             .await

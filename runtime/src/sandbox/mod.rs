@@ -6,7 +6,10 @@
 //! `InstancePre`s keyed by the sha256 of the component. A ticker thread
 //! advances the epoch every [`EPOCH_TICK`], which drives deadlines and lets
 //! long calls yield. Each task attempt gets a fresh `Store` (see `attempt`)
-//! holding exactly the capabilities its [`Plugin`] was allowed.
+//! holding exactly the capabilities its [`Plugin`] was allowed. The
+//! sandbox also holds the process's [`Capacity`]: an attempt waits for a
+//! task slot before its store is made, and one that still finds the
+//! instance pool full waits for another attempt to end rather than fail.
 
 mod attempt;
 mod bindings;
@@ -21,10 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::breakers::HostBreakers;
+use crate::capacity::{Capacity, CapacityLimits};
 use crate::config::Secrets;
 use crate::plugin::{Allowed, Manifest};
 use crate::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
@@ -119,6 +124,10 @@ pub struct Sandbox {
     engine_hash: String,
     linker: Linker<State>,
     cache: Mutex<HashMap<String, ExecutorPre<State>>>,
+    capacity: Capacity,
+    /// Signalled whenever an attempt's store is dropped (its pool slots
+    /// are free again).
+    freed: Notify,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -128,8 +137,16 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Configures the engine and starts the epoch ticker.
+    /// Configures the engine with the default capacity and starts the
+    /// epoch ticker.
     pub fn new() -> Result<Arc<Self>, SandboxError> {
+        Self::with_capacity(CapacityLimits::default())
+    }
+
+    /// Configures the engine, running at most `limits.tasks` plugin calls
+    /// at once, and starts the epoch ticker.
+    pub fn with_capacity(limits: CapacityLimits) -> Result<Arc<Self>, SandboxError> {
+        limits.check().map_err(SandboxError::Engine)?;
         // Resetting a slot with memset (first 64 KiB) and batched decommits
         // instead of one madvise per slot took a no-op attempt from ~25 to
         // ~18 µs on 2 cores; 1 MiB kept resident was slower again (27 µs).
@@ -165,6 +182,8 @@ impl Sandbox {
             engine_hash,
             linker,
             cache: Mutex::new(HashMap::new()),
+            capacity: Capacity::new(limits),
+            freed: Notify::new(),
         }))
     }
 
@@ -283,18 +302,47 @@ impl Sandbox {
         self.link(&compiled, Allowed::default(), Arc::default())
     }
 
-    /// Calls `describe()` in a fresh store under `limits`, with no capabilities.
-    pub async fn describe(&self, plugin: &Plugin, limits: Limits) -> Result<Manifest, TaskFailure> {
-        attempt::describe(&self.engine, plugin, limits).await
+    /// How much this process runs at once.
+    pub fn capacity(&self) -> &Capacity {
+        &self.capacity
     }
 
-    /// Runs one task attempt of `plugin` in a fresh store under the request's limits.
+    /// Calls `describe()` in a fresh store under `limits`, with no capabilities.
+    pub async fn describe(&self, plugin: &Plugin, limits: Limits) -> Result<Manifest, TaskFailure> {
+        let slot = self.capacity.task_slot().await;
+        let described = attempt::describe(&self.engine, plugin, limits).await;
+        drop(slot);
+        self.freed.notify_waiters();
+        described
+    }
+
+    /// Runs one task attempt of `plugin` in a fresh store under the
+    /// request's limits, once a task slot is free (the wait does not count
+    /// against the attempt's deadline; a cancel ends it).
     pub async fn run(
         &self,
         plugin: &Plugin,
         request: TaskRequest,
     ) -> Result<TaskSuccess, TaskFailure> {
-        attempt::run(&self.engine, plugin, request).await
+        let slot = tokio::select! {
+            slot = self.capacity.task_slot() => slot,
+            () = request.cancel.cancelled() => return Err(TaskFailure {
+                kind: FailureKind::Cancelled,
+                message: "cancelled while waiting for a task slot".to_owned(),
+                metering: Default::default(),
+            }),
+        };
+        let result = attempt::run(self.pool(), plugin, request).await;
+        drop(slot);
+        self.freed.notify_waiters();
+        result
+    }
+
+    fn pool(&self) -> attempt::Pool<'_> {
+        attempt::Pool {
+            engine: &self.engine,
+            freed: &self.freed,
+        }
     }
 }
 
