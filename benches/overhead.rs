@@ -164,6 +164,7 @@ fn bench_record(plan: &Plan, n: usize) -> ExecutionRecord {
         finished_at: None,
         error: None,
         outputs: Default::default(),
+        parent: None,
     }
 }
 

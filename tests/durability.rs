@@ -270,6 +270,7 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
             finished_at: None,
             error: None,
             outputs: Default::default(),
+            parent: None,
         };
         std::fs::create_dir_all(executions.dir()).unwrap();
         let handle = std::fs::OpenOptions::new()

@@ -1,6 +1,7 @@
 //! Flow control: `for_each` fan-outs (results in order, a success ratio, and
 //! a 1000-item run killed midway that resumes only unfinished items), task
-//! priorities, and registered workflows run as tasks.
+//! priorities, and registered workflows run as tasks (recorded on their own,
+//! so a parent killed during one resumes it where it stopped).
 
 #![allow(
     clippy::unwrap_used,
@@ -31,6 +32,19 @@ fn item_runs(data: &std::path::Path) -> std::collections::BTreeMap<usize, usize>
             Some((index, runs))
         })
         .collect()
+}
+
+/// Writes `yaml` to `<dir>/<file>` and registers it; returns what
+/// `runtime workflows add` printed.
+fn register_workflow(dir: &std::path::Path, file: &str, yaml: &str) -> String {
+    let path = dir.join(file);
+    std::fs::write(&path, yaml).unwrap();
+    let out = cli(dir)
+        .args(["workflows", "add", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -168,11 +182,11 @@ tasks:
 #[test]
 fn registered_workflows_run_as_tasks_by_version() {
     let dir = tempfile::tempdir().unwrap();
-    let child = dir.path().join("shout.yaml");
     let write_child = |script: &str| {
-        std::fs::write(
-            &child,
-            format!(
+        register_workflow(
+            dir.path(),
+            "shout.yaml",
+            &format!(
                 r#"name: shout
 inputs:
   text: {{ type: string }}
@@ -185,13 +199,6 @@ outputs:
 "#
             ),
         )
-        .unwrap();
-        let out = cli(dir.path())
-            .args(["workflows", "add", child.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert_ok(&out);
-        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(write_child("text.to_upper()").contains("registered workflow shout@1"));
     assert!(
@@ -290,4 +297,90 @@ fn a_workflow_that_runs_itself_is_refused_before_anything_runs() {
         !stderr.contains("execution "),
         "nothing was recorded: {stderr}"
     );
+}
+
+#[test]
+fn a_parent_killed_during_a_sub_workflow_resumes_it_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = install_marking_guest(dir.path());
+    register_workflow(
+        dir.path(),
+        "steps.yaml",
+        r#"name: steps
+tasks:
+  - { id: first, uses: test-guest, with: { mode: mark, value: one } }
+  - { id: second, uses: test-guest, needs: [first], with: { mode: mark, ms: 2000, value: two } }
+  - id: third
+    uses: test-guest
+    needs: [second]
+    with: { mode: mark, value: "${{ tasks.first.output }}-${{ tasks.second.output }}" }
+outputs:
+  joined: ${{ tasks.third.output }}
+"#,
+    );
+    let parent = dir.path().join("parent.yaml");
+    std::fs::write(
+        &parent,
+        r#"name: parent
+tasks:
+  - { id: before, uses: test-guest, with: { mode: mark, value: b } }
+  - { id: sub, uses: "workflow:steps", needs: [before] }
+outputs:
+  result: ${{ tasks.sub.output.joined }}
+"#,
+    )
+    .unwrap();
+    let runs = |task: &str| {
+        std::fs::read_to_string(data.join(task)).map_or(0, |text| text.lines().count())
+    };
+
+    // Killed while the child's second task runs: its first is committed in
+    // the child's own file.
+    let (mut process, id) = spawn_run(dir.path(), &parent);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while runs("second") == 0 {
+        assert!(Instant::now() < deadline, "the child did not get going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    process.kill().unwrap();
+    process.wait().unwrap();
+    let child_id = format!("{id}-sub");
+    let view = status_json(dir.path(), &child_id);
+    assert_eq!(view["status"], "interrupted");
+    assert_eq!(view["record"]["parent"]["execution"], id.as_str());
+    assert_eq!(view["record"]["parent"]["task"], "sub");
+    let done: Vec<&str> = view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(done, ["first"]);
+
+    // The child is resumed through its parent, not on its own.
+    let out = cli(dir.path())
+        .args(["resume", &child_id])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("`runtime resume {id}`")),
+        "{stderr}"
+    );
+
+    let out = cli(dir.path()).args(["resume", "--all"]).output().unwrap();
+    assert_ok(&out);
+    let view = status_json(dir.path(), &id);
+    assert_eq!(view["status"], "succeeded");
+    assert_eq!(view["record"]["outputs"]["result"], "one-two");
+    assert_eq!(status_json(dir.path(), &child_id)["status"], "succeeded");
+    assert_eq!(runs("before"), 1);
+    assert_eq!(
+        runs("first"),
+        1,
+        "the child's finished task did not run again"
+    );
+    assert_eq!(runs("second"), 2, "the task the kill cut off ran again");
+    assert_eq!(runs("third"), 1);
 }

@@ -16,14 +16,14 @@ use crate::expr::Expressions;
 use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
 use crate::sandbox::{Compiled, Sandbox, SandboxError, SandboxExecutor};
 use crate::scheduler::{Cancel, PendingRetry, RunOptions, RunStatus, TaskReport, fallback_key};
-use crate::scheduler::{Event, RunReport, Scheduler};
+use crate::scheduler::{Event, Executor, RunReport, Scheduler};
 use crate::store::executions::{
     ExecutionError, ExecutionJournal, ExecutionLog, ExecutionRecord, ExecutionStatus, Executions,
     now_ms,
 };
 use crate::store::plugins::{Artifact, PluginRecord};
 use crate::store::{DEFAULT_TENANT, Store, StoreError};
-use crate::subworkflow::{Child, MAX_DEPTH, TaskExecutor};
+use crate::subworkflow::{Child, ChildRecord, MAX_DEPTH, TaskExecutor};
 use crate::workflow::{self, Plan, PlannedTask, WorkflowError};
 
 /// Why an operation could not start.
@@ -209,6 +209,7 @@ pub fn start_execution(
         finished_at: None,
         error: None,
         outputs: serde_json::Map::new(),
+        parent: None,
     };
     let log = executions.create(&record)?;
     Ok(Execution {
@@ -240,6 +241,12 @@ pub fn reopen_execution(
             record.status.as_str()
         )));
     }
+    if let Some(parent) = &record.parent {
+        return Err(ServiceError::Plugin(format!(
+            "execution `{id}` is the sub-workflow run of task `{}` of execution `{}`, which resumes it: `runtime resume {}`",
+            parent.task, parent.execution, parent.execution
+        )));
+    }
     let workflow = load_text(record.source.clone(), &record.file, expressions, store)?;
     let now = workflow.plugin_digests()?;
     for (task, digest) in &record.plugins {
@@ -255,11 +262,21 @@ pub fn reopen_execution(
             )));
         }
     }
-    let done = log.tasks()?;
-    let retries = log.retries()?;
-    let overrides = log.overrides()?;
-    Ok((
-        Execution {
+    Ok((Execution::taken_up(id, log, record)?, workflow))
+}
+
+impl Execution {
+    /// An unfinished execution taken up by this process from its open
+    /// file: the task states, retries and overrides recorded so far.
+    pub fn taken_up(
+        id: &str,
+        log: ExecutionLog,
+        record: ExecutionRecord,
+    ) -> Result<Self, ServiceError> {
+        let done = log.tasks()?;
+        let retries = log.retries()?;
+        let overrides = log.overrides()?;
+        Ok(Self {
             id: id.to_owned(),
             log: Arc::new(log),
             cancel: Arc::default(),
@@ -268,9 +285,8 @@ pub fn reopen_execution(
             retries,
             overrides,
             created_at: record.created_at,
-        },
-        workflow,
-    ))
+        })
+    }
 }
 
 /// Runs workflows in one sandbox.
@@ -394,8 +410,19 @@ impl Runner {
                             store,
                         )?;
                         let executor = self.prepare_nested(&child, store, depth + 1)?;
-                        let child =
-                            Child::new(label, child.plan, executor, self.expressions.clone());
+                        let record = ChildRecord {
+                            executions: Executions::beside(store.path()),
+                            plugins: child.plugin_digests()?,
+                            file: child.file,
+                            source: child.source,
+                        };
+                        let child = Child::new(
+                            label,
+                            child.plan,
+                            executor,
+                            self.expressions.clone(),
+                            record,
+                        );
                         children.insert(key, Arc::new(child));
                         continue;
                     }
@@ -509,56 +536,9 @@ impl Runner {
         concurrency: Option<usize>,
         observe: &(dyn Fn(Event<'_>) + Sync),
     ) -> Result<RunReport, ServiceError> {
-        let Execution {
-            id,
-            log,
-            cancel,
-            inputs,
-            done,
-            retries,
-            overrides,
-            created_at,
-        } = execution;
         let _slot = self.sandbox.capacity().admit_run().await?;
-        if !done.is_empty() {
-            let log = Arc::clone(&log);
-            let finished = done.len();
-            tokio::task::spawn_blocking(move || log.resumed(finished))
-                .await
-                .map_err(|e| ServiceError::Plugin(e.to_string()))??;
-        }
-        let journal = ExecutionJournal::new(Arc::clone(&log));
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
-        let options = RunOptions {
-            concurrency,
-            journal: Some(&journal),
-            done,
-            retries,
-            overrides,
-            started_at: Some(created_at),
-            cancel,
-            observe,
-        };
-        let report = scheduler
-            .run_with(&workflow.plan, &inputs, &id, options)
-            .await;
-        let status = match report.status {
-            RunStatus::Succeeded => ExecutionStatus::Succeeded,
-            RunStatus::Failed => ExecutionStatus::Failed,
-            RunStatus::Cancelled => ExecutionStatus::Cancelled,
-        };
-        let (error, outputs) = (report.error.clone(), report.outputs.clone());
-        let finished = tokio::task::spawn_blocking(move || log.finish(status, error, outputs))
-            .await
-            .map_err(|e| ServiceError::Plugin(e.to_string()))?;
-        match (finished, &report.error) {
-            (Ok(()), _) => Ok(report),
-            // The store failed during the run: that first error is the cause.
-            (Err(e), Some(first)) => Err(ServiceError::Plugin(format!(
-                "execution `{id}`: {first}; recording its end failed too ({e}). What was committed is kept: `runtime resume {id}` continues it"
-            ))),
-            (Err(e), None) => Err(e.into()),
-        }
+        run_recorded(&scheduler, &workflow.plan, execution, concurrency, observe).await
     }
 
     /// Prepares and runs a workflow, recording nothing.
@@ -573,6 +553,65 @@ impl Runner {
         let executor = self.prepare(workflow, store)?;
         self.execute(workflow, executor, inputs, concurrency, observe)
             .await
+    }
+}
+
+/// Runs a recorded execution with `scheduler` until it finishes or is
+/// cancelled, every final task state committed to its log, then records
+/// how it ended. Top-level executions ([`Runner::drive`]) and sub-workflow
+/// runs go through here.
+pub async fn run_recorded<E: Executor>(
+    scheduler: &Scheduler<E>,
+    plan: &Plan,
+    execution: Execution,
+    concurrency: Option<usize>,
+    observe: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<RunReport, ServiceError> {
+    let Execution {
+        id,
+        log,
+        cancel,
+        inputs,
+        done,
+        retries,
+        overrides,
+        created_at,
+    } = execution;
+    if !done.is_empty() {
+        let log = Arc::clone(&log);
+        let finished = done.len();
+        tokio::task::spawn_blocking(move || log.resumed(finished))
+            .await
+            .map_err(|e| ServiceError::Plugin(e.to_string()))??;
+    }
+    let journal = ExecutionJournal::new(Arc::clone(&log));
+    let options = RunOptions {
+        concurrency,
+        journal: Some(&journal),
+        done,
+        retries,
+        overrides,
+        started_at: Some(created_at),
+        cancel,
+        observe,
+    };
+    let report = scheduler.run_with(plan, &inputs, &id, options).await;
+    let status = match report.status {
+        RunStatus::Succeeded => ExecutionStatus::Succeeded,
+        RunStatus::Failed => ExecutionStatus::Failed,
+        RunStatus::Cancelled => ExecutionStatus::Cancelled,
+    };
+    let (error, outputs) = (report.error.clone(), report.outputs.clone());
+    let finished = tokio::task::spawn_blocking(move || log.finish(status, error, outputs))
+        .await
+        .map_err(|e| ServiceError::Plugin(e.to_string()))?;
+    match (finished, &report.error) {
+        (Ok(()), _) => Ok(report),
+        // The store failed during the run: that first error is the cause.
+        (Err(e), Some(first)) => Err(ServiceError::Plugin(format!(
+            "execution `{id}`: {first}; recording its end failed too ({e}). What was committed is kept: `runtime resume {id}` continues it"
+        ))),
+        (Err(e), None) => Err(e.into()),
     }
 }
 

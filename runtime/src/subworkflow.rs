@@ -2,12 +2,17 @@
 //! (behind their circuit breakers), and `uses: workflow:NAME` tasks run a
 //! registered workflow as a child run. The child's inputs are the task's
 //! resolved `with:`, its outputs are the task's output; it runs in this
-//! process with the parent's cancel, bounded by the task's deadline, and its
-//! tasks' ids (and idempotency keys) are prefixed with the parent execution
-//! and task. A child is not recorded on its own: a resumed parent runs an
-//! unfinished child again from its start.
+//! process with the parent's cancel, bounded by the task's deadline.
+//!
+//! When the parent is recorded, so is the child, in an execution file of
+//! its own: `<parent id>-<task>` (`-<index>` for an item of a `for_each`,
+//! `-fallback` for a fallback, `-tryN` for a later try after a failed
+//! one). A parent that runs the task again finds it there: a child that
+//! had succeeded gives its recorded outputs without running, an unfinished
+//! one (the process died, or an attempt's deadline cut it off) resumes
+//! with its finished tasks kept, a failed or cancelled one is tried anew.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,9 +24,12 @@ use crate::breakers::BreakerExecutor;
 use crate::expr::Expressions;
 use crate::sandbox::SandboxExecutor;
 use crate::scheduler::{
-    Executor, FailureKind, Metering, NoJournal, RunOptions, RunStatus, Scheduler, TaskFailure,
-    TaskRequest, TaskSuccess,
+    Executor, FailureKind, Metering, NoJournal, RunOptions, RunReport, RunStatus, Scheduler,
+    TaskFailure, TaskRequest, TaskSuccess, parse_item_id,
 };
+use crate::service::{Execution, ServiceError, run_recorded};
+use crate::store::DEFAULT_TENANT;
+use crate::store::executions::{ExecutionRecord, ExecutionStatus, Executions, ParentTask, now_ms};
 use crate::workflow::Plan;
 
 /// How deep sub-workflows may nest (a workflow that runs itself stops here).
@@ -53,6 +61,21 @@ pub struct Child {
     label: String,
     plan: Plan,
     scheduler: Scheduler<TaskExecutor>,
+    /// What a recorded run of it is created with.
+    record: ChildRecord,
+}
+
+/// What the execution record of a child run is made of.
+#[derive(Debug)]
+pub struct ChildRecord {
+    /// Where executions are recorded.
+    pub executions: Executions,
+    /// The registered workflow's file name, for messages.
+    pub file: String,
+    /// Its text.
+    pub source: String,
+    /// The plugin each of its tasks resolved to.
+    pub plugins: BTreeMap<String, String>,
 }
 
 impl Child {
@@ -62,11 +85,13 @@ impl Child {
         plan: Plan,
         executor: TaskExecutor,
         expressions: Expressions,
+        record: ChildRecord,
     ) -> Self {
         Self {
             label,
             plan,
             scheduler: Scheduler::new(Arc::new(executor), expressions),
+            record,
         }
     }
 
@@ -98,19 +123,9 @@ impl Child {
                     format!("workflow `{}`: {e}", self.label),
                 )
             })?;
-            let id = format!("{}/{}", request.execution_id, request.task_id);
-            let options = RunOptions {
-                concurrency: None,
-                journal: None::<&NoJournal>,
-                done: Vec::new(),
-                retries: Vec::new(),
-                overrides: HashMap::new(),
-                started_at: None,
-                cancel: Arc::clone(&request.cancel),
-                observe: &|_| {},
-            };
-            let run = self.scheduler.run_with(&self.plan, &inputs, &id, options);
-            let report = tokio::time::timeout(request.limits.deadline, run)
+            let deadline = request.limits.deadline;
+            let run = self.run_to_end(&request, inputs);
+            let report = tokio::time::timeout(deadline, run)
                 .await
                 .map_err(|_| {
                     failure(
@@ -118,8 +133,14 @@ impl Child {
                         format!(
                             "workflow `{}` ran past the task's deadline ({}); raise `limits.deadline`",
                             self.label,
-                            humantime::format_duration(request.limits.deadline)
+                            humantime::format_duration(deadline)
                         ),
+                    )
+                })?
+                .map_err(|e| {
+                    failure(
+                        FailureKind::Plugin,
+                        format!("workflow `{}`: recording its run failed: {e}", self.label),
                     )
                 })?;
             let mut metering = Metering::default();
@@ -155,6 +176,154 @@ impl Child {
             }
         })
     }
+}
+
+impl Child {
+    /// Runs the child to its end: recorded when its parent is, in this
+    /// process's memory otherwise.
+    async fn run_to_end(
+        &self,
+        request: &TaskRequest,
+        inputs: Value,
+    ) -> Result<RunReport, ServiceError> {
+        let executions = &self.record.executions;
+        if !executions.path(&request.execution_id).is_file() {
+            let id = format!("{}/{}", request.execution_id, request.task_id);
+            let options = RunOptions {
+                concurrency: None,
+                journal: None::<&NoJournal>,
+                done: Vec::new(),
+                retries: Vec::new(),
+                overrides: HashMap::new(),
+                started_at: None,
+                cancel: Arc::clone(&request.cancel),
+                observe: &|_| {},
+            };
+            return Ok(self
+                .scheduler
+                .run_with(&self.plan, &inputs, &id, options)
+                .await);
+        }
+        let execution = match self.latest_try(request).await? {
+            Found::Succeeded(report) => return Ok(report),
+            Found::Unfinished(execution) => execution,
+            Found::New(id) => self.create(request, id, inputs).await?,
+        };
+        let execution = Execution {
+            cancel: Arc::clone(&request.cancel),
+            ..execution
+        };
+        run_recorded(&self.scheduler, &self.plan, execution, None, &|_| {}).await
+    }
+
+    /// The recorded run of this task's child to go on with, or the id of
+    /// the one to create.
+    async fn latest_try(&self, request: &TaskRequest) -> Result<Found, ServiceError> {
+        let executions = self.record.executions.clone();
+        let base = child_id(request);
+        blocking(move || {
+            let mut latest = None;
+            for n in 1u32.. {
+                let id = if n == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}-try{n}")
+                };
+                if !executions.path(&id).is_file() {
+                    break;
+                }
+                latest = Some((n, id));
+            }
+            let Some((n, id)) = latest else {
+                return Ok(Found::New(base));
+            };
+            let log = executions.open(&id)?;
+            let record = log.record()?;
+            Ok(match record.status {
+                ExecutionStatus::Running => {
+                    Found::Unfinished(Execution::taken_up(&id, log, record)?)
+                }
+                ExecutionStatus::Succeeded => Found::Succeeded(RunReport {
+                    workflow: record.workflow,
+                    execution_id: id,
+                    status: RunStatus::Succeeded,
+                    error: None,
+                    outputs: record.outputs,
+                    tasks: log.tasks()?,
+                    duration_us: 0,
+                }),
+                ExecutionStatus::Failed | ExecutionStatus::Cancelled => {
+                    Found::New(format!("{base}-try{}", n + 1))
+                }
+            })
+        })
+        .await
+    }
+
+    /// Records a new run of the child, started by `request`.
+    async fn create(
+        &self,
+        request: &TaskRequest,
+        id: String,
+        inputs: Value,
+    ) -> Result<Execution, ServiceError> {
+        let record = ExecutionRecord {
+            id: id.clone(),
+            tenant: DEFAULT_TENANT.to_owned(),
+            workflow: self.plan.name.clone(),
+            file: self.record.file.clone(),
+            source: self.record.source.clone(),
+            inputs,
+            durability: self.plan.durability,
+            tasks: self.plan.tasks.iter().map(|t| t.id.clone()).collect(),
+            plugins: self.record.plugins.clone(),
+            status: ExecutionStatus::Running,
+            created_at: now_ms(),
+            finished_at: None,
+            error: None,
+            outputs: serde_json::Map::new(),
+            parent: Some(ParentTask {
+                execution: request.execution_id.to_string(),
+                task: request.task_id.clone(),
+            }),
+        };
+        let executions = self.record.executions.clone();
+        blocking(move || {
+            let log = executions.create(&record)?;
+            Execution::taken_up(&id, log, record)
+        })
+        .await
+    }
+}
+
+/// A child run found on disk.
+enum Found {
+    /// It succeeded: its report, from the record.
+    Succeeded(RunReport),
+    /// It is to go on.
+    Unfinished(Execution),
+    /// There is none to go on with: the id of a new one.
+    New(String),
+}
+
+/// The id of the first recorded run of the child of `request`'s task.
+/// Task ids hold no `-`, so the parts stay apart.
+fn child_id(request: &TaskRequest) -> String {
+    let task = match parse_item_id(&request.task_id) {
+        Some((task, index)) => format!("{task}-{index}"),
+        None => request.task_id.clone(),
+    };
+    let fallback = if request.fallback { "-fallback" } else { "" };
+    format!("{}-{task}{fallback}", request.execution_id)
+}
+
+/// Runs file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServiceError::Plugin(format!("a recording thread failed: {e}")))?
 }
 
 impl Executor for TaskExecutor {

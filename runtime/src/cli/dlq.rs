@@ -73,7 +73,16 @@ fn split(id: &str) -> Result<(&str, &str), ServiceError> {
 fn open_letters(executions: &Executions) -> Vec<(String, DeadLetter)> {
     let mut out = Vec::new();
     for id in executions.ids() {
-        let letters = match executions.read(&id).and_then(|log| log.dead_letters()) {
+        // A sub-workflow run's failure is its parent task's: the parent's
+        // letter is the one to replay.
+        let letters = match executions.read(&id).and_then(|log| {
+            let child = log.record()?.parent.is_some();
+            if child {
+                Ok(Vec::new())
+            } else {
+                log.dead_letters()
+            }
+        }) {
             Ok(letters) => letters,
             Err(ExecutionError::Busy(_)) => continue,
             Err(e) => {

@@ -144,8 +144,16 @@ pub(super) fn status(
     if let Some(error) = &r.error {
         out!("  error      {error}");
     }
+    if let Some(parent) = &r.parent {
+        out!(
+            "  parent     task `{}` of execution {}",
+            parent.task,
+            parent.execution
+        );
+    }
     if status_word(&view) == "interrupted" {
-        out!("  resume it with `runtime resume {}`", r.id);
+        let resumer = r.parent.as_ref().map_or(&r.id, |p| &p.execution);
+        out!("  resume it with `runtime resume {resumer}`");
     }
     let mut attempts: BTreeMap<&str, u32> = BTreeMap::new();
     let mut failures: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -381,10 +389,11 @@ pub(super) fn resume(
             .ids()
             .into_iter()
             .filter(|id| {
+                // Sub-workflow runs are resumed by their parents.
                 executions
                     .read(id)
                     .and_then(|log| log.record())
-                    .is_ok_and(|r| r.status == ExecutionStatus::Running)
+                    .is_ok_and(|r| r.status == ExecutionStatus::Running && r.parent.is_none())
             })
             .collect(),
         _ => {

@@ -146,5 +146,8 @@ fn redb_file(path: &Path) -> bool {
 
 /// Execution ids are generated here; anything else is not looked up.
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }

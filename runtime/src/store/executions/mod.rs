@@ -50,7 +50,7 @@ mod record;
 pub use dead_letters::{DeadLetter, DeadLetterState};
 pub use files::Executions;
 pub use journal::ExecutionJournal;
-pub use record::{EventKind, ExecutionRecord, ExecutionStatus, LogEvent};
+pub use record::{EventKind, ExecutionRecord, ExecutionStatus, LogEvent, ParentTask};
 
 /// The format of execution files this runtime writes and reads. Format 1
 /// (separate `events` and `tasks` tables) was never released.
@@ -586,6 +586,7 @@ mod tests {
             finished_at: None,
             error: None,
             outputs: serde_json::Map::new(),
+            parent: None,
         };
         let log = executions.create(&record).unwrap();
         let big = serde_json::json!({ "text": "x".repeat(5000) });

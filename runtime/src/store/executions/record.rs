@@ -68,6 +68,19 @@ pub struct ExecutionRecord {
     pub error: Option<String>,
     /// The workflow's outputs, once it succeeded.
     pub outputs: serde_json::Map<String, Value>,
+    /// Set for the run of a sub-workflow: the task that ran it (its parent
+    /// resumes it, not `runtime resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentTask>,
+}
+
+/// The task of another execution that runs this one as a sub-workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentTask {
+    /// The parent execution's id.
+    pub execution: String,
+    /// The task's id there.
+    pub task: String,
 }
 
 /// One entry of the event log.
