@@ -96,6 +96,18 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<Response, HttpError> {
+    request_streaming(method, url, headers, body, &mut |_| {})
+}
+
+/// Sends a request and reads the whole response, handing each piece of the
+/// body to `on_chunk` as it arrives (for server-sent events, say).
+pub fn request_streaming(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    on_chunk: &mut dyn FnMut(&[u8]),
+) -> Result<Response, HttpError> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| HttpError::Invalid(format!("`{url}` has no scheme")))?;
@@ -173,7 +185,10 @@ pub fn request(
         let stream = incoming.stream().map_err(|()| invalid("response stream"))?;
         loop {
             match stream.blocking_read(64 * 1024) {
-                Ok(chunk) => body.extend_from_slice(&chunk),
+                Ok(chunk) => {
+                    on_chunk(&chunk);
+                    body.extend_from_slice(&chunk);
+                }
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(e)) => {
                     let code = wasip2::http::types::http_error_code(&e);

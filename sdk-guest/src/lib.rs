@@ -139,6 +139,15 @@ pub enum Error {
     Denied(String),
 }
 
+impl Error {
+    /// A retryable failure that should not be retried before `after` (an
+    /// HTTP 429's `Retry-After`, say). The host reads the wait from the
+    /// message (`retry-after: <duration>`) and never retries sooner.
+    pub fn retryable_after(message: impl std::fmt::Display, after: std::time::Duration) -> Self {
+        Error::Retryable(format!("{message}; retry-after: {}ms", after.as_millis()))
+    }
+}
+
 /// Token usage of a model call, reported with [`Context::record_usage`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Usage {

@@ -127,7 +127,13 @@ impl RetryPolicy {
                 Err(e) => return Decision::GiveUp(format!("`retry_if` failed: {e}")),
             }
         }
-        let delay = self.jittered(self.backoff(failed.attempt), failed);
+        let mut delay = self.jittered(self.backoff(failed.attempt), failed);
+        // A rate-limited service said how long to wait: never retry sooner.
+        if let Some(asked) = retry_after(failed.message)
+            && failed.kind == FailureKind::Retryable
+        {
+            delay = delay.max(asked);
+        }
         if let Some(limit) = self.max_retry_duration
             && failed.elapsed + delay > limit
         {
@@ -151,6 +157,19 @@ impl RetryPolicy {
         let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
         Duration::try_from_secs_f64(delay.as_secs_f64() * factor.max(0.0)).unwrap_or(delay)
     }
+}
+
+/// The wait a plugin passed on in a retryable error's message, as
+/// `retry-after: <duration>` (for example `retry-after: 2s`, from an HTTP
+/// 429's `Retry-After` header).
+pub fn retry_after(message: &str) -> Option<Duration> {
+    const MARK: &str = "retry-after: ";
+    let start = message.rfind(MARK)? + MARK.len();
+    let text: String = message[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == ' ')
+        .collect();
+    humantime::parse_duration(text.trim()).ok()
 }
 
 #[cfg(test)]
@@ -269,5 +288,32 @@ mod tests {
             p.decide(f, &e, &inputs),
             Decision::GiveUp(why) if why.contains("max_retry_duration")
         ));
+    }
+
+    #[test]
+    fn a_retry_after_hint_lengthens_the_wait() {
+        let (e, inputs) = (Expressions::new(), serde_json::Value::Null);
+        let f = FailedAttempt {
+            message: "rate limited (429); retry-after: 2s",
+            ..failed(1, FailureKind::Retryable)
+        };
+        assert_eq!(
+            policy().decide(f, &e, &inputs),
+            Decision::Retry(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after("x (retry-after: 1500ms)"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_after("no hint"), None);
+        // A shorter hint does not shorten the backoff.
+        let f = FailedAttempt {
+            message: "retry-after: 1ms",
+            ..failed(1, FailureKind::Retryable)
+        };
+        assert_eq!(
+            policy().decide(f, &e, &inputs),
+            Decision::Retry(Duration::from_millis(100))
+        );
     }
 }
