@@ -14,7 +14,10 @@ use std::process::Command;
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 /// Built-in plugins: (name the workflow `uses:`, cargo package, artifact stem).
-const BUILTINS: &[(&str, &str, &str)] = &[("transform", "transform", "transform")];
+const BUILTINS: &[(&str, &str, &str)] = &[
+    ("transform", "transform", "transform"),
+    ("llm", "llm", "llm"),
+];
 
 /// Guests that only tests and benches load: (cargo package, artifact stem, env var).
 const TEST_GUESTS: &[(&str, &str, &str)] = &[

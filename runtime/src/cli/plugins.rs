@@ -22,6 +22,13 @@ pub struct InstallArgs {
     /// Install under this version instead of the one `describe()` gives.
     #[arg(long)]
     version: Option<String>,
+    #[command(flatten)]
+    grants: GrantArgs,
+}
+
+/// What an operator grants a plugin.
+#[derive(Debug, Args)]
+pub struct GrantArgs {
     /// Let it reach this host over HTTP (`api.example.com`, `*.example.com`,
     /// an IP address; optionally `:port`). Repeat for more.
     #[arg(long = "allow-http", value_name = "HOST")]
@@ -62,6 +69,14 @@ pub enum PluginsCommand {
         /// `name@version`.
         plugin: String,
     },
+    /// Grants an installed plugin (a built-in too) more, on top of what it
+    /// was granted: `runtime plugins grant llm --allow-http 127.0.0.1:8000`.
+    Grant {
+        /// `name`, `name@version` or `sha256:<digest>`.
+        plugin: String,
+        #[command(flatten)]
+        grants: GrantArgs,
+    },
 }
 
 pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, ServiceError> {
@@ -70,8 +85,8 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
         file: file.clone(),
         source,
     })?;
-    let grants =
-        grants(&args).map_err(|e| ServiceError::Plugin(format!("cannot install {file}: {e}")))?;
+    let grants = grants(&args.grants)
+        .map_err(|e| ServiceError::Plugin(format!("cannot install {file}: {e}")))?;
     let store = ctx.open_store()?;
     let request = InstallRequest {
         bytes: &bytes,
@@ -87,6 +102,10 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
         DEFAULT_TENANT,
         request,
     ))?;
+    print_report(ctx, &report)
+}
+
+fn print_report(ctx: &Context, report: &plugin::InstallReport) -> Result<ExitCode, ServiceError> {
     let record = &report.record;
     let what = match report.outcome {
         Installed::New => "installed",
@@ -109,7 +128,7 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
     Ok(ExitCode::SUCCESS)
 }
 
-fn grants(args: &InstallArgs) -> Result<Grants, String> {
+fn grants(args: &GrantArgs) -> Result<Grants, String> {
     let mut dirs = Vec::new();
     for (spec, writable) in args
         .dirs
@@ -182,6 +201,7 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
             out!("  output schema  {}", record.manifest.output_schema);
             Ok(ExitCode::SUCCESS)
         }
+        PluginsCommand::Grant { plugin, grants } => grant(ctx, &store, &records, &plugin, &grants),
         PluginsCommand::Remove { plugin } => {
             let PluginRef::Name {
                 name,
@@ -210,6 +230,64 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
             }
         }
     }
+}
+
+/// `runtime plugins grant`: installs the same component under the same
+/// name and version with the union of its grants and the new ones.
+fn grant(
+    ctx: &Context,
+    store: &crate::store::Store,
+    records: &[PluginRecord],
+    plugin: &str,
+    more: &GrantArgs,
+) -> Result<ExitCode, ServiceError> {
+    let Some(record) = find(records, plugin) else {
+        note!(
+            "error: no installed plugin matches `{plugin}`; `runtime plugins list` shows what is installed"
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    };
+    let more = grants(more).map_err(|e| ServiceError::Plugin(format!("cannot grant: {e}")))?;
+    let mut all = record.grants.clone();
+    for (have, add) in [
+        (&mut all.http_hosts, more.http_hosts),
+        (&mut all.env, more.env),
+        (&mut all.secrets, more.secrets),
+    ] {
+        for item in add {
+            if !have.contains(&item) {
+                have.push(item);
+            }
+        }
+    }
+    for dir in more.dirs {
+        if !all.dirs.contains(&dir) {
+            all.dirs.push(dir);
+        }
+    }
+    let bytes = store
+        .plugin_blob(DEFAULT_TENANT, &record.digest)?
+        .ok_or_else(|| {
+            ServiceError::Plugin(format!(
+                "{}@{}: its component is missing from the store; reinstall it",
+                record.name, record.version
+            ))
+        })?;
+    let request = InstallRequest {
+        bytes: &bytes,
+        source: format!("{}@{}", record.name, record.version),
+        name: Some(record.name.clone()),
+        version: Some(record.version.clone()),
+        grants: all,
+        builtin: record.builtin,
+    };
+    let report = ctx.tokio.block_on(plugin::install(
+        store,
+        &ctx.sandbox,
+        DEFAULT_TENANT,
+        request,
+    ))?;
+    print_report(ctx, &report)
 }
 
 fn find<'a>(records: &'a [PluginRecord], text: &str) -> Option<&'a PluginRecord> {

@@ -199,12 +199,18 @@ pub async fn install_builtins(
         {
             continue;
         }
+        // A newer build keeps what the operator granted the one before.
+        let grants = installed
+            .iter()
+            .filter(|r| r.builtin && r.name == *name)
+            .max_by(|a, b| a.installed_at.cmp(&b.installed_at))
+            .map_or_else(|| builtin_grants(name), |r| r.grants.clone());
         let request = InstallRequest {
             bytes,
             source: format!("built-in plugin `{name}`"),
             name: Some((*name).to_owned()),
             version: None,
-            grants: Grants::default(),
+            grants,
             builtin: true,
         };
         // An older build of this built-in under the same version is replaced.
@@ -217,6 +223,21 @@ pub async fn install_builtins(
         }
     }
     Ok(reports)
+}
+
+/// What a built-in is granted when first installed: `llm` may reach the
+/// OpenAI and Anthropic APIs with the `openai` and `anthropic` secrets
+/// (other endpoints, a local model server say, are granted with
+/// `runtime plugins grant llm --allow-http HOST`).
+fn builtin_grants(name: &str) -> Grants {
+    match name {
+        "llm" => Grants {
+            http_hosts: vec!["api.openai.com".into(), "api.anthropic.com".into()],
+            secrets: vec!["openai".into(), "anthropic".into()],
+            ..Grants::default()
+        },
+        _ => Grants::default(),
+    }
 }
 
 fn check_manifest(manifest: &Manifest) -> Result<(), String> {
