@@ -6,6 +6,8 @@
     reason = "each test crate uses the part of this module it needs"
 )]
 
+pub mod model_server;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -56,13 +58,24 @@ impl Host {
     /// Installs the component at `path` as `name` with `grants`.
     pub async fn install(&self, path: &str, name: &str, grants: Grants) -> InstallReport {
         let bytes = std::fs::read(path).expect("the component was built");
+        self.install_bytes(&bytes, path, name, grants).await
+    }
+
+    /// Installs a component given as bytes (a built-in's, say) as `name`.
+    pub async fn install_bytes(
+        &self,
+        bytes: &[u8],
+        source: &str,
+        name: &str,
+        grants: Grants,
+    ) -> InstallReport {
         plugin::install(
             &self.store,
             self.runner.sandbox(),
             DEFAULT_TENANT,
             InstallRequest {
-                bytes: &bytes,
-                source: path.to_owned(),
+                bytes,
+                source: source.to_owned(),
                 name: Some(name.to_owned()),
                 version: None,
                 grants,

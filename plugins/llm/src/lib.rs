@@ -408,7 +408,9 @@ fn call(candidate: &Candidate, conversation: &Conversation) -> Result<Answer, Er
             stream_error.get_or_insert(e);
         }
         return match stream_error {
-            Some(e) => Err(Error::Retryable(format!("the stream from {url} failed: {e}"))),
+            Some(e) => Err(Error::Retryable(format!(
+                "the stream from {url} failed: {e}"
+            ))),
             None => Ok(streamed),
         };
     }
@@ -529,7 +531,10 @@ mod tests {
             [
                 ("openai/m".into(), "http://127.0.0.1:9/v1".into()),
                 ("openai/small".into(), "http://127.0.0.1:9/v1".into()),
-                ("anthropic/claude".into(), anthropic::DEFAULT_BASE_URL.into()),
+                (
+                    "anthropic/claude".into(),
+                    anthropic::DEFAULT_BASE_URL.into()
+                ),
             ]
         );
     }
@@ -541,8 +546,13 @@ mod tests {
             parsed("```json\n{\"score\": 3}\n```", &schema).unwrap(),
             Some(json!({ "score": 3 }))
         );
-        assert!(matches!(parsed("{\"x\": 1}", &schema), Err(Error::Retryable(m)) if m.contains("`score`")));
-        assert!(matches!(parsed("not json", &Format::Json), Err(Error::Retryable(_))));
+        assert!(
+            matches!(parsed("{\"x\": 1}", &schema), Err(Error::Retryable(m)) if m.contains("`score`"))
+        );
+        assert!(matches!(
+            parsed("not json", &Format::Json),
+            Err(Error::Retryable(_))
+        ));
         assert_eq!(parsed("free text", &Format::Text).unwrap(), None);
     }
 
