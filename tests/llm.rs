@@ -243,3 +243,93 @@ outputs:
     let request = &server.requests()[0];
     assert_eq!(request.body["response_format"]["type"], "json_schema");
 }
+
+#[test]
+fn a_recorded_run_replays_with_no_network_and_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ModelServer::start();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "secrets:\n  openai:\n    value: {OPENAI_KEY}\n    hosts: ['{}']\n    format: 'Bearer {{}}'\n",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let cli = || {
+        let mut cmd = common::cli(dir.path());
+        cmd.env("ORCHESTRATOR_CONFIG", &config);
+        cmd
+    };
+    let out = cli()
+        .args(["plugins", "grant", "llm", "--allow-http", "127.0.0.1"])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let flow = dir.path().join("flow.yaml");
+    let write_flow = |prompt: &str| {
+        std::fs::write(
+            &flow,
+            format!(
+                r#"name: recorded
+tasks:
+  - {{ id: plain, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "{prompt}" }} }}
+  - {{ id: streamed, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "again {prompt}", stream: true }} }}
+outputs:
+  both: ${{{{ tasks.plain.output.text + " / " + tasks.streamed.output.text }}}}
+"#,
+                url = server.base_url()
+            ),
+        )
+        .unwrap();
+    };
+    let run = |mode: &str, cassette: &std::path::Path| {
+        let out = cli()
+            .args(["run", flow.to_str().unwrap(), "--output", "json", mode])
+            .arg(cassette)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (out, report)
+    };
+    write_flow("hello");
+    let cassette = dir.path().join("cassette.json");
+    let (out, recorded) = run("--record", &cassette);
+    common::assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("recorded 2 HTTP exchanges"));
+    assert_eq!(
+        recorded["outputs"]["both"],
+        "echo: hello / echo: again hello"
+    );
+    let text = std::fs::read_to_string(&cassette).unwrap();
+    assert!(!text.contains(OPENAI_KEY), "the cassette holds no secret");
+    let calls = server.requests().len();
+
+    let (out, replayed) = run("--replay", &cassette);
+    common::assert_ok(&out);
+    assert_eq!(server.requests().len(), calls, "the replay sent nothing");
+    assert_eq!(replayed["outputs"], recorded["outputs"]);
+    for i in 0..2 {
+        assert_eq!(
+            replayed["tasks"][i]["output"], recorded["tasks"][i]["output"],
+            "task {i}"
+        );
+        assert_eq!(replayed["tasks"][i]["usage"], recorded["tasks"][i]["usage"]);
+    }
+
+    // A request the cassette does not hold fails, naming it.
+    write_flow("something else");
+    let (out, missed) = run("--replay", &cassette);
+    assert_eq!(out.status.code(), Some(1));
+    let message = missed["tasks"][0]["error"]["message"].as_str().unwrap();
+    assert_eq!(missed["tasks"][0]["error"]["kind"], "denied");
+    assert!(
+        message.contains(&format!(
+            "has no exchange for POST {}/chat/completions",
+            server.base_url()
+        )) && message.contains("something else"),
+        "{message}"
+    );
+    assert_eq!(server.requests().len(), calls);
+}

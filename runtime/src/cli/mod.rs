@@ -86,6 +86,9 @@ pub enum Command {
         /// How many tasks may run at once (default: the workflow's, else 32).
         #[arg(long)]
         concurrency: Option<usize>,
+        /// Recording or replaying the plugins' HTTP exchanges.
+        #[command(flatten)]
+        cassette: run::CassetteArgs,
     },
     /// Checks a workflow without running it.
     Validate {
@@ -254,6 +257,7 @@ pub fn main() -> ExitCode {
             inputs_file,
             output,
             concurrency,
+            cassette,
         } => run::run(
             &ctx,
             &file,
@@ -261,6 +265,7 @@ pub fn main() -> ExitCode {
             inputs_file.as_deref(),
             output,
             concurrency,
+            &cassette,
         ),
         Command::List { status, json } => executions::list(&ctx, status.as_deref(), json),
         Command::Status { id, events, json } => executions::status(&ctx, &id, events, json),

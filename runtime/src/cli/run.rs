@@ -4,6 +4,7 @@
 use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
 use crate::graph::Format;
+use crate::sandbox::cassette::Cassette;
 use crate::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus};
 use crate::service::{self, ServiceError};
 use crate::store::executions::Executions;
@@ -46,6 +48,32 @@ pub(super) fn graph(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--record FILE` / `--replay FILE`: plugins' HTTP exchanges kept in, or
+/// answered from, a cassette.
+#[derive(Debug, clap::Args)]
+pub struct CassetteArgs {
+    /// Record every HTTP exchange of the run's plugins (model calls, ...)
+    /// to this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    record: Option<std::path::PathBuf>,
+    /// Answer the run's HTTP requests from this recorded file, with no
+    /// network; a request it does not hold fails its task.
+    #[arg(long, value_name = "FILE")]
+    replay: Option<std::path::PathBuf>,
+}
+
+impl CassetteArgs {
+    fn open(&self) -> Result<Option<Arc<Cassette>>, ServiceError> {
+        Ok(match (&self.record, &self.replay) {
+            (Some(path), _) => Some(Arc::new(Cassette::record(path))),
+            (None, Some(path)) => Some(Arc::new(
+                Cassette::replay(path).map_err(ServiceError::Inputs)?,
+            )),
+            (None, None) => None,
+        })
+    }
+}
+
 pub(super) fn run(
     ctx: &Context,
     file: &Path,
@@ -53,12 +81,17 @@ pub(super) fn run(
     inputs_file: Option<&Path>,
     output: OutputFormat,
     concurrency: Option<usize>,
+    cassette: &CassetteArgs,
 ) -> Result<ExitCode, ServiceError> {
+    let cassette = cassette.open()?;
     // The store is open only while the workflow is loaded and its plugins
     // prepared, so other runtime processes can use it during the run.
     let (runner, workflow, executor) = {
         let store = ctx.open_store()?;
-        let runner = ctx.runner(&store)?;
+        let mut runner = ctx.runner(&store)?;
+        if let Some(cassette) = &cassette {
+            runner = runner.with_cassette(Arc::clone(cassette));
+        }
         let workflow = service::load(file, &ctx.expressions, &store)?;
         let executor = runner.prepare(&workflow, &store)?;
         (runner, workflow, executor)
@@ -69,6 +102,13 @@ pub(super) fn run(
     note!("execution {}", execution.id);
     let report =
         super::executions::drive(ctx, &runner, &workflow, executor, execution, concurrency)?;
+    if let Some(cassette) = cassette.filter(|c| !c.replaying()) {
+        let count = cassette.save().map_err(ServiceError::Plugin)?;
+        note!(
+            "recorded {count} HTTP exchanges to {}",
+            cassette.path().display()
+        );
+    }
     match output {
         OutputFormat::Json => {
             let json = serde_json::to_string_pretty(&report).expect("reports serialize");

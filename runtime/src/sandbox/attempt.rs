@@ -199,6 +199,7 @@ fn new_store(
                 secrets: Arc::clone(&plugin.secrets),
                 denials: Arc::clone(denials),
                 hosts: plugin.host_breakers.clone(),
+                cassette: plugin.cassette.clone(),
             },
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits.memory),

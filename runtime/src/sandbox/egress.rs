@@ -17,6 +17,10 @@
 //! breaker: unreachable, 5xx and 429 as failures, any other answer as a
 //! success.
 //!
+//! With a [`Cassette`], granted requests are recorded with their responses
+//! (bodies read whole first), or answered from the cassette without any
+//! network at all.
+//!
 //! The host never follows redirects: a 3xx goes back to the plugin, and the
 //! request it then makes is checked like any other.
 //! Refusals are recorded as messages so the task's failure says what was
@@ -38,6 +42,7 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::cassette::{Cassette, Exchange};
 use crate::breakers::HostBreakers;
 use crate::config::Secrets;
 use crate::plugin::Allowed;
@@ -68,15 +73,17 @@ pub(super) struct Egress {
     pub(super) denials: Denials,
     /// Set when the task's breaker guards the hosts it calls.
     pub(super) hosts: Option<HostBreakers>,
+    /// Set when exchanges are recorded or replayed.
+    pub(super) cassette: Option<Arc<Cassette>>,
 }
 
-type Sent = Result<
-    (
-        http::Response<WasiBody>,
-        Box<dyn Future<Output = Result<(), Error>> + Send>,
-    ),
-    Error,
->;
+/// A response, and the future that drives its connection.
+type Answered = (
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), Error>> + Send>,
+);
+
+type Sent = Result<Answered, Error>;
 
 impl WasiHttpHooks for Egress {
     fn send_request(
@@ -90,8 +97,24 @@ impl WasiHttpHooks for Egress {
         let allowed = Arc::clone(&self.allowed);
         let denials = Arc::clone(&self.denials);
         let hosts = self.hosts.clone();
+        let cassette = self.cassette.clone();
         Box::new(async move {
             let (request, target) = checked.map_err(|message| deny(&denials, message))?;
+            let (request, recorded) = match &cassette {
+                None => (request, None),
+                Some(cassette) => {
+                    let (request, sent) = read_whole(request)
+                        .await
+                        .map_err(|message| deny(&denials, message))?;
+                    if cassette.replaying() {
+                        let exchange = cassette
+                            .answer(&sent.0, &sent.1, &sent.2)
+                            .map_err(|message| deny(&denials, message))?;
+                        return Ok(replayed(exchange));
+                    }
+                    (request, Some(sent))
+                }
+            };
             let call = match &hosts {
                 Some(hosts) => Some(hosts.admit(&target.host, target.port).map_err(|message| {
                     refuse(
@@ -111,6 +134,12 @@ impl WasiHttpHooks for Egress {
                 .and_then(|o| o.connect_timeout)
                 .unwrap_or(CONNECT_TIMEOUT);
             let sent = send(request, &target, address, connect_timeout, denials).await;
+            let sent = match (sent, recorded, &cassette) {
+                (Ok((response, io)), Some(request), Some(cassette)) => {
+                    record(cassette, request, response).await.map(|r| (r, io))
+                }
+                (sent, _, _) => sent,
+            };
             if let Some(call) = call {
                 call.end(match &sent {
                     Ok((response, _)) => {
@@ -123,6 +152,84 @@ impl WasiHttpHooks for Egress {
             sent
         })
     }
+}
+
+/// A request as a cassette keeps it: method, URL, body.
+type Kept = (String, String, String);
+
+/// The largest request body a recorded or replayed request may have.
+const MAX_RECORDED_REQUEST_BYTES: usize = 8 << 20;
+
+/// Reads the request body whole (a cassette compares and stores it), and
+/// gives back the request with that body.
+async fn read_whole(
+    request: http::Request<WasiBody>,
+) -> Result<(http::Request<WasiBody>, Kept), String> {
+    let (parts, body) = request.into_parts();
+    let url = parts.uri.to_string();
+    let bytes = http_body_util::Limited::new(body, MAX_RECORDED_REQUEST_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the body of {} {url}: {e}", parts.method))?
+        .to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+        format!(
+            "{} {url}: only text bodies can be recorded or replayed",
+            parts.method
+        )
+    })?;
+    let sent = (parts.method.to_string(), url, text);
+    Ok((http::Request::from_parts(parts, full(bytes)), sent))
+}
+
+fn full(bytes: Bytes) -> WasiBody {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A response from the cassette.
+fn replayed(exchange: Exchange) -> Answered {
+    let mut response = http::Response::new(full(Bytes::from(exchange.response)));
+    *response.status_mut() =
+        http::StatusCode::from_u16(exchange.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    for (name, value) in exchange.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(name),
+            http::HeaderValue::try_from(value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    (response, Box::new(async { Ok(()) }))
+}
+
+/// Reads the response whole, keeps the exchange, and hands the plugin the
+/// same response.
+async fn record(
+    cassette: &Cassette,
+    (method, url, body): Kept,
+    response: http::Response<WasiBody>,
+) -> Result<http::Response<WasiBody>, Error> {
+    let (parts, incoming) = response.into_parts();
+    let bytes = incoming.collect().await?.to_bytes();
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            *name != http::header::CONTENT_LENGTH && *name != http::header::TRANSFER_ENCODING
+        })
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+        .collect();
+    cassette.keep(Exchange {
+        method,
+        url,
+        body,
+        status: parts.status.as_u16(),
+        headers,
+        response: String::from_utf8_lossy(&bytes).into_owned(),
+    });
+    Ok(http::Response::from_parts(parts, full(bytes)))
 }
 
 /// Where a request goes.

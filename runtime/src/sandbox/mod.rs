@@ -13,6 +13,7 @@
 
 mod attempt;
 mod bindings;
+pub mod cassette;
 pub mod egress;
 mod limiter;
 mod outcome;
@@ -35,6 +36,7 @@ use crate::plugin::{Allowed, Manifest};
 use crate::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
 use crate::workflow::{Limits, MAX_MEMORY};
 use bindings::{Executor as ExecutorWorld, ExecutorPre, State};
+use cassette::Cassette;
 
 /// How often the epoch advances: the resolution of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -88,6 +90,8 @@ pub struct Plugin {
     secrets: Arc<Secrets>,
     /// Set when a breaker guards the hosts this plugin calls.
     host_breakers: Option<HostBreakers>,
+    /// Set when its HTTP exchanges are recorded or replayed.
+    cassette: Option<Arc<Cassette>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -106,6 +110,15 @@ impl Plugin {
             allowed: Arc::new(allowed),
             secrets,
             ..self.clone()
+        }
+    }
+
+    /// The same plugin, its HTTP exchanges recorded to or replayed from
+    /// `cassette`.
+    pub fn with_cassette(self, cassette: Arc<Cassette>) -> Self {
+        Self {
+            cassette: Some(cassette),
+            ..self
         }
     }
 
@@ -292,6 +305,7 @@ impl Sandbox {
             allowed: Arc::new(allowed),
             secrets,
             host_breakers: None,
+            cassette: None,
         })
     }
 

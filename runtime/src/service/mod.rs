@@ -19,6 +19,7 @@ use crate::capacity::Busy;
 use crate::config::Secrets;
 use crate::expr::Expressions;
 use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
+use crate::sandbox::cassette::Cassette;
 use crate::sandbox::{Compiled, Sandbox, SandboxError, SandboxExecutor};
 use crate::scheduler::{Event, RunReport, Scheduler, fallback_key};
 use crate::store::executions::{ExecutionError, Executions};
@@ -170,6 +171,7 @@ pub struct Runner {
     expressions: Expressions,
     secrets: Arc<Secrets>,
     breakers: Arc<Breakers>,
+    cassette: Option<Arc<Cassette>>,
 }
 
 impl Runner {
@@ -185,6 +187,16 @@ impl Runner {
             expressions,
             secrets: Arc::default(),
             breakers: Arc::new(Breakers::in_memory()),
+            cassette: None,
+        }
+    }
+
+    /// The same runner, recording its plugins' HTTP exchanges to
+    /// `cassette`, or answering them from it.
+    pub fn with_cassette(self, cassette: Arc<Cassette>) -> Self {
+        Self {
+            cassette: Some(cassette),
+            ..self
         }
     }
 
@@ -322,6 +334,9 @@ impl Runner {
             let mut plugin = self
                 .sandbox
                 .link(component, allowed, Arc::clone(&self.secrets))?;
+            if let Some(cassette) = &self.cassette {
+                plugin = plugin.with_cassette(Arc::clone(cassette));
+            }
             if let Some(policy) = task.breaker.filter(|p| p.scope.hosts()) {
                 let hosts = HostBreakers::new(Arc::clone(&self.breakers), policy);
                 plugin = plugin.with_host_breakers(hosts);
