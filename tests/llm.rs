@@ -297,7 +297,13 @@ outputs:
     let cassette = dir.path().join("cassette.json");
     let (out, recorded) = run("--record", &cassette);
     common::assert_ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("recorded 2 HTTP exchanges"));
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains("recorded 2 HTTP exchanges"), "{progress}");
+    // The streamed answer is shown as it arrives, on its own line.
+    assert!(
+        progress.contains("   stream  streamed  echo: again hello\n"),
+        "{progress}"
+    );
     assert_eq!(
         recorded["outputs"]["both"],
         "echo: hello / echo: again hello"

@@ -231,7 +231,8 @@ impl Context {
         Ok(
             Runner::on(Arc::clone(&self.sandbox), self.expressions.clone())
                 .with_secrets(self.secrets()?)
-                .with_breakers(Arc::new(breakers)),
+                .with_breakers(Arc::new(breakers))
+                .with_emitter(crate::sandbox::Emitter::new(run::stream_text)),
         )
     }
 

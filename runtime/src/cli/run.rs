@@ -157,8 +157,30 @@ pub(super) fn print_event(event: Event<'_>, width: usize) {
         Event::Started { id, uses, .. } => format!("  started  {id:width$}  {uses}"),
         Event::Finished(report) => finished_line(report, width),
     };
+    let mut streaming = STREAMING.lock().unwrap_or_else(|e| e.into_inner());
+    let open = if streaming.take().is_some() { "\n" } else { "" };
     // Progress is best effort: a closed stderr must not stop the run.
-    let _ = writeln!(std::io::stderr(), "{line}");
+    let _ = writeln!(std::io::stderr(), "{open}{line}");
+}
+
+/// The task whose streamed text is being printed, its line still open.
+static STREAMING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Prints text a plugin streams (`emit("text", ...)`) as it arrives, on a
+/// line of its own per task; other kinds go to the log only.
+pub(super) fn stream_text(task: &str, kind: &str, data: &str) {
+    if kind != "text" {
+        return;
+    }
+    let mut streaming = STREAMING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut stderr = std::io::stderr().lock();
+    if streaming.as_deref() != Some(task) {
+        let open = if streaming.is_some() { "\n" } else { "" };
+        let _ = write!(stderr, "{open}   stream  {task}  ");
+        *streaming = Some(task.to_owned());
+    }
+    let _ = write!(stderr, "{}", data.replace('\n', "\n           "));
+    let _ = stderr.flush();
 }
 
 pub(super) fn finished_line(report: &TaskReport, width: usize) -> String {

@@ -206,6 +206,8 @@ fn new_store(
             stderr,
             task_id: task_id.to_owned(),
             plugin: Arc::clone(&plugin.name),
+            emitter: plugin.emitter.clone(),
+            emitted: 0,
         },
     );
     store.limiter(|state| &mut state.limiter);

@@ -2,7 +2,7 @@
 //!
 //! `bindgen!` types stay in this file: [`State`] implements the imported
 //! `host` interface (logs and emitted progress become `tracing` events tagged
-//! with the task and plugin) and hands WASI and `wasi:http` their views;
+//! with the task and plugin; emits also reach the run's [`Emitter`]) and hands WASI and `wasi:http` their views;
 //! [`manifest`] maps `describe()`'s answer to the domain [`Manifest`].
 
 use std::sync::Arc;
@@ -35,7 +35,33 @@ pub struct State {
     pub(super) stderr: MemoryOutputPipe,
     pub(super) task_id: String,
     pub(super) plugin: Arc<str>,
+    /// Where emitted progress goes, besides the log.
+    pub(super) emitter: Option<Emitter>,
+    /// Bytes emitted so far in this attempt.
+    pub(super) emitted: usize,
 }
+
+/// Receives what a plugin emits while it runs: (task id, kind, data), for
+/// example streamed text a front end shows as it arrives.
+#[derive(Clone)]
+pub struct Emitter(Arc<dyn Fn(&str, &str, &str) + Send + Sync>);
+
+impl Emitter {
+    /// Emits go to `receive(task, kind, data)`.
+    pub fn new(receive: impl Fn(&str, &str, &str) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(receive))
+    }
+}
+
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Emitter")
+    }
+}
+
+/// The most an attempt may emit; beyond it, emits are dropped (and logged
+/// once), so a plugin cannot flood its watchers.
+pub const MAX_EMITTED_BYTES: usize = 4 << 20;
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -112,5 +138,15 @@ impl host::Host for State {
 
     fn emit(&mut self, kind: String, data: String) {
         tracing::debug!(target: "plugin", task = self.task_id.as_str(), plugin = &*self.plugin, kind, data, "emit");
+        let Some(emitter) = &self.emitter else {
+            return;
+        };
+        let before = self.emitted;
+        self.emitted = before.saturating_add(kind.len() + data.len());
+        if self.emitted <= MAX_EMITTED_BYTES {
+            (emitter.0)(&self.task_id, &kind, &data);
+        } else if before <= MAX_EMITTED_BYTES {
+            tracing::warn!(target: "plugin", task = self.task_id.as_str(), plugin = &*self.plugin, "emitted more than {} MiB; further emits are dropped", MAX_EMITTED_BYTES >> 20);
+        }
     }
 }

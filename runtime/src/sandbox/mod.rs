@@ -35,6 +35,7 @@ use crate::config::Secrets;
 use crate::plugin::{Allowed, Manifest};
 use crate::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
 use crate::workflow::{Limits, MAX_MEMORY};
+pub use bindings::Emitter;
 use bindings::{Executor as ExecutorWorld, ExecutorPre, State};
 use cassette::Cassette;
 
@@ -92,6 +93,8 @@ pub struct Plugin {
     host_breakers: Option<HostBreakers>,
     /// Set when its HTTP exchanges are recorded or replayed.
     cassette: Option<Arc<Cassette>>,
+    /// Where what it emits goes.
+    emitter: Option<Emitter>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -118,6 +121,14 @@ impl Plugin {
     pub fn with_cassette(self, cassette: Arc<Cassette>) -> Self {
         Self {
             cassette: Some(cassette),
+            ..self
+        }
+    }
+
+    /// The same plugin, what it emits handed to `emitter`.
+    pub fn with_emitter(self, emitter: Emitter) -> Self {
+        Self {
+            emitter: Some(emitter),
             ..self
         }
     }
@@ -306,6 +317,7 @@ impl Sandbox {
             secrets,
             host_breakers: None,
             cassette: None,
+            emitter: None,
         })
     }
 

@@ -20,7 +20,7 @@ use crate::config::Secrets;
 use crate::expr::Expressions;
 use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
 use crate::sandbox::cassette::Cassette;
-use crate::sandbox::{Compiled, Sandbox, SandboxError, SandboxExecutor};
+use crate::sandbox::{Compiled, Emitter, Sandbox, SandboxError, SandboxExecutor};
 use crate::scheduler::{Event, RunReport, Scheduler, fallback_key};
 use crate::store::executions::{ExecutionError, Executions};
 use crate::store::plugins::{Artifact, PluginRecord};
@@ -172,6 +172,7 @@ pub struct Runner {
     secrets: Arc<Secrets>,
     breakers: Arc<Breakers>,
     cassette: Option<Arc<Cassette>>,
+    emitter: Option<Emitter>,
 }
 
 impl Runner {
@@ -188,6 +189,16 @@ impl Runner {
             secrets: Arc::default(),
             breakers: Arc::new(Breakers::in_memory()),
             cassette: None,
+            emitter: None,
+        }
+    }
+
+    /// The same runner, handing what plugins emit (streamed text, progress)
+    /// to `emitter`.
+    pub fn with_emitter(self, emitter: Emitter) -> Self {
+        Self {
+            emitter: Some(emitter),
+            ..self
         }
     }
 
@@ -336,6 +347,9 @@ impl Runner {
                 .link(component, allowed, Arc::clone(&self.secrets))?;
             if let Some(cassette) = &self.cassette {
                 plugin = plugin.with_cassette(Arc::clone(cassette));
+            }
+            if let Some(emitter) = &self.emitter {
+                plugin = plugin.with_emitter(emitter.clone());
             }
             if let Some(policy) = task.breaker.filter(|p| p.scope.hosts()) {
                 let hosts = HostBreakers::new(Arc::clone(&self.breakers), policy);
