@@ -44,7 +44,10 @@ pub struct State {
 /// Receives what a plugin emits while it runs: (task id, kind, data), for
 /// example streamed text a front end shows as it arrives.
 #[derive(Clone)]
-pub struct Emitter(Arc<dyn Fn(&str, &str, &str) + Send + Sync>);
+pub struct Emitter(Arc<Receive>);
+
+/// What an [`Emitter`] calls: (task id, kind, data).
+type Receive = dyn Fn(&str, &str, &str) + Send + Sync;
 
 impl Emitter {
     /// Emits go to `receive(task, kind, data)`.
