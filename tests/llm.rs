@@ -44,6 +44,37 @@ async fn host(server: &ModelServer) -> Host {
     host
 }
 
+/// The binary against a store in `dir` whose configuration holds the
+/// `openai` secret for the model server (and `extra`), with the built-in
+/// `llm` granted that server.
+fn cli_for(
+    dir: &std::path::Path,
+    server: &ModelServer,
+    extra: &str,
+) -> impl Fn() -> std::process::Command {
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "secrets:\n  openai:\n    value: {OPENAI_KEY}\n    hosts: ['{}']\n    format: 'Bearer {{}}'\n{extra}",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let dir = dir.to_owned();
+    let cli = move || {
+        let mut cmd = common::cli(&dir);
+        cmd.env("ORCHESTRATOR_CONFIG", &config);
+        cmd
+    };
+    let out = cli()
+        .args(["plugins", "grant", "llm", "--allow-http", "127.0.0.1"])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    cli
+}
+
 /// A one-task workflow calling `llm` with `with` (a YAML flow mapping's
 /// inside) plus the server's `base_url`, and extra task fields.
 fn flow(server: &ModelServer, with: &str, extra: &str) -> String {
@@ -248,25 +279,7 @@ outputs:
 fn a_recorded_run_replays_with_no_network_and_the_same_results() {
     let dir = tempfile::tempdir().unwrap();
     let server = ModelServer::start();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "secrets:\n  openai:\n    value: {OPENAI_KEY}\n    hosts: ['{}']\n    format: 'Bearer {{}}'\n",
-            server.addr
-        ),
-    )
-    .unwrap();
-    let cli = || {
-        let mut cmd = common::cli(dir.path());
-        cmd.env("ORCHESTRATOR_CONFIG", &config);
-        cmd
-    };
-    let out = cli()
-        .args(["plugins", "grant", "llm", "--allow-http", "127.0.0.1"])
-        .output()
-        .unwrap();
-    common::assert_ok(&out);
+    let cli = cli_for(dir.path(), &server, "");
     let flow = dir.path().join("flow.yaml");
     let write_flow = |prompt: &str| {
         std::fs::write(
@@ -338,4 +351,87 @@ outputs:
         "{message}"
     );
     assert_eq!(server.requests().len(), calls);
+}
+
+#[test]
+fn status_shows_tokens_and_cost_per_task_and_in_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ModelServer::start();
+    // Whole dollars per token, so the sums are easy to check.
+    let cli = cli_for(
+        dir.path(),
+        &server,
+        "prices:\n  echo: { input: 1000000, output: 2000000 }\n",
+    );
+    let flow = dir.path().join("flow.yaml");
+    std::fs::write(
+        &flow,
+        format!(
+            r#"name: priced
+tasks:
+  - {{ id: one, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: a b }} }}
+  - id: many
+    uses: llm
+    for_each: ${{{{ ["x", "y"] }}}}
+    with: {{ base_url: "{url}", model: echo, prompt: "${{{{ item }}}}" }}
+"#,
+            url = server.base_url()
+        ),
+    )
+    .unwrap();
+    let out = cli()
+        .args(["run", flow.to_str().unwrap()])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let id = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("execution ")
+        .to_owned();
+    let out = cli().args(["status", &id, "--json"]).output().unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let usage = |task: &str| common::task_json(&view, task)["usage"].clone();
+    let one = usage("one");
+    let (input, output) = (
+        one["input_tokens"].as_u64().unwrap(),
+        one["output_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(output, 3, "echo: a b");
+    assert_eq!(one["cost_usd"], (input + 2 * output) as f64);
+    let many = usage("many");
+    let items: Vec<serde_json::Value> = ["many[0]", "many[1]"].iter().map(|t| usage(t)).collect();
+    let item_tokens = |field: &str| {
+        items
+            .iter()
+            .map(|u| u[field].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        many["input_tokens"].as_u64(),
+        Some(item_tokens("input_tokens"))
+    );
+    assert_eq!(
+        many["output_tokens"].as_u64(),
+        Some(item_tokens("output_tokens"))
+    );
+
+    let out = cli().args(["status", &id]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains(" one ")).unwrap();
+    assert!(
+        line.contains(&format!(
+            "tokens {input} in, 3 out, ${:.6}",
+            (input + 6) as f64
+        )),
+        "{text}"
+    );
+    let all_in = input + item_tokens("input_tokens");
+    let all_out = 3 + item_tokens("output_tokens");
+    let total = format!(
+        "usage      tokens {all_in} in, {all_out} out, ${:.6}",
+        (all_in + 2 * all_out) as f64
+    );
+    assert!(text.contains(&total), "{total} missing from:\n{text}");
 }

@@ -1,5 +1,5 @@
 //! The host's own configuration file: secrets, and which hosts they belong
-//! to; how much the process runs at once.
+//! to; how much the process runs at once; what model tokens cost.
 //!
 //! ```yaml
 //! secrets:
@@ -12,6 +12,9 @@
 //!   tasks: 256                     # plugin calls at once, across executions
 //!   runs: 64                       # executions at once
 //!   queued_runs: 256               # waiting beyond those; more are refused as busy
+//! prices:                          # US dollars per million tokens, by model
+//!   gpt-4o-mini: { input: 0.15, output: 0.60 }
+//!   "claude-*": { input: 3.00, output: 15.00 }   # `*` matches any suffix
 //! ```
 //!
 //! Values are read from the environment or a file when the configuration is
@@ -24,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::capacity::CapacityLimits;
+use crate::governance::{Price, Prices};
 use crate::plugin::HostPattern;
 
 /// Environment variable naming the configuration file.
@@ -36,6 +40,8 @@ pub struct Config {
     pub secrets: Secrets,
     /// How much the process runs at once.
     pub capacity: CapacityLimits,
+    /// What model tokens cost.
+    pub prices: Prices,
 }
 
 /// Secrets the host may attach to requests.
@@ -101,6 +107,8 @@ struct ConfigFile {
     secrets: BTreeMap<String, SecretSpec>,
     #[serde(default)]
     capacity: CapacityLimits,
+    #[serde(default)]
+    prices: BTreeMap<String, Price>,
 }
 
 #[derive(Deserialize)]
@@ -204,9 +212,11 @@ impl Config {
         spec.capacity
             .check()
             .map_err(|problem| format!("{file}: {problem}"))?;
+        let prices = Prices::new(spec.prices).map_err(|problem| format!("{file}: {problem}"))?;
         Ok(Self {
             secrets: Secrets { entries },
             capacity: spec.capacity,
+            prices,
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod expr;
 pub mod fault;
+pub mod governance;
 pub mod graph;
 pub mod plugin;
 pub mod sandbox;

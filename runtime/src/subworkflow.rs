@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::breakers::BreakerExecutor;
 use crate::expr::Expressions;
+use crate::governance::Priced;
 use crate::sandbox::SandboxExecutor;
 use crate::scheduler::{
     Executor, FailureKind, Metering, NoJournal, RunOptions, RunReport, RunStatus, Scheduler,
@@ -32,13 +33,17 @@ use crate::store::DEFAULT_TENANT;
 use crate::store::executions::{ExecutionRecord, ExecutionStatus, Executions, ParentTask, now_ms};
 use crate::workflow::Plan;
 
+/// How a run's plugin tasks are executed: in the sandbox, behind the
+/// circuit breakers, their usage priced.
+pub type PluginExecutor = Priced<BreakerExecutor<SandboxExecutor>>;
+
 /// How deep sub-workflows may nest (a workflow that runs itself stops here).
 pub const MAX_DEPTH: usize = 8;
 
 /// Runs a workflow's tasks: plugins, and registered workflows.
 #[derive(Debug)]
 pub struct TaskExecutor {
-    plugins: BreakerExecutor<SandboxExecutor>,
+    plugins: PluginExecutor,
     /// By plugin key (task id, or its fallback's key).
     children: HashMap<String, Arc<Child>>,
 }
@@ -46,10 +51,7 @@ pub struct TaskExecutor {
 impl TaskExecutor {
     /// An executor for `plugins`, and for the tasks in `children` that run
     /// a workflow.
-    pub fn new(
-        plugins: BreakerExecutor<SandboxExecutor>,
-        children: HashMap<String, Arc<Child>>,
-    ) -> Self {
+    pub fn new(plugins: PluginExecutor, children: HashMap<String, Arc<Child>>) -> Self {
         Self { plugins, children }
     }
 }

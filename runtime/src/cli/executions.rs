@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::control::{self, ControlServer};
-use super::run::{finished_line, print_event, print_summary};
+use super::run::{finished_line, print_event, print_summary, run_usage};
 use super::{Context, EXIT_INVALID, EXIT_RUN_FAILED};
 use crate::scheduler::{Event, RunStatus, TaskReport, TaskStatus, parse_item_id};
 use crate::service::{self, Runner, ServiceError};
@@ -244,6 +244,9 @@ pub(super) fn status(
         if !view.tasks.iter().any(|t| &t.id == id) && !items.contains_key(id.as_str()) {
             out!("  {:>9}  {id:width$}", "pending");
         }
+    }
+    if let Some(usage) = run_usage(&view.tasks) {
+        out!("  usage      {usage}");
     }
     if !r.outputs.is_empty() {
         out!("  outputs    {}", Value::Object(r.outputs.clone()));

@@ -232,8 +232,17 @@ impl Context {
             Runner::on(Arc::clone(&self.sandbox), self.expressions.clone())
                 .with_secrets(self.secrets()?)
                 .with_breakers(Arc::new(breakers))
-                .with_emitter(crate::sandbox::Emitter::new(run::stream_text)),
+                .with_emitter(crate::sandbox::Emitter::new(run::stream_text))
+                .with_prices(self.prices()?),
         )
+    }
+
+    /// The price table of the configuration file.
+    fn prices(&self) -> Result<crate::governance::Prices, ServiceError> {
+        match &self.config {
+            Ok(config) => Ok(config.prices.clone()),
+            Err(problem) => Err(ServiceError::Plugin(problem.clone())),
+        }
     }
 
     /// The secrets of the configuration file.

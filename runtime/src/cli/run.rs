@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
 use crate::graph::Format;
 use crate::sandbox::cassette::Cassette;
-use crate::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus};
+use crate::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus, Usage, parse_item_id};
 use crate::service::{self, ServiceError};
 use crate::store::executions::Executions;
 
@@ -187,10 +187,14 @@ pub(super) fn finished_line(report: &TaskReport, width: usize) -> String {
     let id = &report.id;
     let m = &report.metering;
     let cost = format!(
-        "{}  fuel {}  memory {}",
+        "{}  fuel {}  memory {}{}",
         format_duration(m.duration),
         m.fuel,
-        format_bytes(m.peak_memory)
+        format_bytes(m.peak_memory),
+        report
+            .usage
+            .as_ref()
+            .map_or_else(String::new, |u| format!("  {}", usage_text(u)))
     );
     let error = report.error.as_ref().map(|e| match e.kind {
         Some(kind) => format!("{}: {}", kind.as_str(), e.message),
@@ -231,6 +235,44 @@ pub(super) fn finished_line(report: &TaskReport, width: usize) -> String {
     }
 }
 
+/// Tokens and cost of a task, or of a whole run.
+pub(super) fn usage_text(usage: &Usage) -> String {
+    if usage.cached && usage.input_tokens == 0 && usage.output_tokens == 0 {
+        return "cached: no tokens spent".to_owned();
+    }
+    let cost = usage
+        .cost_usd
+        .map_or_else(|| ", no price".to_owned(), |c| format!(", ${c:.6}"));
+    format!(
+        "tokens {} in, {} out{cost}",
+        usage.input_tokens, usage.output_tokens
+    )
+}
+
+/// The usage of every task of a run that reported any (a `for_each`
+/// counts once, with its items), and how many answers came from the cache.
+pub(super) fn run_usage(tasks: &[TaskReport]) -> Option<String> {
+    let tasks: Vec<&TaskReport> = tasks
+        .iter()
+        .filter(|t| parse_item_id(&t.id).is_none())
+        .collect();
+    let total = Usage::total(tasks.iter().filter_map(|t| t.usage.as_ref()))?;
+    let hits = tasks
+        .iter()
+        .filter(|t| t.usage.as_ref().is_some_and(|u| u.cached))
+        .count();
+    let cached = if hits > 0 {
+        format!("; {hits} answered from the cache")
+    } else {
+        String::new()
+    };
+    let total = Usage {
+        cached: false,
+        ..total
+    };
+    Some(format!("{}{cached}", usage_text(&total)))
+}
+
 pub(super) fn print_summary(report: &RunReport) {
     let took = format_duration(Duration::from_micros(report.duration_us));
     let (workflow, id) = (&report.workflow, &report.execution_id);
@@ -240,6 +282,9 @@ pub(super) fn print_summary(report: &RunReport) {
         }
         (_, None) => note!("workflow `{workflow}` ({id}) succeeded in {took}"),
         (_, Some(error)) => note!("workflow `{workflow}` ({id}) failed in {took}: {error}"),
+    }
+    if let Some(usage) = run_usage(&report.tasks) {
+        note!("  {usage}");
     }
     if report.status == RunStatus::Succeeded {
         let json = serde_json::to_string_pretty(&report.outputs).expect("outputs serialize");

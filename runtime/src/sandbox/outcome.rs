@@ -155,6 +155,8 @@ pub(super) fn success(
             input_tokens: u.input_tokens,
             output_tokens: u.output_tokens,
             model: u.model,
+            cost_usd: None,
+            cached: false,
         }),
         metering,
     })

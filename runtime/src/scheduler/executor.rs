@@ -73,8 +73,8 @@ pub struct Metering {
     pub peak_memory: u64,
 }
 
-/// Token usage a plugin reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Token usage a plugin reported, and what the host made of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     /// Tokens sent to a model.
     pub input_tokens: u64,
@@ -82,6 +82,44 @@ pub struct Usage {
     pub output_tokens: u64,
     /// The model, if known.
     pub model: Option<String>,
+    /// What it cost in US dollars, by the host's price table (absent when
+    /// the model has no price there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Answered from the response cache: nothing was spent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+}
+
+impl Usage {
+    /// The usage of several calls together (a `for_each`'s items, a run):
+    /// tokens and known costs added up, cache hits spending nothing; `None`
+    /// when none reported any.
+    pub fn total<'a>(usages: impl IntoIterator<Item = &'a Usage>) -> Option<Usage> {
+        let mut total: Option<Usage> = None;
+        for usage in usages {
+            let sum = total.get_or_insert_with(|| Usage {
+                input_tokens: 0,
+                output_tokens: 0,
+                model: usage.model.clone(),
+                cost_usd: None,
+                cached: true,
+            });
+            sum.cached &= usage.cached;
+            if sum.model != usage.model {
+                sum.model = None;
+            }
+            if usage.cached {
+                continue;
+            }
+            sum.input_tokens += usage.input_tokens;
+            sum.output_tokens += usage.output_tokens;
+            if let Some(cost) = usage.cost_usd {
+                sum.cost_usd = Some(sum.cost_usd.unwrap_or(0.0) + cost);
+            }
+        }
+        total
+    }
 }
 
 /// A finished attempt.

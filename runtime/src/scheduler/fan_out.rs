@@ -10,7 +10,9 @@ use tokio::task::JoinSet;
 
 use super::Commit;
 use super::attempts::{Attempter, Outcome, TaskAttempts};
-use super::executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess};
+use super::executor::{
+    Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess, Usage,
+};
 use super::journal::Journal;
 use super::report::{TaskReport, TaskStatus};
 use crate::expr::{Bindings, Template};
@@ -180,7 +182,9 @@ fn gather(results: Vec<Option<TaskReport>>, min_success_ratio: f64) -> Outcome {
     let mut outputs = Vec::with_capacity(total);
     let mut metering = Metering::default();
     let (mut succeeded, mut attempts, mut first_error) = (0usize, 0u32, None);
-    for report in results.into_iter().flatten() {
+    let results: Vec<TaskReport> = results.into_iter().flatten().collect();
+    let usage = Usage::total(results.iter().filter_map(|r| r.usage.as_ref()));
+    for report in results {
         metering.duration += report.metering.duration;
         metering.fuel += report.metering.fuel;
         metering.peak_memory = metering.peak_memory.max(report.metering.peak_memory);
@@ -204,7 +208,7 @@ fn gather(results: Vec<Option<TaskReport>>, min_success_ratio: f64) -> Outcome {
     let result = if ratio >= min_success_ratio {
         Ok(TaskSuccess {
             output: Value::Array(outputs),
-            usage: None,
+            usage,
             metering,
         })
     } else {

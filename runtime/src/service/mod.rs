@@ -18,6 +18,7 @@ use crate::breakers::{BreakerExecutor, Breakers, Guard, HostBreakers};
 use crate::capacity::Busy;
 use crate::config::Secrets;
 use crate::expr::Expressions;
+use crate::governance::{Priced, Prices};
 use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
 use crate::sandbox::cassette::Cassette;
 use crate::sandbox::{Compiled, Emitter, Sandbox, SandboxError, SandboxExecutor};
@@ -173,6 +174,7 @@ pub struct Runner {
     breakers: Arc<Breakers>,
     cassette: Option<Arc<Cassette>>,
     emitter: Option<Emitter>,
+    prices: Arc<Prices>,
 }
 
 impl Runner {
@@ -190,6 +192,15 @@ impl Runner {
             breakers: Arc::new(Breakers::in_memory()),
             cassette: None,
             emitter: None,
+            prices: Arc::default(),
+        }
+    }
+
+    /// The same runner, pricing model usage by `prices`.
+    pub fn with_prices(self, prices: Prices) -> Self {
+        Self {
+            prices: Arc::new(prices),
+            ..self
         }
     }
 
@@ -358,10 +369,8 @@ impl Runner {
             plugins.insert(key, plugin);
         }
         let sandboxed = SandboxExecutor::new(Arc::clone(&self.sandbox), plugins);
-        Ok(TaskExecutor::new(
-            self.guarded(workflow, sandboxed)?,
-            children,
-        ))
+        let priced = Priced::new(self.guarded(workflow, sandboxed)?, Arc::clone(&self.prices));
+        Ok(TaskExecutor::new(priced, children))
     }
 
     /// An installed plugin from its artifact; compiled (and the artifact
