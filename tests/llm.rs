@@ -435,3 +435,58 @@ tasks:
     );
     assert!(text.contains(&total), "{total} missing from:\n{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_are_reused_for_the_same_request_and_cost_nothing() {
+    let server = ModelServer::start();
+    let host = host(&server).await;
+    let yaml = |ttl: &str| {
+        format!(
+            r#"name: cached
+tasks:
+  - {{ id: first, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: same }}, cache: {{ ttl: 1h }} }}
+  - id: again
+    uses: llm
+    needs: [first]
+    with: {{ model: echo, prompt: same, base_url: "{url}" }}
+    cache: {{ ttl: {ttl} }}
+  - {{ id: other, uses: llm, needs: [again], with: {{ base_url: "{url}", model: echo, prompt: different }}, cache: {{ ttl: 1h }} }}
+  - {{ id: uncached, uses: llm, needs: [other], with: {{ base_url: "{url}", model: echo, prompt: same }} }}
+"#,
+            url = server.base_url()
+        )
+    };
+    let report = host.run(&yaml("1h")).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    // `again` asks what `first` asked (keys in another order): one request.
+    let prompts: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| {
+            r.body["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(prompts, ["same", "different", "same"]);
+    let first = task(&report, "first");
+    let again = task(&report, "again");
+    assert_eq!(again.output, first.output);
+    let hit = again.usage.as_ref().unwrap();
+    assert!(hit.cached && hit.input_tokens == 0 && hit.cost_usd == Some(0.0));
+    assert!(!first.usage.as_ref().unwrap().cached);
+
+    // A second run answers every cached task from the cache; a ttl shorter
+    // than the entry's age does not.
+    let report = host.run(&yaml("1ms")).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    assert!(task(&report, "first").usage.as_ref().unwrap().cached);
+    assert!(task(&report, "other").usage.as_ref().unwrap().cached);
+    assert!(!task(&report, "again").usage.as_ref().unwrap().cached);
+    assert_eq!(
+        server.requests().len(),
+        3 + 2,
+        "`again` and `uncached` asked"
+    );
+}

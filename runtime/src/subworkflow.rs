@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::breakers::BreakerExecutor;
 use crate::expr::Expressions;
-use crate::governance::Priced;
+use crate::governance::Governed;
 use crate::sandbox::SandboxExecutor;
 use crate::scheduler::{
     Executor, FailureKind, Metering, NoJournal, RunOptions, RunReport, RunStatus, Scheduler,
@@ -34,8 +34,8 @@ use crate::store::executions::{ExecutionRecord, ExecutionStatus, Executions, Par
 use crate::workflow::Plan;
 
 /// How a run's plugin tasks are executed: in the sandbox, behind the
-/// circuit breakers, their usage priced.
-pub type PluginExecutor = Priced<BreakerExecutor<SandboxExecutor>>;
+/// circuit breakers, their usage priced and answers cached where asked.
+pub type PluginExecutor = Governed<BreakerExecutor<SandboxExecutor>>;
 
 /// How deep sub-workflows may nest (a workflow that runs itself stops here).
 pub const MAX_DEPTH: usize = 8;

@@ -42,7 +42,10 @@ impl Host {
         let store = Store::open(&dir.path().join("store.redb")).expect("a fresh store opens");
         let config = Config::parse(config, "config.yaml").expect("the test configuration parses");
         let sandbox = Sandbox::with_capacity(config.capacity).expect("the sandbox starts");
-        let runner = Runner::on(sandbox, Expressions::new()).with_secrets(config.secrets);
+        let runner = Runner::on(sandbox, Expressions::new())
+            .with_secrets(config.secrets)
+            .with_prices(config.prices)
+            .with_response_cache(&dir.path().join("store.redb"));
         Self { dir, store, runner }
     }
 

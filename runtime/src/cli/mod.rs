@@ -233,7 +233,8 @@ impl Context {
                 .with_secrets(self.secrets()?)
                 .with_breakers(Arc::new(breakers))
                 .with_emitter(crate::sandbox::Emitter::new(run::stream_text))
-                .with_prices(self.prices()?),
+                .with_prices(self.prices()?)
+                .with_response_cache(&self.store_path),
         )
     }
 

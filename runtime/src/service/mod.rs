@@ -18,13 +18,14 @@ use crate::breakers::{BreakerExecutor, Breakers, Guard, HostBreakers};
 use crate::capacity::Busy;
 use crate::config::Secrets;
 use crate::expr::Expressions;
-use crate::governance::{Priced, Prices};
+use crate::governance::{CacheRule, Governed, Prices};
 use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
 use crate::sandbox::cassette::Cassette;
 use crate::sandbox::{Compiled, Emitter, Sandbox, SandboxError, SandboxExecutor};
 use crate::scheduler::{Event, RunReport, Scheduler, fallback_key};
 use crate::store::executions::{ExecutionError, Executions};
 use crate::store::plugins::{Artifact, PluginRecord};
+use crate::store::responses::ResponseCache;
 use crate::store::{DEFAULT_TENANT, Store, StoreError};
 use crate::subworkflow::{Child, ChildRecord, MAX_DEPTH, TaskExecutor};
 use crate::workflow::{self, Plan, PlannedTask, WorkflowError};
@@ -175,6 +176,30 @@ pub struct Runner {
     cassette: Option<Arc<Cassette>>,
     emitter: Option<Emitter>,
     prices: Arc<Prices>,
+    responses: ResponsesAt,
+}
+
+/// Where the response cache is kept, opened the first time a workflow
+/// asks for `cache:` and shared by every clone of the runner.
+#[derive(Debug, Clone, Default)]
+struct ResponsesAt {
+    store: Option<PathBuf>,
+    open: Arc<std::sync::OnceLock<Option<Arc<ResponseCache>>>>,
+}
+
+impl ResponsesAt {
+    fn cache(&self) -> Option<Arc<ResponseCache>> {
+        let store = self.store.as_ref()?;
+        self.open
+            .get_or_init(|| match ResponseCache::beside(store) {
+                Ok(cache) => Some(Arc::new(cache)),
+                Err(e) => {
+                    tracing::warn!("{e}; tasks with `cache:` run without it");
+                    None
+                }
+            })
+            .clone()
+    }
 }
 
 impl Runner {
@@ -193,6 +218,19 @@ impl Runner {
             cassette: None,
             emitter: None,
             prices: Arc::default(),
+            responses: ResponsesAt::default(),
+        }
+    }
+
+    /// The same runner, keeping the answers of tasks with `cache:` in the
+    /// response cache beside the store file `store`.
+    pub fn with_response_cache(self, store: &Path) -> Self {
+        Self {
+            responses: ResponsesAt {
+                store: Some(store.to_owned()),
+                open: Arc::default(),
+            },
+            ..self
         }
     }
 
@@ -369,8 +407,39 @@ impl Runner {
             plugins.insert(key, plugin);
         }
         let sandboxed = SandboxExecutor::new(Arc::clone(&self.sandbox), plugins);
-        let priced = Priced::new(self.guarded(workflow, sandboxed)?, Arc::clone(&self.prices));
-        Ok(TaskExecutor::new(priced, children))
+        let rules = Self::cache_rules(workflow)?;
+        // The file is opened only by a process whose workflows use it.
+        let cache = if rules.is_empty() {
+            None
+        } else {
+            self.responses.cache()
+        };
+        let governed = Governed::new(
+            self.guarded(workflow, sandboxed)?,
+            Arc::clone(&self.prices),
+            cache,
+            rules,
+        );
+        Ok(TaskExecutor::new(governed, children))
+    }
+
+    /// The plugin keys whose answers are cached, and how.
+    fn cache_rules(workflow: &LoadedWorkflow) -> Result<HashMap<String, CacheRule>, ServiceError> {
+        if workflow.plan.tasks.iter().all(|t| t.cache.is_none()) {
+            return Ok(HashMap::new());
+        }
+        let digests = workflow.plugin_digests()?;
+        Ok(workflow
+            .plugin_slots()
+            .into_iter()
+            .filter_map(|(key, task, _)| {
+                let rule = CacheRule {
+                    digest: digests.get(&key)?.clone(),
+                    ttl: task.cache?,
+                };
+                Some((key, rule))
+            })
+            .collect())
     }
 
     /// An installed plugin from its artifact; compiled (and the artifact

@@ -11,6 +11,7 @@
 pub mod breakers;
 pub mod executions;
 pub mod plugins;
+pub mod responses;
 pub mod workflows;
 
 use std::path::{Path, PathBuf};

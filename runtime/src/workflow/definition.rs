@@ -151,6 +151,18 @@ pub struct TaskSpec {
     /// Among ready tasks, higher priorities start first (default 0).
     #[serde(default)]
     pub priority: i32,
+    /// Reuses the answer to the same request (same plugin, same resolved
+    /// `with:`) for `ttl`.
+    #[serde(default)]
+    pub cache: Option<CacheSpec>,
+}
+
+/// `cache:` of a task.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSpec {
+    /// How long an answer is reused, for example `1h`.
+    pub ttl: Spanned<String>,
 }
 
 /// A circuit breaker as written; unset fields inherit.

@@ -17,7 +17,7 @@ pub fn parse(source: &str, file: &str) -> Result<Definition, WorkflowError> {
             "check the spelling; a workflow has name, description, inputs, limits, grants, durability, \
              concurrency, retry, timeout, breaker, tasks, outputs; a task has id, uses or wait, \
              description, needs, with, when, limits, grants, retry, timeout, fallback, default, \
-             continue_on_error, for_each, concurrency, min_success_ratio, breaker, priority"
+             continue_on_error, for_each, concurrency, min_success_ratio, breaker, priority, cache"
         } else {
             "YAML is indentation-sensitive: check the indentation and quoting on this line and the one before"
         };

@@ -94,6 +94,8 @@ pub struct PlannedTask {
     pub breaker: Option<BreakerPolicy>,
     /// Among ready tasks, higher priorities start first.
     pub priority: i32,
+    /// How long its answers are reused for the same request, when cached.
+    pub cache: Option<std::time::Duration>,
 }
 
 /// A task that runs once per element of a list.

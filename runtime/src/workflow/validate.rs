@@ -217,6 +217,9 @@ impl Validator<'_> {
                     &mut self.problems,
                 ),
                 priority: task.priority,
+                cache: task.cache.as_ref().and_then(|cache| {
+                    self.duration(Some(&cache.ttl), &format!("`cache.ttl` of task `{id}`"))
+                }),
             });
         }
 
