@@ -490,3 +490,54 @@ tasks:
         "`again` and `uncached` asked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_refuses_calls_before_and_after_they_are_made() {
+    let server = ModelServer::start();
+    let host = host(&server).await;
+    let long = "word ".repeat(80);
+    let yaml = format!(
+        r#"name: frugal
+budget: {{ max_tokens: 40 }}
+tasks:
+  - {{ id: small, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: hi }} }}
+  - {{ id: large, uses: llm, needs: [small], with: {{ base_url: "{url}", model: echo, prompt: "{long}" }} }}
+"#,
+        url = server.base_url()
+    );
+    let report = host.run(&yaml).await;
+    assert_eq!(task(&report, "small").status, TaskStatus::Succeeded);
+    let (kind, message) = failure(&report, "large");
+    assert_eq!(kind, FailureKind::Denied);
+    assert!(message.contains("before the call"), "{message}");
+    assert!(
+        message.contains("of its 40 tokens") && message.contains("about 100"),
+        "{message}"
+    );
+    assert_eq!(server.requests().len(), 1, "the large call was never sent");
+
+    // Estimated at 1 token, the call goes out; its answer takes the run
+    // past 3 tokens, so it is refused after.
+    let yaml = format!(
+        r#"name: frugal
+budget: {{ max_tokens: 3 }}
+tasks:
+  - {{ id: chatty, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "a b c d" }} }}
+"#,
+        url = server.base_url()
+    );
+    let report = host.run(&yaml).await;
+    let (kind, message) = failure(&report, "chatty");
+    assert_eq!(kind, FailureKind::Denied);
+    assert!(message.contains("after the call"), "{message}");
+    assert_eq!(server.requests().len(), 2, "this call was sent");
+
+    let error = host
+        .try_run("name: bad\nbudget: { max_cost: -1 }\ntasks:\n  - { id: t, uses: llm, with: { model: m, prompt: p } }\n")
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains("`max_cost` must be a number of dollars"),
+        "{error}"
+    );
+}

@@ -7,18 +7,29 @@
 //! fresh answers there, and puts a price on the usage each answer reports,
 //! so task reports, execution files and `runtime status` carry the cost as
 //! it was when the call was made. A cache hit spends nothing and says so.
+//!
+//! Under a workflow's `budget:`, a call is refused (`denied`) before it is
+//! made when what the run has spent, plus what calls in flight are
+//! expected to spend, plus this call's estimate would pass a limit; the
+//! estimate is a quarter token per character of the `prompt`, `system`
+//! and `messages` of its `with:`, plus its `max_tokens`. After a call, an
+//! answer whose actual usage takes the run past a limit is refused too.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::scheduler::{Executor, Metering, TaskFailure, TaskRequest, TaskSuccess, Usage};
+use crate::scheduler::{
+    Executor, FailureKind, Metering, TaskFailure, TaskReport, TaskRequest, TaskSuccess, Usage,
+    parse_item_id,
+};
 use crate::store::executions::now_ms;
 use crate::store::responses::{CachedAnswer, ResponseCache};
+use crate::workflow::Budget;
 
 /// The price of one model.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -87,7 +98,8 @@ pub struct CacheRule {
     pub ttl: Duration,
 }
 
-/// An executor whose answers are priced, and cached where asked.
+/// An executor whose answers are priced, cached where asked, and kept
+/// within the run's budget.
 #[derive(Debug)]
 pub struct Governed<E> {
     inner: E,
@@ -95,6 +107,17 @@ pub struct Governed<E> {
     cache: Option<Arc<ResponseCache>>,
     /// By plugin key (task id, or its fallback's key).
     rules: HashMap<String, CacheRule>,
+    budget: Option<Budget>,
+    spent: Mutex<Spent>,
+}
+
+/// What a run has spent, and what calls in flight are expected to.
+#[derive(Debug, Default, Clone, Copy)]
+struct Spent {
+    tokens: u64,
+    cost: f64,
+    reserved_tokens: u64,
+    reserved_cost: f64,
 }
 
 impl<E> Governed<E> {
@@ -111,7 +134,103 @@ impl<E> Governed<E> {
             prices,
             cache,
             rules,
+            budget: None,
+            spent: Mutex::default(),
         }
+    }
+
+    /// The same executor, refusing calls past `budget`.
+    pub fn with_budget(self, budget: Option<Budget>) -> Self {
+        Self { budget, ..self }
+    }
+
+    /// Counts what an earlier process of this run spent (a resumed run):
+    /// every task's usage, a `for_each` once with its items (or its
+    /// finished items, when it did not finish).
+    pub fn count_spent(&self, done: &[TaskReport]) {
+        let finished: HashSet<&str> = done
+            .iter()
+            .filter(|r| parse_item_id(&r.id).is_none())
+            .map(|r| r.id.as_str())
+            .collect();
+        let counted = done.iter().filter(|r| match parse_item_id(&r.id) {
+            Some((task, _)) => !finished.contains(task),
+            None => true,
+        });
+        if let Some(total) = Usage::total(counted.filter_map(|r| r.usage.as_ref())) {
+            let mut spent = self.spent.lock().expect("budget lock");
+            spent.tokens += total.input_tokens + total.output_tokens;
+            spent.cost += total.cost_usd.unwrap_or(0.0);
+        }
+    }
+
+    /// Reserves `request`'s estimate, or says why the budget refuses it.
+    fn reserve(&self, budget: &Budget, request: &TaskRequest) -> Result<(u64, f64), TaskFailure> {
+        let (tokens, cost) = estimate(&request.input, &self.prices);
+        let mut spent = self.spent.lock().expect("budget lock");
+        let denied = |message: String| TaskFailure {
+            kind: FailureKind::Denied,
+            message,
+            metering: Metering::default(),
+        };
+        if let Some(max) = budget.max_tokens {
+            let committed = spent.tokens + spent.reserved_tokens;
+            if tokens > 0 && committed + tokens > max {
+                return Err(denied(format!(
+                    "refused by the workflow's budget before the call: the run has spent {} of its {max} tokens ({} more expected from calls in flight), and this call would take about {tokens} (its prompt and `max_tokens`); raise `budget.max_tokens`",
+                    spent.tokens, spent.reserved_tokens
+                )));
+            }
+        }
+        if let Some(max) = budget.max_cost {
+            let committed = spent.cost + spent.reserved_cost;
+            if cost > 0.0 && committed + cost > max {
+                return Err(denied(format!(
+                    "refused by the workflow's budget before the call: the run has spent ${:.6} of its ${max}, and this call would cost about ${cost:.6}; raise `budget.max_cost`",
+                    spent.cost
+                )));
+            }
+        }
+        spent.reserved_tokens += tokens;
+        spent.reserved_cost += cost;
+        Ok((tokens, cost))
+    }
+
+    /// Releases a reservation and counts what the call spent; says why
+    /// the budget refuses its answer when that passed a limit.
+    fn settle(
+        &self,
+        budget: &Budget,
+        (tokens, cost): (u64, f64),
+        usage: Option<&Usage>,
+    ) -> Result<(), String> {
+        let mut spent = self.spent.lock().expect("budget lock");
+        spent.reserved_tokens -= tokens;
+        spent.reserved_cost = (spent.reserved_cost - cost).max(0.0);
+        let Some(usage) = usage.filter(|u| !u.cached) else {
+            return Ok(());
+        };
+        let used = usage.input_tokens + usage.output_tokens;
+        spent.tokens += used;
+        spent.cost += usage.cost_usd.unwrap_or(0.0);
+        if let Some(max) = budget.max_tokens
+            && spent.tokens > max
+        {
+            return Err(format!(
+                "refused by the workflow's budget after the call: it used {used} tokens, which brings the run to {} of its {max}; its answer is not used. Raise `budget.max_tokens`",
+                spent.tokens
+            ));
+        }
+        if let Some(max) = budget.max_cost
+            && spent.cost > max
+        {
+            return Err(format!(
+                "refused by the workflow's budget after the call: it cost ${:.6}, which brings the run to ${:.6} of its ${max}; its answer is not used. Raise `budget.max_cost`",
+                usage.cost_usd.unwrap_or(0.0),
+                spent.cost
+            ));
+        }
+        Ok(())
     }
 
     /// The cache and the key of `request`, when its task caches answers.
@@ -154,11 +273,32 @@ impl<E: Executor> Executor for Governed<E> {
                 Err(e) => tracing::warn!("the response cache lookup failed: {e}; the task runs"),
             }
         }
-        let mut success = self.inner.execute(request).await?;
+        let reserved = match &self.budget {
+            Some(budget) => Some((budget, self.reserve(budget, &request)?)),
+            None => None,
+        };
+        let result = self.inner.execute(request).await;
+        let mut success = match (result, reserved) {
+            (Ok(success), _) => success,
+            (Err(failure), Some((budget, reservation))) => {
+                let _ = self.settle(budget, reservation, None);
+                return Err(failure);
+            }
+            (Err(failure), None) => return Err(failure),
+        };
         if let Some(usage) = &mut success.usage
             && usage.cost_usd.is_none()
         {
             usage.cost_usd = self.prices.cost(usage);
+        }
+        if let Some((budget, reservation)) = reserved
+            && let Err(message) = self.settle(budget, reservation, success.usage.as_ref())
+        {
+            return Err(TaskFailure {
+                kind: FailureKind::Denied,
+                message,
+                metering: success.metering,
+            });
         }
         if let Some((cache, key, _)) = cached {
             let answer = CachedAnswer {
@@ -173,6 +313,35 @@ impl<E: Executor> Executor for Governed<E> {
         }
         Ok(success)
     }
+}
+
+/// The tokens (and dollars, when its model has a price) a call is expected
+/// to take, from its `with:`: a quarter token per character of `prompt`,
+/// `system` and `messages[].content`, plus `max_tokens`. Nothing for a
+/// task whose input holds no prompt (it is not a model call).
+fn estimate(input: &str, prices: &Prices) -> (u64, f64) {
+    let Ok(Value::Object(input)) = serde_json::from_str::<Value>(input) else {
+        return (0, 0.0);
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map_or(0, |s| s.chars().count());
+    let mut chars = text(input.get("prompt")) + text(input.get("system"));
+    let messages = input.get("messages").and_then(Value::as_array);
+    for message in messages.into_iter().flatten() {
+        chars += text(message.get("content"));
+    }
+    if chars == 0 {
+        return (0, 0.0);
+    }
+    let prompt = (chars as u64).div_ceil(4);
+    let answer = input.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
+    let cost = input
+        .get("model")
+        .and_then(Value::as_str)
+        .and_then(|m| prices.price(m))
+        .map_or(0.0, |p| {
+            (prompt as f64 * p.input + answer as f64 * p.output) / 1e6
+        });
+    (prompt + answer, cost)
 }
 
 /// JSON text with every object's keys sorted, so equal values give equal
@@ -241,6 +410,17 @@ mod tests {
             serde_json::from_str(r#"{"a":{"x":2,"y":[1,{"p":1,"q":0}]},"b":1}"#).unwrap();
         assert_eq!(canonical(&a), canonical(&b));
         assert_ne!(canonical(&a), canonical(&serde_json::json!({ "b": 2 })));
+    }
+
+    #[test]
+    fn a_call_is_estimated_from_its_prompt_and_max_tokens() {
+        let input = r#"{"model":"gpt-4o","system":"abcd","prompt":"12345678","max_tokens":10}"#;
+        // 12 characters are 3 tokens; 10 more may come back.
+        assert_eq!(
+            estimate(input, &prices()),
+            (13, (3.0 * 2.5 + 10.0 * 10.0) / 1e6)
+        );
+        assert_eq!(estimate(r#"{"script":"1 + 1"}"#, &prices()), (0, 0.0));
     }
 
     #[test]

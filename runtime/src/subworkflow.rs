@@ -54,6 +54,11 @@ impl TaskExecutor {
     pub fn new(plugins: PluginExecutor, children: HashMap<String, Arc<Child>>) -> Self {
         Self { plugins, children }
     }
+
+    /// Counts toward the budget what a resumed run had spent already.
+    pub fn count_spent(&self, done: &[crate::scheduler::TaskReport]) {
+        self.plugins.count_spent(done);
+    }
 }
 
 /// A registered workflow, prepared to run as a task.

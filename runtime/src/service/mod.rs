@@ -419,7 +419,8 @@ impl Runner {
             Arc::clone(&self.prices),
             cache,
             rules,
-        );
+        )
+        .with_budget(workflow.plan.budget);
         Ok(TaskExecutor::new(governed, children))
     }
 
@@ -518,6 +519,7 @@ impl Runner {
         observe: &(dyn Fn(Event<'_>) + Sync),
     ) -> Result<RunReport, ServiceError> {
         let _slot = self.sandbox.capacity().admit_run().await?;
+        executor.count_spent(&execution.done);
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
         run_recorded(&scheduler, &workflow.plan, execution, concurrency, observe).await
     }

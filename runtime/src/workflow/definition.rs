@@ -41,6 +41,9 @@ pub struct Definition {
     /// Guards every task's plugin with a circuit breaker.
     #[serde(default)]
     pub breaker: Option<BreakerSpec>,
+    /// The most the run may spend on models.
+    #[serde(default)]
+    pub budget: Option<BudgetSpec>,
     /// The steps of the workflow.
     pub tasks: Vec<TaskSpec>,
     /// Values the workflow returns: expressions or `${{ }}` templates.
@@ -155,6 +158,18 @@ pub struct TaskSpec {
     /// `with:`) for `ttl`.
     #[serde(default)]
     pub cache: Option<CacheSpec>,
+}
+
+/// `budget:` of a workflow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// Tokens in and out, all tasks together.
+    #[serde(default)]
+    pub max_tokens: Option<Spanned<u64>>,
+    /// US dollars, by the host's price table.
+    #[serde(default)]
+    pub max_cost: Option<Spanned<f64>>,
 }
 
 /// `cache:` of a task.

@@ -12,14 +12,14 @@ mod retry;
 mod validate;
 
 pub use definition::{
-    BreakerSpec, Definition, FallbackSpec, FsSpec, GrantsSpec, InputSpec, InputType, LimitsSpec,
-    RetrySpec, TaskSpec, WaitSpec,
+    BreakerSpec, BudgetSpec, CacheSpec, Definition, FallbackSpec, FsSpec, GrantsSpec, InputSpec,
+    InputType, LimitsSpec, RetrySpec, TaskSpec, WaitSpec,
 };
 pub use diagnostic::{Diagnostic, WorkflowError};
 pub use limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 pub use parse::parse;
 pub use plan::{
-    Durability, Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan,
+    Budget, Durability, Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan,
 };
 pub use validate::{MAX_TASKS, PluginCatalog, validate};
 

@@ -31,6 +31,17 @@ pub struct Plan {
     pub durability: Durability,
     /// The longest the whole run may take.
     pub timeout: Option<std::time::Duration>,
+    /// The most the run may spend on models.
+    pub budget: Option<Budget>,
+}
+
+/// What a run may spend on models (`budget:`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// Tokens in and out, all tasks together.
+    pub max_tokens: Option<u64>,
+    /// US dollars, by the host's price table.
+    pub max_cost: Option<f64>,
 }
 
 /// When a finished task's state must be on disk.

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::definition::{Definition, GrantsSpec, LimitsSpec, TaskSpec};
+use super::definition::{BudgetSpec, Definition, GrantsSpec, LimitsSpec, TaskSpec};
 use super::diagnostic::{Diagnostic, WorkflowError};
 use super::limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 use super::parse::location_of;
 use super::plan::{
-    Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches, type_name,
+    Budget, Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches,
+    type_name,
 };
 use super::retry::{breaker_policy, retry_policy};
 use crate::expr::{Expression, Expressions, Template};
@@ -344,6 +345,34 @@ impl Validator<'_> {
             concurrency,
             durability: def.durability,
             timeout: workflow_timeout,
+            budget: def.budget.as_ref().and_then(|b| self.budget(b)),
+        })
+    }
+
+    /// `budget:`: at least one limit, none negative.
+    fn budget(&mut self, spec: &BudgetSpec) -> Option<Budget> {
+        if let Some(cost) = &spec.max_cost
+            && !(cost.value.is_finite() && cost.value >= 0.0)
+        {
+            self.problems.push(
+                Diagnostic::at(
+                    location_of(cost),
+                    "`max_cost` must be a number of dollars, at least 0",
+                )
+                .help("for example `max_cost: 0.50`"),
+            );
+            return None;
+        }
+        if spec.max_tokens.is_none() && spec.max_cost.is_none() {
+            self.problems.push(
+                Diagnostic::at(None, "`budget:` sets neither `max_tokens` nor `max_cost`")
+                    .help("for example `budget: { max_tokens: 100000, max_cost: 0.50 }`"),
+            );
+            return None;
+        }
+        Some(Budget {
+            max_tokens: spec.max_tokens.as_ref().map(|t| t.value),
+            max_cost: spec.max_cost.as_ref().map(|c| c.value),
         })
     }
 
