@@ -353,3 +353,46 @@ fn the_readme_workflow_runs() {
     let out = stdout_json(&runtime(&["run", file.to_str().unwrap()]));
     assert_eq!(out, json!({"shouted": "HELLO, WORLD!"}));
 }
+
+/// The README's model example, offline: a fresh store, the recorded
+/// cassette, the example config's prices; no key and no network.
+#[test]
+fn the_summarize_example_replays_offline_with_tokens_and_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_runtime"))
+            .args(["--config", "examples/config.yaml"])
+            .args(args)
+            .current_dir(root())
+            .env("ORCHESTRATOR_STORE", dir.path().join("store.redb"))
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "run",
+        "examples/summarize.yaml",
+        "--replay",
+        "examples/cassettes/summarize.json",
+    ]);
+    let summary = stdout_json(&out)["summary"].as_str().unwrap().to_owned();
+    assert!(
+        summary.starts_with("Each pipeline step runs in its own WebAssembly sandbox")
+            && summary.ends_with("which also counts their tokens."),
+        "{summary}"
+    );
+    let progress = String::from_utf8_lossy(&out.stderr);
+    let id = progress
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("execution ");
+    let out = cli(&["status", id]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    // 212 tokens in at $0.15 and 84 out at $0.60 per million.
+    assert!(
+        status.contains("usage      tokens 212 in, 84 out, $0.000082"),
+        "{status}"
+    );
+}

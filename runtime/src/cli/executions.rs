@@ -204,7 +204,10 @@ pub(super) fn status(
     let width = r.tasks.iter().map(String::len).max().unwrap_or(0);
     out!(
         "  tasks ({} of {} finished):",
-        view.tasks.len(),
+        view.tasks
+            .iter()
+            .filter(|t| parse_item_id(&t.id).is_none())
+            .count(),
         r.tasks.len()
     );
     // `for_each` items are summed up per task, not listed one by one.
@@ -219,8 +222,11 @@ pub(super) fn status(
             entry.2 += task.attempts;
             continue;
         }
-        let n = attempts.get(task.id.as_str()).copied().unwrap_or(0);
-        out!("  {}  attempts {n}", finished_line(task, width));
+        match attempts.get(task.id.as_str()) {
+            Some(n) => out!("  {}  attempts {n}", finished_line(task, width)),
+            // A `for_each` task's attempts are its items'.
+            None => out!("  {}", finished_line(task, width)),
+        }
         for failure in failures.get(task.id.as_str()).into_iter().flatten() {
             out!("           {failure}");
         }

@@ -58,7 +58,7 @@ pub struct Cli {
     /// user's data directory.
     #[arg(long, global = true, env = STORE_ENV, value_name = "FILE")]
     pub store: Option<PathBuf>,
-    /// The host configuration file (secrets). Default: `config.yaml` in the
+    /// The host configuration file (secrets, capacity, prices). Default: `config.yaml` in the
     /// user's config directory, if it exists.
     #[arg(long, global = true, env = CONFIG_ENV, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -93,7 +93,9 @@ impl WasiHttpHooks for Egress {
         fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         drop(fut);
-        let checked = self.check(request);
+        // A replayed request leaves nothing on the wire: no secret to attach.
+        let replaying = self.cassette.as_ref().is_some_and(|c| c.replaying());
+        let checked = self.check(request, !replaying);
         let allowed = Arc::clone(&self.allowed);
         let denials = Arc::clone(&self.denials);
         let hosts = self.hosts.clone();
@@ -244,6 +246,7 @@ impl Egress {
     fn check(
         &self,
         mut request: http::Request<WasiBody>,
+        attach_secrets: bool,
     ) -> Result<(http::Request<WasiBody>, Target), String> {
         let uri = request.uri();
         let tls = uri.scheme() == Some(&Scheme::HTTPS);
@@ -271,7 +274,11 @@ impl Egress {
                 }
             ));
         }
-        for secret in self.secrets.for_host(&host, port) {
+        let secrets = self
+            .secrets
+            .for_host(&host, port)
+            .filter(|_| attach_secrets);
+        for secret in secrets {
             if self.allowed.secrets.contains(&secret.name) {
                 let value = secret.header_value().map_err(|why| {
                     format!("secret `{}` for `{host}` has no value: {why}", secret.name)

@@ -188,7 +188,8 @@ fn gather(results: Vec<Option<TaskReport>>, min_success_ratio: f64) -> Outcome {
         metering.duration += report.metering.duration;
         metering.fuel += report.metering.fuel;
         metering.peak_memory = metering.peak_memory.max(report.metering.peak_memory);
-        attempts = attempts.saturating_add(report.attempts);
+        // The task took as many attempts as its most-tried item.
+        attempts = attempts.max(report.attempts);
         if report.status == TaskStatus::Succeeded {
             succeeded += 1;
         } else if first_error.is_none() {
