@@ -118,7 +118,10 @@ fn install_is_content_addressed_idempotent_and_reversible() {
             )
         })
         .collect();
-    assert_eq!(names, ["test-guest@0.1.0", "transform@0.1.0", "twin@2.0.0"]);
+    assert_eq!(
+        names,
+        ["llm@0.1.0", "test-guest@0.1.0", "transform@0.1.0", "twin@2.0.0"]
+    );
 
     let shown: Value =
         serde_json::from_str(&ok(runtime(dir, &["plugins", "show", "twin", "--json"]))).unwrap();
