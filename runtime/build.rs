@@ -17,6 +17,8 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 const BUILTINS: &[(&str, &str, &str)] = &[
     ("transform", "transform", "transform"),
     ("llm", "llm", "llm"),
+    ("policy", "policy", "policy"),
+    ("evaluation", "evaluation", "evaluation"),
 ];
 
 /// Guests that only tests and benches load: (cargo package, artifact stem, env var).

@@ -120,7 +120,14 @@ fn install_is_content_addressed_idempotent_and_reversible() {
         .collect();
     assert_eq!(
         names,
-        ["llm@0.1.0", "test-guest@0.1.0", "transform@0.1.0", "twin@2.0.0"]
+        [
+            "evaluation@0.1.0",
+            "llm@0.1.0",
+            "policy@0.1.0",
+            "test-guest@0.1.0",
+            "transform@0.1.0",
+            "twin@2.0.0"
+        ]
     );
 
     let shown: Value =
