@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::control::{self, ControlServer};
-use super::run::{finished_line, print_event, print_summary, run_usage};
+use super::run::{finished_line, print_event, print_summary};
+use super::summary::{run_usage, verdicts};
 use super::{Context, EXIT_INVALID, EXIT_RUN_FAILED};
 use crate::scheduler::{Event, RunStatus, TaskReport, TaskStatus, parse_item_id};
 use crate::service::{self, Runner, ServiceError};
@@ -253,6 +254,9 @@ pub(super) fn status(
     }
     if let Some(usage) = run_usage(&view.tasks) {
         out!("  usage      {usage}");
+    }
+    for line in verdicts(&view.tasks) {
+        out!("  {line}");
     }
     if !r.outputs.is_empty() {
         out!("  outputs    {}", Value::Object(r.outputs.clone()));

@@ -28,6 +28,7 @@ mod dlq;
 mod executions;
 mod plugins;
 mod run;
+mod summary;
 mod workflows;
 
 use std::path::PathBuf;

@@ -10,10 +10,11 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use super::summary::{run_usage, usage_text, verdicts};
 use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
 use crate::graph::Format;
 use crate::sandbox::cassette::Cassette;
-use crate::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus, Usage, parse_item_id};
+use crate::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus};
 use crate::service::{self, ServiceError};
 use crate::store::executions::Executions;
 
@@ -235,44 +236,6 @@ pub(super) fn finished_line(report: &TaskReport, width: usize) -> String {
     }
 }
 
-/// Tokens and cost of a task, or of a whole run.
-pub(super) fn usage_text(usage: &Usage) -> String {
-    if usage.cached && usage.input_tokens == 0 && usage.output_tokens == 0 {
-        return "cached: no tokens spent".to_owned();
-    }
-    let cost = usage
-        .cost_usd
-        .map_or_else(|| ", no price".to_owned(), |c| format!(", ${c:.6}"));
-    format!(
-        "tokens {} in, {} out{cost}",
-        usage.input_tokens, usage.output_tokens
-    )
-}
-
-/// The usage of every task of a run that reported any (a `for_each`
-/// counts once, with its items), and how many answers came from the cache.
-pub(super) fn run_usage(tasks: &[TaskReport]) -> Option<String> {
-    let tasks: Vec<&TaskReport> = tasks
-        .iter()
-        .filter(|t| parse_item_id(&t.id).is_none())
-        .collect();
-    let total = Usage::total(tasks.iter().filter_map(|t| t.usage.as_ref()))?;
-    let hits = tasks
-        .iter()
-        .filter(|t| t.usage.as_ref().is_some_and(|u| u.cached))
-        .count();
-    let cached = if hits > 0 {
-        format!("; {hits} answered from the cache")
-    } else {
-        String::new()
-    };
-    let total = Usage {
-        cached: false,
-        ..total
-    };
-    Some(format!("{}{cached}", usage_text(&total)))
-}
-
 pub(super) fn print_summary(report: &RunReport) {
     let took = format_duration(Duration::from_micros(report.duration_us));
     let (workflow, id) = (&report.workflow, &report.execution_id);
@@ -285,6 +248,9 @@ pub(super) fn print_summary(report: &RunReport) {
     }
     if let Some(usage) = run_usage(&report.tasks) {
         note!("  {usage}");
+    }
+    for line in verdicts(&report.tasks) {
+        note!("  {line}");
     }
     if report.status == RunStatus::Succeeded {
         let json = serde_json::to_string_pretty(&report.outputs).expect("outputs serialize");
