@@ -354,45 +354,85 @@ fn the_readme_workflow_runs() {
     assert_eq!(out, json!({"shouted": "HELLO, WORLD!"}));
 }
 
-/// The README's model example, offline: a fresh store, the recorded
-/// cassette, the example config's prices; no key and no network.
-#[test]
-fn the_summarize_example_replays_offline_with_tokens_and_cost() {
-    let dir = tempfile::tempdir().unwrap();
-    let cli = |args: &[&str]| {
+/// The binary with the example config (prices, keys from an environment
+/// that has none) against a fresh store in `dir`.
+fn offline(dir: &Path) -> impl Fn(&[&str]) -> Output + '_ {
+    move |args| {
         Command::new(env!("CARGO_BIN_EXE_runtime"))
             .args(["--config", "examples/config.yaml"])
             .args(args)
             .current_dir(root())
-            .env("ORCHESTRATOR_STORE", dir.path().join("store.redb"))
+            .env("ORCHESTRATOR_STORE", dir.join("store.redb"))
             .env_remove("OPENAI_API_KEY")
             .env_remove("RUST_LOG")
             .output()
             .unwrap()
-    };
-    let out = cli(&[
-        "run",
-        "examples/summarize.yaml",
-        "--replay",
-        "examples/cassettes/summarize.json",
-    ]);
-    let summary = stdout_json(&out)["summary"].as_str().unwrap().to_owned();
-    assert!(
-        summary.starts_with("Each pipeline step runs in its own WebAssembly sandbox")
-            && summary.ends_with("which also counts their tokens."),
-        "{summary}"
-    );
+    }
+}
+
+/// Runs an example from its cassette; returns its outputs and what
+/// `runtime status` says of the run.
+fn replay(cli: &impl Fn(&[&str]) -> Output, example: &str) -> (Value, String) {
+    let file = format!("examples/{example}.yaml");
+    let cassette = format!("examples/cassettes/{example}.json");
+    let out = cli(&["run", &file, "--replay", &cassette]);
+    let outputs = stdout_json(&out);
     let progress = String::from_utf8_lossy(&out.stderr);
     let id = progress
         .lines()
         .next()
         .unwrap()
         .trim_start_matches("execution ");
-    let out = cli(&["status", id]);
-    let status = String::from_utf8_lossy(&out.stdout);
+    let status = String::from_utf8_lossy(&cli(&["status", id]).stdout).into_owned();
+    (outputs, status)
+}
+
+/// The README's model example, offline: a fresh store, the recorded
+/// cassette, the example config's prices; no key and no network.
+#[test]
+fn the_summarize_example_replays_offline_with_tokens_and_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outputs, status) = replay(&offline(dir.path()), "summarize");
+    let summary = outputs["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("Each pipeline step runs in its own WebAssembly sandbox")
+            && summary.ends_with("which also counts their tokens."),
+        "{summary}"
+    );
     // 212 tokens in at $0.15 and 84 out at $0.60 per million.
     assert!(
         status.contains("usage      tokens 212 in, 84 out, $0.000082"),
         "{status}"
+    );
+}
+
+/// Summarize, redact, grade by metrics and by a model as judge, offline;
+/// a second run answers the summaries from the response cache.
+#[test]
+fn the_summarize_and_grade_example_shows_cost_policy_and_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = offline(dir.path());
+    let (outputs, status) = replay(&cli, "summarize_and_grade");
+    let summary = outputs["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("contacted at [EMAIL] or [PHONE]") && !summary.contains("@example.org"),
+        "{summary}"
+    );
+    assert_eq!(outputs["policy"], "redact");
+    assert_eq!(outputs["metrics_passed"], true);
+    assert_eq!(outputs["judge"]["score"], 4);
+    for line in [
+        "usage      tokens 417 in, 112 out, $0.000130",
+        "policy redact: redact: personal data masked (1 email, 1 phone)",
+        "evaluation metrics: rouge_l 0.56, bleu 0.29, contains 1.00",
+        "evaluation verdict: numeric 1.00",
+        "evaluations: 2 passed, 0 failed",
+    ] {
+        assert!(status.contains(line), "`{line}` missing from:\n{status}");
+    }
+    let (_, again) = replay(&cli, "summarize_and_grade");
+    assert!(
+        again.contains("usage      tokens 239 in, 36 out, $0.000057; 1 answered from the cache"),
+        "{again}"
     );
 }
