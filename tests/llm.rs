@@ -541,3 +541,109 @@ tasks:
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_policies_redact_prompts_and_deny_answers_around_every_model_call() {
+    let server = ModelServer::start();
+    let host = host(&server).await;
+    let (_, policy) = runtime::plugin::builtins()
+        .iter()
+        .find(|(name, _)| *name == "policy")
+        .unwrap();
+    host.install_bytes(policy, "built-in policy", "policy", Grants::default())
+        .await;
+    let yaml = format!(
+        r#"name: policed
+policies:
+  before:
+    - {{ with: {{ pii: [api_key], on_pii: deny }} }}
+    - {{ uses: policy, with: {{ pii: true }} }}
+  after:
+    - {{ with: {{ deny: ["(?i)forbidden"] }} }}
+tasks:
+  - {{ id: masked, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "mail ada@example.org please" }} }}
+  - {{ id: leak, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "my key is sk-abcdefghijklmnop1234" }} }}
+  - {{ id: blocked, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "say forbidden" }} }}
+  - {{ id: plain, uses: transform, with: {{ script: '"no model here"' }} }}
+"#,
+        url = server.base_url()
+    );
+    let (_, transform) = runtime::plugin::builtins()
+        .iter()
+        .find(|(name, _)| *name == "transform")
+        .unwrap();
+    host.install_bytes(
+        transform,
+        "built-in transform",
+        "transform",
+        Grants::default(),
+    )
+    .await;
+    let report = host.run(&yaml).await;
+
+    // The model only ever saw the masked prompt; the key never left.
+    let prompts: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| {
+            r.body["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(prompts.len(), 2, "{prompts:?}");
+    assert!(
+        prompts.contains(&"mail [EMAIL] please".to_owned()),
+        "{prompts:?}"
+    );
+    assert!(!prompts.iter().any(|p| p.contains("sk-")), "{prompts:?}");
+
+    let masked = task(&report, "masked").output.clone().unwrap();
+    assert_eq!(masked["text"], "echo: mail [EMAIL] please");
+    let stages: Vec<(&str, &str)> = masked["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["stage"].as_str().unwrap(), v["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("before", "allow"),
+            ("before", "redact"),
+            ("after", "allow")
+        ]
+    );
+
+    let (kind, message) = failure(&report, "leak");
+    assert_eq!(kind, FailureKind::Denied);
+    assert!(
+        message.contains("denied the prompt before the call"),
+        "{message}"
+    );
+    let (kind, message) = failure(&report, "blocked");
+    assert_eq!(kind, FailureKind::Denied);
+    assert!(
+        message.contains("denied the answer") && message.contains("forbidden"),
+        "{message}"
+    );
+    let plain = task(&report, "plain").output.clone().unwrap();
+    assert_eq!(
+        plain, "no model here",
+        "a task that calls no model is not policed"
+    );
+
+    let error = host
+        .try_run("name: bad\npolicies:\n  before: [{ uses: nope }]\n  after: [{ with: { text: x } }]\ntasks:\n  - { id: t, uses: transform, with: { script: '1' } }\n")
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains("policy 1 of `policies.before` uses unknown plugin `nope`"),
+        "{error}"
+    );
+    assert!(
+        error.contains("must be a mapping without `text`"),
+        "{error}"
+    );
+}

@@ -1,6 +1,7 @@
 //! What a run's task reports add up to, in words: tokens and cost, and the
 //! verdicts of evaluation and policy tasks (recognised by the shape of
-//! their output: `{ passed, scores }` and `{ outcome, reasons }`).
+//! their output: `{ passed, scores }` and `{ outcome, reasons }`), and of
+//! the workflow's `policies:` around model calls (an output's `policies`).
 
 use serde_json::Value;
 
@@ -74,6 +75,13 @@ pub(super) fn verdicts(tasks: &[TaskReport]) -> Vec<String> {
         if !policies.is_empty() {
             lines.push(format!("policy {}: {}", task.id, outcomes(&policies)));
         }
+        let guarded: Vec<&Value> = outputs
+            .iter()
+            .flat_map(|o| o["policies"].as_array().into_iter().flatten())
+            .collect();
+        if !guarded.is_empty() {
+            lines.push(format!("policies {}: {}", task.id, stages(&guarded)));
+        }
     }
     if passed + failed > 0 {
         lines.push(format!("evaluations: {passed} passed, {failed} failed"));
@@ -111,6 +119,37 @@ fn scores(evaluations: &[&Value]) -> String {
                 format!("{name} {mean:.2} (below {threshold} in some)")
             }
         })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `before redact (personal data masked (1 email)), after allow`: what the
+/// workflow's `policies:` said around a model call (counted over a
+/// `for_each`'s calls).
+fn stages(verdicts: &[&Value]) -> String {
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for verdict in verdicts {
+        let reasons: Vec<&str> = verdict["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut line = format!(
+            "{} {}",
+            verdict["stage"].as_str().unwrap_or("?"),
+            verdict["outcome"].as_str().unwrap_or("?")
+        );
+        if !reasons.is_empty() {
+            line.push_str(&format!(" ({})", reasons.join("; ")));
+        }
+        match seen.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((line, 1)),
+        }
+    }
+    seen.into_iter()
+        .map(|(line, n)| if n > 1 { format!("{line} x{n}") } else { line })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -18,7 +18,7 @@ use crate::breakers::{BreakerExecutor, Breakers, Guard, HostBreakers};
 use crate::capacity::Busy;
 use crate::config::Secrets;
 use crate::expr::Expressions;
-use crate::governance::{CacheRule, Governed, Prices};
+use crate::governance::{CacheRule, Governed, PolicyHook, PolicyHooks, Prices};
 use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
 use crate::sandbox::cassette::Cassette;
 use crate::sandbox::{Compiled, Emitter, Sandbox, SandboxError, SandboxExecutor};
@@ -372,20 +372,12 @@ impl Runner {
                         children.insert(key, Arc::new(child));
                         continue;
                     }
-                    Resolved::Installed(record) => {
-                        let allowed =
-                            Allowed::intersect(&record.manifest.capabilities, &record.grants);
-                        (self.load_installed(store, &record)?, allowed)
-                    }
-                    Resolved::File(path) => {
-                        let bytes = std::fs::read(&path).map_err(|e| {
-                            in_task(format!("cannot read plugin {}: {e}", path.display()))
-                        })?;
-                        let name = path
-                            .file_stem()
-                            .map_or_else(|| uses.to_owned(), |s| s.to_string_lossy().into_owned());
-                        (self.sandbox.compile(&name, &bytes)?, Allowed::default())
-                    }
+                    resolved => self
+                        .load_plugin(store, resolved, uses)
+                        .map_err(|e| match e {
+                            ServiceError::Plugin(m) => in_task(m),
+                            e => e,
+                        })?,
                 };
                 compiled.insert(uses.to_owned(), loaded);
             }
@@ -406,6 +398,7 @@ impl Runner {
             }
             plugins.insert(key, plugin);
         }
+        let policies = self.policy_hooks(workflow, store, &mut compiled, &mut plugins)?;
         let sandboxed = SandboxExecutor::new(Arc::clone(&self.sandbox), plugins);
         let rules = Self::cache_rules(workflow)?;
         // The file is opened only by a process whose workflows use it.
@@ -420,8 +413,94 @@ impl Runner {
             cache,
             rules,
         )
-        .with_budget(workflow.plan.budget);
+        .with_budget(workflow.plan.budget)
+        .with_policies(policies);
         Ok(TaskExecutor::new(governed, children))
+    }
+
+    /// A plugin named by an installed record or a path, compiled (or
+    /// loaded) and the capabilities its install allows.
+    fn load_plugin(
+        &self,
+        store: &Store,
+        resolved: Resolved,
+        uses: &str,
+    ) -> Result<(Compiled, Allowed), ServiceError> {
+        match resolved {
+            Resolved::Installed(record) => {
+                let allowed = Allowed::intersect(&record.manifest.capabilities, &record.grants);
+                Ok((self.load_installed(store, &record)?, allowed))
+            }
+            Resolved::File(path) => {
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    ServiceError::Plugin(format!("cannot read plugin {}: {e}", path.display()))
+                })?;
+                let name = path
+                    .file_stem()
+                    .map_or_else(|| uses.to_owned(), |s| s.to_string_lossy().into_owned());
+                Ok((self.sandbox.compile(&name, &bytes)?, Allowed::default()))
+            }
+            Resolved::Workflow(w) => Err(ServiceError::Plugin(format!(
+                "`{uses}` is the workflow {}, not a plugin",
+                w.name
+            ))),
+        }
+    }
+
+    /// The workflow's `policies:`, each prepared as a plugin of its own
+    /// (keys `#policy-before-<i>`, `#policy-after-<i>`), and which task
+    /// keys they guard: those run by the built-in `llm`.
+    fn policy_hooks(
+        &self,
+        workflow: &LoadedWorkflow,
+        store: &Store,
+        compiled: &mut HashMap<String, (Compiled, Allowed)>,
+        plugins: &mut HashMap<String, crate::sandbox::Plugin>,
+    ) -> Result<PolicyHooks, ServiceError> {
+        let policies = &workflow.plan.policies;
+        let mut hooks = PolicyHooks::default();
+        if policies.before.is_empty() && policies.after.is_empty() {
+            return Ok(hooks);
+        }
+        hooks.guarded = workflow
+            .plugin_slots()
+            .into_iter()
+            .filter(|(_, _, uses)| {
+                matches!(
+                    plugin::PluginRef::parse(uses),
+                    plugin::PluginRef::Name { name: "llm", .. }
+                )
+            })
+            .map(|(key, _, _)| key)
+            .collect();
+        for (stage, steps) in [("before", &policies.before), ("after", &policies.after)] {
+            for (i, step) in steps.iter().enumerate() {
+                let in_policy = |e: String| {
+                    ServiceError::Plugin(format!("policy {} of `policies.{stage}`: {e}", i + 1))
+                };
+                if !compiled.contains_key(&step.uses) {
+                    let resolved = workflow.catalog.resolve(&step.uses).map_err(in_policy)?;
+                    let loaded = self.load_plugin(store, resolved, &step.uses)?;
+                    compiled.insert(step.uses.clone(), loaded);
+                }
+                let (component, allowed) = &compiled[&step.uses];
+                let plugin =
+                    self.sandbox
+                        .link(component, allowed.clone(), Arc::clone(&self.secrets))?;
+                let key = format!("#policy-{stage}-{i}");
+                plugins.insert(key.clone(), plugin);
+                let hook = PolicyHook {
+                    key,
+                    uses: step.uses.clone(),
+                    with: step.with.clone(),
+                };
+                match stage {
+                    "before" => hooks.before.push(hook),
+                    _ => hooks.after.push(hook),
+                }
+            }
+        }
+        Ok(hooks)
     }
 
     /// The plugin keys whose answers are cached, and how.

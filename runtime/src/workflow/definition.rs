@@ -44,6 +44,9 @@ pub struct Definition {
     /// The most the run may spend on models.
     #[serde(default)]
     pub budget: Option<BudgetSpec>,
+    /// Policy plugins run around every model call.
+    #[serde(default)]
+    pub policies: PoliciesSpec,
     /// The steps of the workflow.
     pub tasks: Vec<TaskSpec>,
     /// Values the workflow returns: expressions or `${{ }}` templates.
@@ -170,6 +173,31 @@ pub struct BudgetSpec {
     /// US dollars, by the host's price table.
     #[serde(default)]
     pub max_cost: Option<Spanned<f64>>,
+}
+
+/// `policies:` of a workflow: policy plugins run on the prompt of every
+/// `llm` task before it is sent, and on its answer after.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesSpec {
+    /// Run on the prompt (`prompt` and each message) before the call.
+    #[serde(default)]
+    pub before: Vec<PolicyStepSpec>,
+    /// Run on the answer's `text` after the call.
+    #[serde(default)]
+    pub after: Vec<PolicyStepSpec>,
+}
+
+/// One policy of `policies:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyStepSpec {
+    /// The policy plugin (default `policy`).
+    #[serde(default)]
+    pub uses: Option<Spanned<String>>,
+    /// Its settings; the host adds `text`.
+    #[serde(default)]
+    pub with: Option<Spanned<serde_json::Value>>,
 }
 
 /// `cache:` of a task.

@@ -8,19 +8,22 @@ mod diagnostic;
 mod limits;
 mod parse;
 mod plan;
+mod policies;
 mod retry;
 mod validate;
 
 pub use definition::{
     BreakerSpec, BudgetSpec, CacheSpec, Definition, FallbackSpec, FsSpec, GrantsSpec, InputSpec,
-    InputType, LimitsSpec, RetrySpec, TaskSpec, WaitSpec,
+    InputType, LimitsSpec, PoliciesSpec, PolicyStepSpec, RetrySpec, TaskSpec, WaitSpec,
 };
 pub use diagnostic::{Diagnostic, WorkflowError};
 pub use limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 pub use parse::parse;
 pub use plan::{
-    Budget, Durability, Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan,
+    Budget, Durability, Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, Policies,
+    PolicyStep, WaitPlan,
 };
+pub use policies::DEFAULT_POLICY_PLUGIN;
 pub use validate::{MAX_TASKS, PluginCatalog, validate};
 
 use crate::expr::Expressions;

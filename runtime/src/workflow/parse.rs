@@ -15,7 +15,7 @@ pub fn parse(source: &str, file: &str) -> Result<Definition, WorkflowError> {
         let message = first_line(&e.without_snippet().to_string());
         let help = if message.starts_with("unknown field") {
             "check the spelling; a workflow has name, description, inputs, limits, grants, durability, \
-             concurrency, retry, timeout, breaker, budget, tasks, outputs; a task has id, uses or wait, \
+             concurrency, retry, timeout, breaker, budget, policies, tasks, outputs; a task has id, uses or wait, \
              description, needs, with, when, limits, grants, retry, timeout, fallback, default, \
              continue_on_error, for_each, concurrency, min_success_ratio, breaker, priority, cache"
         } else {

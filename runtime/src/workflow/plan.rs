@@ -33,6 +33,26 @@ pub struct Plan {
     pub timeout: Option<std::time::Duration>,
     /// The most the run may spend on models.
     pub budget: Option<Budget>,
+    /// Policy plugins run around every model call.
+    pub policies: Policies,
+}
+
+/// Policy plugins run around every model call (`policies:`).
+#[derive(Debug, Clone, Default)]
+pub struct Policies {
+    /// Run on the prompt before the call.
+    pub before: Vec<PolicyStep>,
+    /// Run on the answer after it.
+    pub after: Vec<PolicyStep>,
+}
+
+/// One policy: its plugin and settings.
+#[derive(Debug, Clone)]
+pub struct PolicyStep {
+    /// The plugin, as `uses:` names it.
+    pub uses: String,
+    /// Its `with:`, to which the host adds `text`.
+    pub with: serde_json::Map<String, Value>,
 }
 
 /// What a run may spend on models (`budget:`).

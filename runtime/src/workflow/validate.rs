@@ -19,6 +19,7 @@ use super::plan::{
     Budget, Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches,
     type_name,
 };
+use super::policies::policies;
 use super::retry::{breaker_policy, retry_policy};
 use crate::expr::{Expression, Expressions, Template};
 use crate::fault::RetryPolicy;
@@ -346,6 +347,7 @@ impl Validator<'_> {
             durability: def.durability,
             timeout: workflow_timeout,
             budget: def.budget.as_ref().and_then(|b| self.budget(b)),
+            policies: policies(&def.policies, catalog, &mut self.problems),
         })
     }
 

@@ -14,12 +14,14 @@
 //! estimate is a quarter token per character of the `prompt`, `system`
 //! and `messages` of its `with:`, plus its `max_tokens`. After a call, an
 //! answer whose actual usage takes the run past a limit is refused too.
+//!
+//! A workflow's `policies:` run around the calls they guard, outside all
+//! of that (`policies.rs`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -31,63 +33,11 @@ use crate::store::executions::now_ms;
 use crate::store::responses::{CachedAnswer, ResponseCache};
 use crate::workflow::Budget;
 
-/// The price of one model.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// US dollars per million tokens sent.
-    pub input: f64,
-    /// US dollars per million tokens produced.
-    pub output: f64,
-}
+mod policies;
+mod prices;
 
-/// Prices by model name.
-#[derive(Debug, Clone, Default)]
-pub struct Prices {
-    by_model: BTreeMap<String, Price>,
-}
-
-impl Prices {
-    /// The table as the configuration gives it; a negative or non-finite
-    /// price is refused, naming the model.
-    pub fn new(by_model: BTreeMap<String, Price>) -> Result<Self, String> {
-        for (model, price) in &by_model {
-            for (what, value) in [("input", price.input), ("output", price.output)] {
-                if !value.is_finite() || value < 0.0 {
-                    return Err(format!(
-                        "price of `{model}`: `{what}` must be a number of dollars per million tokens, at least 0"
-                    ));
-                }
-            }
-        }
-        Ok(Self { by_model })
-    }
-
-    /// The price of `model`: its own entry, else the longest `prefix*`
-    /// entry it starts with.
-    pub fn price(&self, model: &str) -> Option<Price> {
-        if let Some(price) = self.by_model.get(model) {
-            return Some(*price);
-        }
-        self.by_model
-            .iter()
-            .filter_map(|(pattern, price)| {
-                let prefix = pattern.strip_suffix('*')?;
-                model.starts_with(prefix).then_some((prefix.len(), *price))
-            })
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, price)| price)
-    }
-
-    /// What `usage` cost, if its model has a price.
-    pub fn cost(&self, usage: &Usage) -> Option<f64> {
-        let price = self.price(usage.model.as_deref()?)?;
-        Some(
-            (usage.input_tokens as f64 * price.input + usage.output_tokens as f64 * price.output)
-                / 1e6,
-        )
-    }
-}
+pub use policies::{PolicyHook, PolicyHooks};
+pub use prices::{Price, Prices};
 
 /// What a task's `cache:` keys its answers by.
 #[derive(Debug, Clone)]
@@ -109,6 +59,7 @@ pub struct Governed<E> {
     rules: HashMap<String, CacheRule>,
     budget: Option<Budget>,
     spent: Mutex<Spent>,
+    policies: PolicyHooks,
 }
 
 /// What a run has spent, and what calls in flight are expected to.
@@ -136,7 +87,13 @@ impl<E> Governed<E> {
             rules,
             budget: None,
             spent: Mutex::default(),
+            policies: PolicyHooks::default(),
         }
+    }
+
+    /// The same executor, running `policies` around the calls they guard.
+    pub fn with_policies(self, policies: PolicyHooks) -> Self {
+        Self { policies, ..self }
     }
 
     /// The same executor, refusing calls past `budget`.
@@ -249,6 +206,21 @@ impl<E> Governed<E> {
 
 impl<E: Executor> Executor for Governed<E> {
     async fn execute(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
+        if !self.policies.guards(&request) {
+            return self.governed(request).await;
+        }
+        let (request, verdicts) = self.policies.before(&self.inner, request).await?;
+        let checked = request.clone();
+        let success = self.governed(request).await?;
+        self.policies
+            .after(&self.inner, &checked, success, verdicts)
+            .await
+    }
+}
+
+impl<E: Executor> Governed<E> {
+    /// The call itself: from the cache, or within the budget, priced.
+    async fn governed(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
         let cached = self.cached(&request);
         if let Some((cache, key, ttl)) = &cached {
             let (cache, key) = (Arc::clone(cache), key.clone());
@@ -368,39 +340,9 @@ fn canonical(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
+    use std::collections::BTreeMap;
+
     use super::*;
-
-    fn prices() -> Prices {
-        let price = |input, output| Price { input, output };
-        Prices::new(BTreeMap::from([
-            ("gpt-4o".to_owned(), price(2.5, 10.0)),
-            ("gpt-4o-mini".to_owned(), price(0.15, 0.6)),
-            ("claude-*".to_owned(), price(3.0, 15.0)),
-            ("claude-3-haiku*".to_owned(), price(0.25, 1.25)),
-        ]))
-        .expect("valid prices")
-    }
-
-    fn usage(model: &str, input: u64, output: u64) -> Usage {
-        Usage {
-            input_tokens: input,
-            output_tokens: output,
-            model: Some(model.to_owned()),
-            cost_usd: None,
-            cached: false,
-        }
-    }
-
-    #[test]
-    fn usage_is_priced_by_exact_name_then_longest_prefix() {
-        let p = prices();
-        let cost = |m, i, o| p.cost(&usage(m, i, o));
-        assert_eq!(cost("gpt-4o-mini", 1_000_000, 0), Some(0.15));
-        assert_eq!(cost("gpt-4o", 0, 1_000_000), Some(10.0));
-        assert_eq!(cost("claude-3-haiku-20240307", 1_000_000, 0), Some(0.25));
-        assert_eq!(cost("claude-sonnet-4", 1_000_000, 0), Some(3.0));
-        assert_eq!(cost("llama3", 10, 10), None);
-    }
 
     #[test]
     fn canonical_json_ignores_key_order() {
@@ -414,25 +356,20 @@ mod tests {
 
     #[test]
     fn a_call_is_estimated_from_its_prompt_and_max_tokens() {
+        let prices = Prices::new(BTreeMap::from([(
+            "gpt-4o".to_owned(),
+            Price {
+                input: 2.5,
+                output: 10.0,
+            },
+        )]))
+        .unwrap();
         let input = r#"{"model":"gpt-4o","system":"abcd","prompt":"12345678","max_tokens":10}"#;
         // 12 characters are 3 tokens; 10 more may come back.
         assert_eq!(
-            estimate(input, &prices()),
+            estimate(input, &prices),
             (13, (3.0 * 2.5 + 10.0 * 10.0) / 1e6)
         );
-        assert_eq!(estimate(r#"{"script":"1 + 1"}"#, &prices()), (0, 0.0));
-    }
-
-    #[test]
-    fn negative_prices_are_refused() {
-        let error = Prices::new(BTreeMap::from([(
-            "m".to_owned(),
-            Price {
-                input: -1.0,
-                output: 0.0,
-            },
-        )]))
-        .unwrap_err();
-        assert!(error.contains("price of `m`: `input`"), "{error}");
+        assert_eq!(estimate(r#"{"script":"1 + 1"}"#, &prices), (0, 0.0));
     }
 }

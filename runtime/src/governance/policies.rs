@@ -1,0 +1,195 @@
+//! Policy plugins around model calls (`policies:` of a workflow). Before a
+//! guarded task (one run by the built-in `llm`) is called, every `before`
+//! policy checks its prompt (`prompt`, and each message's `content`);
+//! after it answers, every `after` policy checks the answer's `text`. A
+//! `deny` fails the task (`denied`, with the policy's reasons), a
+//! `redact` puts the policy's text in place of the original, and every
+//! verdict is added to the task's output as `policies`, so `runtime
+//! status` shows them.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value, json};
+
+use crate::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
+
+/// The policies of one workflow, and the tasks they guard.
+#[derive(Debug, Default)]
+pub struct PolicyHooks {
+    /// Run on the prompt before the call.
+    pub before: Vec<PolicyHook>,
+    /// Run on the answer after it.
+    pub after: Vec<PolicyHook>,
+    /// The plugin keys of the tasks they guard.
+    pub guarded: HashSet<String>,
+}
+
+/// One policy, prepared under its own plugin key.
+#[derive(Debug)]
+pub struct PolicyHook {
+    /// The key its plugin is prepared under (`#policy-before-0`, ...).
+    pub key: String,
+    /// The plugin, for messages.
+    pub uses: String,
+    /// Its settings; `text` is added per check.
+    pub with: Map<String, Value>,
+}
+
+/// What one policy said of one text.
+struct Verdict {
+    outcome: String,
+    text: String,
+    reasons: Vec<String>,
+}
+
+impl PolicyHooks {
+    /// Whether `request` is a call these policies guard.
+    pub(super) fn guards(&self, request: &TaskRequest) -> bool {
+        !(self.before.is_empty() && self.after.is_empty())
+            && self.guarded.contains(request.plugin_key().as_ref())
+    }
+
+    /// Runs the `before` policies over the request's prompt texts; returns
+    /// the request with redactions made, and the verdicts.
+    pub(super) async fn before<E: Executor>(
+        &self,
+        inner: &E,
+        mut request: TaskRequest,
+    ) -> Result<(TaskRequest, Vec<Value>), TaskFailure> {
+        let mut verdicts = Vec::new();
+        if self.before.is_empty() {
+            return Ok((request, verdicts));
+        }
+        let Ok(mut input) = serde_json::from_str::<Value>(&request.input) else {
+            return Ok((request, verdicts));
+        };
+        let mut paths = vec!["/prompt".to_owned()];
+        let messages = input["messages"].as_array().map_or(0, Vec::len);
+        paths.extend((0..messages).map(|i| format!("/messages/{i}/content")));
+        for hook in &self.before {
+            for path in &paths {
+                let Some(text) = input.pointer(path).and_then(Value::as_str) else {
+                    continue;
+                };
+                let verdict = check(inner, hook, &request, text).await?;
+                verdicts.push(record("before", hook, &verdict));
+                match verdict.outcome.as_str() {
+                    "deny" => {
+                        return Err(denied(format!(
+                            "policy `{}` denied the prompt before the call: {}",
+                            hook.uses,
+                            verdict.reasons.join("; ")
+                        )));
+                    }
+                    "redact" => {
+                        if let Some(slot) = input.pointer_mut(path) {
+                            *slot = Value::String(verdict.text);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        request.input = input.to_string();
+        Ok((request, verdicts))
+    }
+
+    /// Runs the `after` policies over the answer's `text`, then adds every
+    /// verdict to the output.
+    pub(super) async fn after<E: Executor>(
+        &self,
+        inner: &E,
+        request: &TaskRequest,
+        mut success: TaskSuccess,
+        mut verdicts: Vec<Value>,
+    ) -> Result<TaskSuccess, TaskFailure> {
+        for hook in &self.after {
+            let Some(text) = success.output["text"].as_str() else {
+                continue;
+            };
+            let verdict = check(inner, hook, request, text).await?;
+            verdicts.push(record("after", hook, &verdict));
+            match verdict.outcome.as_str() {
+                "deny" => {
+                    return Err(TaskFailure {
+                        metering: success.metering,
+                        ..denied(format!(
+                            "policy `{}` denied the answer: {}; it is not used",
+                            hook.uses,
+                            verdict.reasons.join("; ")
+                        ))
+                    });
+                }
+                "redact" => success.output["text"] = Value::String(verdict.text),
+                _ => {}
+            }
+        }
+        if let Value::Object(output) = &mut success.output {
+            output.insert("policies".to_owned(), Value::Array(verdicts));
+        }
+        Ok(success)
+    }
+}
+
+/// Has `hook`'s plugin check `text`, for the task of `base`.
+async fn check<E: Executor>(
+    inner: &E,
+    hook: &PolicyHook,
+    base: &TaskRequest,
+    text: &str,
+) -> Result<Verdict, TaskFailure> {
+    let mut input = hook.with.clone();
+    input.insert("text".to_owned(), Value::String(text.to_owned()));
+    let request = TaskRequest {
+        execution_id: base.execution_id.clone(),
+        task_id: hook.key.clone(),
+        uses: hook.uses.clone(),
+        attempt: 1,
+        input: Value::Object(input).to_string(),
+        limits: base.limits,
+        cancel: base.cancel.clone(),
+        fallback: false,
+    };
+    let checked = inner.execute(request).await.map_err(|f| TaskFailure {
+        message: format!(
+            "policy `{}` could not check the text: {}",
+            hook.uses, f.message
+        ),
+        ..f
+    })?;
+    let output = &checked.output;
+    let outcome = output["outcome"].as_str().ok_or_else(|| {
+        denied(format!(
+            "policy `{}` gave no `outcome` (allow, deny or redact): {output}",
+            hook.uses
+        ))
+    })?;
+    Ok(Verdict {
+        outcome: outcome.to_owned(),
+        text: output["text"].as_str().unwrap_or(text).to_owned(),
+        reasons: output["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+fn record(stage: &str, hook: &PolicyHook, verdict: &Verdict) -> Value {
+    json!({
+        "stage": stage,
+        "policy": hook.uses,
+        "outcome": verdict.outcome,
+        "reasons": verdict.reasons,
+    })
+}
+
+fn denied(message: String) -> TaskFailure {
+    TaskFailure {
+        kind: FailureKind::Denied,
+        message,
+        metering: Default::default(),
+    }
+}

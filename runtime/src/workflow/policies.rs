@@ -1,0 +1,64 @@
+//! `policies:` as written into the [`Policies`] run around every model
+//! call, with a diagnostic for every problem: a plugin the catalog does not
+//! know, `with:` that is not a mapping or that sets `text` (the host does).
+
+use super::definition::{PoliciesSpec, PolicyStepSpec};
+use super::diagnostic::Diagnostic;
+use super::parse::location_of;
+use super::plan::{Policies, PolicyStep};
+use super::validate::PluginCatalog;
+
+/// The plugin a policy step uses when it does not say.
+pub const DEFAULT_POLICY_PLUGIN: &str = "policy";
+
+/// Checks `spec` and turns it into the plan's policies.
+pub fn policies(
+    spec: &PoliciesSpec,
+    catalog: &dyn PluginCatalog,
+    problems: &mut Vec<Diagnostic>,
+) -> Policies {
+    let mut steps = |list: &[PolicyStepSpec], stage: &str| -> Vec<PolicyStep> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, step)| {
+                let uses = step
+                    .uses
+                    .as_ref()
+                    .map_or(DEFAULT_POLICY_PLUGIN, |u| u.value.as_str());
+                let at = step.uses.as_ref().and_then(location_of);
+                if let Err(help) = catalog.check(uses) {
+                    problems.push(
+                        Diagnostic::at(
+                            at,
+                            format!("policy {} of `policies.{stage}` uses unknown plugin `{uses}`", i + 1),
+                        )
+                        .help(help),
+                    );
+                    return None;
+                }
+                let with = match step.with.as_ref().map(|w| &w.value) {
+                    None => serde_json::Map::new(),
+                    Some(serde_json::Value::Object(map)) if !map.contains_key("text") => map.clone(),
+                    Some(_) => {
+                        let at = step.with.as_ref().and_then(location_of);
+                        problems.push(
+                            Diagnostic::at(
+                                at,
+                                format!("`with:` of policy {} of `policies.{stage}` must be a mapping without `text`", i + 1),
+                            )
+                            .help("the host puts the prompt or the answer in `text`"),
+                        );
+                        return None;
+                    }
+                };
+                Some(PolicyStep {
+                    uses: uses.to_owned(),
+                    with,
+                })
+            })
+            .collect()
+    };
+    let before = steps(&spec.before, "before");
+    let after = steps(&spec.after, "after");
+    Policies { before, after }
+}
