@@ -75,6 +75,20 @@ fn cli_for(
     cli
 }
 
+/// The first message of every request the server got, in order.
+fn first_messages(server: &ModelServer) -> Vec<String> {
+    server
+        .requests()
+        .iter()
+        .map(|r| {
+            r.body["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
 /// A one-task workflow calling `llm` with `with` (a YAML flow mapping's
 /// inside) plus the server's `base_url`, and extra task fields.
 fn flow(server: &ModelServer, with: &str, extra: &str) -> String {
@@ -459,16 +473,7 @@ tasks:
     let report = host.run(&yaml("1h")).await;
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     // `again` asks what `first` asked (keys in another order): one request.
-    let prompts: Vec<String> = server
-        .requests()
-        .iter()
-        .map(|r| {
-            r.body["messages"][0]["content"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let prompts = first_messages(&server);
     assert_eq!(prompts, ["same", "different", "same"]);
     let first = task(&report, "first");
     let again = task(&report, "again");
@@ -582,16 +587,7 @@ tasks:
     let report = host.run(&yaml).await;
 
     // The model only ever saw the masked prompt; the key never left.
-    let prompts: Vec<String> = server
-        .requests()
-        .iter()
-        .map(|r| {
-            r.body["messages"][0]["content"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let prompts = first_messages(&server);
     assert_eq!(prompts.len(), 2, "{prompts:?}");
     assert!(
         prompts.contains(&"mail [EMAIL] please".to_owned()),
