@@ -474,29 +474,25 @@ fn parsed(text: &str, format: &Format) -> Result<Option<Value>, Error> {
             openai::clip(text)
         ))
     })?;
-    if let Format::JsonSchema(schema) = format
-        && let Some(missing) = missing_required(schema, &value)
-    {
-        return Err(Error::Retryable(format!(
-            "the model's answer does not fit the `json_schema`: {missing}"
-        )));
+    if let Format::JsonSchema(schema) = format {
+        let validator = jsonschema::validator_for(schema).map_err(|e| {
+            Error::InvalidInput(format!(
+                "`response_format.json_schema` is not a valid JSON Schema: {e}"
+            ))
+        })?;
+        let problems: Vec<String> = validator
+            .iter_errors(&value)
+            .take(3)
+            .map(|e| format!("{} {e}", e.instance_path()))
+            .collect();
+        if !problems.is_empty() {
+            return Err(Error::Retryable(format!(
+                "the model's answer does not fit the `json_schema`: {}",
+                problems.join("; ")
+            )));
+        }
     }
     Ok(Some(value))
-}
-
-/// The first way `value` misses the schema's top-level `type` and
-/// `required` properties (the provider enforces the rest when it supports
-/// structured output).
-fn missing_required(schema: &Value, value: &Value) -> Option<String> {
-    if schema.get("type").and_then(Value::as_str) == Some("object") && !value.is_object() {
-        return Some("it is not an object".into());
-    }
-    let required = schema.get("required")?.as_array()?;
-    required
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|key| value.get(key).is_none())
-        .map(|key| format!("property `{key}` is missing"))
 }
 
 export_plugin!(Llm);
@@ -546,8 +542,16 @@ mod tests {
             parsed("```json\n{\"score\": 3}\n```", &schema).unwrap(),
             Some(json!({ "score": 3 }))
         );
+        let missing = parsed("{\"x\": 1}", &schema);
         assert!(
-            matches!(parsed("{\"x\": 1}", &schema), Err(Error::Retryable(m)) if m.contains("`score`"))
+            matches!(&missing, Err(Error::Retryable(m)) if m.contains("\"score\" is a required property")),
+            "{missing:?}"
+        );
+        let typed = Format::JsonSchema(json!({ "properties": { "score": { "type": "integer" } } }));
+        let wrong = parsed("{\"score\": \"high\"}", &typed);
+        assert!(
+            matches!(&wrong, Err(Error::Retryable(m)) if m.contains("/score")),
+            "{wrong:?}"
         );
         assert!(matches!(
             parsed("not json", &Format::Json),
