@@ -448,6 +448,17 @@ tasks:
         (all_in + 2 * all_out) as f64
     );
     assert!(text.contains(&total), "{total} missing from:\n{text}");
+
+    // Per tenant: every execution's usage, and all of them together.
+    let out = cli().args(["list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cost = (all_in + 2 * all_out) as f64;
+    let row = format!("tokens {all_in} in, {all_out} out, ${cost:.6}");
+    assert!(text.lines().next().unwrap().ends_with(&row), "{text}");
+    assert!(
+        text.contains(&format!("tenant default: {row} over 1 executions")),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

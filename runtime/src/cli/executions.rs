@@ -9,10 +9,11 @@ use serde_json::Value;
 
 use super::control::{self, ControlServer};
 use super::run::{finished_line, print_event, print_summary};
-use super::summary::{run_usage, verdicts};
+use super::summary::{run_total, run_usage, usage_text, verdicts};
 use super::{Context, EXIT_INVALID, EXIT_RUN_FAILED};
-use crate::scheduler::{Event, RunStatus, TaskReport, TaskStatus, parse_item_id};
+use crate::scheduler::{Event, RunStatus, TaskReport, TaskStatus, Usage, parse_item_id};
 use crate::service::{self, Runner, ServiceError};
+use crate::store::DEFAULT_TENANT;
 use crate::store::executions::{
     EventKind, ExecutionError, ExecutionRecord, ExecutionStatus, Executions, LogEvent, now_ms,
 };
@@ -88,6 +89,7 @@ pub(super) fn list(
                     "finished_at": v.record.finished_at,
                     "tasks_finished": v.tasks.len(),
                     "tasks": v.record.tasks.len(),
+                    "usage": run_total(&v.tasks),
                 })
             })
             .collect();
@@ -98,13 +100,24 @@ pub(super) fn list(
         out!("no executions");
     }
     for v in &rows {
+        let usage =
+            run_total(&v.tasks).map_or_else(String::new, |u| format!("  {}", usage_text(&u)));
         out!(
-            "{}  {:<11}  {:>5}/{:<5}  {}",
+            "{}  {:<11}  {:>5}/{:<5}  {}{usage}",
             v.record.id,
             status_word(v),
             v.tasks.len(),
             v.record.tasks.len(),
             v.record.workflow
+        );
+    }
+    // What the tenant's listed executions used, all together.
+    let totals: Vec<Usage> = rows.iter().filter_map(|v| run_total(&v.tasks)).collect();
+    if let Some(total) = Usage::total(&totals) {
+        out!(
+            "tenant {DEFAULT_TENANT}: {} over {} executions",
+            usage_text(&total),
+            totals.len()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -41,6 +41,7 @@ use crate::breakers::Breakers;
 use crate::config::{CONFIG_ENV, Config, Secrets};
 use crate::expr::Expressions;
 use crate::sandbox::Sandbox;
+use crate::sandbox::artifacts::ArtifactCache;
 use crate::service::{self, Runner, ServiceError};
 use crate::store::{STORE_ENV, Store};
 use crate::telemetry::{self, LogFormat};
@@ -324,7 +325,7 @@ fn context(cli: &Cli) -> Result<Context, ServiceError> {
     let capacity = config.as_ref().map(|c| c.capacity).unwrap_or_default();
     Ok(Context {
         tokio,
-        sandbox: Sandbox::with_capacity(capacity)?,
+        sandbox: Sandbox::with_options(capacity, ArtifactCache::from_env())?,
         expressions: Expressions::new(),
         store_path: cli.store.clone().unwrap_or_else(Store::default_path),
         config,

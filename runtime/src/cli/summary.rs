@@ -24,13 +24,10 @@ pub(super) fn usage_text(usage: &Usage) -> String {
 /// The usage of every task of a run that reported any (a `for_each`
 /// counts once, with its items), and how many answers came from the cache.
 pub(super) fn run_usage(tasks: &[TaskReport]) -> Option<String> {
-    let tasks: Vec<&TaskReport> = tasks
-        .iter()
-        .filter(|t| parse_item_id(&t.id).is_none())
-        .collect();
-    let total = Usage::total(tasks.iter().filter_map(|t| t.usage.as_ref()))?;
+    let total = run_total(tasks)?;
     let hits = tasks
         .iter()
+        .filter(|t| parse_item_id(&t.id).is_none())
         .filter(|t| t.usage.as_ref().is_some_and(|u| u.cached))
         .count();
     let cached = if hits > 0 {
@@ -38,11 +35,21 @@ pub(super) fn run_usage(tasks: &[TaskReport]) -> Option<String> {
     } else {
         String::new()
     };
-    let total = Usage {
+    Some(format!("{}{cached}", usage_text(&total)))
+}
+
+/// What a run's tasks used together (a `for_each` once, with its items).
+pub(super) fn run_total(tasks: &[TaskReport]) -> Option<Usage> {
+    let total = Usage::total(
+        tasks
+            .iter()
+            .filter(|t| parse_item_id(&t.id).is_none())
+            .filter_map(|t| t.usage.as_ref()),
+    )?;
+    Some(Usage {
         cached: false,
         ..total
-    };
-    Some(format!("{}{cached}", usage_text(&total)))
+    })
 }
 
 /// One line per evaluation or policy task (a `for_each` of them counted

@@ -11,6 +11,7 @@
 //! task slot before its store is made, and one that still finds the
 //! instance pool full waits for another attempt to end rather than fail.
 
+pub mod artifacts;
 mod attempt;
 mod bindings;
 pub mod cassette;
@@ -35,6 +36,7 @@ use crate::config::Secrets;
 use crate::plugin::{Allowed, Manifest};
 use crate::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
 use crate::workflow::{Limits, MAX_MEMORY};
+use artifacts::ArtifactCache;
 pub use bindings::Emitter;
 use bindings::{Executor as ExecutorWorld, ExecutorPre, State};
 use cassette::Cassette;
@@ -149,6 +151,8 @@ pub struct Sandbox {
     linker: Linker<State>,
     cache: Mutex<HashMap<String, ExecutorPre<State>>>,
     capacity: Capacity,
+    /// Where compiled components are kept across stores, if anywhere.
+    artifacts: Option<ArtifactCache>,
     /// Signalled whenever an attempt's store is dropped (its pool slots
     /// are free again).
     freed: Notify,
@@ -170,6 +174,15 @@ impl Sandbox {
     /// Configures the engine, running at most `limits.tasks` plugin calls
     /// at once, and starts the epoch ticker.
     pub fn with_capacity(limits: CapacityLimits) -> Result<Arc<Self>, SandboxError> {
+        Self::with_options(limits, None)
+    }
+
+    /// Like [`Sandbox::with_capacity`], keeping what it compiles in
+    /// `artifacts` and looking there before compiling.
+    pub fn with_options(
+        limits: CapacityLimits,
+        artifacts: Option<ArtifactCache>,
+    ) -> Result<Arc<Self>, SandboxError> {
         limits.check().map_err(SandboxError::Engine)?;
         // Resetting a slot with memset (first 64 KiB) and batched decommits
         // instead of one madvise per slot took a no-op attempt from ~25 to
@@ -207,6 +220,7 @@ impl Sandbox {
             linker,
             cache: Mutex::new(HashMap::new()),
             capacity: Capacity::new(limits),
+            artifacts,
             freed: Notify::new(),
         }))
     }
@@ -227,14 +241,30 @@ impl Sandbox {
         if let Some(reason) = world::not_a_component(bytes) {
             return Err(compile_error(reason));
         }
+        let digest = hex(&Sha256::digest(bytes).into());
+        let cached = self
+            .artifacts
+            .as_ref()
+            .and_then(|cache| cache.get(&self.engine_hash, &digest));
+        if let Some(artifact) = cached {
+            match self.load_artifact(name, &digest, &artifact) {
+                Ok(compiled) => return Ok(compiled),
+                Err(e) => tracing::debug!("compiling again: {e}"),
+            }
+        }
         let component = Component::new(&self.engine, bytes).map_err(|e| {
             compile_error(format!(
                 "it does not compile ({e:#}); the file may be truncated or damaged: rebuild it"
             ))
         })?;
+        if let Some(cache) = &self.artifacts
+            && let Ok(artifact) = component.serialize()
+        {
+            cache.put(&self.engine_hash, &digest, &artifact);
+        }
         Ok(Compiled {
             name: Arc::from(name),
-            digest: hex(&Sha256::digest(bytes).into()),
+            digest,
             component,
         })
     }
@@ -249,8 +279,9 @@ impl Sandbox {
 
     /// Loads an artifact [`Sandbox::serialize`] wrote, without compiling.
     ///
-    /// Only artifacts this host wrote into its own store reach this function,
-    /// and only for the engine hash they were written with.
+    /// Only artifacts this host wrote (into its own store, or its user's
+    /// artifact cache) reach this function, and only for the engine hash
+    /// they were written with.
     pub fn load_artifact(
         &self,
         name: &str,
@@ -259,11 +290,13 @@ impl Sandbox {
     ) -> Result<Compiled, SandboxError> {
         #[allow(
             unsafe_code,
-            reason = "deserializing runs native code compiled earlier; the store only holds artifacts this host serialized, keyed by its engine hash"
+            reason = "deserializing runs native code compiled earlier; the store and the artifact cache only hold artifacts this host serialized, keyed by its engine hash"
         )]
-        // SAFETY: `artifact` comes from `Sandbox::serialize` of an engine with
-        // the same `engine_hash` (the store keys artifacts by it), and the
-        // store file is the host's own, not a plugin's or a tenant's input.
+        // SAFETY: `artifact` comes from `Sandbox::serialize` (or the same
+        // `Component::serialize` the artifact cache stores) of an engine with
+        // the same `engine_hash` (both key artifacts by it), and the store
+        // file and the cache directory (mode 0700) are the host user's own,
+        // not a plugin's or a tenant's input.
         let component = unsafe { Component::deserialize(&self.engine, artifact) }.map_err(|e| {
             SandboxError::Compile {
                 plugin: name.to_owned(),

@@ -1,0 +1,135 @@
+//! A per-user cache of compiled components, so that a new store (the
+//! built-ins installed at its first start) or a `.wasm` named by path does
+//! not compile again what this machine compiled before. Files are
+//! `<dir>/<engine hash>/<sha256 of the component>`, written to a temporary
+//! name and renamed, in a directory only this user may open; the default
+//! `<dir>` is `llm-orchestrator/artifacts` under the user's cache
+//! directory, `ORCHESTRATOR_CACHE` names another (or `off`).
+//!
+//! Loading an artifact runs native code compiled earlier, so only this
+//! host's own files are read, keyed by the engine hash that wrote them; an
+//! artifact that does not load is compiled again and replaced.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the cache directory (`off` disables it).
+pub const CACHE_ENV: &str = "ORCHESTRATOR_CACHE";
+
+/// Where compiled components are kept.
+#[derive(Debug, Clone)]
+pub struct ArtifactCache {
+    dir: PathBuf,
+}
+
+impl ArtifactCache {
+    /// The cache `ORCHESTRATOR_CACHE` names, else the user's default one;
+    /// `None` when it is `off` or there is no cache directory.
+    pub fn from_env() -> Option<Self> {
+        match std::env::var_os(CACHE_ENV) {
+            Some(value) if value == "off" => None,
+            Some(dir) => Some(Self::at(PathBuf::from(dir))),
+            None => {
+                dirs::cache_dir().map(|d| Self::at(d.join("llm-orchestrator").join("artifacts")))
+            }
+        }
+    }
+
+    /// A cache in `dir`.
+    pub fn at(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn path(&self, engine: &str, digest: &str) -> PathBuf {
+        self.dir.join(engine).join(digest)
+    }
+
+    /// The artifact of `digest` for `engine`, if this machine wrote one.
+    pub fn get(&self, engine: &str, digest: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.path(engine, digest)).ok()
+    }
+
+    /// Keeps an artifact; a failure only costs a compile next time.
+    pub fn put(&self, engine: &str, digest: &str, artifact: &[u8]) {
+        if let Err(e) = self.write(engine, digest, artifact) {
+            tracing::debug!("not caching the compiled component {digest}: {e}");
+        }
+    }
+
+    fn write(&self, engine: &str, digest: &str, artifact: &[u8]) -> std::io::Result<()> {
+        let dir = self.dir.join(engine);
+        private_dir(&self.dir)?;
+        private_dir(&dir)?;
+        let temporary = dir.join(format!(".{digest}.{}.tmp", std::process::id()));
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(artifact)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, self.path(engine, digest)).inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })
+    }
+}
+
+/// Creates `dir` if needed, readable by this user only.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_are_kept_by_engine_and_digest() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let cache = ArtifactCache::at(dir.path().join("cache"));
+        assert_eq!(cache.get("e1", "d"), None);
+        cache.put("e1", "d", b"compiled");
+        assert_eq!(cache.get("e1", "d").as_deref(), Some(&b"compiled"[..]));
+        assert_eq!(
+            cache.get("e2", "d"),
+            None,
+            "another engine compiles its own"
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("cache"))
+            .expect("made")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_second_sandbox_loads_what_the_first_compiled_and_recompiles_damage() {
+        use crate::capacity::CapacityLimits;
+        use crate::sandbox::Sandbox;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let cache = ArtifactCache::at(dir.path().join("cache"));
+        let bytes = std::fs::read(env!("TEST_GUEST_WASM")).expect("the guest was built");
+        let first = Sandbox::with_options(CapacityLimits::default(), Some(cache.clone()))
+            .expect("the engine starts");
+        let compiled = first.compile("guest", &bytes).expect("it compiles");
+        let engine = first.engine_hash().to_owned();
+        let kept = cache
+            .get(&engine, compiled.digest())
+            .expect("the artifact is kept");
+        assert!(kept.len() > 1000);
+
+        cache.put(&engine, compiled.digest(), b"damaged");
+        let second = Sandbox::with_options(CapacityLimits::default(), Some(cache.clone()))
+            .expect("the engine starts");
+        let again = second.compile("guest", &bytes).expect("it compiles again");
+        assert_eq!(again.digest(), compiled.digest());
+        let replaced = cache.get(&engine, compiled.digest()).expect("kept again");
+        assert_ne!(replaced, b"damaged", "the damaged artifact was replaced");
+    }
+}
