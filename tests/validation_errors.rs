@@ -66,3 +66,11 @@ fn unknown_field_is_an_error() {
 fn every_problem_is_reported_at_once() {
     insta::assert_snapshot!(validate("many_problems"));
 }
+
+#[test]
+fn a_task_id_the_expression_language_reserves_is_refused() {
+    let message = validate("reserved_id");
+    assert!(message.contains("reserved_id.yaml:3:"), "{message}");
+    assert!(!message.contains("`fine`"), "{message}");
+    insta::assert_snapshot!(message);
+}

@@ -117,6 +117,16 @@ impl Validator<'_> {
                     Diagnostic::at(location_of(&task.id), format!("task id `{id}` is not a name"))
                         .help("use letters, digits and `_`, not starting with a digit, so expressions can say `tasks.<id>`"),
                 );
+            } else if might_be_reserved(id)
+                && self.expressions.compile(&format!("tasks.{id}")).is_err()
+            {
+                self.problems.push(
+                    Diagnostic::at(
+                        location_of(&task.id),
+                        format!("task id `{id}` is a word the expression language reserves, so expressions cannot say `tasks.{id}`"),
+                    )
+                    .help(format!("rename it, for example `{id}_step`")),
+                );
             }
             if let Some(&first) = index.get(id.as_str()) {
                 let first_line = location_of(&def.tasks[first].id).map_or(0, |l| l.0);
@@ -655,6 +665,13 @@ fn strip_template(text: &str) -> &str {
     t.strip_prefix("${{")
         .and_then(|t| t.strip_suffix("}}"))
         .map_or(t, str::trim)
+}
+
+/// Whether `id` could be a word the expression language reserves (they are
+/// short and hold no digit), so only those pay for compiling `tasks.<id>`;
+/// a workflow of generated ids (`t1`, `t2`, ...) pays nothing.
+fn might_be_reserved(id: &str) -> bool {
+    id.len() <= 12 && !id.bytes().any(|b| b.is_ascii_digit())
 }
 
 fn is_identifier(id: &str) -> bool {
