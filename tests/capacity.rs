@@ -75,7 +75,7 @@ async fn executions_share_the_process_task_limit() {
     // Two executions, each allowing 6 calls at once: 12 could run together,
     // the process allows 3.
     let yaml = format!(
-        "name: calls\n{}tasks:\n  - id: call\n    uses: guest\n    for_each: ${{{{ inputs.items }}}}\n    concurrency: 6\n    with: {{ mode: http, url: \"{}\" }}\n",
+        "name: calls\n{}tasks:\n  - id: fetch\n    uses: guest\n    for_each: ${{{{ inputs.items }}}}\n    concurrency: 6\n    with: {{ mode: http, url: \"{}\" }}\n",
         items_input(6),
         server.url("/slow")
     );

@@ -241,7 +241,7 @@ fn a_backoff_survives_kill_9() {
         format!(
             r#"name: durable_backoff
 tasks:
-  - id: call
+  - id: fetch
     uses: {GUEST}
     with: {{ mode: flaky, times: 1, kind: retryable, message: try later, value: second time lucky }}
     retry: {{ max_attempts: 3, initial_interval: 1500ms }}
@@ -259,7 +259,7 @@ tasks:
             .output()
             .unwrap();
         if let Ok(view) = serde_json::from_slice::<Value>(&out.stdout)
-            && let Some(failed) = events(&view, "attempt_failed", "call").first()
+            && let Some(failed) = events(&view, "attempt_failed", "fetch").first()
         {
             break failed["retry_at"].as_u64().unwrap();
         }
@@ -271,7 +271,7 @@ tasks:
     let out = cli(dir.path()).args(["resume", &id]).output().unwrap();
     assert_ok(&out);
     let view = status_json(dir.path(), &id);
-    let started = events(&view, "attempt_started", "call");
+    let started = events(&view, "attempt_started", "fetch");
     let attempts: Vec<u64> = started
         .iter()
         .map(|e| e["attempt"].as_u64().unwrap())
