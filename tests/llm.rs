@@ -654,3 +654,47 @@ tasks:
         "{error}"
     );
 }
+
+#[test]
+fn an_execution_records_the_policies_it_runs_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ModelServer::start();
+    let cli = cli_for(dir.path(), &server, "");
+    let flow = dir.path().join("flow.yaml");
+    std::fs::write(
+        &flow,
+        "name: recorded_policies\npolicies:\n  after: [{ with: { pii: true } }]\ntasks:\n  - { id: t, uses: transform, with: { script: '1' } }\n",
+    )
+    .unwrap();
+    let out = cli()
+        .args(["run", flow.to_str().unwrap()])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let id = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("execution ")
+        .to_owned();
+    let view: serde_json::Value = serde_json::from_slice(
+        &cli()
+            .args(["status", &id, "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(
+        &cli()
+            .args(["plugins", "show", "policy", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        view["record"]["plugins"]["#policy-after-0"], shown["digest"],
+        "a resume checks the policy plugin is still the one it started with"
+    );
+}

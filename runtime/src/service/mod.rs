@@ -110,15 +110,29 @@ impl LoadedWorkflow {
 
     /// The plugin each executor key resolves to: `sha256` hex of an
     /// installed plugin, or `file:<path>` for a component named by path.
+    /// The workflow's `policies:` are recorded too, under their keys
+    /// (`#policy-before-0`, ...), so a resume notices a changed policy.
     pub fn plugin_digests(
         &self,
     ) -> Result<std::collections::BTreeMap<String, String>, ServiceError> {
+        let mut slots: Vec<(String, String, &str)> = self
+            .plugin_slots()
+            .into_iter()
+            .map(|(key, task, uses)| (key, format!("task `{}`", task.id), uses))
+            .collect();
+        let policies = &self.plan.policies;
+        for (stage, steps) in [("before", &policies.before), ("after", &policies.after)] {
+            for (i, step) in steps.iter().enumerate() {
+                let whose = format!("policy {} of `policies.{stage}`", i + 1);
+                slots.push((format!("#policy-{stage}-{i}"), whose, step.uses.as_str()));
+            }
+        }
         let mut digests = std::collections::BTreeMap::new();
-        for (key, task, uses) in self.plugin_slots() {
+        for (key, whose, uses) in slots {
             let resolved = self
                 .catalog
                 .resolve(uses)
-                .map_err(|e| ServiceError::Plugin(format!("task `{}`: {e}", task.id)))?;
+                .map_err(|e| ServiceError::Plugin(format!("{whose}: {e}")))?;
             let digest = match resolved {
                 Resolved::Installed(record) => record.digest,
                 Resolved::File(path) => format!("file:{}", path.display()),

@@ -106,16 +106,32 @@ pub fn reopen_execution(
     }
     let workflow = load_text(record.source.clone(), &record.file, expressions, store)?;
     let now = workflow.plugin_digests()?;
-    for (task, digest) in &record.plugins {
-        if now.get(task) != Some(digest) {
+    for (key, digest) in &record.plugins {
+        if now.get(key) != Some(digest) {
+            let policies = &workflow.plan.policies;
+            let uses = workflow
+                .plan
+                .tasks
+                .iter()
+                .find(|t| &t.id == key)
+                .map(|t| t.uses.as_str())
+                .or_else(|| {
+                    let (stage, i) = key.strip_prefix("#policy-")?.split_once('-')?;
+                    let steps = if stage == "before" {
+                        &policies.before
+                    } else {
+                        &policies.after
+                    };
+                    steps.get(i.parse::<usize>().ok()?).map(|s| s.uses.as_str())
+                })
+                .unwrap_or("?");
+            let what = if key.starts_with('#') {
+                "policy"
+            } else {
+                "task"
+            };
             return Err(ServiceError::Plugin(format!(
-                "execution `{id}`: task `{task}` started with plugin {digest}, which `{}` no longer resolves to; reinstall that plugin to resume",
-                workflow
-                    .plan
-                    .tasks
-                    .iter()
-                    .find(|t| &t.id == task)
-                    .map_or("?", |t| t.uses.as_str())
+                "execution `{id}`: {what} `{key}` started with plugin {digest}, which `{uses}` no longer resolves to; reinstall that plugin to resume"
             )));
         }
     }
