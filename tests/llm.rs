@@ -75,6 +75,21 @@ fn cli_for(
     cli
 }
 
+/// Runs `flow` with `cli`, which must succeed; returns the execution id.
+fn run_ok(cli: &impl Fn() -> std::process::Command, flow: &std::path::Path) -> String {
+    let out = cli()
+        .args(["run", flow.to_str().unwrap()])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("execution ")
+        .to_owned()
+}
+
 /// The first message of every request the server got, in order.
 fn first_messages(server: &ModelServer) -> Vec<String> {
     server
@@ -393,17 +408,7 @@ tasks:
         ),
     )
     .unwrap();
-    let out = cli()
-        .args(["run", flow.to_str().unwrap()])
-        .output()
-        .unwrap();
-    common::assert_ok(&out);
-    let id = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .next()
-        .unwrap()
-        .trim_start_matches("execution ")
-        .to_owned();
+    let id = run_ok(&cli, &flow);
     let out = cli().args(["status", &id, "--json"]).output().unwrap();
     let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let usage = |task: &str| common::task_json(&view, task)["usage"].clone();
@@ -666,17 +671,7 @@ fn an_execution_records_the_policies_it_runs_with() {
         "name: recorded_policies\npolicies:\n  after: [{ with: { pii: true } }]\ntasks:\n  - { id: t, uses: transform, with: { script: '1' } }\n",
     )
     .unwrap();
-    let out = cli()
-        .args(["run", flow.to_str().unwrap()])
-        .output()
-        .unwrap();
-    common::assert_ok(&out);
-    let id = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .next()
-        .unwrap()
-        .trim_start_matches("execution ")
-        .to_owned();
+    let id = run_ok(&cli, &flow);
     let view: serde_json::Value = serde_json::from_slice(
         &cli()
             .args(["status", &id, "--json"])
