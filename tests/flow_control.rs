@@ -262,30 +262,18 @@ outputs:
 #[test]
 fn a_workflow_that_runs_itself_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("loop.yaml");
     // Registered first without the self-reference, then as version 2 with it.
-    std::fs::write(
-        &file,
+    register_workflow(
+        dir.path(),
+        "loop.yaml",
         "name: looping\ntasks:\n  - { id: a, uses: transform, with: { script: '1' } }\n",
-    )
-    .unwrap();
-    assert_ok(
-        &cli(dir.path())
-            .args(["workflows", "add", file.to_str().unwrap()])
-            .output()
-            .unwrap(),
     );
-    std::fs::write(
-        &file,
+    register_workflow(
+        dir.path(),
+        "loop.yaml",
         "name: looping\ntasks:\n  - { id: a, uses: \"workflow:looping\" }\n",
-    )
-    .unwrap();
-    assert_ok(
-        &cli(dir.path())
-            .args(["workflows", "add", file.to_str().unwrap()])
-            .output()
-            .unwrap(),
     );
+    let file = dir.path().join("loop.yaml");
     let out = cli(dir.path())
         .args(["run", file.to_str().unwrap()])
         .output()

@@ -28,9 +28,8 @@ use crate::scheduler::{
     Executor, FailureKind, Metering, NoJournal, RunOptions, RunReport, RunStatus, Scheduler,
     TaskFailure, TaskRequest, TaskSuccess, parse_item_id,
 };
-use crate::service::{Execution, ServiceError, run_recorded};
-use crate::store::DEFAULT_TENANT;
-use crate::store::executions::{ExecutionRecord, ExecutionStatus, Executions, ParentTask, now_ms};
+use crate::service::{Execution, ServiceError, run_recorded, running_record};
+use crate::store::executions::{ExecutionStatus, Executions, ParentTask};
 use crate::workflow::Plan;
 
 /// How a run's plugin tasks are executed: in the sandbox, behind the
@@ -274,26 +273,17 @@ impl Child {
         id: String,
         inputs: Value,
     ) -> Result<Execution, ServiceError> {
-        let record = ExecutionRecord {
-            id: id.clone(),
-            tenant: DEFAULT_TENANT.to_owned(),
-            workflow: self.plan.name.clone(),
-            file: self.record.file.clone(),
-            source: self.record.source.clone(),
+        let record = running_record(
+            id.clone(),
+            &self.plan,
+            (self.record.file.clone(), self.record.source.clone()),
             inputs,
-            durability: self.plan.durability,
-            tasks: self.plan.tasks.iter().map(|t| t.id.clone()).collect(),
-            plugins: self.record.plugins.clone(),
-            status: ExecutionStatus::Running,
-            created_at: now_ms(),
-            finished_at: None,
-            error: None,
-            outputs: serde_json::Map::new(),
-            parent: Some(ParentTask {
+            self.record.plugins.clone(),
+            Some(ParentTask {
                 execution: request.execution_id.to_string(),
                 task: request.task_id.clone(),
             }),
-        };
+        );
         let executions = self.record.executions.clone();
         blocking(move || {
             let log = executions.create(&record)?;

@@ -36,6 +36,8 @@
 extern crate self as orchestrator_sdk;
 
 pub mod http;
+#[cfg(feature = "json-schema")]
+pub mod schema;
 
 use std::cell::RefCell;
 

@@ -19,7 +19,7 @@
 
 mod text;
 
-use orchestrator_sdk::{Context, Error, Info, Plugin, Value, export_plugin, json};
+use orchestrator_sdk::{Context, Error, Info, Plugin, Value, export_plugin, json, schema};
 use serde::{Deserialize, Serialize};
 
 /// The task's `with:`.
@@ -209,7 +209,9 @@ fn score(spec: &MetricSpec, input: &Input) -> Result<Score, Error> {
                 Error::InvalidInput("metric `json_schema` needs a `schema`".into())
             })?;
             let problem = match json_of(&input.output) {
-                Ok(value) => conformance(schema, &value)?,
+                Ok(value) => schema::violations(schema, &value).map_err(|e| {
+                    Error::InvalidInput(format!("`schema` is not a valid JSON Schema: {e}"))
+                })?,
                 Err(e) => Some(e),
             };
             let ok = problem.is_none();
@@ -259,18 +261,6 @@ fn json_of(output: &Value) -> Result<Value, String> {
         }
         other => Ok(other.clone()),
     }
-}
-
-/// Why `value` does not conform to `schema`, if it does not.
-fn conformance(schema: &Value, value: &Value) -> Result<Option<String>, Error> {
-    let validator = jsonschema::validator_for(schema)
-        .map_err(|e| Error::InvalidInput(format!("`schema` is not a valid JSON Schema: {e}")))?;
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .take(3)
-        .map(|e| format!("{} {e}", e.instance_path()))
-        .collect();
-    Ok((!errors.is_empty()).then(|| errors.join("; ")))
 }
 
 /// The first number written in a text.

@@ -20,7 +20,7 @@ mod sse;
 
 use orchestrator_sdk::http::{self, HttpError};
 use orchestrator_sdk::{
-    Capabilities, Context, Error, Info, Plugin, Usage, Value, emit, export_plugin, json,
+    Capabilities, Context, Error, Info, Plugin, Usage, Value, emit, export_plugin, json, schema,
 };
 use serde::{Deserialize, Serialize};
 
@@ -475,20 +475,14 @@ fn parsed(text: &str, format: &Format) -> Result<Option<Value>, Error> {
         ))
     })?;
     if let Format::JsonSchema(schema) = format {
-        let validator = jsonschema::validator_for(schema).map_err(|e| {
+        let problems = schema::violations(schema, &value).map_err(|e| {
             Error::InvalidInput(format!(
                 "`response_format.json_schema` is not a valid JSON Schema: {e}"
             ))
         })?;
-        let problems: Vec<String> = validator
-            .iter_errors(&value)
-            .take(3)
-            .map(|e| format!("{} {e}", e.instance_path()))
-            .collect();
-        if !problems.is_empty() {
+        if let Some(problems) = problems {
             return Err(Error::Retryable(format!(
-                "the model's answer does not fit the `json_schema`: {}",
-                problems.join("; ")
+                "the model's answer does not fit the `json_schema`: {problems}"
             )));
         }
     }

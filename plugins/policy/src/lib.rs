@@ -18,7 +18,7 @@ mod pii;
 
 use std::collections::BTreeMap;
 
-use orchestrator_sdk::{Context, Error, Info, Plugin, Value, export_plugin, json};
+use orchestrator_sdk::{Context, Error, Info, Plugin, Value, export_plugin, json, schema};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -252,27 +252,9 @@ fn json_problem(text: &str, spec: &JsonSpec) -> Result<Option<String>, Error> {
     let Some(schema) = schema else {
         return Ok(None);
     };
-    Ok(schema_problem(schema, &value)?.map(|p| format!("does not fit the JSON Schema: {p}")))
-}
-
-/// The first ways `value` breaks `schema`, if it does; a schema that is
-/// not one is the task's bad input.
-pub fn schema_problem(schema: &Value, value: &Value) -> Result<Option<String>, Error> {
-    let validator = jsonschema::validator_for(schema)
+    let problems = schema::violations(schema, &value)
         .map_err(|e| Error::InvalidInput(format!("the JSON Schema is not valid: {e}")))?;
-    let problems: Vec<String> = validator
-        .iter_errors(value)
-        .take(3)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("{at}: {e}")
-            }
-        })
-        .collect();
-    Ok((!problems.is_empty()).then(|| problems.join("; ")))
+    Ok(problems.map(|p| format!("does not fit the JSON Schema: {p}")))
 }
 
 export_plugin!(Policy);

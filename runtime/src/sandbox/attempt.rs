@@ -50,12 +50,17 @@ pub(super) async fn run(
     let limits = request.limits;
     let denials = Denials::default();
     let cancel = Some(Arc::clone(&request.cancel));
-    let task_id = request.task_id.clone();
+    let ctx = TaskContext {
+        idempotency_key: format!("{}/{}", request.execution_id, request.task_id),
+        execution_id: request.execution_id.to_string(),
+        task_id: request.task_id,
+        attempt: request.attempt,
+    };
     let fresh_store = || {
         new_store(
             pool.engine,
             plugin,
-            &task_id,
+            &ctx.task_id,
             &limits,
             &denials,
             cancel.clone(),
@@ -64,12 +69,6 @@ pub(super) async fn run(
     let mut store = match fresh_store() {
         Ok(store) => store,
         Err(failure) => return Err(failure.into_task_failure(Metering::default())),
-    };
-    let ctx = TaskContext {
-        idempotency_key: format!("{}/{}", request.execution_id, request.task_id),
-        execution_id: request.execution_id.to_string(),
-        task_id: request.task_id,
-        attempt: request.attempt,
     };
     let call = async {
         // The pool is full (more calls at once than it has instances, for

@@ -3,9 +3,14 @@
 //! (the gRPC service) call the same functions. Executions with a file of
 //! their own are in `recorded`.
 
+mod load;
 mod recorded;
 
-pub use recorded::{Execution, new_execution_id, reopen_execution, run_recorded, start_execution};
+pub use load::{LoadedWorkflow, load, load_text};
+
+pub use recorded::{
+    Execution, new_execution_id, reopen_execution, run_recorded, running_record, start_execution,
+};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,16 +24,16 @@ use crate::capacity::Busy;
 use crate::config::Secrets;
 use crate::expr::Expressions;
 use crate::governance::{CacheRule, Governed, PolicyHook, PolicyHooks, Prices};
-use crate::plugin::{self, Allowed, Catalog, InstallError, Resolved};
+use crate::plugin::{self, Allowed, InstallError, Resolved};
 use crate::sandbox::cassette::Cassette;
 use crate::sandbox::{Compiled, Emitter, Sandbox, SandboxError, SandboxExecutor};
-use crate::scheduler::{Event, RunReport, Scheduler, fallback_key};
+use crate::scheduler::{Event, RunReport, Scheduler};
 use crate::store::executions::{ExecutionError, Executions};
 use crate::store::plugins::{Artifact, PluginRecord};
 use crate::store::responses::ResponseCache;
 use crate::store::{DEFAULT_TENANT, Store, StoreError};
 use crate::subworkflow::{Child, ChildRecord, MAX_DEPTH, TaskExecutor};
-use crate::workflow::{self, Plan, PlannedTask, WorkflowError};
+use crate::workflow::WorkflowError;
 
 /// Why an operation could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,105 +84,6 @@ pub async fn open_store(path: &Path, sandbox: &Sandbox) -> Result<Store, Service
         );
     }
     Ok(store)
-}
-
-/// A validated workflow and where it came from.
-#[derive(Debug)]
-pub struct LoadedWorkflow {
-    /// The plan.
-    pub plan: Plan,
-    /// Resolves the plan's plugins.
-    pub catalog: Catalog,
-    /// The file, as given.
-    pub file: String,
-    /// Its text, as validated.
-    pub source: String,
-}
-
-impl LoadedWorkflow {
-    /// Every plugin the tasks run: (executor key, task, `uses:`). The key is
-    /// the task id, or [`fallback_key`] of it for a fallback's plugin.
-    pub fn plugin_slots(&self) -> Vec<(String, &PlannedTask, &str)> {
-        let mut slots = Vec::new();
-        for task in self.plan.tasks.iter().filter(|t| t.wait.is_none()) {
-            slots.push((task.id.clone(), task, task.uses.as_str()));
-            if let Some(fallback) = &task.fallback {
-                slots.push((fallback_key(&task.id), task, fallback.uses.as_str()));
-            }
-        }
-        slots
-    }
-
-    /// The plugin each executor key resolves to: `sha256` hex of an
-    /// installed plugin, or `file:<path>` for a component named by path.
-    /// The workflow's `policies:` are recorded too, under their keys
-    /// (`#policy-before-0`, ...), so a resume notices a changed policy.
-    pub fn plugin_digests(
-        &self,
-    ) -> Result<std::collections::BTreeMap<String, String>, ServiceError> {
-        let mut slots: Vec<(String, String, &str)> = self
-            .plugin_slots()
-            .into_iter()
-            .map(|(key, task, uses)| (key, format!("task `{}`", task.id), uses))
-            .collect();
-        let policies = &self.plan.policies;
-        for (stage, steps) in [("before", &policies.before), ("after", &policies.after)] {
-            for (i, step) in steps.iter().enumerate() {
-                let whose = format!("policy {} of `policies.{stage}`", i + 1);
-                slots.push((format!("#policy-{stage}-{i}"), whose, step.uses.as_str()));
-            }
-        }
-        let mut digests = std::collections::BTreeMap::new();
-        for (key, whose, uses) in slots {
-            let resolved = self
-                .catalog
-                .resolve(uses)
-                .map_err(|e| ServiceError::Plugin(format!("{whose}: {e}")))?;
-            let digest = match resolved {
-                Resolved::Installed(record) => record.digest,
-                Resolved::File(path) => format!("file:{}", path.display()),
-                Resolved::Workflow(w) => format!("workflow:{}@{}", w.name, w.version),
-            };
-            digests.insert(key, digest);
-        }
-        Ok(digests)
-    }
-}
-
-/// Reads and validates a workflow file against the plugins in `store`.
-pub fn load(
-    path: &Path,
-    expressions: &Expressions,
-    store: &Store,
-) -> Result<LoadedWorkflow, ServiceError> {
-    let file = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|source| ServiceError::Read {
-        file: file.clone(),
-        source,
-    })?;
-    load_text(source, &file, expressions, store)
-}
-
-/// Validates workflow text read from `file` (relative `.wasm` paths resolve
-/// against the file's directory).
-pub fn load_text(
-    source: String,
-    file: &str,
-    expressions: &Expressions,
-    store: &Store,
-) -> Result<LoadedWorkflow, ServiceError> {
-    let base_dir = Path::new(file)
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let catalog = Catalog::new(base_dir, store.plugins(DEFAULT_TENANT)?)
-        .with_workflows(store.workflows(DEFAULT_TENANT)?);
-    let plan = workflow::load(&source, file, expressions, &catalog)?;
-    Ok(LoadedWorkflow {
-        plan,
-        catalog,
-        file: file.to_owned(),
-        source,
-    })
 }
 
 /// Runs workflows in one sandbox.

@@ -3,7 +3,7 @@
 //! every final task state committed ([`run_recorded`], shared by top-level
 //! executions and sub-workflow runs).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -14,7 +14,8 @@ use crate::expr::Expressions;
 use crate::scheduler::{Cancel, Event, Executor, PendingRetry, RunOptions, RunReport, RunStatus};
 use crate::scheduler::{Scheduler, TaskReport};
 use crate::store::executions::{
-    ExecutionJournal, ExecutionLog, ExecutionRecord, ExecutionStatus, Executions, now_ms,
+    ExecutionJournal, ExecutionLog, ExecutionRecord, ExecutionStatus, Executions, ParentTask,
+    now_ms,
 };
 use crate::store::{DEFAULT_TENANT, Store};
 use crate::workflow::Plan;
@@ -51,23 +52,14 @@ pub fn start_execution(
         .resolve_inputs(inputs)
         .map_err(ServiceError::Inputs)?;
     let id = new_execution_id();
-    let record = ExecutionRecord {
-        id: id.clone(),
-        tenant: DEFAULT_TENANT.to_owned(),
-        workflow: workflow.plan.name.clone(),
-        file: workflow.file.clone(),
-        source: workflow.source.clone(),
-        inputs: inputs.clone(),
-        durability: workflow.plan.durability,
-        tasks: workflow.plan.tasks.iter().map(|t| t.id.clone()).collect(),
-        plugins: workflow.plugin_digests()?,
-        status: ExecutionStatus::Running,
-        created_at: now_ms(),
-        finished_at: None,
-        error: None,
-        outputs: serde_json::Map::new(),
-        parent: None,
-    };
+    let record = running_record(
+        id.clone(),
+        &workflow.plan,
+        (workflow.file.clone(), workflow.source.clone()),
+        inputs.clone(),
+        workflow.plugin_digests()?,
+        None,
+    );
     let log = executions.create(&record)?;
     Ok(Execution {
         id,
@@ -79,6 +71,35 @@ pub fn start_execution(
         overrides: HashMap::new(),
         created_at: record.created_at,
     })
+}
+
+/// The record of a new execution of `plan`, running from now; `origin` is
+/// the workflow's file name and text, `parent` the task of a sub-workflow.
+pub fn running_record(
+    id: String,
+    plan: &Plan,
+    (file, source): (String, String),
+    inputs: Value,
+    plugins: BTreeMap<String, String>,
+    parent: Option<ParentTask>,
+) -> ExecutionRecord {
+    ExecutionRecord {
+        id,
+        tenant: DEFAULT_TENANT.to_owned(),
+        workflow: plan.name.clone(),
+        file,
+        source,
+        inputs,
+        durability: plan.durability,
+        tasks: plan.tasks.iter().map(|t| t.id.clone()).collect(),
+        plugins,
+        status: ExecutionStatus::Running,
+        created_at: now_ms(),
+        finished_at: None,
+        error: None,
+        outputs: serde_json::Map::new(),
+        parent,
+    }
 }
 
 /// Takes up an execution whose process stopped: its workflow text as

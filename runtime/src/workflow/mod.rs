@@ -5,10 +5,10 @@
 
 mod definition;
 mod diagnostic;
+mod governance;
 mod limits;
 mod parse;
 mod plan;
-mod policies;
 mod retry;
 mod validate;
 
@@ -17,13 +17,13 @@ pub use definition::{
     InputType, LimitsSpec, PoliciesSpec, PolicyStepSpec, RetrySpec, TaskSpec, WaitSpec,
 };
 pub use diagnostic::{Diagnostic, WorkflowError};
+pub use governance::DEFAULT_POLICY_PLUGIN;
 pub use limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 pub use parse::parse;
 pub use plan::{
     Budget, Durability, Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, Policies,
     PolicyStep, WaitPlan,
 };
-pub use policies::DEFAULT_POLICY_PLUGIN;
 pub use validate::{MAX_TASKS, PluginCatalog, validate};
 
 use crate::expr::Expressions;

@@ -11,15 +11,14 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::definition::{BudgetSpec, Definition, GrantsSpec, LimitsSpec, TaskSpec};
+use super::definition::{Definition, GrantsSpec, LimitsSpec, TaskSpec};
 use super::diagnostic::{Diagnostic, WorkflowError};
+use super::governance::{budget, policies};
 use super::limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
 use super::parse::location_of;
 use super::plan::{
-    Budget, Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches,
-    type_name,
+    Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches, type_name,
 };
-use super::policies::policies;
 use super::retry::{breaker_policy, retry_policy};
 use crate::expr::{Expression, Expressions, Template};
 use crate::fault::RetryPolicy;
@@ -356,35 +355,11 @@ impl Validator<'_> {
             concurrency,
             durability: def.durability,
             timeout: workflow_timeout,
-            budget: def.budget.as_ref().and_then(|b| self.budget(b)),
+            budget: def
+                .budget
+                .as_ref()
+                .and_then(|b| budget(b, &mut self.problems)),
             policies: policies(&def.policies, catalog, &mut self.problems),
-        })
-    }
-
-    /// `budget:`: at least one limit, none negative.
-    fn budget(&mut self, spec: &BudgetSpec) -> Option<Budget> {
-        if let Some(cost) = &spec.max_cost
-            && !(cost.value.is_finite() && cost.value >= 0.0)
-        {
-            self.problems.push(
-                Diagnostic::at(
-                    location_of(cost),
-                    "`max_cost` must be a number of dollars, at least 0",
-                )
-                .help("for example `max_cost: 0.50`"),
-            );
-            return None;
-        }
-        if spec.max_tokens.is_none() && spec.max_cost.is_none() {
-            self.problems.push(
-                Diagnostic::at(None, "`budget:` sets neither `max_tokens` nor `max_cost`")
-                    .help("for example `budget: { max_tokens: 100000, max_cost: 0.50 }`"),
-            );
-            return None;
-        }
-        Some(Budget {
-            max_tokens: spec.max_tokens.as_ref().map(|t| t.value),
-            max_cost: spec.max_cost.as_ref().map(|c| c.value),
         })
     }
 

@@ -1,15 +1,44 @@
-//! `policies:` as written into the [`Policies`] run around every model
-//! call, with a diagnostic for every problem: a plugin the catalog does not
-//! know, `with:` that is not a mapping or that sets `text` (the host does).
+//! What a workflow says about its model calls, as written into the plan:
+//! `budget:` (at least one limit, none negative) and `policies:` (the
+//! [`Policies`] run around every model call: plugins the catalog knows,
+//! `with:` a mapping that leaves `text` to the host), with a diagnostic for
+//! every problem.
 
-use super::definition::{PoliciesSpec, PolicyStepSpec};
+use super::definition::{BudgetSpec, PoliciesSpec, PolicyStepSpec};
 use super::diagnostic::Diagnostic;
 use super::parse::location_of;
-use super::plan::{Policies, PolicyStep};
+use super::plan::{Budget, Policies, PolicyStep};
 use super::validate::PluginCatalog;
 
 /// The plugin a policy step uses when it does not say.
 pub const DEFAULT_POLICY_PLUGIN: &str = "policy";
+
+/// Checks `spec` and turns it into the plan's budget.
+pub fn budget(spec: &BudgetSpec, problems: &mut Vec<Diagnostic>) -> Option<Budget> {
+    if let Some(cost) = &spec.max_cost
+        && !(cost.value.is_finite() && cost.value >= 0.0)
+    {
+        problems.push(
+            Diagnostic::at(
+                location_of(cost),
+                "`max_cost` must be a number of dollars, at least 0",
+            )
+            .help("for example `max_cost: 0.50`"),
+        );
+        return None;
+    }
+    if spec.max_tokens.is_none() && spec.max_cost.is_none() {
+        problems.push(
+            Diagnostic::at(None, "`budget:` sets neither `max_tokens` nor `max_cost`")
+                .help("for example `budget: { max_tokens: 100000, max_cost: 0.50 }`"),
+        );
+        return None;
+    }
+    Some(Budget {
+        max_tokens: spec.max_tokens.as_ref().map(|t| t.value),
+        max_cost: spec.max_cost.as_ref().map(|c| c.value),
+    })
+}
 
 /// Checks `spec` and turns it into the plan's policies.
 pub fn policies(

@@ -1,0 +1,406 @@
+//! What the host does around model calls, against the test model server:
+//! cassettes (record, then replay with no network), cost per task, run and
+//! tenant, the response cache, budgets, and workflow policies.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+mod common;
+
+use common::model_server::ModelServer;
+use common::models::{OPENAI_KEY, cli_for, first_messages, host, run_ok};
+use common::{failure, task};
+use runtime::plugin::Grants;
+use runtime::scheduler::{FailureKind, RunStatus, TaskStatus};
+
+#[test]
+fn a_recorded_run_replays_with_no_network_and_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ModelServer::start();
+    let cli = cli_for(dir.path(), &server, "");
+    let flow = dir.path().join("flow.yaml");
+    let write_flow = |prompt: &str| {
+        std::fs::write(
+            &flow,
+            format!(
+                r#"name: recorded
+tasks:
+  - {{ id: plain, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "{prompt}" }} }}
+  - {{ id: streamed, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "again {prompt}", stream: true }} }}
+outputs:
+  both: ${{{{ tasks.plain.output.text + " / " + tasks.streamed.output.text }}}}
+"#,
+                url = server.base_url()
+            ),
+        )
+        .unwrap();
+    };
+    let run = |mode: &str, cassette: &std::path::Path| {
+        let out = cli()
+            .args(["run", flow.to_str().unwrap(), "--output", "json", mode])
+            .arg(cassette)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (out, report)
+    };
+    write_flow("hello");
+    let cassette = dir.path().join("cassette.json");
+    let (out, recorded) = run("--record", &cassette);
+    common::assert_ok(&out);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains("recorded 2 HTTP exchanges"), "{progress}");
+    // The streamed answer is shown as it arrives, on its own line.
+    assert!(
+        progress.contains("   stream  streamed  echo: again hello\n"),
+        "{progress}"
+    );
+    assert_eq!(
+        recorded["outputs"]["both"],
+        "echo: hello / echo: again hello"
+    );
+    let text = std::fs::read_to_string(&cassette).unwrap();
+    assert!(!text.contains(OPENAI_KEY), "the cassette holds no secret");
+    let calls = server.requests().len();
+
+    let (out, replayed) = run("--replay", &cassette);
+    common::assert_ok(&out);
+    assert_eq!(server.requests().len(), calls, "the replay sent nothing");
+    assert_eq!(replayed["outputs"], recorded["outputs"]);
+    for i in 0..2 {
+        assert_eq!(
+            replayed["tasks"][i]["output"], recorded["tasks"][i]["output"],
+            "task {i}"
+        );
+        assert_eq!(replayed["tasks"][i]["usage"], recorded["tasks"][i]["usage"]);
+    }
+
+    // A request the cassette does not hold fails, naming it.
+    write_flow("something else");
+    let (out, missed) = run("--replay", &cassette);
+    assert_eq!(out.status.code(), Some(1));
+    let message = missed["tasks"][0]["error"]["message"].as_str().unwrap();
+    assert_eq!(missed["tasks"][0]["error"]["kind"], "denied");
+    assert!(
+        message.contains(&format!(
+            "has no exchange for POST {}/chat/completions",
+            server.base_url()
+        )) && message.contains("something else"),
+        "{message}"
+    );
+    assert_eq!(server.requests().len(), calls);
+}
+
+#[test]
+fn status_shows_tokens_and_cost_per_task_and_in_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ModelServer::start();
+    // Whole dollars per token, so the sums are easy to check.
+    let cli = cli_for(
+        dir.path(),
+        &server,
+        "prices:\n  echo: { input: 1000000, output: 2000000 }\n",
+    );
+    let flow = dir.path().join("flow.yaml");
+    std::fs::write(
+        &flow,
+        format!(
+            r#"name: priced
+tasks:
+  - {{ id: one, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: a b }} }}
+  - id: many
+    uses: llm
+    for_each: ${{{{ ["x", "y"] }}}}
+    with: {{ base_url: "{url}", model: echo, prompt: "${{{{ item }}}}" }}
+"#,
+            url = server.base_url()
+        ),
+    )
+    .unwrap();
+    let id = run_ok(&cli, &flow);
+    let out = cli().args(["status", &id, "--json"]).output().unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let usage = |task: &str| common::task_json(&view, task)["usage"].clone();
+    let one = usage("one");
+    let (input, output) = (
+        one["input_tokens"].as_u64().unwrap(),
+        one["output_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(output, 3, "echo: a b");
+    assert_eq!(one["cost_usd"], (input + 2 * output) as f64);
+    let many = usage("many");
+    let items: Vec<serde_json::Value> = ["many[0]", "many[1]"].iter().map(|t| usage(t)).collect();
+    let item_tokens = |field: &str| {
+        items
+            .iter()
+            .map(|u| u[field].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        many["input_tokens"].as_u64(),
+        Some(item_tokens("input_tokens"))
+    );
+    assert_eq!(
+        many["output_tokens"].as_u64(),
+        Some(item_tokens("output_tokens"))
+    );
+
+    let out = cli().args(["status", &id]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains(" one ")).unwrap();
+    assert!(
+        line.contains(&format!(
+            "tokens {input} in, 3 out, ${:.6}",
+            (input + 6) as f64
+        )),
+        "{text}"
+    );
+    let all_in = input + item_tokens("input_tokens");
+    let all_out = 3 + item_tokens("output_tokens");
+    let total = format!(
+        "usage      tokens {all_in} in, {all_out} out, ${:.6}",
+        (all_in + 2 * all_out) as f64
+    );
+    assert!(text.contains(&total), "{total} missing from:\n{text}");
+
+    // Per tenant: every execution's usage, and all of them together.
+    let out = cli().args(["list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cost = (all_in + 2 * all_out) as f64;
+    let row = format!("tokens {all_in} in, {all_out} out, ${cost:.6}");
+    assert!(text.lines().next().unwrap().ends_with(&row), "{text}");
+    assert!(
+        text.contains(&format!("tenant default: {row} over 1 executions")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_are_reused_for_the_same_request_and_cost_nothing() {
+    let server = ModelServer::start();
+    let host = host(&server).await;
+    let yaml = |ttl: &str| {
+        format!(
+            r#"name: cached
+tasks:
+  - {{ id: first, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: same }}, cache: {{ ttl: 1h }} }}
+  - id: again
+    uses: llm
+    needs: [first]
+    with: {{ model: echo, prompt: same, base_url: "{url}" }}
+    cache: {{ ttl: {ttl} }}
+  - {{ id: other, uses: llm, needs: [again], with: {{ base_url: "{url}", model: echo, prompt: different }}, cache: {{ ttl: 1h }} }}
+  - {{ id: uncached, uses: llm, needs: [other], with: {{ base_url: "{url}", model: echo, prompt: same }} }}
+"#,
+            url = server.base_url()
+        )
+    };
+    let report = host.run(&yaml("1h")).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    // `again` asks what `first` asked (keys in another order): one request.
+    let prompts = first_messages(&server);
+    assert_eq!(prompts, ["same", "different", "same"]);
+    let first = task(&report, "first");
+    let again = task(&report, "again");
+    assert_eq!(again.output, first.output);
+    let hit = again.usage.as_ref().unwrap();
+    assert!(hit.cached && hit.input_tokens == 0 && hit.cost_usd == Some(0.0));
+    assert!(!first.usage.as_ref().unwrap().cached);
+
+    // A second run answers every cached task from the cache; a ttl shorter
+    // than the entry's age does not.
+    let report = host.run(&yaml("1ms")).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    assert!(task(&report, "first").usage.as_ref().unwrap().cached);
+    assert!(task(&report, "other").usage.as_ref().unwrap().cached);
+    assert!(!task(&report, "again").usage.as_ref().unwrap().cached);
+    assert_eq!(
+        server.requests().len(),
+        3 + 2,
+        "`again` and `uncached` asked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_refuses_calls_before_and_after_they_are_made() {
+    let server = ModelServer::start();
+    let host = host(&server).await;
+    let long = "word ".repeat(80);
+    let yaml = format!(
+        r#"name: frugal
+budget: {{ max_tokens: 40 }}
+tasks:
+  - {{ id: small, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: hi }} }}
+  - {{ id: large, uses: llm, needs: [small], with: {{ base_url: "{url}", model: echo, prompt: "{long}" }} }}
+"#,
+        url = server.base_url()
+    );
+    let report = host.run(&yaml).await;
+    assert_eq!(task(&report, "small").status, TaskStatus::Succeeded);
+    let (kind, message) = failure(&report, "large");
+    assert_eq!(kind, FailureKind::Denied);
+    assert!(message.contains("before the call"), "{message}");
+    assert!(
+        message.contains("of its 40 tokens") && message.contains("about 100"),
+        "{message}"
+    );
+    assert_eq!(server.requests().len(), 1, "the large call was never sent");
+
+    // Estimated at 1 token, the call goes out; its answer takes the run
+    // past 3 tokens, so it is refused after.
+    let yaml = format!(
+        r#"name: frugal
+budget: {{ max_tokens: 3 }}
+tasks:
+  - {{ id: chatty, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "a b c d" }} }}
+"#,
+        url = server.base_url()
+    );
+    let report = host.run(&yaml).await;
+    let (kind, message) = failure(&report, "chatty");
+    assert_eq!(kind, FailureKind::Denied);
+    assert!(message.contains("after the call"), "{message}");
+    assert_eq!(server.requests().len(), 2, "this call was sent");
+
+    let error = host
+        .try_run("name: bad\nbudget: { max_cost: -1 }\ntasks:\n  - { id: t, uses: llm, with: { model: m, prompt: p } }\n")
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains("`max_cost` must be a number of dollars"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_policies_redact_prompts_and_deny_answers_around_every_model_call() {
+    let server = ModelServer::start();
+    let host = host(&server).await;
+    let (_, policy) = runtime::plugin::builtins()
+        .iter()
+        .find(|(name, _)| *name == "policy")
+        .unwrap();
+    host.install_bytes(policy, "built-in policy", "policy", Grants::default())
+        .await;
+    let yaml = format!(
+        r#"name: policed
+policies:
+  before:
+    - {{ with: {{ pii: [api_key], on_pii: deny }} }}
+    - {{ uses: policy, with: {{ pii: true }} }}
+  after:
+    - {{ with: {{ deny: ["(?i)forbidden"] }} }}
+tasks:
+  - {{ id: masked, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "mail ada@example.org please" }} }}
+  - {{ id: leak, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "my key is sk-abcdefghijklmnop1234" }} }}
+  - {{ id: blocked, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: "say forbidden" }} }}
+  - {{ id: plain, uses: transform, with: {{ script: '"no model here"' }} }}
+"#,
+        url = server.base_url()
+    );
+    let (_, transform) = runtime::plugin::builtins()
+        .iter()
+        .find(|(name, _)| *name == "transform")
+        .unwrap();
+    host.install_bytes(
+        transform,
+        "built-in transform",
+        "transform",
+        Grants::default(),
+    )
+    .await;
+    let report = host.run(&yaml).await;
+
+    // The model only ever saw the masked prompt; the key never left.
+    let prompts = first_messages(&server);
+    assert_eq!(prompts.len(), 2, "{prompts:?}");
+    assert!(
+        prompts.contains(&"mail [EMAIL] please".to_owned()),
+        "{prompts:?}"
+    );
+    assert!(!prompts.iter().any(|p| p.contains("sk-")), "{prompts:?}");
+
+    let masked = task(&report, "masked").output.clone().unwrap();
+    assert_eq!(masked["text"], "echo: mail [EMAIL] please");
+    let stages: Vec<(&str, &str)> = masked["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["stage"].as_str().unwrap(), v["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("before", "allow"),
+            ("before", "redact"),
+            ("after", "allow")
+        ]
+    );
+
+    let (kind, message) = failure(&report, "leak");
+    assert_eq!(kind, FailureKind::Denied);
+    assert!(
+        message.contains("denied the prompt before the call"),
+        "{message}"
+    );
+    let (kind, message) = failure(&report, "blocked");
+    assert_eq!(kind, FailureKind::Denied);
+    assert!(
+        message.contains("denied the answer") && message.contains("forbidden"),
+        "{message}"
+    );
+    let plain = task(&report, "plain").output.clone().unwrap();
+    assert_eq!(
+        plain, "no model here",
+        "a task that calls no model is not policed"
+    );
+
+    let error = host
+        .try_run("name: bad\npolicies:\n  before: [{ uses: nope }]\n  after: [{ with: { text: x } }]\ntasks:\n  - { id: t, uses: transform, with: { script: '1' } }\n")
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains("policy 1 of `policies.before` uses unknown plugin `nope`"),
+        "{error}"
+    );
+    assert!(
+        error.contains("must be a mapping without `text`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_execution_records_the_policies_it_runs_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ModelServer::start();
+    let cli = cli_for(dir.path(), &server, "");
+    let flow = dir.path().join("flow.yaml");
+    std::fs::write(
+        &flow,
+        "name: recorded_policies\npolicies:\n  after: [{ with: { pii: true } }]\ntasks:\n  - { id: t, uses: transform, with: { script: '1' } }\n",
+    )
+    .unwrap();
+    let id = run_ok(&cli, &flow);
+    let view: serde_json::Value = serde_json::from_slice(
+        &cli()
+            .args(["status", &id, "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(
+        &cli()
+            .args(["plugins", "show", "policy", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        view["record"]["plugins"]["#policy-after-0"], shown["digest"],
+        "a resume checks the policy plugin is still the one it started with"
+    );
+}
