@@ -1,0 +1,78 @@
+//! Outside tools the tests need, provided by the tests themselves, so that
+//! `cargo test --workspace` passes on a machine with nothing but rustup,
+//! cargo and python3 with pip.
+//!
+//! A tool already on the `PATH` at the pinned version is used as it is;
+//! otherwise it is installed once under cargo's `target/tmp/tools` with the
+//! machine's own package manager (`python3 -m pip install --target`, which
+//! works without a virtual environment and on distributions that protect the
+//! system Python). A lock file keeps concurrent test processes from installing
+//! the same tool twice.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The componentize-py release the Python example is built with.
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+
+/// A command that runs componentize-py at [`COMPONENTIZE_PY_VERSION`].
+pub fn componentize_py() -> Command {
+    let on_path = Command::new("componentize-py")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains(COMPONENTIZE_PY_VERSION)
+        });
+    if on_path {
+        return Command::new("componentize-py");
+    }
+    let dir = tools_dir().join(format!("componentize-py-{COMPONENTIZE_PY_VERSION}"));
+    let ready = dir.join(".installed");
+    with_lock(&dir, || {
+        if ready.exists() {
+            return;
+        }
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",
+            ])
+            .arg("--target")
+            .arg(dir.join("site"))
+            .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}"))
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("python3 with pip is needed to install componentize-py: {e}")
+            });
+        assert!(
+            status.success(),
+            "`python3 -m pip install componentize-py=={COMPONENTIZE_PY_VERSION}` failed"
+        );
+        fs::write(&ready, "").expect("mark componentize-py installed");
+    });
+    let mut command = Command::new("python3");
+    command
+        .env("PYTHONPATH", dir.join("site"))
+        .args(["-c", "import sys, componentize_py; sys.argv[0] = 'componentize-py'; sys.exit(componentize_py.script())"]);
+    command
+}
+
+/// Where installed tools live: cargo's scratch directory for tests.
+fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools")
+}
+
+/// Runs `f` holding an exclusive lock beside `dir` (created if missing).
+fn with_lock(dir: &Path, f: impl FnOnce()) {
+    fs::create_dir_all(dir).expect("create the tools directory");
+    let lock = File::create(dir.with_extension("lock")).expect("create the tools lock");
+    lock.lock().expect("lock the tools directory");
+    f();
+    drop(lock);
+}
