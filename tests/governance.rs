@@ -264,6 +264,24 @@ tasks:
     assert!(message.contains("after the call"), "{message}");
     assert_eq!(server.requests().len(), 2, "this call was sent");
 
+    // A server reporting u64::MAX tokens in and out fills the budget; the
+    // count saturates instead of wrapping to something small.
+    let yaml = format!(
+        r#"name: frugal
+budget: {{ max_tokens: 1000000 }}
+tasks:
+  - {{ id: greedy, uses: llm, with: {{ base_url: "{url}", model: greedy, prompt: hi }} }}
+"#,
+        url = server.base_url()
+    );
+    let report = host.run(&yaml).await;
+    let (kind, message) = failure(&report, "greedy");
+    assert_eq!(kind, FailureKind::Denied, "{message}");
+    assert!(
+        message.contains("brings the run to 18446744073709551615 of its 1000000"),
+        "{message}"
+    );
+
     let error = host
         .try_run("name: bad\nbudget: { max_cost: -1 }\ntasks:\n  - { id: t, uses: llm, with: { model: m, prompt: p } }\n")
         .await

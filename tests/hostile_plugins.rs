@@ -10,6 +10,9 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use common::{Host, TestServer, failure, task};
 use runtime::plugin::{DirGrant, Grants};
 use runtime::scheduler::{FailureKind, RunStatus, TaskStatus};
@@ -56,7 +59,7 @@ async fn scene() -> Scene {
     });
     let api = TestServer::start(|_| (200, Vec::new(), b"{\"ok\":true}".to_vec()));
     let config = format!(
-        "secrets:\n  api-token:\n    value: {SECRET}\n    hosts: ['{}']\n    format: 'Bearer {{}}'\n",
+        "secrets:\n  api-token:\n    value: {SECRET}\n    hosts: ['{}']\n    insecure_http: true\n    format: 'Bearer {{}}'\n",
         api.addr
     );
     let host = Host::with_config(&config);
@@ -262,4 +265,104 @@ tasks:
     let writable = "name: rw\ntasks:\n  - { id: t, uses: guest, grants: { filesystem: [{ path: /data, writable: true }] } }\n";
     let error = host.try_run(writable).await.unwrap_err();
     assert!(error.contains("writing to `/data`"), "{error}");
+}
+
+/// A server on 127.0.0.1 that accepts connections, counts them, and never
+/// answers.
+struct Silent {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Silent {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        Self { addr, connections }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_cannot_exhaust_the_host() {
+    let Scene { host, .. } = scene().await;
+    let silent = Silent::start();
+    let yaml = format!(
+        r#"
+name: exhausting
+tasks:
+  - {{ id: burst, uses: guest, with: {{ mode: burst, url: "http://{addr}/", times: 40 }}, limits: {{ deadline: 20s }} }}
+  - {{ id: handles, uses: guest, with: {{ mode: descriptors, path: /data/in.txt, times: 10000 }} }}
+  - {{ id: shout, uses: guest, with: {{ mode: fail, size: 10000000 }}, limits: {{ memory: 256MiB }} }}
+  - {{ id: sibling, uses: guest, with: {{ value: 1 }} }}
+"#,
+        addr = silent.addr
+    );
+    let report = host.run(&yaml).await;
+    let (kind, message) = failure(&report, "burst");
+    assert_eq!(kind, FailureKind::Denied, "{message}");
+    assert!(message.contains("cap `requests_in_flight`"), "{message}");
+    assert!(
+        message.contains("8 of 40 requests were refused"),
+        "{message}"
+    );
+    assert!(silent.connections.load(Ordering::SeqCst) <= 32);
+
+    let (kind, message) = failure(&report, "handles");
+    assert_eq!(kind, FailureKind::Plugin, "{message}");
+    assert!(message.contains("cap `resources`"), "{message}");
+
+    let (kind, message) = failure(&report, "shout");
+    assert_eq!(kind, FailureKind::Fatal);
+    assert!(message.len() < 17 << 10, "{}", message.len());
+    assert!(
+        message.ends_with("of 10000000 bytes cut)"),
+        "{}",
+        &message[message.len() - 60..]
+    );
+
+    assert_eq!(task(&report, "sibling").status, TaskStatus::Succeeded);
+}
+
+#[test]
+fn a_log_flood_is_cut_off_and_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::cli(dir.path())
+        .args(["install", GUEST, "--name", "guest"])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let flow = dir.path().join("flow.yaml");
+    std::fs::write(
+        &flow,
+        "name: noisy\ntasks:\n  - { id: flood, uses: guest, with: { mode: log_flood, times: 100000 } }\noutputs:\n  lines: ${{ tasks.flood.output }}\n",
+    )
+    .unwrap();
+    let out = common::cli(dir.path())
+        .args(["run", flow.to_str().unwrap()])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = stderr
+        .lines()
+        .filter(|l| l.contains("flooding the log"))
+        .count();
+    assert!((1..=250).contains(&lines), "{lines} lines written");
+    assert_eq!(
+        stderr
+            .matches("further logs of this attempt are dropped")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("100000"));
 }

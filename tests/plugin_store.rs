@@ -80,7 +80,7 @@ fn install_is_content_addressed_idempotent_and_reversible() {
     assert!(out.starts_with("installed test-guest@0.1.0"), "{out}");
     assert!(out.contains(&format!("sha256:{digest}")), "{out}");
     assert!(
-        out.contains("requested  http: *; dirs: /data (rw)"),
+        out.contains("requested  http: *, 127.0.0.1, 169.254.169.254; dirs: /data (rw)"),
         "{out}"
     );
     assert!(out.contains("granted    http: api.example.com"), "{out}");
@@ -333,14 +333,20 @@ fn a_python_plugin_built_with_componentize_py_installs_and_runs() {
     let dir = dir.path();
     let example = root().join("examples/plugins/python-text-stats");
     let wasm = dir.join("text_stats.wasm");
-    let built = Command::new("componentize-py")
+    let built = common::tools::componentize_py()
         .current_dir(&example)
-        .args(["-d", "../../../wit/0.1.0", "-w", "executor", "componentize", "app", "-o"])
+        .args([
+            "-d",
+            "../../../wit/0.1.0",
+            "-w",
+            "executor",
+            "componentize",
+            "app",
+            "-o",
+        ])
         .arg(&wasm)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("componentize-py is needed for this test ({e}); install it with `pip install componentize-py==0.25.1`")
-        });
+        .expect("run componentize-py");
     assert!(
         built.status.success(),
         "componentize-py failed:\n{}",

@@ -7,6 +7,8 @@
 //!     env: OPENAI_API_KEY          # or `file: /run/keys/openai`, or `value: ...`
 //!     hosts: [api.openai.com]      # requests bound elsewhere never carry it
 //!     header: authorization        # default
+//!     insecure_http: false         # default: only https://, to port 443
+//!                                  # (or the port a host names)
 //!     format: "Bearer {}"          # default "{}"; `{}` is replaced by the value
 //! capacity:                        # all optional; see `capacity`
 //!   tasks: 256                     # plugin calls at once, across executions
@@ -57,6 +59,9 @@ pub struct Secret {
     pub name: String,
     /// Hosts it may be sent to.
     pub hosts: Vec<HostPattern>,
+    /// Whether it may also go over plain `http://` (a test server on
+    /// loopback); otherwise only over TLS.
+    pub insecure_http: bool,
     /// The request header it goes in.
     pub header: http::HeaderName,
     /// The header value, or why there is none.
@@ -75,6 +80,47 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
+    /// Whether this secret belongs to a request to `host:port` over TLS
+    /// (`tls`) or plain HTTP: `None` if not; `Some(true)` if it may be
+    /// attached; `Some(false)` if the request goes to its host by the wrong
+    /// scheme or port and must be refused rather than sent with or without
+    /// it. A host named without a port means `https://` on 443 (and
+    /// `http://` on 80 with `insecure_http`); one named with a port means
+    /// that port, over TLS unless `insecure_http`.
+    pub fn admits(&self, host: &str, port: u16, tls: bool) -> Option<bool> {
+        let mut verdict = None;
+        for pattern in self.hosts.iter().filter(|h| h.matches_host(host)) {
+            let usable = match pattern.port {
+                Some(own) if own != port => continue,
+                Some(_) => tls || self.insecure_http,
+                None => (tls && port == 443) || (self.insecure_http && !tls && port == 80),
+            };
+            if usable {
+                return Some(true);
+            }
+            verdict = Some(false);
+        }
+        verdict
+    }
+
+    /// Where it may go, for messages: `https://api.openai.com:443`.
+    pub fn destinations(&self) -> String {
+        let scheme = if self.insecure_http {
+            "http(s)"
+        } else {
+            "https"
+        };
+        self.hosts
+            .iter()
+            .map(|h| match h.port {
+                Some(_) => format!("{scheme}://{h}"),
+                None if self.insecure_http => format!("{scheme}://{h}"),
+                None => format!("{scheme}://{h}:443"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The header value, or why it is missing.
     pub fn header_value(&self) -> Result<&http::HeaderValue, &str> {
         self.value.as_ref().map_err(String::as_str)
@@ -82,11 +128,18 @@ impl Secret {
 }
 
 impl Secrets {
-    /// Secrets whose hosts include `host:port`.
-    pub fn for_host<'a>(&'a self, host: &'a str, port: u16) -> impl Iterator<Item = &'a Secret> {
+    /// Secrets belonging to `host` (any port, any scheme), each with
+    /// whether it may go on a request to `host:port` over TLS or not
+    /// ([`Secret::admits`]).
+    pub fn for_host<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+        tls: bool,
+    ) -> impl Iterator<Item = (&'a Secret, bool)> {
         self.entries
             .iter()
-            .filter(move |s| s.hosts.iter().any(|h| h.matches(host, port)))
+            .filter_map(move |s| Some((s, s.admits(host, port, tls)?)))
     }
 
     /// Whether a secret of this name is configured.
@@ -125,6 +178,8 @@ struct SecretSpec {
     header: Option<String>,
     #[serde(default)]
     format: Option<String>,
+    #[serde(default)]
+    insecure_http: bool,
 }
 
 impl Config {
@@ -205,6 +260,7 @@ impl Config {
             entries.push(Secret {
                 name,
                 hosts,
+                insecure_http: spec.insecure_http,
                 header,
                 value,
             });
@@ -233,12 +289,63 @@ mod tests {
             "config.yaml",
         )
         .unwrap();
-        let found: Vec<&Secret> = config.secrets.for_host("api.example.com", 443).collect();
+        let found: Vec<(&Secret, bool)> = config
+            .secrets
+            .for_host("api.example.com", 443, true)
+            .collect();
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].header_value().unwrap(), "Bearer s3cret");
-        assert!(found[0].header_value().unwrap().is_sensitive());
-        assert_eq!(config.secrets.for_host("evil.com", 443).count(), 0);
+        assert!(found[0].1);
+        assert_eq!(found[0].0.header_value().unwrap(), "Bearer s3cret");
+        assert!(found[0].0.header_value().unwrap().is_sensitive());
+        assert_eq!(config.secrets.for_host("evil.com", 443, true).count(), 0);
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn secrets_go_only_over_tls_to_their_port() {
+        let config = Config::parse(
+            "secrets:\n  token:\n    value: s3cret\n    hosts: [api.example.com, 'alt.example.com:8443']\n  local:\n    value: x\n    hosts: ['127.0.0.1:8080']\n    insecure_http: true\n",
+            "config.yaml",
+        )
+        .unwrap();
+        let admits = |host: &str, port: u16, tls: bool| -> Vec<(String, bool)> {
+            config
+                .secrets
+                .for_host(host, port, tls)
+                .map(|(s, ok)| (s.name.clone(), ok))
+                .collect()
+        };
+        assert_eq!(
+            admits("api.example.com", 443, true),
+            [("token".into(), true)]
+        );
+        // Its host by plain HTTP, or on another port: refused, not sent.
+        assert_eq!(
+            admits("api.example.com", 80, false),
+            [("token".into(), false)]
+        );
+        assert_eq!(
+            admits("api.example.com", 443, false),
+            [("token".into(), false)]
+        );
+        assert_eq!(
+            admits("api.example.com", 8443, true),
+            [("token".into(), false)]
+        );
+        assert_eq!(
+            admits("alt.example.com", 8443, true),
+            [("token".into(), true)]
+        );
+        assert_eq!(
+            admits("alt.example.com", 8443, false),
+            [("token".into(), false)]
+        );
+        // A host named with its port: other ports are not its business.
+        assert!(admits("alt.example.com", 443, true).is_empty());
+        // A loopback test server, named with its port and marked insecure.
+        assert_eq!(admits("127.0.0.1", 8080, false), [("local".into(), true)]);
+        assert!(admits("127.0.0.1", 8081, false).is_empty());
+        assert!(admits("other.example.com", 443, true).is_empty());
     }
 
     #[test]

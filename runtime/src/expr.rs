@@ -11,6 +11,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+use rhai::packages::{
+    ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage, BasicMapPackage,
+    BasicMathPackage, BasicStringPackage, BitFieldPackage, LogicPackage, MoreStringPackage,
+    Package,
+};
 use rhai::{AST, Dynamic, Engine, Map, Scope};
 use serde_json::Value;
 
@@ -152,7 +157,25 @@ pub enum Part {
 impl Expressions {
     /// The sandboxed engine.
     pub fn new() -> Self {
-        let mut engine = Engine::new();
+        // `new_raw` has no functions at all; only the packages an expression
+        // needs are added. Left out on purpose: the language core (`sleep`,
+        // `exit`, `parse_json`), time (`timestamp`, a clock a resumed run would
+        // read differently) and blobs (no JSON form).
+        let mut engine = Engine::new_raw();
+        for package in [
+            ArithmeticPackage::new().as_shared_module(),
+            LogicPackage::new().as_shared_module(),
+            BitFieldPackage::new().as_shared_module(),
+            BasicMathPackage::new().as_shared_module(),
+            BasicStringPackage::new().as_shared_module(),
+            MoreStringPackage::new().as_shared_module(),
+            BasicArrayPackage::new().as_shared_module(),
+            BasicMapPackage::new().as_shared_module(),
+            BasicIteratorPackage::new().as_shared_module(),
+            BasicFnPackage::new().as_shared_module(),
+        ] {
+            engine.register_global_module(package);
+        }
         // Rhai's own counter restarts inside closures called by native
         // functions (`list.map(|x| ...)`), so the budget is kept here instead.
         engine.on_progress(|_| spend_operation());
@@ -263,16 +286,20 @@ impl Expressions {
         for (name, value) in &bindings.values {
             scope.push_constant_dynamic(*name, value.clone());
         }
-        let result: Dynamic = self
-            .engine
-            .eval_ast_with_scope(&mut scope, &expr.ast)
-            .map_err(|e| match e.unwrap_inner() {
-                rhai::EvalAltResult::ErrorTerminated(..) => format!(
-                    "`{}` was stopped: an expression may perform at most {MAX_OPERATIONS} operations",
-                    expr.source
-                ),
-                _ => format!("`{}` failed: {e}", expr.source),
-            })?;
+        // Rhai's functions are not all free of panics on hostile arguments;
+        // a panic inside one is this expression's error, never the host's.
+        let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &expr.ast)
+        }))
+        .map_err(|panic| format!("`{}` failed: {}", expr.source, panic_message(&*panic)))?;
+        let result: Dynamic = evaluated.map_err(|e| match e.unwrap_inner() {
+            rhai::EvalAltResult::ErrorTerminated(..) => format!(
+                "`{}` was stopped: an expression may perform at most {MAX_OPERATIONS} operations",
+                expr.source
+            ),
+            _ => format!("`{}` failed: {e}", expr.source),
+        })?;
         rhai::serde::from_dynamic(&result.flatten())
             .map_err(|e| format!("`{}` gave a value that is not JSON: {e}", expr.source))
     }
@@ -288,9 +315,19 @@ impl Expressions {
         }
     }
 
-    /// Renders a template to JSON.
+    /// Renders a template to JSON, at most [`MAX_RENDERED_BYTES`] of it.
     pub fn render(&self, template: &Template, bindings: &Bindings) -> Result<Value, String> {
-        Ok(match template {
+        let mut budget = MAX_RENDERED_BYTES;
+        self.render_within(template, bindings, &mut budget)
+    }
+
+    fn render_within(
+        &self,
+        template: &Template,
+        bindings: &Bindings,
+        budget: &mut usize,
+    ) -> Result<Value, String> {
+        let value = match template {
             Template::Literal(value) => value.clone(),
             Template::Whole(expr) => self.eval(expr, bindings)?,
             Template::Interpolated(parts) => {
@@ -303,23 +340,65 @@ impl Expressions {
                             other => text.push_str(&other.to_string()),
                         },
                     }
+                    if text.len() > *budget {
+                        return Err(too_large());
+                    }
                 }
                 Value::String(text)
             }
             Template::Array(items) => Value::Array(
                 items
                     .iter()
-                    .map(|t| self.render(t, bindings))
+                    .map(|t| self.render_within(t, bindings, budget))
                     .collect::<Result<_, _>>()?,
             ),
             Template::Object(fields) => Value::Object(
                 fields
                     .iter()
-                    .map(|(k, t)| Ok((k.clone(), self.render(t, bindings)?)))
+                    .map(|(k, t)| Ok((k.clone(), self.render_within(t, bindings, budget)?)))
                     .collect::<Result<_, String>>()?,
             ),
-        })
+        };
+        if matches!(template, Template::Whole(_) | Template::Interpolated(_)) {
+            *budget = budget
+                .checked_sub(json_size(&value))
+                .ok_or_else(too_large)?;
+        }
+        Ok(value)
     }
+}
+
+/// The most JSON text one rendering (a task's resolved `with:`, a
+/// workflow's outputs) may produce from its expressions.
+pub const MAX_RENDERED_BYTES: usize = 16 << 20;
+
+fn too_large() -> String {
+    format!(
+        "the expressions render more than {} MiB of JSON; pass large data between tasks as task outputs and keep what expressions build small",
+        MAX_RENDERED_BYTES >> 20
+    )
+}
+
+/// About how many bytes `value` takes as JSON text, without writing it.
+fn json_size(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => items.iter().map(json_size).fold(2, usize::saturating_add),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(k, v)| k.len().saturating_add(3).saturating_add(json_size(v)))
+            .fold(2, usize::saturating_add),
+    }
+}
+
+/// The text a panic carried, for an error message.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 impl Template {
@@ -476,6 +555,41 @@ mod tests {
             .unwrap();
         let err = e.eval(&expr, &bindings).unwrap_err();
         assert!(err.contains("operations"), "{err}");
+    }
+
+    #[test]
+    fn nothing_that_blocks_or_reads_the_clock() {
+        let e = Expressions::new();
+        for source in ["sleep(1e300)", "sleep(3)", "timestamp()", "exit()"] {
+            let expr = e.compile(source).unwrap();
+            let started = std::time::Instant::now();
+            let err = e.eval(&expr, &bindings()).unwrap_err();
+            assert!(err.contains("not found"), "{source}: {err}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        // What expressions do need is still there.
+        let expr = e
+            .compile(r#"[1, 2, 3].map(|x| x * 2).len() + "abc".to_upper().len() + #{a: 1}.keys().len() + floor(2.5).to_int()"#)
+            .unwrap();
+        assert_eq!(e.eval(&expr, &bindings()).unwrap(), json!(9));
+    }
+
+    #[test]
+    fn big_renderings_are_refused() {
+        let e = Expressions::new();
+        // Each expression stays under Rhai's string limit; together they pass the cap.
+        let bindings = Bindings::new(&json!({ "s": "x".repeat(900_000) }));
+        let parts: Vec<String> = (0..20).map(|_| "${{ inputs.s }}".to_owned()).collect();
+        let t = e
+            .compile_template(&json!({ "text": parts.concat() }))
+            .unwrap();
+        let err = e.render(&t, &bindings).unwrap_err();
+        assert!(err.contains("16 MiB"), "{err}");
+        let t = e.compile_template(&json!(parts)).unwrap();
+        let err = e.render(&t, &bindings).unwrap_err();
+        assert!(err.contains("16 MiB"), "{err}");
+        let t = e.compile_template(&json!(&parts[..10])).unwrap();
+        assert!(e.render(&t, &bindings).is_ok());
     }
 
     #[test]

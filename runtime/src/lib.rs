@@ -19,6 +19,7 @@ pub mod fault;
 pub mod governance;
 pub mod graph;
 pub mod plugin;
+pub mod private;
 pub mod sandbox;
 pub mod scheduler;
 pub mod service;

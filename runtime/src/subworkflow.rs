@@ -152,7 +152,7 @@ impl Child {
             let mut metering = Metering::default();
             for task in &report.tasks {
                 metering.duration += task.metering.duration;
-                metering.fuel += task.metering.fuel;
+                metering.fuel = metering.fuel.saturating_add(task.metering.fuel);
                 metering.peak_memory = metering.peak_memory.max(task.metering.peak_memory);
             }
             match report.status {

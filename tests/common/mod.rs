@@ -9,6 +9,7 @@
 pub mod http;
 pub mod model_server;
 pub mod models;
+pub mod tools;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

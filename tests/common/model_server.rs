@@ -9,7 +9,8 @@
 //! - `down`: 500 every time;
 //! - `unauthorized`: 401 with the provider's error message;
 //! - `malformed`: 200 with a body that is not JSON;
-//! - `slow`: waits 3 s, then `echo`.
+//! - `slow`: waits 3 s, then `echo`;
+//! - `greedy`: like `echo`, but reports `u64::MAX` tokens in and out.
 //!
 //! Every request is recorded with its headers and JSON body.
 
@@ -153,8 +154,14 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             .unwrap_or_default();
         format!("echo: {last}")
     };
-    let input_tokens = body.to_string().split_whitespace().count() as u64;
-    let output_tokens = text.split_whitespace().count() as u64;
+    let (input_tokens, output_tokens) = if model == "greedy" {
+        (u64::MAX, u64::MAX)
+    } else {
+        (
+            body.to_string().split_whitespace().count() as u64,
+            text.split_whitespace().count() as u64,
+        )
+    };
     if body["stream"] == true {
         return stream_answer(
             &mut out,

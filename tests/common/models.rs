@@ -13,7 +13,7 @@ pub const ANTHROPIC_KEY: &str = "ant-test-key-456";
 /// `llm` installed as `llm`, granted that server and both secrets.
 pub async fn host(server: &ModelServer) -> Host {
     let config = format!(
-        "secrets:\n  openai:\n    value: {OPENAI_KEY}\n    hosts: ['{addr}']\n    format: 'Bearer {{}}'\n  anthropic:\n    value: {ANTHROPIC_KEY}\n    hosts: ['{addr}']\n    header: x-api-key\n",
+        "secrets:\n  openai:\n    value: {OPENAI_KEY}\n    hosts: ['{addr}']\n    insecure_http: true\n    format: 'Bearer {{}}'\n  anthropic:\n    value: {ANTHROPIC_KEY}\n    hosts: ['{addr}']\n    insecure_http: true\n    header: x-api-key\n",
         addr = server.addr
     );
     let host = Host::with_config(&config);
@@ -43,7 +43,7 @@ pub fn cli_for(
     std::fs::write(
         &config,
         format!(
-            "secrets:\n  openai:\n    value: {OPENAI_KEY}\n    hosts: ['{}']\n    format: 'Bearer {{}}'\n{extra}",
+            "secrets:\n  openai:\n    value: {OPENAI_KEY}\n    hosts: ['{}']\n    insecure_http: true\n    format: 'Bearer {{}}'\n{extra}",
             server.addr
         ),
     )

@@ -23,7 +23,7 @@ macro_rules! note {
     }};
 }
 
-mod control;
+pub mod control;
 mod dlq;
 mod executions;
 mod plugins;

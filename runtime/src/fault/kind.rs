@@ -39,6 +39,9 @@ pub enum FailureKind {
     WorkflowTimeout,
     /// The plugin's circuit breaker is open: the call was not made.
     BreakerOpen,
+    /// The host itself failed while preparing, running or recording the
+    /// task (a bug in the runtime, caught at the task's boundary).
+    Internal,
 }
 
 impl FailureKind {
@@ -61,11 +64,12 @@ impl FailureKind {
             FailureKind::TaskTimeout => "task-timeout",
             FailureKind::WorkflowTimeout => "workflow-timeout",
             FailureKind::BreakerOpen => "breaker-open",
+            FailureKind::Internal => "internal",
         }
     }
 
     /// Every kind, in declaration order.
-    pub const ALL: [FailureKind; 16] = [
+    pub const ALL: [FailureKind; 17] = [
         FailureKind::InvalidInput,
         FailureKind::Retryable,
         FailureKind::Fatal,
@@ -82,6 +86,7 @@ impl FailureKind {
         FailureKind::TaskTimeout,
         FailureKind::WorkflowTimeout,
         FailureKind::BreakerOpen,
+        FailureKind::Internal,
     ];
 
     /// The kind a kebab-case name names.
@@ -98,6 +103,7 @@ impl FailureKind {
                 | FailureKind::Cancelled
                 | FailureKind::TaskTimeout
                 | FailureKind::WorkflowTimeout
+                | FailureKind::Internal
         )
     }
 }

@@ -169,7 +169,12 @@ pub fn retry_after(message: &str) -> Option<Duration> {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == ' ')
         .collect();
-    humantime::parse_duration(text.trim()).ok()
+    // The message comes from a plugin (and from a server behind it): a wait
+    // of centuries would overflow the clock it is added to.
+    const LONGEST: Duration = Duration::from_secs(24 * 3600);
+    humantime::parse_duration(text.trim())
+        .ok()
+        .map(|wait| wait.min(LONGEST))
 }
 
 #[cfg(test)]

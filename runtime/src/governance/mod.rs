@@ -116,8 +116,10 @@ impl<E> Governed<E> {
         });
         if let Some(total) = Usage::total(counted.filter_map(|r| r.usage.as_ref())) {
             let mut spent = self.spent.lock().expect("budget lock");
-            spent.tokens += total.input_tokens + total.output_tokens;
-            spent.cost += total.cost_usd.unwrap_or(0.0);
+            spent.tokens = spent
+                .tokens
+                .saturating_add(total.input_tokens.saturating_add(total.output_tokens));
+            spent.cost += finite(total.cost_usd);
         }
     }
 
@@ -131,8 +133,8 @@ impl<E> Governed<E> {
             metering: Metering::default(),
         };
         if let Some(max) = budget.max_tokens {
-            let committed = spent.tokens + spent.reserved_tokens;
-            if tokens > 0 && committed + tokens > max {
+            let committed = spent.tokens.saturating_add(spent.reserved_tokens);
+            if tokens > 0 && committed.saturating_add(tokens) > max {
                 return Err(denied(format!(
                     "refused by the workflow's budget before the call: the run has spent {} of its {max} tokens ({} more expected from calls in flight), and this call would take about {tokens} (its prompt and `max_tokens`); raise `budget.max_tokens`",
                     spent.tokens, spent.reserved_tokens
@@ -148,7 +150,7 @@ impl<E> Governed<E> {
                 )));
             }
         }
-        spent.reserved_tokens += tokens;
+        spent.reserved_tokens = spent.reserved_tokens.saturating_add(tokens);
         spent.reserved_cost += cost;
         Ok((tokens, cost))
     }
@@ -162,14 +164,16 @@ impl<E> Governed<E> {
         usage: Option<&Usage>,
     ) -> Result<(), String> {
         let mut spent = self.spent.lock().expect("budget lock");
-        spent.reserved_tokens -= tokens;
+        spent.reserved_tokens = spent.reserved_tokens.saturating_sub(tokens);
         spent.reserved_cost = (spent.reserved_cost - cost).max(0.0);
         let Some(usage) = usage.filter(|u| !u.cached) else {
             return Ok(());
         };
-        let used = usage.input_tokens + usage.output_tokens;
-        spent.tokens += used;
-        spent.cost += usage.cost_usd.unwrap_or(0.0);
+        // Usage comes from a plugin (and a model server behind it): a
+        // reported u64::MAX must fill the budget, not wrap it.
+        let used = usage.input_tokens.saturating_add(usage.output_tokens);
+        spent.tokens = spent.tokens.saturating_add(used);
+        spent.cost += finite(usage.cost_usd);
         if let Some(max) = budget.max_tokens
             && spent.tokens > max
         {
@@ -306,6 +310,7 @@ fn estimate(input: &str, prices: &Prices) -> (u64, f64) {
     }
     let prompt = (chars as u64).div_ceil(4);
     let answer = input.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
+    let tokens = prompt.saturating_add(answer);
     let cost = input
         .get("model")
         .and_then(Value::as_str)
@@ -313,7 +318,12 @@ fn estimate(input: &str, prices: &Prices) -> (u64, f64) {
         .map_or(0.0, |p| {
             (prompt as f64 * p.input + answer as f64 * p.output) / 1e6
         });
-    (prompt + answer, cost)
+    (tokens, cost)
+}
+
+/// A reported cost as a number a budget can add: never negative, NaN or infinite.
+fn finite(cost: Option<f64>) -> f64 {
+    cost.filter(|c| c.is_finite() && *c > 0.0).unwrap_or(0.0)
 }
 
 /// JSON text with every object's keys sorted, so equal values give equal

@@ -6,11 +6,20 @@
 //! that further ([`GrantLimits`]) but never widen it. The result is an
 //! [`Allowed`], which the sandbox turns into preopens, environment variables
 //! and an egress policy.
+//!
+//! Addresses are the operator's alone: `*` and `*.example.com` cover host
+//! names, never IP literals or address ranges, so an address (and with it
+//! any loopback, private or metadata address a name resolves to) is
+//! reachable only when the operator's grant names that address or a range
+//! holding it. A plugin asking for `*` gets the operator's address grants;
+//! a plugin or a workflow naming an address the operator did not grant gets
+//! nothing.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::manifest::Capabilities;
@@ -62,10 +71,13 @@ impl Allowed {
         let asked: Vec<HostPattern> = parse_all(&requested.http_hosts);
         let given: Vec<HostPattern> = parse_all(&granted.http_hosts);
         let mut http_hosts: Vec<HostPattern> = Vec::new();
+        // What the plugin asks for that a grant covers, and what the
+        // operator granted that the plugin's asks take in (an ask of `*`
+        // takes in granted addresses too: the operator named them).
         let candidates = asked
             .iter()
             .filter(|a| given.iter().any(|g| g.covers(a)))
-            .chain(given.iter().filter(|g| asked.iter().any(|a| a.covers(g))));
+            .chain(given.iter().filter(|g| asked.iter().any(|a| a.takes_in(g))));
         for pattern in candidates {
             if !http_hosts.contains(pattern) {
                 http_hosts.push(pattern.clone());
@@ -168,11 +180,12 @@ impl Allowed {
     }
 
     /// Whether an address in a special range (loopback, private, link-local,
-    /// ...) was granted explicitly, by an IP-literal pattern.
+    /// ...) was granted explicitly, by an address or range pattern (which
+    /// only an operator's grant can put here).
     pub fn grants_address(&self, ip: IpAddr, port: u16) -> bool {
-        self.http_hosts
-            .iter()
-            .any(|p| p.ip() == Some(ip) && p.port.is_none_or(|q| q == port))
+        self.http_hosts.iter().any(|p| {
+            p.port.is_none_or(|q| q == port) && p.net().is_some_and(|net| net.contains(&ip))
+        })
     }
 }
 
@@ -183,11 +196,12 @@ fn parse_all(patterns: &[String]) -> Vec<HostPattern> {
         .collect()
 }
 
-/// A host a plugin may reach: `api.example.com`, `*.example.com`, `*`, or an
-/// IP address, each optionally with `:port`.
+/// A host a plugin may reach: `api.example.com`, `*.example.com`, `*`, an
+/// IP address or an address range (`10.0.0.0/8`), each optionally with
+/// `:port` (an IPv6 address in brackets then: `[::1]:8080`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostPattern {
-    /// Lower-case host, `*.suffix` or `*`.
+    /// Lower-case host, `*.suffix`, `*`, an address or a range.
     pub host: String,
     /// The only port allowed, if set.
     pub port: Option<u16>,
@@ -212,7 +226,7 @@ impl HostPattern {
             .to_owned();
         let name = host.strip_prefix("*.").unwrap_or(&host);
         let valid = host == "*"
-            || host.parse::<IpAddr>().is_ok()
+            || net_of(&host).is_some()
             || (!name.is_empty()
                 && name.split('.').all(|label| {
                     !label.is_empty()
@@ -222,7 +236,7 @@ impl HostPattern {
                 }));
         if !valid {
             return Err(format!(
-                "`{text}` is not a host pattern; write `api.example.com`, `*.example.com`, `*` or an IP address, optionally with `:port`"
+                "`{text}` is not a host pattern; write `api.example.com`, `*.example.com`, `*`, an IP address or a range such as `10.0.0.0/8`, optionally with `:port`"
             ));
         }
         Ok(Self { host, port })
@@ -237,23 +251,62 @@ impl HostPattern {
         self.port.is_none_or(|p| p == port) && host_covers(&self.host, &host)
     }
 
-    /// Whether everything `other` allows, this allows too.
+    /// Whether `host` fits, on whatever port.
+    pub fn matches_host(&self, host: &str) -> bool {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        host_covers(&self.host, &host)
+    }
+
+    /// Whether everything `other` allows, this allows too. Names and
+    /// wildcards never cover addresses.
     pub fn covers(&self, other: &HostPattern) -> bool {
-        let port = match (self.port, other.port) {
+        self.covers_port(other) && host_covers(&self.host, &other.host)
+    }
+
+    /// Whether a plugin asking for this takes in what the operator granted
+    /// as `granted`: like [`covers`](Self::covers), except that an ask of
+    /// `*` takes in granted addresses too.
+    pub fn takes_in(&self, granted: &HostPattern) -> bool {
+        self.covers(granted) || (self.host == "*" && self.covers_port(granted))
+    }
+
+    fn covers_port(&self, other: &HostPattern) -> bool {
+        match (self.port, other.port) {
             (None, _) => true,
             (Some(a), Some(b)) => a == b,
             (Some(_), None) => false,
-        };
-        port && host_covers(&self.host, &other.host)
+        }
     }
 
-    /// The address, if the pattern is an IP literal.
+    /// The address, if the pattern is one IP address.
     pub fn ip(&self) -> Option<IpAddr> {
         self.host.parse().ok()
+    }
+
+    /// The addresses the pattern names, if it is an address or a range.
+    pub fn net(&self) -> Option<IpNet> {
+        net_of(&self.host)
+    }
+}
+
+/// An address (`10.1.2.3`, `::1`) or a range (`10.0.0.0/8`) as a range.
+fn net_of(host: &str) -> Option<IpNet> {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Some(IpNet::from(ip)),
+        Err(_) => host.parse::<IpNet>().ok().map(|net| net.trunc()),
     }
 }
 
 fn host_covers(pattern: &str, host: &str) -> bool {
+    match (net_of(pattern), net_of(host)) {
+        (Some(pattern), Some(host)) => return pattern.contains(&host),
+        // A name or a wildcard never covers an address, nor an address a name.
+        (None, Some(_)) | (Some(_), None) => return false,
+        (None, None) => {}
+    }
     if pattern == "*" || pattern == host {
         return true;
     }
@@ -366,6 +419,94 @@ mod tests {
         assert_eq!(allowed.dirs.len(), 1);
         assert!(!allowed.dirs[0].writable);
         assert_eq!(allowed.secrets, ["token"]);
+    }
+
+    #[test]
+    fn wildcards_never_cover_addresses() {
+        let any = HostPattern::parse("*").unwrap();
+        assert!(any.matches("api.example.com", 443));
+        for address in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "[::1]",
+            "10.0.0.1",
+            "93.184.216.34",
+        ] {
+            assert!(!any.matches(address, 80), "{address}");
+        }
+        let suffix = HostPattern::parse("*.example.com").unwrap();
+        assert!(!suffix.covers(&HostPattern::parse("127.0.0.1").unwrap()));
+        assert!(!any.covers(&HostPattern::parse("169.254.169.254").unwrap()));
+        assert!(!any.covers(&HostPattern::parse("10.0.0.0/8").unwrap()));
+        // A name never covers an address either.
+        let name = HostPattern::parse("localhost").unwrap();
+        assert!(!name.matches("127.0.0.1", 80));
+    }
+
+    #[test]
+    fn ranges_cover_their_addresses() {
+        let private = HostPattern::parse("10.0.0.0/8").unwrap();
+        assert!(private.matches("10.1.2.3", 80));
+        assert!(!private.matches("11.0.0.1", 80));
+        assert!(private.covers(&HostPattern::parse("10.9.0.0/16").unwrap()));
+        assert!(!private.covers(&HostPattern::parse("0.0.0.0/0").unwrap()));
+        let v6 = HostPattern::parse("[fd00::/8]:8080").unwrap();
+        assert!(v6.matches("[fd12::1]", 8080));
+        assert!(!v6.matches("[fd12::1]", 80));
+        let allowed = Allowed {
+            http_hosts: vec![private],
+            ..Allowed::default()
+        };
+        assert!(allowed.grants_address("10.255.0.1".parse().unwrap(), 443));
+        assert!(!allowed.grants_address("192.168.0.1".parse().unwrap(), 443));
+        assert!(HostPattern::parse("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn a_plugin_cannot_ask_for_an_address_the_operator_did_not_grant() {
+        let asked = Capabilities {
+            http_hosts: vec!["*".into(), "169.254.169.254".into(), "127.0.0.1".into()],
+            ..Capabilities::default()
+        };
+        let granted = Grants {
+            http_hosts: vec!["*".into()],
+            ..Grants::default()
+        };
+        let allowed = Allowed::intersect(&asked, &granted);
+        assert_eq!(hosts(&allowed), ["*"]);
+        assert!(!allowed.grants_address("169.254.169.254".parse().unwrap(), 80));
+        assert!(allowed.http_grant("169.254.169.254", 80).is_none());
+        assert!(allowed.http_grant("127.0.0.1", 80).is_none());
+
+        // The operator naming the address is what grants it.
+        let granted = Grants {
+            http_hosts: vec!["*".into(), "127.0.0.1".into()],
+            ..Grants::default()
+        };
+        let allowed = Allowed::intersect(&asked, &granted);
+        assert!(allowed.grants_address("127.0.0.1".parse().unwrap(), 80));
+        assert!(!allowed.grants_address("169.254.169.254".parse().unwrap(), 80));
+    }
+
+    #[test]
+    fn a_workflow_cannot_narrow_a_wildcard_into_an_address() {
+        let allowed = Allowed {
+            http_hosts: vec![HostPattern::parse("*").unwrap()],
+            ..Allowed::default()
+        };
+        for address in ["127.0.0.1", "169.254.169.254", "10.0.0.0/8", "[::1]:80"] {
+            let narrow = GrantLimits {
+                http: Some(vec![address.into()]),
+                ..GrantLimits::default()
+            };
+            let error = allowed.narrow(&narrow).unwrap_err();
+            assert!(error.contains("a workflow can only narrow"), "{error}");
+        }
+        let narrow = GrantLimits {
+            http: Some(vec!["api.example.com".into()]),
+            ..GrantLimits::default()
+        };
+        assert!(allowed.narrow(&narrow).is_ok());
     }
 
     #[test]

@@ -7,11 +7,14 @@
 //! directory, `ORCHESTRATOR_CACHE` names another (or `off`).
 //!
 //! Loading an artifact runs native code compiled earlier, so only this
-//! host's own files are read, keyed by the engine hash that wrote them; an
-//! artifact that does not load is compiled again and replaced.
+//! host's own files are read: a directory or file another user owns, or
+//! that others may write to, is ignored; files are keyed by the engine hash
+//! that wrote them and sealed (`seal.rs`), and an artifact that does not
+//! verify or load is compiled again and replaced.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::private;
 
 /// Environment variable naming the cache directory (`off` disables it).
 pub const CACHE_ENV: &str = "ORCHESTRATOR_CACHE";
@@ -44,9 +47,19 @@ impl ArtifactCache {
         self.dir.join(engine).join(digest)
     }
 
-    /// The artifact of `digest` for `engine`, if this machine wrote one.
+    /// The artifact of `digest` for `engine`, if this user wrote one.
     pub fn get(&self, engine: &str, digest: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.path(engine, digest)).ok()
+        let file = self.path(engine, digest);
+        let untrusted = [self.dir.as_path(), &self.dir.join(engine), &file]
+            .into_iter()
+            .find_map(private::untrusted);
+        if let Some(why) = untrusted {
+            if file.exists() {
+                tracing::warn!("not loading the compiled component {digest}: {why}");
+            }
+            return None;
+        }
+        std::fs::read(file).ok()
     }
 
     /// Keeps an artifact; a failure only costs a compile next time.
@@ -58,29 +71,12 @@ impl ArtifactCache {
 
     fn write(&self, engine: &str, digest: &str, artifact: &[u8]) -> std::io::Result<()> {
         let dir = self.dir.join(engine);
-        private_dir(&self.dir)?;
-        private_dir(&dir)?;
+        private::create_dir(&dir)?;
         let temporary = dir.join(format!(".{digest}.{}.tmp", std::process::id()));
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(artifact)?;
-        file.sync_all()?;
+        private::write_file(&temporary, artifact)?;
         std::fs::rename(&temporary, self.path(engine, digest)).inspect_err(|_| {
             let _ = std::fs::remove_file(&temporary);
         })
-    }
-}
-
-/// Creates `dir` if needed, readable by this user only.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
     }
 }
 
@@ -106,6 +102,14 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
+
+        // A cache others may write to is not read.
+        std::fs::set_permissions(
+            dir.path().join("cache/e1"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .expect("chmod");
+        assert_eq!(cache.get("e1", "d"), None);
     }
 
     #[test]

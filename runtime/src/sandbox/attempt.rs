@@ -26,6 +26,7 @@ use super::bindings::{self, State, TaskContext};
 use super::egress::{Denials, Egress};
 use super::limiter::MemoryLimiter;
 use super::outcome::{self, Failure};
+use super::quota::{LogBudget, MAX_RESOURCES, Requests};
 use crate::plugin::Manifest;
 use crate::scheduler::{Cancel, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess};
 use crate::workflow::Limits;
@@ -147,7 +148,7 @@ pub(super) async fn describe(
 fn metering(store: &Store<State>, limits: &Limits, started: Instant) -> Metering {
     Metering {
         duration: started.elapsed(),
-        fuel: limits.fuel - store.get_fuel().unwrap_or(0),
+        fuel: limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
         peak_memory: store.data().limiter.peak(),
     }
 }
@@ -199,14 +200,20 @@ fn new_store(
                 denials: Arc::clone(denials),
                 hosts: plugin.host_breakers.clone(),
                 cassette: plugin.cassette.clone(),
+                requests: Requests::default(),
             },
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
             limiter: MemoryLimiter::new(limits.memory),
             stderr,
             task_id: task_id.to_owned(),
             plugin: Arc::clone(&plugin.name),
             emitter: plugin.emitter.clone(),
             emitted: 0,
+            log: LogBudget::default(),
         },
     );
     store.limiter(|state| &mut state.limiter);

@@ -5,6 +5,7 @@
 //! with the task and plugin; emits also reach the run's [`Emitter`]) and hands WASI and `wasi:http` their views;
 //! [`manifest`] maps `describe()`'s answer to the domain [`Manifest`].
 
+use super::quota::{LogBudget, LogVerdict, MAX_LOG_BYTES, MAX_LOG_LINE, cut};
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -39,6 +40,8 @@ pub struct State {
     pub(super) emitter: Option<Emitter>,
     /// Bytes emitted so far in this attempt.
     pub(super) emitted: usize,
+    /// What the attempt may still log.
+    pub(super) log: LogBudget,
 }
 
 /// Receives what a plugin emits while it runs: (task id, kind, data), for
@@ -114,11 +117,25 @@ pub(super) fn manifest(info: PluginInfo) -> Manifest {
 
 impl host::Host for State {
     fn log(&mut self, level: host::LogLevel, message: String, fields: Vec<host::Field>) {
+        let size = fields
+            .iter()
+            .map(|f| f.key.len() + f.value.len())
+            .fold(message.len(), usize::saturating_add);
+        match self.log.take(size) {
+            LogVerdict::Write => {}
+            LogVerdict::DropFirst => {
+                tracing::warn!(target: "plugin", task = self.task_id.as_str(), plugin = &*self.plugin,
+                    "the plugin logs more than {MAX_LOG_BYTES} bytes or faster than its rate allows; further logs of this attempt are dropped");
+                return;
+            }
+            LogVerdict::Drop => return,
+        }
+        let message = cut(message, MAX_LOG_LINE);
         let fields: Vec<String> = fields
             .into_iter()
             .map(|f| format!("{}={}", f.key, f.value))
             .collect();
-        let fields = fields.join(" ");
+        let fields = cut(fields.join(" "), MAX_LOG_LINE);
         let (task, plugin) = (self.task_id.as_str(), &*self.plugin);
         match level {
             host::LogLevel::Trace => {

@@ -19,6 +19,9 @@ use serde_json::Value;
 
 const FORMAT: u32 = 1;
 
+/// The most bytes of exchanges a recording holds in memory (and writes).
+pub const MAX_RECORDED_BYTES: usize = 256 << 20;
+
 /// One request and its response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exchange {
@@ -51,7 +54,8 @@ pub struct Cassette {
 
 #[derive(Debug)]
 enum Mode {
-    Recording(Mutex<Vec<Exchange>>),
+    /// The exchanges, and their size in bytes.
+    Recording(Mutex<(Vec<Exchange>, usize)>),
     Replaying {
         exchanges: Vec<Exchange>,
         /// How many times each exchange answered.
@@ -112,23 +116,37 @@ impl Cassette {
         let Mode::Recording(exchanges) = &self.mode else {
             return Ok(0);
         };
-        let exchanges = exchanges.lock().expect("cassette lock").clone();
+        let exchanges = exchanges.lock().expect("cassette lock").0.clone();
         let count = exchanges.len();
         let file = File {
             format: FORMAT,
             exchanges,
         };
         let text = serde_json::to_string_pretty(&file).expect("exchanges serialize");
-        std::fs::write(&self.path, text + "\n")
+        crate::private::write_file(&self.path, (text + "\n").as_bytes())
             .map_err(|e| format!("cannot write the cassette {}: {e}", self.path.display()))?;
         Ok(count)
     }
 
-    /// Keeps one exchange (when recording).
-    pub(super) fn keep(&self, exchange: Exchange) {
-        if let Mode::Recording(exchanges) = &self.mode {
-            exchanges.lock().expect("cassette lock").push(exchange);
+    /// Keeps one exchange (when recording), or says that the recording
+    /// is full.
+    pub(super) fn keep(&self, exchange: Exchange) -> Result<(), String> {
+        if let Mode::Recording(recording) = &self.mode {
+            let mut recording = recording.lock().expect("cassette lock");
+            let size = exchange.url.len() + exchange.body.len() + exchange.response.len();
+            if recording.1.saturating_add(size) > MAX_RECORDED_BYTES {
+                return Err(format!(
+                    "the recording {} would hold more than {} MiB of exchanges, the most one recording may hold (cap `cassette`); {} {} was not kept",
+                    self.path.display(),
+                    MAX_RECORDED_BYTES >> 20,
+                    exchange.method,
+                    exchange.url
+                ));
+            }
+            recording.1 += size;
+            recording.0.push(exchange);
         }
+        Ok(())
     }
 
     /// The recorded answer to a request, or why there is none.
@@ -195,13 +213,38 @@ mod tests {
     }
 
     #[test]
+    fn a_recording_holds_a_bounded_amount() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let recording = Cassette::record(&dir.path().join("c.json"));
+        let big = "x".repeat(MAX_RECORDED_BYTES / 3);
+        for _ in 0..2 {
+            assert_eq!(recording.keep(exchange("{}", &big)), Ok(()));
+        }
+        let full = recording.keep(exchange("{}", &big)).unwrap_err();
+        assert!(full.contains("cap `cassette`"), "{full}");
+        assert_eq!(recording.save(), Ok(2));
+    }
+
+    #[test]
     fn recorded_exchanges_replay_in_order_and_misses_name_the_request() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("c.json");
         let recording = Cassette::record(&path);
-        recording.keep(exchange(r#"{"a":1,"b":2}"#, "first"));
-        recording.keep(exchange(r#"{"a":1,"b":2}"#, "second"));
+        assert_eq!(
+            recording.keep(exchange(r#"{"a":1,"b":2}"#, "first")),
+            Ok(())
+        );
+        assert_eq!(
+            recording.keep(exchange(r#"{"a":1,"b":2}"#, "second")),
+            Ok(())
+        );
         assert_eq!(recording.save(), Ok(2));
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path)
+            .expect("saved")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "a cassette is its user's alone");
 
         let replay = Cassette::replay(&path).expect("it reads back");
         let url = "https://api.example.com/v1/x";

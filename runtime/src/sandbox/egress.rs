@@ -43,6 +43,7 @@ use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::cassette::{Cassette, Exchange};
+use super::quota::{InFlight, Requests};
 use crate::breakers::HostBreakers;
 use crate::config::Secrets;
 use crate::plugin::Allowed;
@@ -75,6 +76,8 @@ pub(super) struct Egress {
     pub(super) hosts: Option<HostBreakers>,
     /// Set when exchanges are recorded or replayed.
     pub(super) cassette: Option<Arc<Cassette>>,
+    /// The attempt's requests, at once and in all.
+    pub(super) requests: Requests,
 }
 
 /// A response, and the future that drives its connection.
@@ -95,13 +98,15 @@ impl WasiHttpHooks for Egress {
         drop(fut);
         // A replayed request leaves nothing on the wire: no secret to attach.
         let replaying = self.cassette.as_ref().is_some_and(|c| c.replaying());
-        let checked = self.check(request, !replaying);
+        let checked = self
+            .check(request, !replaying)
+            .and_then(|checked| Ok((checked, self.requests.admit()?)));
         let allowed = Arc::clone(&self.allowed);
         let denials = Arc::clone(&self.denials);
         let hosts = self.hosts.clone();
         let cassette = self.cassette.clone();
         Box::new(async move {
-            let (request, target) = checked.map_err(|message| deny(&denials, message))?;
+            let ((request, target), slot) = checked.map_err(|message| deny(&denials, message))?;
             let (request, recorded) = match &cassette {
                 None => (request, None),
                 Some(cassette) => {
@@ -135,10 +140,20 @@ impl WasiHttpHooks for Egress {
             let connect_timeout = options
                 .and_then(|o| o.connect_timeout)
                 .unwrap_or(CONNECT_TIMEOUT);
-            let sent = send(request, &target, address, connect_timeout, denials).await;
+            let sent = send(
+                request,
+                &target,
+                address,
+                connect_timeout,
+                Arc::clone(&denials),
+                slot,
+            )
+            .await;
             let sent = match (sent, recorded, &cassette) {
                 (Ok((response, io)), Some(request), Some(cassette)) => {
-                    record(cassette, request, response).await.map(|r| (r, io))
+                    record(cassette, request, response, &denials)
+                        .await
+                        .map(|r| (r, io))
                 }
                 (sent, _, _) => sent,
             };
@@ -212,6 +227,7 @@ async fn record(
     cassette: &Cassette,
     (method, url, body): Kept,
     response: http::Response<WasiBody>,
+    denials: &Denials,
 ) -> Result<http::Response<WasiBody>, Error> {
     let (parts, incoming) = response.into_parts();
     let bytes = incoming.collect().await?.to_bytes();
@@ -223,14 +239,16 @@ async fn record(
         })
         .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
         .collect();
-    cassette.keep(Exchange {
-        method,
-        url,
-        body,
-        status: parts.status.as_u16(),
-        headers,
-        response: String::from_utf8_lossy(&bytes).into_owned(),
-    });
+    cassette
+        .keep(Exchange {
+            method,
+            url,
+            body,
+            status: parts.status.as_u16(),
+            headers,
+            response: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+        .map_err(|message| deny(denials, message))?;
     Ok(http::Response::from_parts(parts, full(bytes)))
 }
 
@@ -250,7 +268,13 @@ impl Egress {
     ) -> Result<(http::Request<WasiBody>, Target), String> {
         let uri = request.uri();
         let tls = uri.scheme() == Some(&Scheme::HTTPS);
-        let Some(host) = uri.host().map(str::to_ascii_lowercase) else {
+        // An IPv6 literal comes in brackets (`[::1]`); the address is without.
+        let host = uri.host().map(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase()
+        });
+        let Some(host) = host else {
             return Err(format!(
                 "plugin `{}` sent a request without a host",
                 self.plugin
@@ -276,17 +300,27 @@ impl Egress {
         }
         let secrets = self
             .secrets
-            .for_host(&host, port)
+            .for_host(&host, port, tls)
             .filter(|_| attach_secrets);
-        for secret in secrets {
-            if self.allowed.secrets.contains(&secret.name) {
+        for (secret, admitted) in secrets {
+            let held = self.allowed.secrets.contains(&secret.name);
+            if held && !admitted {
+                let scheme = if tls { "https" } else { "http" };
+                return Err(format!(
+                    "plugin `{}` sent a request to {scheme}://{host}:{port}, a host of secret `{}`, which goes only to {}; the request was not sent. Use https:// (or, for a test server on loopback, set `insecure_http: true` and the port on the secret in the host's config)",
+                    self.plugin,
+                    secret.name,
+                    secret.destinations()
+                ));
+            }
+            if held {
                 let value = secret.header_value().map_err(|why| {
                     format!("secret `{}` for `{host}` has no value: {why}", secret.name)
                 })?;
                 request
                     .headers_mut()
                     .insert(secret.header.clone(), value.clone());
-            } else if self.allowed.secrets_withheld.contains(&secret.name) {
+            } else if admitted && self.allowed.secrets_withheld.contains(&secret.name) {
                 return Err(format!(
                     "plugin `{}` asked for secret `{}` (attached to requests for `{host}`), which it was not granted; grant it with `runtime install --allow-secret {}`",
                     self.plugin, secret.name, secret.name
@@ -346,7 +380,7 @@ async fn resolve(target: &Target, allowed: &Allowed) -> Result<SocketAddr, Strin
 pub fn special_range(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             if v4.is_loopback() {
                 Some("loopback")
             } else if v4.is_private() {
@@ -357,6 +391,12 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
                 Some("shared address space")
             } else if v4.is_unspecified() || a == 0 {
                 Some("unspecified")
+            } else if a == 192 && b == 0 && c == 0 {
+                Some("IETF protocol assignments")
+            } else if a == 198 && (b == 18 || b == 19) {
+                Some("benchmarking")
+            } else if v4.is_documentation() {
+                Some("documentation")
             } else if v4.is_multicast() || v4.is_broadcast() || a >= 240 {
                 Some("multicast or reserved")
             } else {
@@ -367,15 +407,30 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return special_range(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let [first, second, ..] = v6.segments();
             if v6.is_loopback() {
                 Some("loopback")
             } else if v6.is_unspecified() {
                 Some("unspecified")
+            } else if v6.segments()[..6] == [0; 6] {
+                // `::a.b.c.d`, deprecated IPv4-compatible addresses.
+                Some("IPv4-compatible")
+            } else if first == 0x64 && second == 0xff9b {
+                // 64:ff9b::/96 and 64:ff9b:1::/48 reach IPv4 hosts through a
+                // translator, private ones included.
+                Some("NAT64")
+            } else if first == 0x2002 {
+                Some("6to4")
+            } else if first == 0x2001 && second == 0 {
+                Some("Teredo")
+            } else if first == 0x2001 && second == 0xdb8 {
+                Some("documentation")
             } else if first & 0xfe00 == 0xfc00 {
                 Some("private (unique local)")
             } else if first & 0xffc0 == 0xfe80 {
                 Some("link-local")
+            } else if first & 0xffc0 == 0xfec0 {
+                Some("site-local")
             } else if v6.is_multicast() {
                 Some("multicast")
             } else {
@@ -412,6 +467,7 @@ async fn send(
     address: SocketAddr,
     connect_timeout: Duration,
     denials: Denials,
+    slot: InFlight,
 ) -> Sent {
     let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(address))
         .await
@@ -456,6 +512,7 @@ async fn send(
             remaining: MAX_RESPONSE_BYTES,
             host,
             denials,
+            _slot: slot,
         }
         .boxed_unsync()
     });
@@ -482,6 +539,8 @@ struct LimitedBody {
     remaining: u64,
     host: String,
     denials: Denials,
+    /// The request's place among those in flight, freed with the body.
+    _slot: InFlight,
 }
 
 impl Body for LimitedBody {
@@ -536,7 +595,18 @@ mod tests {
         assert_eq!(range("::ffff:127.0.0.1"), Some("loopback"));
         assert_eq!(range("fd00:ec2::254"), Some("private (unique local)"));
         assert_eq!(range("fe80::1"), Some("link-local"));
+        assert_eq!(range("192.0.0.170"), Some("IETF protocol assignments"));
+        assert_eq!(range("198.18.0.1"), Some("benchmarking"));
+        assert_eq!(range("198.19.255.1"), Some("benchmarking"));
+        assert_eq!(range("64:ff9b::7f00:1"), Some("NAT64"));
+        assert_eq!(range("64:ff9b:1::a9fe:a9fe"), Some("NAT64"));
+        assert_eq!(range("2002:7f00:1::1"), Some("6to4"));
+        assert_eq!(range("::127.0.0.1"), Some("IPv4-compatible"));
+        assert_eq!(range("::a9fe:a9fe"), Some("IPv4-compatible"));
+        assert_eq!(range("fec0::1"), Some("site-local"));
+        assert_eq!(range("2001:0:4136:e378::1"), Some("Teredo"));
         assert_eq!(range("93.184.216.34"), None);
+        assert_eq!(range("198.20.0.1"), None);
         assert_eq!(range("2606:4700::1111"), None);
     }
 }

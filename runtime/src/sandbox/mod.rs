@@ -18,6 +18,8 @@ pub mod cassette;
 pub mod egress;
 mod limiter;
 mod outcome;
+pub mod quota;
+pub mod seal;
 pub mod world;
 
 use std::collections::HashMap;
@@ -40,6 +42,7 @@ use artifacts::ArtifactCache;
 pub use bindings::Emitter;
 use bindings::{Executor as ExecutorWorld, ExecutorPre, State};
 use cassette::Cassette;
+use seal::SealKey;
 
 /// How often the epoch advances: the resolution of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -153,6 +156,8 @@ pub struct Sandbox {
     capacity: Capacity,
     /// Where compiled components are kept across stores, if anywhere.
     artifacts: Option<ArtifactCache>,
+    /// Seals every artifact this host writes; only sealed ones load.
+    seal: SealKey,
     /// Signalled whenever an attempt's store is dropped (its pool slots
     /// are free again).
     freed: Notify,
@@ -221,6 +226,7 @@ impl Sandbox {
             cache: Mutex::new(HashMap::new()),
             capacity: Capacity::new(limits),
             artifacts,
+            seal: SealKey::for_user(),
             freed: Notify::new(),
         }))
     }
@@ -260,7 +266,8 @@ impl Sandbox {
         if let Some(cache) = &self.artifacts
             && let Ok(artifact) = component.serialize()
         {
-            cache.put(&self.engine_hash, &digest, &artifact);
+            let sealed = self.seal.seal(&self.engine_hash, &digest, &artifact);
+            cache.put(&self.engine_hash, &digest, &sealed);
         }
         Ok(Compiled {
             name: Arc::from(name),
@@ -269,34 +276,43 @@ impl Sandbox {
         })
     }
 
-    /// The precompiled form of a component, for the store.
+    /// The precompiled form of a component, sealed, for the store.
     pub fn serialize(&self, compiled: &Compiled) -> Result<Vec<u8>, SandboxError> {
-        compiled
+        let artifact = compiled
             .component
             .serialize()
-            .map_err(|e| SandboxError::Engine(format!("{e:#}")))
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        Ok(self
+            .seal
+            .seal(&self.engine_hash, &compiled.digest, &artifact))
     }
 
     /// Loads an artifact [`Sandbox::serialize`] wrote, without compiling.
     ///
-    /// Only artifacts this host wrote (into its own store, or its user's
-    /// artifact cache) reach this function, and only for the engine hash
-    /// they were written with.
+    /// Only an artifact whose seal verifies (this user's key, this engine
+    /// hash, this digest) is deserialized; any other is refused.
     pub fn load_artifact(
         &self,
         name: &str,
         digest: &str,
-        artifact: &[u8],
+        sealed: &[u8],
     ) -> Result<Compiled, SandboxError> {
+        let artifact = self
+            .seal
+            .open(&self.engine_hash, digest, sealed)
+            .ok_or_else(|| SandboxError::Compile {
+                plugin: name.to_owned(),
+                reason: "its stored artifact was not sealed by this host's user for this engine; it is compiled again from the component".to_owned(),
+            })?;
         #[allow(
             unsafe_code,
-            reason = "deserializing runs native code compiled earlier; the store and the artifact cache only hold artifacts this host serialized, keyed by its engine hash"
+            reason = "deserializing runs native code compiled earlier; only artifacts sealed with this user's key for this engine hash get here"
         )]
-        // SAFETY: `artifact` comes from `Sandbox::serialize` (or the same
-        // `Component::serialize` the artifact cache stores) of an engine with
-        // the same `engine_hash` (both key artifacts by it), and the store
-        // file and the cache directory (mode 0700) are the host user's own,
-        // not a plugin's or a tenant's input.
+        // SAFETY: `artifact` carries a seal made with this user's key over
+        // this engine hash, this digest and these bytes, and only
+        // `Sandbox::serialize` and `Sandbox::compile` seal, with the output
+        // of `Component::serialize` of an engine with the same hash: it is
+        // this host's own compiled code, not a plugin's or a tenant's input.
         let component = unsafe { Component::deserialize(&self.engine, artifact) }.map_err(|e| {
             SandboxError::Compile {
                 plugin: name.to_owned(),

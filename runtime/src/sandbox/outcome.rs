@@ -1,7 +1,9 @@
 //! Turns what a call produced into the scheduler's terms: output and usage, or
 //! a classified failure whose message names the limit and what to change.
 
+use super::quota::{MAX_MESSAGE_BYTES, MAX_RESOURCES, cut};
 use wasmtime::Trap;
+use wasmtime::component::ResourceTableError;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::bindings::{TaskError, TaskOutput};
@@ -40,7 +42,13 @@ impl Failure {
         } else {
             FailureKind::Denied
         };
-        let refused: Vec<&str> = refusals.iter().map(|r| r.message.as_str()).collect();
+        // The same refusal many times (a burst past a cap) is said once.
+        let mut refused: Vec<&str> = Vec::new();
+        for message in refusals.iter().map(|r| r.message.as_str()) {
+            if !refused.contains(&message) {
+                refused.push(message);
+            }
+        }
         Self {
             kind,
             message: format!(
@@ -54,7 +62,9 @@ impl Failure {
     pub(super) fn into_task_failure(self, metering: Metering) -> TaskFailure {
         TaskFailure {
             kind: self.kind,
-            message: self.message,
+            // A plugin writes most of this text: keep reports, events and
+            // dead letters small whatever it wrote.
+            message: cut(self.message, MAX_MESSAGE_BYTES),
             metering,
         }
     }
@@ -106,6 +116,12 @@ pub(super) fn classify(
                 message,
             }
         }
+        None if error.downcast_ref::<ResourceTableError>().is_some() => Failure {
+            kind: FailureKind::Plugin,
+            message: format!(
+                "held more than {MAX_RESOURCES} handles at once (open files, streams, requests), the most one attempt may hold (cap `resources`): {error:#}"
+            ),
+        },
         None => Failure {
             kind: FailureKind::Plugin,
             message: format!("{error:#}"),

@@ -112,8 +112,8 @@ impl Usage {
             if usage.cached {
                 continue;
             }
-            sum.input_tokens += usage.input_tokens;
-            sum.output_tokens += usage.output_tokens;
+            sum.input_tokens = sum.input_tokens.saturating_add(usage.input_tokens);
+            sum.output_tokens = sum.output_tokens.saturating_add(usage.output_tokens);
             if let Some(cost) = usage.cost_usd {
                 sum.cost_usd = Some(sum.cost_usd.unwrap_or(0.0) + cost);
             }

@@ -186,7 +186,7 @@ fn gather(results: Vec<Option<TaskReport>>, min_success_ratio: f64) -> Outcome {
     let usage = Usage::total(results.iter().filter_map(|r| r.usage.as_ref()));
     for report in results {
         metering.duration += report.metering.duration;
-        metering.fuel += report.metering.fuel;
+        metering.fuel = metering.fuel.saturating_add(report.metering.fuel);
         metering.peak_memory = metering.peak_memory.max(report.metering.peak_memory);
         // The task took as many attempts as its most-tried item.
         attempts = attempts.max(report.attempts);

@@ -209,7 +209,13 @@ impl<E: Executor> Scheduler<E> {
                 let Some(i) = run.ready.pop() else {
                     break;
                 };
-                match run.prepare(i, &cancel) {
+                // Resolving a task's input runs host code over hostile
+                // expressions and values: a panic there fails this task only.
+                let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run.prepare(i, &cancel)
+                }))
+                .unwrap_or_else(|panic| Err(Box::new(run.internal_failure(i, &*panic))));
+                match prepared {
                     Ok(request) if plan.tasks[i].wait.is_some() => {
                         let task = &plan.tasks[i];
                         let wait = task.wait.as_ref().expect("checked");
@@ -233,8 +239,12 @@ impl<E: Executor> Scheduler<E> {
                     }
                     Ok(request) => {
                         let task = &plan.tasks[i];
-                        let unit = match self.unit(&mut run, i, request, journal) {
-                            Ok(unit) => unit,
+                        let unit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.unit(&mut run, i, request, journal)
+                        }))
+                        .unwrap_or_else(|panic| Err(Box::new(run.internal_failure(i, &*panic))));
+                        let unit = match unit {
+                            Ok(unit) => guarded(unit),
                             Err(report) => {
                                 run.settle(i, *report, observe);
                                 continue;
@@ -301,8 +311,8 @@ impl<E: Executor> Scheduler<E> {
                         Err(e) => (
                             running_ids.remove(&e.id()),
                             Outcome::once(Err(TaskFailure {
-                                kind: FailureKind::Plugin,
-                                message: format!("the executor crashed: {e}"),
+                                kind: FailureKind::Internal,
+                                message: format!("the task's work ended abnormally: {e}"),
                                 metering: Metering::default(),
                             })),
                         ),
@@ -353,6 +363,29 @@ impl<E: Executor> Scheduler<E> {
 
 /// One task's work, as the scheduler awaits or spawns it.
 type Unit = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// `unit`, with a panic anywhere inside it (the host's own code around the
+/// attempts, the journal's, an executor's) turned into the task's failure,
+/// kind `internal`, instead of the end of the run or of the process.
+fn guarded(unit: Unit) -> Unit {
+    use futures_util::FutureExt;
+    Box::pin(
+        std::panic::AssertUnwindSafe(unit)
+            .catch_unwind()
+            .map(|finished| {
+                finished.unwrap_or_else(|panic| {
+                    Outcome::once(Err(TaskFailure {
+                        kind: FailureKind::Internal,
+                        message: format!(
+                            "the runtime failed while running the task: {}",
+                            crate::expr::panic_message(&*panic)
+                        ),
+                        metering: Metering::default(),
+                    }))
+                })
+            }),
+    )
+}
 
 impl<E: Executor> Scheduler<E> {
     /// The future that runs task `i` from `request`: its attempts, or its

@@ -314,6 +314,15 @@ impl<'a> Run<'a> {
         bindings
     }
 
+    /// The report of task `i` after the host panicked preparing it.
+    pub fn internal_failure(&self, i: usize, panic: &(dyn std::any::Any + Send)) -> TaskReport {
+        let message = format!(
+            "the runtime failed while preparing the task: {}",
+            crate::expr::panic_message(panic)
+        );
+        *self.blank(i, TaskStatus::Failed, Some(FailureKind::Internal), message)
+    }
+
     fn blank(
         &self,
         i: usize,

@@ -452,9 +452,15 @@ impl Runner {
         let engine = self.sandbox.engine_hash();
         let label = format!("{}@{}", record.name, record.version);
         if let Some(artifact) = store.plugin_artifact(DEFAULT_TENANT, &record.digest, engine)? {
-            return Ok(self
+            match self
                 .sandbox
-                .load_artifact(&label, &record.digest, &artifact)?);
+                .load_artifact(&label, &record.digest, &artifact)
+            {
+                Ok(compiled) => return Ok(compiled),
+                // Not sealed by this user (a store from elsewhere, an older
+                // format): compiled again below, and the artifact replaced.
+                Err(e) => tracing::warn!(plugin = %label, "{e}"),
+            }
         }
         let bytes = store
             .plugin_blob(DEFAULT_TENANT, &record.digest)?

@@ -103,9 +103,11 @@ impl Store {
             reason,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::private::create_dir(dir)
                 .map_err(|e| open_error(format!("cannot create {}: {e}", dir.display())))?;
         }
+        crate::private::prepare_file(path)
+            .map_err(|e| open_error(format!("cannot create it: {e}")))?;
         let started = Instant::now();
         let db = loop {
             match Database::create(path) {

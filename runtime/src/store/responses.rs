@@ -40,6 +40,8 @@ impl ResponseCache {
             .parent()
             .unwrap_or(Path::new("."))
             .join("responses.redb");
+        crate::private::prepare_file(&path)
+            .map_err(|e| format!("cannot create the response cache {}: {e}", path.display()))?;
         let db = Database::create(&path).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => format!(
                 "the response cache {} is in use by another runtime process",

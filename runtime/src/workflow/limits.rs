@@ -60,10 +60,27 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
-/// Parses a duration such as `500ms`, `30s` or `2m 30s`.
+/// The longest duration a workflow or the config may write (timeouts,
+/// intervals, windows, ttls): 365 days. Longer ones are mistakes, and adding
+/// them to a clock would overflow it.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The longest `limits.deadline` of one attempt: 24 hours.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest `limits.output` of one attempt: 1 GiB.
+pub const MAX_OUTPUT: u64 = 1 << 30;
+
+/// Parses a duration such as `500ms`, `30s` or `2m 30s`, at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration ({e}); write it like `30s` or `500ms`"))
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write it like `30s` or `500ms`"))?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than the longest duration allowed, 365 days"
+        ));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -88,5 +105,10 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("365days"), Ok(MAX_DURATION));
+        let err = parse_duration("10000000000000000000s").unwrap_err();
+        assert!(err.contains("365 days"), "{err}");
+        let err = parse_duration("366days").unwrap_err();
+        assert!(err.contains("365 days"), "{err}");
     }
 }

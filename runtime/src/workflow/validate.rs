@@ -14,7 +14,7 @@ use serde_saphyr::Spanned;
 use super::definition::{Definition, GrantsSpec, LimitsSpec, TaskSpec};
 use super::diagnostic::{Diagnostic, WorkflowError};
 use super::governance::{budget, policies};
-use super::limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
+use super::limits::{Limits, MAX_DEADLINE, MAX_MEMORY, MAX_OUTPUT, parse_bytes, parse_duration};
 use super::parse::location_of;
 use super::plan::{
     Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, WaitPlan, type_matches, type_name,
@@ -603,12 +603,34 @@ impl Validator<'_> {
         }
         if let Some(deadline) = &spec.deadline {
             match parse_duration(&deadline.value) {
+                Ok(d) if d > MAX_DEADLINE => self.problems.push(
+                    Diagnostic::at(
+                        location_of(deadline),
+                        format!(
+                            "a deadline of {} is longer than one attempt may run",
+                            deadline.value
+                        ),
+                    )
+                    .help(
+                        "the longest is 24h; bound a longer task with `timeout:` across attempts",
+                    ),
+                ),
                 Ok(d) => limits.deadline = d,
                 Err(e) => self.problems.push(Diagnostic::at(location_of(deadline), e)),
             }
         }
         if let Some(output) = &spec.output {
             match parse_bytes(&output.value) {
+                Ok(bytes) if bytes > MAX_OUTPUT => self.problems.push(
+                    Diagnostic::at(
+                        location_of(output),
+                        format!(
+                            "an output limit of {} is more than a task may return",
+                            output.value
+                        ),
+                    )
+                    .help("the largest is 1GiB"),
+                ),
                 Ok(bytes) => limits.output = bytes,
                 Err(e) => self.problems.push(Diagnostic::at(location_of(output), e)),
             }

@@ -41,7 +41,7 @@ impl Executions {
     /// Creates the file of a new execution and records its start.
     pub fn create(&self, record: &ExecutionRecord) -> Result<ExecutionLog, ExecutionError> {
         let path = self.path(&record.id);
-        std::fs::create_dir_all(&self.dir).map_err(|e| ExecutionError::Unreadable {
+        crate::private::create_dir(&self.dir).map_err(|e| ExecutionError::Unreadable {
             path: self.dir.clone(),
             reason: format!("cannot create the directory: {e}"),
         })?;
@@ -51,6 +51,7 @@ impl Executions {
                 reason: "an execution with this id exists already".into(),
             });
         }
+        crate::private::prepare_file(&path).map_err(|e| unreadable(&path, e))?;
         let db = Database::create(&path).map_err(|e| unreadable(&path, e))?;
         ExecutionLog::init(Db::Write(db), path, record)
     }

@@ -18,13 +18,21 @@
 //! - `http`: sends a GET to `url` and returns status and body;
 //! - `env`: returns the value of the environment variable `name`;
 //! - `escape`: tries to read a file and the environment, and returns what it saw;
-//! - `big_output`: returns a string of `size` bytes.
+//! - `big_output`: returns a string of `size` bytes;
+//! - `burst`: starts `times` GETs to `url` at once, without waiting for
+//!   answers; fails naming the refusals, if the host refused any;
+//! - `descriptors`: opens the file at `path` `times` times, keeping every
+//!   handle; returns how many it got;
+//! - `log_flood`: writes `times` log lines.
+//!
+//! `fail` with a `size` fails with a message of `size` bytes.
 //!
 //! Failures of `read`, `write`, `http` and `env` come back as `denied` when
 //! the sandbox refused, `fatal` otherwise.
 //!
-//! It asks for every kind of capability (`describe`), so that tests show the
-//! operator's grants, not the plugin's wishes, decide what it gets.
+//! It asks for every kind of capability (`describe`), addresses included
+//! (`127.0.0.1`, `169.254.169.254`), so that tests show the operator's
+//! grants, not the plugin's wishes, decide what it gets.
 
 use orchestrator_sdk::http::HttpError;
 use orchestrator_sdk::{
@@ -93,6 +101,12 @@ pub enum Mode {
     Escape,
     /// Return a huge output.
     BigOutput,
+    /// Start many requests at once.
+    Burst,
+    /// Hold many open files.
+    Descriptors,
+    /// Log without end.
+    LogFlood,
 }
 
 /// The test plugin.
@@ -109,7 +123,7 @@ impl Plugin for TestGuest {
             "Echoes, fails or misbehaves as its input says.",
         )
         .capabilities(Capabilities {
-            http_hosts: vec!["*".into()],
+            http_hosts: vec!["*".into(), "127.0.0.1".into(), "169.254.169.254".into()],
             filesystem: vec![("/data".into(), true)],
             env: vec!["HOME".into(), "TEST_GUEST_TOKEN".into()],
             secrets: vec!["api-token".into()],
@@ -120,6 +134,7 @@ impl Plugin for TestGuest {
         match input.mode {
             Mode::Echo => Ok(input.value),
             Mode::Flaky if ctx.attempt > input.times => Ok(input.value),
+            Mode::Fail if input.size > 0 => Err(Error::Fatal("e".repeat(input.size))),
             Mode::Fail | Mode::Flaky => Err(match input.kind.as_str() {
                 "invalid-input" => Error::InvalidInput(input.message),
                 "retryable" => Error::Retryable(input.message),
@@ -195,8 +210,78 @@ impl Plugin for TestGuest {
                 Ok(serde_json::json!({ "file": file, "env": env, "cwd": cwd }))
             }
             Mode::BigOutput => Ok(Value::from("x".repeat(input.size))),
+            Mode::Burst => burst(&input.url, input.times),
+            Mode::Descriptors => {
+                let mut open = Vec::new();
+                for _ in 0..input.times {
+                    match std::fs::File::open(&input.path) {
+                        Ok(file) => open.push(file),
+                        Err(e) => return Err(io_error("open", &input.path, &e)),
+                    }
+                }
+                Ok(Value::from(open.len()))
+            }
+            Mode::LogFlood => {
+                for i in 0..input.times {
+                    log(Level::Info, "flooding the log", &[("line", &i.to_string())]);
+                }
+                Ok(Value::from(input.times))
+            }
         }
     }
+}
+
+/// Starts `times` GETs to `url` without waiting for any answer, then
+/// gives them 300 ms and counts those the host refused by then.
+fn burst(url: &str, times: u32) -> Result<Value, Error> {
+    use wasip2::clocks::monotonic_clock;
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
+    let authority = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| Error::InvalidInput(format!("`{url}` is not an http:// URL")))?;
+    let mut started = Vec::new();
+    let mut refused = 0;
+    for _ in 0..times {
+        let request = OutgoingRequest::new(Fields::new());
+        let _ = request.set_scheme(Some(&Scheme::Http));
+        let _ = request.set_authority(Some(authority));
+        let _ = request.set_path_with_query(Some("/"));
+        match outgoing_handler::handle(request, None) {
+            Ok(future) => started.push(future),
+            Err(_) => refused += 1,
+        }
+    }
+    let timer = monotonic_clock::subscribe_duration(300_000_000);
+    let mut pending: Vec<_> = started.iter().map(|f| (f, f.subscribe())).collect();
+    loop {
+        let mut pollables: Vec<&wasip2::io::poll::Pollable> =
+            pending.iter().map(|(_, p)| p).collect();
+        pollables.push(&timer);
+        let ready = wasip2::io::poll::poll(&pollables);
+        if ready.iter().any(|&i| i as usize == pending.len()) {
+            break;
+        }
+        let mut answered: Vec<usize> = ready.into_iter().map(|i| i as usize).collect();
+        answered.sort_unstable();
+        for i in answered.into_iter().rev() {
+            let (future, _) = pending.remove(i);
+            if let Some(Ok(Err(_))) = future.get() {
+                refused += 1;
+            }
+        }
+    }
+    if refused > 0 {
+        return Err(Error::Fatal(format!(
+            "{refused} of {times} requests were refused"
+        )));
+    }
+    // None refused: wait for the answers (the deadline ends it if none come).
+    for (_, pollable) in &pending {
+        pollable.block();
+    }
+    Ok(Value::from(started.len()))
 }
 
 fn io_error(what: &str, path: &str, e: &std::io::Error) -> Error {
