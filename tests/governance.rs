@@ -10,7 +10,7 @@
 mod common;
 
 use common::model_server::ModelServer;
-use common::models::{OPENAI_KEY, cli_for, first_messages, host, run_ok};
+use common::models::{OPENAI_KEY, builtin, cli_for, first_messages, host, host_with, run_ok};
 use common::{failure, task};
 use runtime::plugin::Grants;
 use runtime::scheduler::{FailureKind, RunStatus, TaskStatus};
@@ -296,12 +296,13 @@ tasks:
 async fn workflow_policies_redact_prompts_and_deny_answers_around_every_model_call() {
     let server = ModelServer::start();
     let host = host(&server).await;
-    let (_, policy) = runtime::plugin::builtins()
-        .iter()
-        .find(|(name, _)| *name == "policy")
-        .unwrap();
-    host.install_bytes(policy, "built-in policy", "policy", Grants::default())
-        .await;
+    host.install_bytes(
+        builtin("policy"),
+        "built-in policy",
+        "policy",
+        Grants::default(),
+    )
+    .await;
     let yaml = format!(
         r#"name: policed
 policies:
@@ -318,12 +319,8 @@ tasks:
 "#,
         url = server.base_url()
     );
-    let (_, transform) = runtime::plugin::builtins()
-        .iter()
-        .find(|(name, _)| *name == "transform")
-        .unwrap();
     host.install_bytes(
-        transform,
+        builtin("transform"),
         "built-in transform",
         "transform",
         Grants::default(),
@@ -420,5 +417,97 @@ fn an_execution_records_the_policies_it_runs_with() {
     assert_eq!(
         view["record"]["plugins"]["#policy-after-0"], shown["digest"],
         "a resume checks the policy plugin is still the one it started with"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_follow_what_a_plugin_is_and_no_workflow_sheds_the_hosts() {
+    let server = ModelServer::start();
+    // The host's own policies: every model call, whatever the workflow says.
+    let host = host_with(
+        &server,
+        "policies:\n  before:\n    - { with: { deny: ['(?i)secret plan'] } }\n  after:\n    - { with: { deny: ['\"score\":4'] } }\n",
+    )
+    .await;
+    for name in ["policy", "transform"] {
+        host.install_bytes(builtin(name), name, name, Grants::default())
+            .await;
+    }
+    let llm = builtin("llm");
+    // The same component under another name, not marked: still a model.
+    let grants = Grants {
+        http_hosts: vec!["127.0.0.1".into()],
+        secrets: vec!["openai".into()],
+        ..Grants::default()
+    };
+    let renamed = host
+        .install_bytes(llm, "llm again", "other-llm", grants)
+        .await;
+    let digest = renamed.record.digest;
+    // A registered workflow whose model call a parent's policies must reach.
+    let child = format!(
+        "name: child\ntasks:\n  - {{ id: ask, uses: llm, with: {{ base_url: \"{url}\", model: echo, prompt: \"parental advisory\" }} }}\noutputs:\n  text: ${{{{ tasks.ask.output.text }}}}\n",
+        url = server.base_url()
+    );
+    host.store
+        .add_workflow(
+            runtime::store::DEFAULT_TENANT,
+            "child",
+            "child.yaml",
+            &child,
+        )
+        .unwrap();
+    let yaml = format!(
+        r#"name: sidesteps
+policies:
+  before:
+    - {{ with: {{ deny: ["(?i)parental"] }} }}
+tasks:
+  - {{ id: by_digest, uses: "sha256:{digest}", with: {{ base_url: "{url}", model: echo, prompt: "the secret plan" }} }}
+  - {{ id: renamed, uses: other-llm, with: {{ base_url: "{url}", model: echo, prompt: "the secret plan" }} }}
+  - {{ id: system, uses: llm, with: {{ base_url: "{url}", model: echo, system: "keep the secret plan", prompt: hi }} }}
+  - {{ id: parts, uses: llm, with: {{ base_url: "{url}", model: echo, messages: [{{ role: user, content: [{{ type: text, text: "the secret plan" }}] }}] }} }}
+  - {{ id: json, uses: llm, with: {{ base_url: "{url}", model: json, prompt: grade, response_format: json }} }}
+  - {{ id: nested, uses: "workflow:child" }}
+  - {{ id: fine, uses: llm, with: {{ base_url: "{url}", model: echo, prompt: hello }} }}
+"#,
+        url = server.base_url()
+    );
+    let report = host.run(&yaml).await;
+    for id in ["by_digest", "renamed", "system", "parts"] {
+        let (kind, message) = failure(&report, id);
+        assert_eq!(kind, FailureKind::Denied, "{id}: {message}");
+        assert!(
+            message.contains("denied the prompt before the call"),
+            "{id}: {message}"
+        );
+    }
+    let (kind, message) = failure(&report, "json");
+    assert_eq!(kind, FailureKind::Denied, "{message}");
+    assert!(message.contains("answer's `json`"), "{message}");
+    // The child run failed because the parent's policy denied its prompt.
+    let (_, message) = failure(&report, "nested");
+    assert!(
+        message.contains("denied the prompt before the call") && message.contains("parental"),
+        "{message}"
+    );
+    assert_eq!(task(&report, "fine").status, TaskStatus::Succeeded);
+
+    // No prompt that a policy denied reached the model.
+    let prompts: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(
+        !prompts
+            .iter()
+            .any(|p| p.contains("secret plan") || p.contains("parental")),
+        "{prompts:?}"
+    );
+    assert_eq!(
+        prompts.len(),
+        2,
+        "only `json` and `fine` were sent: {prompts:?}"
     );
 }

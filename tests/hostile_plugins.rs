@@ -33,6 +33,7 @@ fn grants(http: &[&str], data: &std::path::Path, secrets: &[&str]) -> Grants {
         }],
         env: vec!["HOME".into(), "PATH".into()],
         secrets: secrets.iter().map(ToString::to_string).collect(),
+        model: false,
     }
 }
 
@@ -333,7 +334,7 @@ tasks:
 }
 
 #[test]
-fn a_log_flood_is_cut_off_and_said_once() {
+fn floods_of_logs_and_streamed_text_are_cut_off_and_said_once() {
     let dir = tempfile::tempdir().unwrap();
     let out = common::cli(dir.path())
         .args(["install", GUEST, "--name", "guest"])
@@ -343,7 +344,13 @@ fn a_log_flood_is_cut_off_and_said_once() {
     let flow = dir.path().join("flow.yaml");
     std::fs::write(
         &flow,
-        "name: noisy\ntasks:\n  - { id: flood, uses: guest, with: { mode: log_flood, times: 100000 } }\noutputs:\n  lines: ${{ tasks.flood.output }}\n",
+        "name: noisy
+tasks:
+  - { id: flood, uses: guest, with: { mode: log_flood, times: 100000 } }
+  - { id: stream, uses: guest, needs: [flood], with: { mode: emit_flood, times: 10000, size: 1000 } }
+outputs:
+  lines: ${{ tasks.flood.output }}
+",
     )
     .unwrap();
     let out = common::cli(dir.path())
@@ -361,8 +368,11 @@ fn a_log_flood_is_cut_off_and_said_once() {
         stderr
             .matches("further logs of this attempt are dropped")
             .count(),
-        1,
-        "{stderr}"
+        1
     );
+    // 10 MB streamed, 4 MiB printed, and one line saying so.
+    let streamed = stderr.bytes().filter(|&b| b == b'x').count();
+    assert!((4_000_000..=4 << 20).contains(&streamed), "{streamed}");
+    assert_eq!(stderr.matches("further emits are dropped").count(), 1);
     assert!(String::from_utf8_lossy(&out.stdout).contains("100000"));
 }

@@ -343,3 +343,84 @@ async fn a_panic_in_the_host_fails_its_task_and_the_run_goes_on() {
         }
     }
 }
+
+#[test]
+fn a_for_each_past_its_item_limit_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs.json");
+    let list: Vec<u32> = (0..100_001).collect();
+    std::fs::write(&inputs, serde_json::json!({ "list": list }).to_string()).unwrap();
+    let flow = dir.path().join("flow.yaml");
+    std::fs::write(
+        &flow,
+        "name: wide\ninputs:\n  list: { type: array }\ntasks:\n  - { id: each, uses: transform, for_each: \"${{ inputs.list }}\", with: { script: '1' } }\n",
+    )
+    .unwrap();
+    let out = cli(dir.path())
+        .args(["run", flow.to_str().unwrap(), "--inputs"])
+        .arg(&inputs)
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    let view = status_json(dir.path(), &execution(&out));
+    let message = task_json(&view, "each")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("at most 100000"), "{message}");
+}
+
+#[test]
+fn local_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let flow = dir.join("flow.yaml");
+    std::fs::write(
+        &flow,
+        "name: private\ntasks:\n  - { id: a, uses: transform, with: { script: '1' }, cache: { ttl: 1h } }\n",
+    )
+    .unwrap();
+    let cassette = dir.join("cassette.json");
+    let store = dir.join("state");
+    let mut command = cli(dir);
+    command
+        .env("ORCHESTRATOR_STORE", store.join("store.redb"))
+        .env("ORCHESTRATOR_CACHE", dir.join("cache"));
+    // The runtime under a umask that would leave everything open to all.
+    let out = std::process::Command::new("sh")
+        .current_dir(common::root())
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .args(["-c", "umask 000; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_runtime"))
+        .args(["run", flow.to_str().unwrap(), "--record"])
+        .arg(&cassette)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let id = execution(&out);
+    for private_dir in [store.clone(), store.join("executions"), dir.join("cache")] {
+        assert_eq!(mode(&private_dir), 0o700, "{}", private_dir.display());
+    }
+    let mut files = vec![
+        store.join("store.redb"),
+        store.join("responses.redb"),
+        store.join("executions").join(format!("{id}.redb")),
+        cassette,
+    ];
+    for engine in std::fs::read_dir(dir.join("cache")).unwrap() {
+        let engine = engine.unwrap().path();
+        assert_eq!(mode(&engine), 0o700, "{}", engine.display());
+        for artifact in std::fs::read_dir(&engine).unwrap() {
+            files.push(artifact.unwrap().path());
+        }
+    }
+    assert!(
+        files.len() > 5,
+        "the built-ins were compiled into the cache"
+    );
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}

@@ -380,3 +380,26 @@ fn a_python_plugin_built_with_componentize_py_installs_and_runs() {
         json!({"word": "cat", "count": 2})
     );
 }
+
+#[test]
+fn an_operator_marks_a_plugin_as_calling_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let out = ok(runtime(dir, &["install", GUEST]));
+    assert!(!out.contains("model      yes"), "{out}");
+    let out = ok(runtime(dir, &["plugins", "grant", "test-guest", "--model"]));
+    assert!(
+        out.contains("model      yes: policies run around its calls"),
+        "{out}"
+    );
+    let shown: Value = serde_json::from_str(&ok(runtime(
+        dir,
+        &["plugins", "show", "test-guest", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(shown["grants"]["model"], true, "{shown}");
+    // The built-in `llm` is one from the start.
+    let shown: Value =
+        serde_json::from_str(&ok(runtime(dir, &["plugins", "show", "llm", "--json"]))).unwrap();
+    assert_eq!(shown["grants"]["model"], true, "{shown}");
+}

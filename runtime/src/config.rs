@@ -14,6 +14,9 @@
 //!   tasks: 256                     # plugin calls at once, across executions
 //!   runs: 64                       # executions at once
 //!   queued_runs: 256               # waiting beyond those; more are refused as busy
+//! policies:                        # run around every model call, before the
+//!   before: [{ uses: policy, with: { pii: true, on_pii: redact } }]  # workflow's own;
+//!   after: [{ with: { deny: ["(?i)password"] } }]                   # no workflow removes them
 //! prices:                          # US dollars per million tokens, by model
 //!   gpt-4o-mini: { input: 0.15, output: 0.60 }
 //!   "claude-*": { input: 3.00, output: 15.00 }   # `*` matches any suffix
@@ -31,6 +34,16 @@ use serde::Deserialize;
 use crate::capacity::CapacityLimits;
 use crate::governance::{Price, Prices};
 use crate::plugin::HostPattern;
+use crate::workflow::{PluginCatalog, Policies, PoliciesSpec, plan_policies};
+
+/// The config names plugins before any store is open.
+struct AnyPlugin;
+
+impl PluginCatalog for AnyPlugin {
+    fn check(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "ORCHESTRATOR_CONFIG";
@@ -44,6 +57,9 @@ pub struct Config {
     pub capacity: CapacityLimits,
     /// What model tokens cost.
     pub prices: Prices,
+    /// Policies the host runs around every model call, before any
+    /// workflow's own.
+    pub policies: Policies,
 }
 
 /// Secrets the host may attach to requests.
@@ -162,6 +178,8 @@ struct ConfigFile {
     capacity: CapacityLimits,
     #[serde(default)]
     prices: BTreeMap<String, Price>,
+    #[serde(default)]
+    policies: PoliciesSpec,
 }
 
 #[derive(Deserialize)]
@@ -269,10 +287,20 @@ impl Config {
             .check()
             .map_err(|problem| format!("{file}: {problem}"))?;
         let prices = Prices::new(spec.prices).map_err(|problem| format!("{file}: {problem}"))?;
+        // Which plugins exist is checked when a run prepares them.
+        let mut problems = Vec::new();
+        let policies = plan_policies(&spec.policies, &AnyPlugin, &mut problems);
+        if let Some(problem) = problems.first() {
+            let at = problem
+                .location
+                .map_or_else(String::new, |(line, column)| format!("{line}:{column}: "));
+            return Err(format!("{file}:{at}`policies`: {}", problem.message));
+        }
         Ok(Self {
             secrets: Secrets { entries },
             capacity: spec.capacity,
             prices,
+            policies,
         })
     }
 }

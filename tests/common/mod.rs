@@ -48,6 +48,7 @@ impl Host {
         let runner = Runner::on(sandbox, Expressions::new())
             .with_secrets(config.secrets)
             .with_prices(config.prices)
+            .with_host_policies(config.policies)
             .with_response_cache(&dir.path().join("store.redb"));
         Self { dir, store, runner }
     }

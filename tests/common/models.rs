@@ -12,23 +12,35 @@ pub const ANTHROPIC_KEY: &str = "ant-test-key-456";
 /// A host whose secrets belong to the model server, with the built-in
 /// `llm` installed as `llm`, granted that server and both secrets.
 pub async fn host(server: &ModelServer) -> Host {
+    host_with(server, "").await
+}
+
+/// Like [`host`], with `extra` added to the host's configuration.
+pub async fn host_with(server: &ModelServer, extra: &str) -> Host {
     let config = format!(
         "secrets:\n  openai:\n    value: {OPENAI_KEY}\n    hosts: ['{addr}']\n    insecure_http: true\n    format: 'Bearer {{}}'\n  anthropic:\n    value: {ANTHROPIC_KEY}\n    hosts: ['{addr}']\n    insecure_http: true\n    header: x-api-key\n",
         addr = server.addr
-    );
+    ) + extra;
     let host = Host::with_config(&config);
-    let (_, bytes) = runtime::plugin::builtins()
-        .iter()
-        .find(|(name, _)| *name == "llm")
-        .unwrap();
+    let bytes = builtin("llm");
     let grants = Grants {
         http_hosts: vec!["127.0.0.1".into()],
         secrets: vec!["openai".into(), "anthropic".into()],
+        model: true,
         ..Grants::default()
     };
     host.install_bytes(bytes, "built-in llm", "llm", grants)
         .await;
     host
+}
+
+/// The bytes of the built-in plugin `name`.
+pub fn builtin(name: &str) -> &'static [u8] {
+    runtime::plugin::builtins()
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
+        .unwrap_or_else(|| panic!("no built-in `{name}`"))
 }
 
 /// The binary against a store in `dir` whose configuration holds the

@@ -4,9 +4,9 @@
 //!
 //! A tool already on the `PATH` at the pinned version is used as it is;
 //! otherwise it is installed once under cargo's `target/tmp/tools` with the
-//! machine's own package manager (`python3 -m pip install --target`, which
+//! machine's own package managers: `python3 -m pip install --target` (which
 //! works without a virtual environment and on distributions that protect the
-//! system Python). A lock file keeps concurrent test processes from installing
+//! system Python), `cargo install --root`. A lock file keeps concurrent test processes from installing
 //! the same tool twice.
 
 use std::fs::{self, File};
@@ -18,14 +18,7 @@ pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 
 /// A command that runs componentize-py at [`COMPONENTIZE_PY_VERSION`].
 pub fn componentize_py() -> Command {
-    let on_path = Command::new("componentize-py")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| {
-            out.status.success()
-                && String::from_utf8_lossy(&out.stdout).contains(COMPONENTIZE_PY_VERSION)
-        });
-    if on_path {
+    if on_path("componentize-py", COMPONENTIZE_PY_VERSION) {
         return Command::new("componentize-py");
     }
     let dir = tools_dir().join(format!("componentize-py-{COMPONENTIZE_PY_VERSION}"));
@@ -61,6 +54,46 @@ pub fn componentize_py() -> Command {
         .env("PYTHONPATH", dir.join("site"))
         .args(["-c", "import sys, componentize_py; sys.argv[0] = 'componentize-py'; sys.exit(componentize_py.script())"]);
     command
+}
+
+/// The cargo-deny release the supply-chain checks run.
+pub const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// A command that runs cargo-deny at [`CARGO_DENY_VERSION`].
+pub fn cargo_deny() -> Command {
+    if on_path("cargo-deny", CARGO_DENY_VERSION) {
+        return Command::new("cargo-deny");
+    }
+    let dir = tools_dir().join(format!("cargo-deny-{CARGO_DENY_VERSION}"));
+    let binary = dir.join("bin/cargo-deny");
+    with_lock(&dir, || {
+        if binary.exists() {
+            return;
+        }
+        let status = Command::new(env!("CARGO"))
+            .args(["install", "--locked", "--quiet", "--root"])
+            .arg(&dir)
+            .arg(format!("cargo-deny@{CARGO_DENY_VERSION}"))
+            .env("CARGO_TARGET_DIR", dir.join("build"))
+            .status()
+            .unwrap_or_else(|e| panic!("cargo is needed to install cargo-deny: {e}"));
+        assert!(
+            status.success(),
+            "`cargo install cargo-deny@{CARGO_DENY_VERSION}` failed"
+        );
+        let _ = fs::remove_dir_all(dir.join("build"));
+    });
+    Command::new(binary)
+}
+
+/// Whether `program --version` runs and names `version`.
+fn on_path(program: &str, version: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| {
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(version)
+        })
 }
 
 /// Where installed tools live: cargo's scratch directory for tests.

@@ -122,7 +122,7 @@ async fn serve(stream: tokio::net::UnixStream, log: Arc<ExecutionLog>, cancel: A
     let peer = stream.peer_cred().map(|c| c.uid());
     let (read, mut write) = stream.into_split();
     let answer = match peer {
-        Ok(uid) if uid == crate::private::current_uid() => match read_request(read).await {
+        Ok(uid) if may_control(uid) => match read_request(read).await {
             Ok(request) => answer(request, log, cancel).await,
             Err(e) => json!({ "error": e }),
         },
@@ -132,6 +132,12 @@ async fn serve(stream: tokio::net::UnixStream, log: Arc<ExecutionLog>, cancel: A
         Err(e) => json!({ "error": format!("cannot tell who is asking: {e}") }),
     };
     let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+}
+
+/// Whether a process of user `uid` may control this process's execution:
+/// only one of the same user.
+fn may_control(uid: u32) -> bool {
+    uid == crate::private::current_uid()
 }
 
 /// Reads one request line, bounded in size and time.
@@ -204,6 +210,13 @@ pub(super) fn request_with(path: &Path, request: Value) -> Result<Value, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_same_user_may_control_an_execution() {
+        let me = crate::private::current_uid();
+        assert!(may_control(me));
+        assert!(!may_control(me.wrapping_add(1)));
+    }
 
     #[test]
     fn requests_decode_or_say_what_is_wrong() {

@@ -236,6 +236,7 @@ impl Context {
                 .with_breakers(Arc::new(breakers))
                 .with_emitter(crate::sandbox::Emitter::new(run::stream_text))
                 .with_prices(self.prices()?)
+                .with_host_policies(self.policies()?)
                 .with_response_cache(&self.store_path),
         )
     }
@@ -244,6 +245,14 @@ impl Context {
     fn prices(&self) -> Result<crate::governance::Prices, ServiceError> {
         match &self.config {
             Ok(config) => Ok(config.prices.clone()),
+            Err(problem) => Err(ServiceError::Plugin(problem.clone())),
+        }
+    }
+
+    /// The policies of the configuration file.
+    fn policies(&self) -> Result<crate::workflow::Policies, ServiceError> {
+        match &self.config {
+            Ok(config) => Ok(config.policies.clone()),
             Err(problem) => Err(ServiceError::Plugin(problem.clone())),
         }
     }

@@ -45,6 +45,10 @@ pub struct GrantArgs {
     /// Attach this configured secret to its requests. Repeat for more.
     #[arg(long = "allow-secret", value_name = "NAME")]
     secrets: Vec<String>,
+    /// It calls models: run policies (the host's and every workflow's)
+    /// around each of its calls, however a task names it.
+    #[arg(long)]
+    model: bool,
 }
 
 /// `runtime plugins ...`.
@@ -151,6 +155,7 @@ fn grants(args: &GrantArgs) -> Result<Grants, String> {
         dirs,
         env: args.env.clone(),
         secrets: args.secrets.clone(),
+        model: args.model,
     })
 }
 
@@ -249,6 +254,7 @@ fn grant(
     };
     let more = grants(more).map_err(|e| ServiceError::Plugin(format!("cannot grant: {e}")))?;
     let mut all = record.grants.clone();
+    all.model |= more.model;
     for (have, add) in [
         (&mut all.http_hosts, more.http_hosts),
         (&mut all.env, more.env),
@@ -311,6 +317,9 @@ fn print_details(record: &PluginRecord, allowed: &Allowed) {
         "  granted    {}",
         list_all(&granted.http_hosts, &dirs, &granted.env, &granted.secrets)
     );
+    if granted.model {
+        out!("  model      yes: policies run around its calls");
+    }
     let hosts: Vec<String> = allowed.http_hosts.iter().map(ToString::to_string).collect();
     let dirs: Vec<String> = allowed.dirs.iter().map(dir).collect();
     out!(

@@ -1,11 +1,14 @@
-//! Policy plugins around model calls (`policies:` of a workflow). Before a
-//! guarded task (one run by the built-in `llm`) is called, every `before`
-//! policy checks its prompt (`prompt`, and each message's `content`);
-//! after it answers, every `after` policy checks the answer's `text`. A
-//! `deny` fails the task (`denied`, with the policy's reasons), a
-//! `redact` puts the policy's text in place of the original, and every
-//! verdict is added to the task's output as `policies`, so `runtime
-//! status` shows them.
+//! Policy plugins around model calls (the host's `policies:`, a parent
+//! workflow's, the workflow's own). Before a guarded task (one whose plugin
+//! the operator marked as calling models) is called, every `before` policy
+//! checks every text that reaches the model: `system`, `prompt`, and each
+//! message's `content` (a string, or the `text` of each of its parts);
+//! after it answers, every `after` policy checks the answer's `text` and
+//! its `json` (as JSON text). A `deny` fails the task (`denied`, with the
+//! policy's reasons), a `redact` puts the policy's text in place of the
+//! original (a redacted `json` must still be JSON, or the answer is
+//! denied), and every verdict is added to the task's output as
+//! `policies`, so `runtime status` shows them.
 
 use std::collections::HashSet;
 
@@ -63,9 +66,7 @@ impl PolicyHooks {
         let Ok(mut input) = serde_json::from_str::<Value>(&request.input) else {
             return Ok((request, verdicts));
         };
-        let mut paths = vec!["/prompt".to_owned()];
-        let messages = input["messages"].as_array().map_or(0, Vec::len);
-        paths.extend((0..messages).map(|i| format!("/messages/{i}/content")));
+        let paths = prompt_paths(&input);
         for hook in &self.before {
             for path in &paths {
                 let Some(text) = input.pointer(path).and_then(Value::as_str) else {
@@ -94,8 +95,8 @@ impl PolicyHooks {
         Ok((request, verdicts))
     }
 
-    /// Runs the `after` policies over the answer's `text`, then adds every
-    /// verdict to the output.
+    /// Runs the `after` policies over the answer's `text` and `json`, then
+    /// adds every verdict to the output.
     pub(super) async fn after<E: Executor>(
         &self,
         inner: &E,
@@ -104,24 +105,33 @@ impl PolicyHooks {
         mut verdicts: Vec<Value>,
     ) -> Result<TaskSuccess, TaskFailure> {
         for hook in &self.after {
-            let Some(text) = success.output["text"].as_str() else {
-                continue;
-            };
-            let verdict = check(inner, hook, request, text).await?;
-            verdicts.push(record("after", hook, &verdict));
-            match verdict.outcome.as_str() {
-                "deny" => {
-                    return Err(TaskFailure {
-                        metering: success.metering,
-                        ..denied(format!(
-                            "policy `{}` denied the answer: {}; it is not used",
-                            hook.uses,
-                            verdict.reasons.join("; ")
-                        ))
-                    });
+            for field in ["text", "json"] {
+                let text = match &success.output[field] {
+                    Value::String(text) if field == "text" => text.clone(),
+                    Value::Null => continue,
+                    json if field == "json" => json.to_string(),
+                    _ => continue,
+                };
+                let verdict = check(inner, hook, request, &text).await?;
+                verdicts.push(record("after", hook, &verdict));
+                let refused = |why: String| TaskFailure {
+                    metering: success.metering,
+                    ..denied(format!(
+                        "policy `{}` denied the answer's `{field}`: {why}; it is not used",
+                        hook.uses
+                    ))
+                };
+                match verdict.outcome.as_str() {
+                    "deny" => return Err(refused(verdict.reasons.join("; "))),
+                    "redact" if field == "json" => match serde_json::from_str(&verdict.text) {
+                        Ok(json) => success.output["json"] = json,
+                        Err(_) => {
+                            return Err(refused("redacted, it is no longer JSON".to_owned()));
+                        }
+                    },
+                    "redact" => success.output["text"] = Value::String(verdict.text),
+                    _ => {}
                 }
-                "redact" => success.output["text"] = Value::String(verdict.text),
-                _ => {}
             }
         }
         if let Value::Object(output) = &mut success.output {
@@ -129,6 +139,27 @@ impl PolicyHooks {
         }
         Ok(success)
     }
+}
+
+/// Where the texts a model reads are in an `llm`-shaped input: `system`,
+/// `prompt`, and each message's `content`, or the `text` of each part of
+/// a content given as parts.
+fn prompt_paths(input: &Value) -> Vec<String> {
+    let mut paths = vec!["/system".to_owned(), "/prompt".to_owned()];
+    for (i, message) in input["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        match &message["content"] {
+            Value::Array(parts) => {
+                paths.extend((0..parts.len()).map(|j| format!("/messages/{i}/content/{j}/text")));
+            }
+            _ => paths.push(format!("/messages/{i}/content")),
+        }
+    }
+    paths
 }
 
 /// Has `hook`'s plugin check `text`, for the task of `base`.

@@ -36,6 +36,10 @@ pub struct Grants {
     pub env: Vec<String>,
     /// Secrets the host attaches to its requests.
     pub secrets: Vec<String>,
+    /// The plugin calls models: policies (the host's and the workflow's)
+    /// run around every call to it, however a task names it.
+    #[serde(default)]
+    pub model: bool,
 }
 
 /// A host directory shown to a plugin at a path of its own.
@@ -376,6 +380,7 @@ mod tests {
                 writable: false,
             }],
             secrets: vec![],
+            model: false,
         };
         let allowed = Allowed::intersect(&asked, &granted);
         assert_eq!(hosts(&allowed), ["127.0.0.1", "*.example.com"]);
@@ -412,6 +417,7 @@ mod tests {
                 },
             ],
             secrets: vec!["token".into(), "other".into()],
+            model: false,
         };
         let allowed = Allowed::intersect(&asked, &granted);
         assert_eq!(hosts(&allowed), ["api.example.com"]);

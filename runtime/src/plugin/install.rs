@@ -205,6 +205,11 @@ pub async fn install_builtins(
             .filter(|r| r.builtin && r.name == *name)
             .max_by(|a, b| a.installed_at.cmp(&b.installed_at))
             .map_or_else(|| builtin_grants(name), |r| r.grants.clone());
+        // What a built-in is (a model plugin) is not the operator's to forget.
+        let grants = Grants {
+            model: grants.model || builtin_grants(name).model,
+            ..grants
+        };
         let request = InstallRequest {
             bytes,
             source: format!("built-in plugin `{name}`"),
@@ -234,6 +239,7 @@ fn builtin_grants(name: &str) -> Grants {
         "llm" => Grants {
             http_hosts: vec!["api.openai.com".into(), "api.anthropic.com".into()],
             secrets: vec!["openai".into(), "anthropic".into()],
+            model: true,
             ..Grants::default()
         },
         _ => Grants::default(),

@@ -2,6 +2,7 @@
 //! a plan, with the catalog it was checked against, and the plugin (or
 //! registered workflow) each of its executor slots resolves to.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use super::ServiceError;
@@ -9,7 +10,7 @@ use crate::expr::Expressions;
 use crate::plugin::{Catalog, Resolved};
 use crate::scheduler::fallback_key;
 use crate::store::{DEFAULT_TENANT, Store};
-use crate::workflow::{self, Plan, PlannedTask};
+use crate::workflow::{self, MAX_WORKFLOW_BYTES, Plan, PlannedTask};
 
 /// A validated workflow and where it came from.
 #[derive(Debug)]
@@ -81,10 +82,19 @@ pub fn load(
     store: &Store,
 ) -> Result<LoadedWorkflow, ServiceError> {
     let file = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|source| ServiceError::Read {
+    let read_error = |source| ServiceError::Read {
         file: file.clone(),
         source,
-    })?;
+    };
+    // Read no more than a workflow may hold: the parser refuses a larger
+    // text with a message naming the limit, and the rest is never read.
+    let mut source = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(MAX_WORKFLOW_BYTES as u64 + 1)
+                .read_to_string(&mut source)
+        })
+        .map_err(read_error)?;
     load_text(source, &file, expressions, store)
 }
 

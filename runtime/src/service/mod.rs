@@ -12,7 +12,7 @@ pub use recorded::{
     Execution, new_execution_id, reopen_execution, run_recorded, running_record, start_execution,
 };
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,7 +33,7 @@ use crate::store::plugins::{Artifact, PluginRecord};
 use crate::store::responses::ResponseCache;
 use crate::store::{DEFAULT_TENANT, Store, StoreError};
 use crate::subworkflow::{Child, ChildRecord, MAX_DEPTH, TaskExecutor};
-use crate::workflow::WorkflowError;
+use crate::workflow::{Policies, WorkflowError};
 
 /// Why an operation could not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +97,8 @@ pub struct Runner {
     emitter: Option<Emitter>,
     prices: Arc<Prices>,
     responses: ResponsesAt,
+    /// The host's policies, run around every model call of every run.
+    host_policies: Policies,
 }
 
 /// Where the response cache is kept, opened the first time a workflow
@@ -139,6 +141,7 @@ impl Runner {
             emitter: None,
             prices: Arc::default(),
             responses: ResponsesAt::default(),
+            host_policies: Policies::default(),
         }
     }
 
@@ -150,6 +153,15 @@ impl Runner {
                 store: Some(store.to_owned()),
                 open: Arc::default(),
             },
+            ..self
+        }
+    }
+
+    /// The same runner, running the host's `policies` around every model
+    /// call, before each workflow's own.
+    pub fn with_host_policies(self, policies: Policies) -> Self {
+        Self {
+            host_policies: policies,
             ..self
         }
     }
@@ -245,7 +257,7 @@ impl Runner {
         workflow: &LoadedWorkflow,
         store: &Store,
     ) -> Result<TaskExecutor, ServiceError> {
-        self.prepare_nested(workflow, store, 0)
+        self.prepare_nested(workflow, store, 0, &self.host_policies)
     }
 
     fn prepare_nested(
@@ -253,7 +265,13 @@ impl Runner {
         workflow: &LoadedWorkflow,
         store: &Store,
         depth: usize,
+        inherited: &Policies,
     ) -> Result<TaskExecutor, ServiceError> {
+        // A child runs under every policy its parent runs under, its own after.
+        let for_children = Policies {
+            before: [&inherited.before[..], &workflow.plan.policies.before[..]].concat(),
+            after: [&inherited.after[..], &workflow.plan.policies.after[..]].concat(),
+        };
         let mut compiled: HashMap<String, (Compiled, Allowed)> = HashMap::new();
         let mut plugins = HashMap::new();
         let mut children = HashMap::new();
@@ -275,7 +293,8 @@ impl Runner {
                             &self.expressions,
                             store,
                         )?;
-                        let executor = self.prepare_nested(&child, store, depth + 1)?;
+                        let executor =
+                            self.prepare_nested(&child, store, depth + 1, &for_children)?;
                         let record = ChildRecord {
                             executions: Executions::beside(store.path()),
                             plugins: child.plugin_digests()?,
@@ -318,7 +337,8 @@ impl Runner {
             }
             plugins.insert(key, plugin);
         }
-        let policies = self.policy_hooks(workflow, store, &mut compiled, &mut plugins)?;
+        let policies =
+            self.policy_hooks(workflow, store, inherited, &mut compiled, &mut plugins)?;
         let sandboxed = SandboxExecutor::new(Arc::clone(&self.sandbox), plugins);
         let rules = Self::cache_rules(workflow)?;
         // The file is opened only by a process whose workflows use it.
@@ -367,37 +387,62 @@ impl Runner {
         }
     }
 
-    /// The workflow's `policies:`, each prepared as a plugin of its own
-    /// (keys `#policy-before-<i>`, `#policy-after-<i>`), and which task
-    /// keys they guard: those run by the built-in `llm`.
+    /// The policies around this workflow's model calls: those it inherits
+    /// (the host's, then its parents' when it runs as a sub-workflow),
+    /// then its own `policies:`. Each is prepared as a plugin of its own
+    /// (keys `#policy-inherited-<stage>-<i>`, then the workflow's
+    /// `#policy-<stage>-<i>`). They guard every task whose plugin the
+    /// operator marked as calling models (`--model`; the built-in `llm` is),
+    /// by what the plugin is, however `uses:` names it.
     fn policy_hooks(
         &self,
         workflow: &LoadedWorkflow,
         store: &Store,
+        inherited: &Policies,
         compiled: &mut HashMap<String, (Compiled, Allowed)>,
         plugins: &mut HashMap<String, crate::sandbox::Plugin>,
     ) -> Result<PolicyHooks, ServiceError> {
-        let policies = &workflow.plan.policies;
+        let own = &workflow.plan.policies;
         let mut hooks = PolicyHooks::default();
-        if policies.before.is_empty() && policies.after.is_empty() {
+        if [&inherited.before, &inherited.after, &own.before, &own.after]
+            .iter()
+            .all(|steps| steps.is_empty())
+        {
             return Ok(hooks);
         }
+        let models: HashSet<String> = store
+            .plugins(DEFAULT_TENANT)?
+            .into_iter()
+            .filter(|r| r.grants.model)
+            .map(|r| r.digest)
+            .collect();
         hooks.guarded = workflow
             .plugin_slots()
             .into_iter()
-            .filter(|(_, _, uses)| {
-                matches!(
-                    plugin::PluginRef::parse(uses),
-                    plugin::PluginRef::Name { name: "llm", .. }
-                )
+            .filter(|(_, _, uses)| match workflow.catalog.resolve(uses) {
+                Ok(Resolved::Installed(record)) => models.contains(&record.digest),
+                _ => false,
             })
             .map(|(key, _, _)| key)
             .collect();
-        for (stage, steps) in [("before", &policies.before), ("after", &policies.after)] {
+        let stages = [
+            (
+                "inherited-before",
+                "the host's or a parent's `policies.before`",
+                &inherited.before,
+            ),
+            (
+                "inherited-after",
+                "the host's or a parent's `policies.after`",
+                &inherited.after,
+            ),
+            ("before", "`policies.before`", &own.before),
+            ("after", "`policies.after`", &own.after),
+        ];
+        for (stage, whose, steps) in stages {
             for (i, step) in steps.iter().enumerate() {
-                let in_policy = |e: String| {
-                    ServiceError::Plugin(format!("policy {} of `policies.{stage}`: {e}", i + 1))
-                };
+                let in_policy =
+                    |e: String| ServiceError::Plugin(format!("policy {} of {whose}: {e}", i + 1));
                 if !compiled.contains_key(&step.uses) {
                     let resolved = workflow.catalog.resolve(&step.uses).map_err(in_policy)?;
                     let loaded = self.load_plugin(store, resolved, &step.uses)?;
@@ -414,9 +459,10 @@ impl Runner {
                     uses: step.uses.clone(),
                     with: step.with.clone(),
                 };
-                match stage {
-                    "before" => hooks.before.push(hook),
-                    _ => hooks.after.push(hook),
+                if stage.ends_with("before") {
+                    hooks.before.push(hook);
+                } else {
+                    hooks.after.push(hook);
                 }
             }
         }

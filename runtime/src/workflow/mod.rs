@@ -17,9 +17,9 @@ pub use definition::{
     InputType, LimitsSpec, PoliciesSpec, PolicyStepSpec, RetrySpec, TaskSpec, WaitSpec,
 };
 pub use diagnostic::{Diagnostic, WorkflowError};
-pub use governance::DEFAULT_POLICY_PLUGIN;
+pub use governance::{DEFAULT_POLICY_PLUGIN, policies as plan_policies};
 pub use limits::{Limits, MAX_MEMORY, parse_bytes, parse_duration};
-pub use parse::parse;
+pub use parse::{MAX_WORKFLOW_BYTES, parse};
 pub use plan::{
     Budget, Durability, Fallback, ForEach, GrantLimits, InputDecl, Plan, PlannedTask, Policies,
     PolicyStep, WaitPlan,

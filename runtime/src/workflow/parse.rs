@@ -154,6 +154,13 @@ mod tests {
         let err = parse(&deep, "deep.yaml").unwrap_err().to_string();
         assert!(err.contains("nested more than 64 levels"), "{err}");
         assert!(!err.contains("indentation"), "{err}");
+
+        let huge = format!(
+            "name: huge\n# {}\ntasks: []\n",
+            "x".repeat(MAX_WORKFLOW_BYTES)
+        );
+        let err = parse(&huge, "huge.yaml").unwrap_err().to_string();
+        assert!(err.contains("at most 64 MiB are read"), "{err}");
     }
 
     #[test]

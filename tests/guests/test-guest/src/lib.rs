@@ -23,7 +23,8 @@
 //!   answers; fails naming the refusals, if the host refused any;
 //! - `descriptors`: opens the file at `path` `times` times, keeping every
 //!   handle; returns how many it got;
-//! - `log_flood`: writes `times` log lines.
+//! - `log_flood`: writes `times` log lines;
+//! - `emit_flood`: emits `times` pieces of streamed text of `size` bytes.
 //!
 //! `fail` with a `size` fails with a message of `size` bytes.
 //!
@@ -107,6 +108,8 @@ pub enum Mode {
     Descriptors,
     /// Log without end.
     LogFlood,
+    /// Stream text without end.
+    EmitFlood,
 }
 
 /// The test plugin.
@@ -220,6 +223,13 @@ impl Plugin for TestGuest {
                     }
                 }
                 Ok(Value::from(open.len()))
+            }
+            Mode::EmitFlood => {
+                let piece = "x".repeat(input.size);
+                for _ in 0..input.times {
+                    orchestrator_sdk::emit("text", &piece);
+                }
+                Ok(Value::from(input.times))
             }
             Mode::LogFlood => {
                 for i in 0..input.times {
