@@ -233,6 +233,21 @@ fn neither_a_plugin_nor_a_workflow_widens_a_wildcard_grant_to_an_address() {
     );
     assert_ok(&out);
     assert_eq!(server.requests().len(), 1);
+
+    // An IPv6 literal works the same way: refused under `*`, reached when
+    // the operator grants it.
+    let v6 = TestServer::start_on("[::1]:0", |_| (200, Vec::new(), b"pong".to_vec()));
+    let flow = |plugin: &str| {
+        format!(
+            "name: v6\ntasks:\n  - {{ id: local, uses: {plugin}, with: {{ mode: http, url: \"{}\" }} }}\n",
+            v6.url("/ping")
+        )
+    };
+    assert_exit(&run(dir, &flow("guest")), 1);
+    assert!(v6.requests().is_empty());
+    install_guest(dir, "v6-guest", &["--allow-http", "[::1]"]);
+    assert_ok(&run(dir, &flow("v6-guest")));
+    assert_eq!(v6.requests().len(), 1);
 }
 
 #[test]

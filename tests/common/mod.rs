@@ -175,7 +175,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(respond: impl Fn(&str) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1");
+        Self::start_on("127.0.0.1:0", respond)
+    }
+
+    /// Like [`TestServer::start`], listening on `bind` (`[::1]:0`, say).
+    pub fn start_on(bind: &str, respond: impl Fn(&str) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind(bind).expect("binding a loopback address");
         let addr = listener.local_addr().expect("a bound address");
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

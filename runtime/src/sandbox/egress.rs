@@ -98,15 +98,19 @@ impl WasiHttpHooks for Egress {
         drop(fut);
         // A replayed request leaves nothing on the wire: no secret to attach.
         let replaying = self.cassette.as_ref().is_some_and(|c| c.replaying());
+        // A refusal is recorded now, not when the response future runs: the
+        // plugin may see its request fail (its body stream closed) and end
+        // the attempt before that future is ever polled.
         let checked = self
             .check(request, !replaying)
-            .and_then(|checked| Ok((checked, self.requests.admit()?)));
+            .and_then(|checked| Ok((checked, self.requests.admit()?)))
+            .map_err(|message| deny(&self.denials, message));
         let allowed = Arc::clone(&self.allowed);
         let denials = Arc::clone(&self.denials);
         let hosts = self.hosts.clone();
         let cassette = self.cassette.clone();
         Box::new(async move {
-            let ((request, target), slot) = checked.map_err(|message| deny(&denials, message))?;
+            let ((request, target), slot) = checked?;
             let (request, recorded) = match &cassette {
                 None => (request, None),
                 Some(cassette) => {
