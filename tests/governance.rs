@@ -511,3 +511,40 @@ tasks:
         "only `json` and `fine` were sent: {prompts:?}"
     );
 }
+
+#[test]
+fn a_streamed_answer_is_not_shown_before_the_after_policies_pass_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ModelServer::start();
+    let cli = cli_for(dir.path(), &server, "");
+    let flow = dir.path().join("flow.yaml");
+    let run = |policies: &str| {
+        std::fs::write(
+            &flow,
+            format!(
+                "name: streamed\n{policies}tasks:\n  - {{ id: ask, uses: llm, with: {{ base_url: \"{}\", model: echo, prompt: one two three, stream: true }} }}\n",
+                server.base_url()
+            ),
+        )
+        .unwrap();
+        cli()
+            .args(["run", flow.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // Without policies on the answer, it streams to the terminal...
+    let out = run("");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stream  ask  echo: one two three"),
+        "{stderr}"
+    );
+    // ... with them, nothing of it shows before they have passed it.
+    let out = run("policies:\n  after:\n    - { with: { deny: ['(?i)three'] } }\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("stream  ask"), "{stderr}");
+    assert!(!stderr.contains("echo: one two"), "{stderr}");
+    assert!(stderr.contains("denied the answer"), "{stderr}");
+}

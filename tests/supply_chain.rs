@@ -9,23 +9,38 @@
 
 mod common;
 
-#[test]
-fn dependencies_come_from_crates_io_under_allowed_licenses() {
+/// `cargo deny` with the config at `config`, checking `checks`.
+fn deny(config: &std::path::Path, checks: &[&str]) -> (bool, String) {
     let out = common::tools::cargo_deny()
         .current_dir(common::root())
-        .args([
-            "--offline",
-            "check",
-            "--config",
-            "deny.toml",
-            "licenses",
-            "bans",
-            "sources",
-        ])
+        .arg("--offline")
+        .arg("--config")
+        .arg(config)
+        .arg("check")
+        .args(checks)
         .output()
         .expect("run cargo-deny");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("licenses ok"), "{stderr}");
-    assert!(stderr.contains("sources ok"), "{stderr}");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dependencies_come_from_crates_io_under_allowed_licenses() {
+    let config = common::root().join("deny.toml");
+    let (ok, stderr) = deny(&config, &["licenses", "bans", "sources"]);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("error["), "{stderr}");
+
+    // The check is real: a policy of MIT alone refuses this build.
+    let dir = tempfile::tempdir().unwrap();
+    let strict = dir.path().join("deny.toml");
+    std::fs::write(&strict, "[licenses]\nallow = [\"MIT\"]\n").unwrap();
+    let (ok, stderr) = deny(&strict, &["licenses"]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("error[rejected]: failed to satisfy license requirements"),
+        "{stderr}"
+    );
 }

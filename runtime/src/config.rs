@@ -33,7 +33,7 @@ use serde::Deserialize;
 
 use crate::capacity::CapacityLimits;
 use crate::governance::{Price, Prices};
-use crate::plugin::HostPattern;
+use crate::plugin::{HostPattern, PluginRef};
 use crate::workflow::{PluginCatalog, Policies, PoliciesSpec, plan_policies};
 
 /// The config names plugins before any store is open.
@@ -290,6 +290,17 @@ impl Config {
         // Which plugins exist is checked when a run prepares them.
         let mut problems = Vec::new();
         let policies = plan_policies(&spec.policies, &AnyPlugin, &mut problems);
+        let path = policies
+            .before
+            .iter()
+            .chain(&policies.after)
+            .find(|step| matches!(PluginRef::parse(&step.uses), PluginRef::Path(_)));
+        if let Some(step) = path {
+            return Err(format!(
+                "{file}: `policies`: `{}` is a file; the host's policies name installed plugins (`runtime install` it first), so no workflow's directory can stand in for them",
+                step.uses
+            ));
+        }
         if let Some(problem) = problems.first() {
             let at = problem
                 .location

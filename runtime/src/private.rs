@@ -32,7 +32,8 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Makes sure `path` exists as a file readable by this user only: a new
-/// file is created `0600`; an existing one of this user's is set to `0600`.
+/// file is created `0600`; an existing one of this user's is set to `0600`;
+/// another user's file, or a symbolic link, is refused.
 /// Done before a database opens the file, so it is never readable by
 /// others, not even for a moment.
 pub fn prepare_file(path: &Path) -> io::Result<()> {
@@ -44,8 +45,16 @@ pub fn prepare_file(path: &Path) -> io::Result<()> {
     {
         Ok(file) => file.set_permissions(fs::Permissions::from_mode(0o600)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let meta = fs::metadata(path)?;
-            if meta.uid() == current_uid() && meta.mode() & 0o077 != 0 {
+            let meta = fs::symlink_metadata(path)?;
+            if meta.uid() != current_uid() || meta.file_type().is_symlink() {
+                // Another user's file (or a link to one) holds what this
+                // user's runs trust: grants, states, answers.
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    untrusted(path).unwrap_or_else(|| "not this user's file".to_owned()),
+                ));
+            }
+            if meta.mode() & 0o077 != 0 {
                 fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
             }
             Ok(())
@@ -129,6 +138,16 @@ mod tests {
     }
 
     #[test]
+    fn another_users_file_or_a_link_is_not_taken_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
+        assert!(prepare_file(&link).is_err());
+        let refused = prepare_file(&another_users_file(dir.path())).unwrap_err();
+        assert!(refused.to_string().contains("belongs to user"), "{refused}");
+    }
+
+    #[test]
     fn what_others_may_write_is_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let own = dir.path().join("own");
@@ -139,16 +158,19 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&own, &link).unwrap();
         assert!(untrusted(&link).unwrap().contains("symbolic link"));
-        // Another user's directory: as root, one handed to `nobody`; as
-        // anyone else, root's own `/`.
-        let foreign = if current_uid() == 0 {
-            let foreign = dir.path().join("foreign");
-            create_dir(&foreign).unwrap();
-            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
-            foreign
-        } else {
-            Path::new("/").to_owned()
-        };
+        let foreign = another_users_file(dir.path());
         assert!(untrusted(&foreign).unwrap().contains("belongs to user"));
+    }
+
+    /// A file of another user's: as root, one in `dir` handed to `nobody`;
+    /// as anyone else, root's `/etc/passwd`.
+    fn another_users_file(dir: &Path) -> std::path::PathBuf {
+        if current_uid() != 0 {
+            return Path::new("/etc/passwd").to_owned();
+        }
+        let foreign = dir.join("foreign");
+        prepare_file(&foreign).unwrap();
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        foreign
     }
 }

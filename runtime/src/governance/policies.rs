@@ -64,7 +64,12 @@ impl PolicyHooks {
             return Ok((request, verdicts));
         }
         let Ok(mut input) = serde_json::from_str::<Value>(&request.input) else {
-            return Ok((request, verdicts));
+            // The host always hands plugins JSON; anything else is not let
+            // past the policies unchecked.
+            return Err(denied(format!(
+                "the input of `{}` is not JSON, so the policies cannot check it",
+                request.task_id
+            )));
         };
         let paths = prompt_paths(&input);
         for hook in &self.before {

@@ -187,6 +187,9 @@ impl Allowed {
     /// ...) was granted explicitly, by an address or range pattern (which
     /// only an operator's grant can put here).
     pub fn grants_address(&self, ip: IpAddr, port: u16) -> bool {
+        // An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) is that IPv4
+        // address: only an IPv4 grant covers it.
+        let ip = ip.to_canonical();
         self.http_hosts.iter().any(|p| {
             p.port.is_none_or(|q| q == port) && p.net().is_some_and(|net| net.contains(&ip))
         })
@@ -299,7 +302,7 @@ impl HostPattern {
 /// An address (`10.1.2.3`, `::1`) or a range (`10.0.0.0/8`) as a range.
 fn net_of(host: &str) -> Option<IpNet> {
     match host.parse::<IpAddr>() {
-        Ok(ip) => Some(IpNet::from(ip)),
+        Ok(ip) => Some(IpNet::from(ip.to_canonical())),
         Err(_) => host.parse::<IpNet>().ok().map(|net| net.trunc()),
     }
 }

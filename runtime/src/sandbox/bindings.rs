@@ -130,12 +130,13 @@ impl host::Host for State {
             }
             LogVerdict::Drop => return,
         }
-        let message = cut(message, MAX_LOG_LINE);
+        // One line, message and fields together, is at most MAX_LOG_LINE.
+        let message = cut(message, MAX_LOG_LINE / 2);
         let fields: Vec<String> = fields
             .into_iter()
             .map(|f| format!("{}={}", f.key, f.value))
             .collect();
-        let fields = cut(fields.join(" "), MAX_LOG_LINE);
+        let fields = cut(fields.join(" "), MAX_LOG_LINE / 2);
         let (task, plugin) = (self.task_id.as_str(), &*self.plugin);
         match level {
             host::LogLevel::Trace => {

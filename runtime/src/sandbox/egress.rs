@@ -101,9 +101,12 @@ impl WasiHttpHooks for Egress {
         // A refusal is recorded now, not when the response future runs: the
         // plugin may see its request fail (its body stream closed) and end
         // the attempt before that future is ever polled.
+        // Counted first: a refused request counts towards the attempt's
+        // caps as much as a sent one.
         let checked = self
-            .check(request, !replaying)
-            .and_then(|checked| Ok((checked, self.requests.admit()?)))
+            .requests
+            .admit()
+            .and_then(|slot| Ok((self.check(request, !replaying)?, slot)))
             .map_err(|message| deny(&self.denials, message));
         let allowed = Arc::clone(&self.allowed);
         let denials = Arc::clone(&self.denials);
@@ -272,11 +275,11 @@ impl Egress {
     ) -> Result<(http::Request<WasiBody>, Target), String> {
         let uri = request.uri();
         let tls = uri.scheme() == Some(&Scheme::HTTPS);
-        // An IPv6 literal comes in brackets (`[::1]`); the address is without.
+        // An IPv6 literal comes in brackets (`[::1]`); the address is
+        // without. A name's trailing dot (`127.0.0.1.`) names the same host.
         let host = uri.host().map(|h| {
-            h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_ascii_lowercase()
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase()
         });
         let Some(host) = host else {
             return Err(format!(
@@ -284,6 +287,12 @@ impl Egress {
                 self.plugin
             ));
         };
+        if let Some(why) = odd_address(&host) {
+            return Err(format!(
+                "plugin `{}` sent a request to `{host}`, {why}; write the address in its usual form (and grant it)",
+                self.plugin
+            ));
+        }
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         if self.allowed.http_grant(&host, port).is_none() {
             let granted: Vec<String> = self
@@ -345,10 +354,33 @@ fn deny(denials: &Denials, message: String) -> Error {
     )
 }
 
+/// The most distinct refusals one attempt keeps for its failure message.
+const MAX_DENIALS: usize = 32;
+
 fn refuse(denials: &Denials, refused: Refused) -> Error {
     tracing::debug!(target: "egress", "{}", refused.message);
-    denials.lock().expect("denials lock").push(refused);
+    let mut kept = denials.lock().expect("denials lock");
+    let known = kept.iter().any(|r| r.message == refused.message);
+    if !known && kept.len() < MAX_DENIALS {
+        kept.push(refused);
+    }
     Error::HttpRequestDenied
+}
+
+/// Why `host` (no brackets, no trailing dot) is an address in a form other
+/// than the usual one (`2130706433`, `0x7f.1`, `127.1`, `fe80::1%eth0`),
+/// which a resolver would read as an address while the grants read it as
+/// a name.
+fn odd_address(host: &str) -> Option<&'static str> {
+    if host.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    if host.contains('%') {
+        return Some("an address with a zone");
+    }
+    let last = host.rsplit('.').next().unwrap_or(host);
+    let numeric = !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit());
+    (numeric || last.starts_with("0x")).then_some("an address written in an unusual form")
 }
 
 /// Resolves the host and returns the first address it may connect to.
@@ -611,6 +643,25 @@ mod tests {
         assert_eq!(range("2001:0:4136:e378::1"), Some("Teredo"));
         assert_eq!(range("93.184.216.34"), None);
         assert_eq!(range("198.20.0.1"), None);
+        for odd in [
+            "2130706433",
+            "0x7f000001",
+            "127.1",
+            "0x7f.0.0.1",
+            "fe80::1%eth0",
+            "10.0.0.0x1",
+        ] {
+            assert!(odd_address(odd).is_some(), "{odd}");
+        }
+        for usual in [
+            "api.example.com",
+            "127.0.0.1",
+            "::1",
+            "x2.example.com",
+            "1password.com",
+        ] {
+            assert_eq!(odd_address(usual), None, "{usual}");
+        }
         assert_eq!(range("2606:4700::1111"), None);
     }
 }

@@ -73,6 +73,13 @@ impl SealKey {
 
     /// Reads the key at `path`, or creates it.
     pub fn load_or_create(path: &Path) -> Result<Self, String> {
+        Self::load_or_create_once(path, true)
+    }
+
+    fn load_or_create_once(path: &Path, retry: bool) -> Result<Self, String> {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!("{} is a symbolic link", path.display()));
+        }
         if let Some(dir) = path.parent() {
             private::create_dir(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -84,6 +91,15 @@ impl SealKey {
             Ok(bytes) => {
                 if let Some(why) = private::untrusted(path) {
                     return Err(why);
+                }
+                use std::os::unix::fs::MetadataExt as _;
+                let mode = std::fs::metadata(path).map_or(0, |m| m.mode());
+                if mode & 0o077 != 0 {
+                    return Err(format!(
+                        "{} may be read by other users (mode {:o}); remove it and a new key is made",
+                        path.display(),
+                        mode & 0o777
+                    ));
                 }
                 if bytes.len() != KEY_BYTES {
                     return Err(format!(
@@ -105,9 +121,9 @@ impl SealKey {
                         let _ = std::fs::remove_file(&temporary);
                         Ok(Self::from_bytes(&bytes))
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && retry => {
                         let _ = std::fs::remove_file(&temporary);
-                        Self::load_or_create(path)
+                        Self::load_or_create_once(path, false)
                     }
                     Err(e) => {
                         let _ = std::fs::remove_file(&temporary);
@@ -196,8 +212,17 @@ mod tests {
         let again = SealKey::load_or_create(&path).unwrap();
         assert_eq!(again.open("e", "d", &sealed), Some(&b"x"[..]));
 
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = SealKey::load_or_create(&path).unwrap_err();
+        assert!(refused.contains("read by other users"), "{refused}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
         let refused = SealKey::load_or_create(&path).unwrap_err();
         assert!(refused.contains("written by other users"), "{refused}");
+
+        // A dangling link where the key belongs is refused, not followed.
+        let link = dir.path().join("keys/dangling.key");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+        let refused = SealKey::load_or_create(&link).unwrap_err();
+        assert!(refused.contains("symbolic link"), "{refused}");
     }
 }

@@ -88,13 +88,24 @@ pub fn load(
     };
     // Read no more than a workflow may hold: the parser refuses a larger
     // text with a message naming the limit, and the rest is never read.
-    let mut source = String::new();
+    let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| {
             f.take(MAX_WORKFLOW_BYTES as u64 + 1)
-                .read_to_string(&mut source)
+                .read_to_end(&mut bytes)
         })
         .map_err(read_error)?;
+    let source = if bytes.len() > MAX_WORKFLOW_BYTES {
+        // Cut where the reading stopped: the parser says the file is too large.
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        String::from_utf8(bytes).map_err(|e| {
+            read_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.utf8_error(),
+            ))
+        })?
+    };
     load_text(source, &file, expressions, store)
 }
 

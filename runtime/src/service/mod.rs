@@ -328,7 +328,12 @@ impl Runner {
             if let Some(cassette) = &self.cassette {
                 plugin = plugin.with_cassette(Arc::clone(cassette));
             }
-            if let Some(emitter) = &self.emitter {
+            // Streamed text of a call that `after` policies check would
+            // reach the screen before they could deny or redact it.
+            let policed_answer = !(inherited.after.is_empty()
+                && workflow.plan.policies.after.is_empty())
+                && self.is_model(store, workflow, uses)?;
+            if let Some(emitter) = self.emitter.as_ref().filter(|_| !policed_answer) {
                 plugin = plugin.with_emitter(emitter.clone());
             }
             if let Some(policy) = task.breaker.filter(|p| p.scope.hosts()) {
@@ -387,6 +392,24 @@ impl Runner {
         }
     }
 
+    /// Whether `uses` names a model plugin: a component some record of
+    /// which the operator marked as calling models (by digest, so every
+    /// name for the same component counts).
+    fn is_model(
+        &self,
+        store: &Store,
+        workflow: &LoadedWorkflow,
+        uses: &str,
+    ) -> Result<bool, ServiceError> {
+        let Ok(Resolved::Installed(record)) = workflow.catalog.resolve(uses) else {
+            return Ok(false);
+        };
+        Ok(store
+            .plugins(DEFAULT_TENANT)?
+            .iter()
+            .any(|r| r.grants.model && r.digest == record.digest))
+    }
+
     /// The policies around this workflow's model calls: those it inherits
     /// (the host's, then its parents' when it runs as a sub-workflow),
     /// then its own `policies:`. Each is prepared as a plugin of its own
@@ -410,21 +433,13 @@ impl Runner {
         {
             return Ok(hooks);
         }
-        let models: HashSet<String> = store
-            .plugins(DEFAULT_TENANT)?
-            .into_iter()
-            .filter(|r| r.grants.model)
-            .map(|r| r.digest)
-            .collect();
-        hooks.guarded = workflow
-            .plugin_slots()
-            .into_iter()
-            .filter(|(_, _, uses)| match workflow.catalog.resolve(uses) {
-                Ok(Resolved::Installed(record)) => models.contains(&record.digest),
-                _ => false,
-            })
-            .map(|(key, _, _)| key)
-            .collect();
+        let mut guarded = HashSet::new();
+        for (key, _, uses) in workflow.plugin_slots() {
+            if self.is_model(store, workflow, uses)? {
+                guarded.insert(key);
+            }
+        }
+        hooks.guarded = guarded;
         let stages = [
             (
                 "inherited-before",
