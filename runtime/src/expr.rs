@@ -575,6 +575,18 @@ mod tests {
     }
 
     #[test]
+    fn values_an_expression_builds_are_bounded() {
+        let e = Expressions::new();
+        let list: Vec<u32> = (0..60_000).collect();
+        let bindings = Bindings::new(&json!({ "s": "x".repeat(900_000), "list": list }));
+        for source in ["inputs.s + inputs.s", "inputs.list + inputs.list"] {
+            let expr = e.compile(source).unwrap();
+            let err = e.eval(&expr, &bindings).unwrap_err();
+            assert!(err.contains("too large"), "{source}: {err}");
+        }
+    }
+
+    #[test]
     fn big_renderings_are_refused() {
         let e = Expressions::new();
         // Each expression stays under Rhai's string limit; together they pass the cap.

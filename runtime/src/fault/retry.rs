@@ -311,6 +311,11 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert_eq!(retry_after("no hint"), None);
+        // A plugin asking for centuries gets a day.
+        assert_eq!(
+            retry_after("x (retry-after: 10000000000000000000s)"),
+            Some(Duration::from_secs(24 * 3600))
+        );
         // A shorter hint does not shorten the backoff.
         let f = FailedAttempt {
             message: "retry-after: 1ms",
