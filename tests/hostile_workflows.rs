@@ -146,6 +146,11 @@ fn the_largest_workflow_validates_and_one_task_more_names_the_task_limit() {
     );
 }
 
+/// Every request gets `200 pong`.
+fn pong(_: &str) -> common::Reply {
+    (200, Vec::new(), b"pong".to_vec())
+}
+
 /// Installs the test guest (which asks for `*`, `127.0.0.1` and
 /// `169.254.169.254`) as `name` with `args`.
 fn install_guest(dir: &Path, name: &str, args: &[&str]) {
@@ -161,7 +166,7 @@ fn install_guest(dir: &Path, name: &str, args: &[&str]) {
 fn neither_a_plugin_nor_a_workflow_widens_a_wildcard_grant_to_an_address() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let server = TestServer::start(|_| (200, Vec::new(), b"pong".to_vec()));
+    let server = TestServer::start(pong);
     let url = server.url("/ping");
     // The operator grants the public internet: every name, no address.
     install_guest(dir, "guest", &["--allow-http", "*"]);
@@ -236,7 +241,7 @@ fn neither_a_plugin_nor_a_workflow_widens_a_wildcard_grant_to_an_address() {
 
     // An IPv6 literal works the same way: refused under `*`, reached when
     // the operator grants it.
-    let v6 = TestServer::start_on("[::1]:0", |_| (200, Vec::new(), b"pong".to_vec()));
+    let v6 = TestServer::start_on("[::1]:0", pong);
     let flow = |plugin: &str| {
         format!(
             "name: v6\ntasks:\n  - {{ id: local, uses: {plugin}, with: {{ mode: http, url: \"{}\" }} }}\n",
@@ -254,7 +259,7 @@ fn neither_a_plugin_nor_a_workflow_widens_a_wildcard_grant_to_an_address() {
 fn a_secret_goes_only_over_tls_to_its_own_port_unless_marked_insecure() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let server = TestServer::start(|_| (200, Vec::new(), b"pong".to_vec()));
+    let server = TestServer::start(pong);
     let config = dir.join("config.yaml");
     let write_config = |insecure: bool| {
         std::fs::write(

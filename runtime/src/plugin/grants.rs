@@ -251,11 +251,7 @@ impl HostPattern {
 
     /// Whether a request to `host:port` fits.
     pub fn matches(&self, host: &str, port: u16) -> bool {
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        self.port.is_none_or(|p| p == port) && host_covers(&self.host, &host)
+        self.port.is_none_or(|p| p == port) && self.matches_host(host)
     }
 
     /// Whether `host` fits, on whatever port.

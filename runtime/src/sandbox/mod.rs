@@ -11,6 +11,7 @@
 //! task slot before its store is made, and one that still finds the
 //! instance pool full waits for another attempt to end rather than fail.
 
+mod addresses;
 pub mod artifacts;
 mod attempt;
 mod bindings;

@@ -42,13 +42,8 @@ impl Failure {
         } else {
             FailureKind::Denied
         };
-        // The same refusal many times (a burst past a cap) is said once.
-        let mut refused: Vec<&str> = Vec::new();
-        for message in refusals.iter().map(|r| r.message.as_str()) {
-            if !refused.contains(&message) {
-                refused.push(message);
-            }
-        }
+        // Distinct already (`egress::refuse` keeps each message once).
+        let refused: Vec<&str> = refusals.iter().map(|r| r.message.as_str()).collect();
         Self {
             kind,
             message: format!(

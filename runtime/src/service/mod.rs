@@ -4,6 +4,7 @@
 //! their own are in `recorded`.
 
 mod load;
+mod policies;
 mod recorded;
 
 pub use load::{LoadedWorkflow, load, load_text};
@@ -23,7 +24,7 @@ use crate::breakers::{BreakerExecutor, Breakers, Guard, HostBreakers};
 use crate::capacity::Busy;
 use crate::config::Secrets;
 use crate::expr::Expressions;
-use crate::governance::{CacheRule, Governed, PolicyHook, PolicyHooks, Prices};
+use crate::governance::{CacheRule, Governed, Prices};
 use crate::plugin::{self, Allowed, InstallError, Resolved};
 use crate::sandbox::cassette::Cassette;
 use crate::sandbox::{Compiled, Emitter, Sandbox, SandboxError, SandboxExecutor};
@@ -272,6 +273,13 @@ impl Runner {
             before: [&inherited.before[..], &workflow.plan.policies.before[..]].concat(),
             after: [&inherited.after[..], &workflow.plan.policies.after[..]].concat(),
         };
+        // Read once: which components are model calls, when any policy
+        // could guard them.
+        let models = if for_children.before.is_empty() && for_children.after.is_empty() {
+            HashSet::new()
+        } else {
+            policies::model_digests(store)?
+        };
         let mut compiled: HashMap<String, (Compiled, Allowed)> = HashMap::new();
         let mut plugins = HashMap::new();
         let mut children = HashMap::new();
@@ -330,9 +338,8 @@ impl Runner {
             }
             // Streamed text of a call that `after` policies check would
             // reach the screen before they could deny or redact it.
-            let policed_answer = !(inherited.after.is_empty()
-                && workflow.plan.policies.after.is_empty())
-                && self.is_model(store, workflow, uses)?;
+            let policed_answer =
+                !for_children.after.is_empty() && policies::is_model(&models, workflow, uses);
             if let Some(emitter) = self.emitter.as_ref().filter(|_| !policed_answer) {
                 plugin = plugin.with_emitter(emitter.clone());
             }
@@ -342,8 +349,14 @@ impl Runner {
             }
             plugins.insert(key, plugin);
         }
-        let policies =
-            self.policy_hooks(workflow, store, inherited, &mut compiled, &mut plugins)?;
+        let policies = self.policy_hooks(
+            workflow,
+            store,
+            inherited,
+            &models,
+            &mut compiled,
+            &mut plugins,
+        )?;
         let sandboxed = SandboxExecutor::new(Arc::clone(&self.sandbox), plugins);
         let rules = Self::cache_rules(workflow)?;
         // The file is opened only by a process whose workflows use it.
@@ -390,98 +403,6 @@ impl Runner {
                 w.name
             ))),
         }
-    }
-
-    /// Whether `uses` names a model plugin: a component some record of
-    /// which the operator marked as calling models (by digest, so every
-    /// name for the same component counts).
-    fn is_model(
-        &self,
-        store: &Store,
-        workflow: &LoadedWorkflow,
-        uses: &str,
-    ) -> Result<bool, ServiceError> {
-        let Ok(Resolved::Installed(record)) = workflow.catalog.resolve(uses) else {
-            return Ok(false);
-        };
-        Ok(store
-            .plugins(DEFAULT_TENANT)?
-            .iter()
-            .any(|r| r.grants.model && r.digest == record.digest))
-    }
-
-    /// The policies around this workflow's model calls: those it inherits
-    /// (the host's, then its parents' when it runs as a sub-workflow),
-    /// then its own `policies:`. Each is prepared as a plugin of its own
-    /// (keys `#policy-inherited-<stage>-<i>`, then the workflow's
-    /// `#policy-<stage>-<i>`). They guard every task whose plugin the
-    /// operator marked as calling models (`--model`; the built-in `llm` is),
-    /// by what the plugin is, however `uses:` names it.
-    fn policy_hooks(
-        &self,
-        workflow: &LoadedWorkflow,
-        store: &Store,
-        inherited: &Policies,
-        compiled: &mut HashMap<String, (Compiled, Allowed)>,
-        plugins: &mut HashMap<String, crate::sandbox::Plugin>,
-    ) -> Result<PolicyHooks, ServiceError> {
-        let own = &workflow.plan.policies;
-        let mut hooks = PolicyHooks::default();
-        if [&inherited.before, &inherited.after, &own.before, &own.after]
-            .iter()
-            .all(|steps| steps.is_empty())
-        {
-            return Ok(hooks);
-        }
-        let mut guarded = HashSet::new();
-        for (key, _, uses) in workflow.plugin_slots() {
-            if self.is_model(store, workflow, uses)? {
-                guarded.insert(key);
-            }
-        }
-        hooks.guarded = guarded;
-        let stages = [
-            (
-                "inherited-before",
-                "the host's or a parent's `policies.before`",
-                &inherited.before,
-            ),
-            (
-                "inherited-after",
-                "the host's or a parent's `policies.after`",
-                &inherited.after,
-            ),
-            ("before", "`policies.before`", &own.before),
-            ("after", "`policies.after`", &own.after),
-        ];
-        for (stage, whose, steps) in stages {
-            for (i, step) in steps.iter().enumerate() {
-                let in_policy =
-                    |e: String| ServiceError::Plugin(format!("policy {} of {whose}: {e}", i + 1));
-                if !compiled.contains_key(&step.uses) {
-                    let resolved = workflow.catalog.resolve(&step.uses).map_err(in_policy)?;
-                    let loaded = self.load_plugin(store, resolved, &step.uses)?;
-                    compiled.insert(step.uses.clone(), loaded);
-                }
-                let (component, allowed) = &compiled[&step.uses];
-                let plugin =
-                    self.sandbox
-                        .link(component, allowed.clone(), Arc::clone(&self.secrets))?;
-                let key = format!("#policy-{stage}-{i}");
-                plugins.insert(key.clone(), plugin);
-                let hook = PolicyHook {
-                    key,
-                    uses: step.uses.clone(),
-                    with: step.with.clone(),
-                };
-                if stage.ends_with("before") {
-                    hooks.before.push(hook);
-                } else {
-                    hooks.after.push(hook);
-                }
-            }
-        }
-        Ok(hooks)
     }
 
     /// The plugin keys whose answers are cached, and how.
