@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use runtime::expr::Expressions;
-use runtime::graph::Dag;
-use runtime::workflow::{self, PluginCatalog};
+use orchestrator_engine::expr::Expressions;
+use orchestrator_engine::graph::Dag;
+use orchestrator_engine::workflow::{self, PluginCatalog};
 
 const TASKS: usize = 10_000;
 

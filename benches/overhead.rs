@@ -13,16 +13,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runtime::expr::Expressions;
-use runtime::sandbox::{Sandbox, SandboxExecutor};
-use runtime::scheduler::{
+use orchestrator_engine::expr::Expressions;
+use orchestrator_engine::sandbox::{Sandbox, SandboxExecutor};
+use orchestrator_engine::scheduler::{
     Executor, Metering, RunOptions, RunStatus, Scheduler, TaskFailure, TaskReport, TaskRequest,
     TaskSuccess,
 };
-use runtime::store::executions::{
+use orchestrator_engine::store::executions::{
     EventKind, ExecutionJournal, ExecutionRecord, ExecutionStatus, Executions, now_ms,
 };
-use runtime::workflow::{self, Durability, Plan, PluginCatalog};
+use orchestrator_engine::workflow::{self, Durability, Plan, PluginCatalog};
 use serde_json::{Value, json};
 
 const TASKS: usize = 1000;

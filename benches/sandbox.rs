@@ -7,9 +7,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use runtime::sandbox::Sandbox;
-use runtime::scheduler::TaskRequest;
-use runtime::workflow::Limits;
+use orchestrator_engine::sandbox::Sandbox;
+use orchestrator_engine::scheduler::TaskRequest;
+use orchestrator_engine::workflow::Limits;
 
 fn request(input: &str) -> TaskRequest {
     TaskRequest {
@@ -34,7 +34,7 @@ fn sandbox(c: &mut Criterion) {
     let noop = sandbox
         .prepare("test-guest", &guest)
         .expect("test guest compiles");
-    let (_, transform_bytes) = runtime::plugin::builtins()
+    let (_, transform_bytes) = orchestrator_engine::plugin::builtins()
         .iter()
         .find(|(name, _)| *name == "transform")
         .expect("transform is built in");

@@ -8,12 +8,12 @@
 
 use std::sync::{Arc, OnceLock};
 
-use runtime::expr::{Bindings, Expressions};
-use runtime::graph::Format;
-use runtime::plugin::{self, Grants, InstallRequest};
-use runtime::sandbox::Sandbox;
-use runtime::store::{DEFAULT_TENANT, Store};
-use runtime::workflow::{self, PluginCatalog};
+use orchestrator_engine::expr::{Bindings, Expressions};
+use orchestrator_engine::graph::Format;
+use orchestrator_engine::plugin::{self, Grants, InstallRequest};
+use orchestrator_engine::sandbox::Sandbox;
+use orchestrator_engine::store::{DEFAULT_TENANT, Store};
+use orchestrator_engine::workflow::{self, PluginCatalog};
 use serde_json::{Value, json};
 
 /// Lets every `uses:` through, so validation goes on to the expressions.
@@ -112,5 +112,5 @@ pub fn install(data: &[u8]) {
 /// (c) A request line another process sends to the owner of an
 /// execution (`executions/<id>.sock`).
 pub fn control_request(data: &[u8]) {
-    let _ = runtime::cli::control::Request::decode(data);
+    let _ = orchestrator_engine::control::Request::decode(data);
 }

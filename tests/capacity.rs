@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Host, TestServer, task};
-use runtime::plugin::Grants;
-use runtime::scheduler::{RunStatus, TaskStatus};
+use orchestrator_engine::plugin::Grants;
+use orchestrator_engine::scheduler::{RunStatus, TaskStatus};
 
 const GUEST: &str = env!("TEST_GUEST_WASM");
 

@@ -19,8 +19,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{cli, spawn_run};
-use runtime::scheduler::TaskStatus;
-use runtime::store::executions::{ExecutionStatus, Executions};
+use orchestrator_engine::scheduler::TaskStatus;
+use orchestrator_engine::store::executions::{ExecutionStatus, Executions};
 use serde_json::{Value, json};
 
 const GUEST: &str = env!("TEST_GUEST_WASM");

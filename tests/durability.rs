@@ -19,14 +19,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Host, cli, root, spawn_run};
-use runtime::expr::Expressions;
-use runtime::scheduler::{
+use orchestrator_engine::expr::Expressions;
+use orchestrator_engine::scheduler::{
     Cancel, Event, Executor, Journal, Metering, RunOptions, RunStatus, Scheduler, TaskFailure,
     TaskReport, TaskRequest, TaskSuccess,
 };
-use runtime::service::{self, Execution};
-use runtime::store::executions::{EventKind, ExecutionRecord, ExecutionStatus, Executions, now_ms};
-use runtime::workflow::{self, PluginCatalog};
+use orchestrator_engine::service::{self, Execution};
+use orchestrator_engine::store::executions::{
+    EventKind, ExecutionRecord, ExecutionStatus, Executions, now_ms,
+};
+use orchestrator_engine::workflow::{self, PluginCatalog};
 use serde_json::{Value, json};
 
 const GUEST: &str = env!("TEST_GUEST_WASM");
@@ -77,7 +79,7 @@ impl Journal for SlowJournal {
         _: &str,
         _: u32,
         _: &TaskFailure,
-        _: Option<runtime::scheduler::PendingRetry>,
+        _: Option<orchestrator_engine::scheduler::PendingRetry>,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
         std::future::ready(Ok(()))
     }
@@ -90,7 +92,7 @@ impl Journal for SlowJournal {
     }
 }
 
-impl runtime::scheduler::Signals for SlowJournal {
+impl orchestrator_engine::scheduler::Signals for SlowJournal {
     #[allow(
         clippy::manual_async_fn,
         reason = "the trait asks for a 'static future, which an async fn borrowing self is not"
@@ -100,7 +102,8 @@ impl runtime::scheduler::Signals for SlowJournal {
         _: &str,
         _: &str,
         _: Option<Duration>,
-    ) -> impl std::future::Future<Output = runtime::scheduler::WaitOutcome> + Send + 'static {
+    ) -> impl std::future::Future<Output = orchestrator_engine::scheduler::WaitOutcome> + Send + 'static
+    {
         async { Err("no signals here".to_owned()) }
     }
 }
@@ -541,24 +544,7 @@ outputs:
 "#,
     )
     .unwrap();
-    let (mut child, id) = spawn_run(dir, &flow);
-    let waiting = |view: &Value| {
-        view["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["event"] == "wait_started"))
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let view: Value = serde_json::from_slice(&runtime(dir, &["status", &id, "--json"]).stdout)
-            .unwrap_or(Value::Null);
-        if waiting(&view) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the wait never started: {view}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let id = interrupt_at_wait(dir, &flow);
 
     let list =
         String::from_utf8(runtime(dir, &["list", "--status", "interrupted"]).stdout).unwrap();
@@ -663,4 +649,88 @@ fn gc_removes_finished_executions_older_than_asked() {
     );
     let list = runtime(dir, &["list"]);
     assert!(String::from_utf8_lossy(&list.stdout).contains("no executions"));
+}
+
+/// Kills a run of `flow` (in `dir`) once its wait started, leaving it
+/// interrupted; returns its execution id.
+fn interrupt_at_wait(dir: &Path, flow: &Path) -> String {
+    let (mut child, id) = spawn_run(dir, flow);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view: Value = serde_json::from_slice(&runtime(dir, &["status", &id, "--json"]).stdout)
+            .unwrap_or(Value::Null);
+        let waiting = view["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["event"] == "wait_started"));
+        if waiting {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the wait never started: {view}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    id
+}
+
+#[test]
+fn a_resume_refuses_a_plugin_that_changed_under_a_task_its_fallback_or_a_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // Another component to install under the same name, newer.
+    let (_, transform) = orchestrator_engine::plugin::builtins()
+        .iter()
+        .find(|(name, _)| *name == "transform")
+        .unwrap();
+    let other = dir.join("other.wasm");
+    std::fs::write(&other, transform).unwrap();
+    let guest = env!("TEST_GUEST_WASM");
+    for (slot, first, policies) in [
+        (
+            "task `first`",
+            "{ id: first, uses: guest, with: { mode: echo } }",
+            "",
+        ),
+        (
+            "task `first#fallback`",
+            "{ id: first, uses: transform, with: { script: '1' }, fallback: { uses: guest } }",
+            "",
+        ),
+        (
+            "policy `#policy-before-0`",
+            "{ id: first, uses: transform, with: { script: '1' } }",
+            "policies:\n  before: [{ uses: guest }]\n",
+        ),
+    ] {
+        let store = tempfile::tempdir_in(dir).unwrap();
+        let store = store.path();
+        let installed = runtime(
+            store,
+            &["install", guest, "--name", "guest", "--version", "1.0.0"],
+        );
+        assert!(installed.status.success(), "{installed:?}");
+        let flow = store.join("flow.yaml");
+        std::fs::write(
+            &flow,
+            format!(
+                "name: changing\ntasks:\n  - {first}\n  - {{ id: approve, wait: {{ signal: go, timeout: 1h }} }}\n{policies}"
+            ),
+        )
+        .unwrap();
+        let id = interrupt_at_wait(store, &flow);
+        let other = other.to_str().unwrap();
+        let installed = runtime(
+            store,
+            &["install", other, "--name", "guest", "--version", "2.0.0"],
+        );
+        assert!(installed.status.success(), "{installed:?}");
+        let resumed = runtime(store, &["resume", &id]);
+        assert!(!resumed.status.success(), "{resumed:?}");
+        let stderr = String::from_utf8_lossy(&resumed.stderr);
+        assert!(
+            stderr.contains(&format!("{slot} started with plugin"))
+                && stderr.contains("which `guest` no longer resolves to"),
+            "{slot}: {stderr}"
+        );
+    }
 }

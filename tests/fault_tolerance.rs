@@ -20,7 +20,7 @@ use common::{
     Host, assert_ok, cli, events, failure, install_marking_guest, run_cli, spawn_run, status_json,
     task,
 };
-use runtime::scheduler::{FailureKind, RunStatus, TaskStatus};
+use orchestrator_engine::scheduler::{FailureKind, RunStatus, TaskStatus};
 use serde_json::{Value, json};
 
 const GUEST: &str = env!("TEST_GUEST_WASM");

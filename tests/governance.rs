@@ -12,8 +12,8 @@ mod common;
 use common::model_server::ModelServer;
 use common::models::{OPENAI_KEY, builtin, cli_for, first_messages, host, host_with, run_ok};
 use common::{failure, task};
-use runtime::plugin::Grants;
-use runtime::scheduler::{FailureKind, RunStatus, TaskStatus};
+use orchestrator_engine::plugin::Grants;
+use orchestrator_engine::scheduler::{FailureKind, RunStatus, TaskStatus};
 
 #[test]
 fn a_recorded_run_replays_with_no_network_and_the_same_results() {
@@ -451,7 +451,7 @@ async fn policies_follow_what_a_plugin_is_and_no_workflow_sheds_the_hosts() {
     );
     host.store
         .add_workflow(
-            runtime::store::DEFAULT_TENANT,
+            orchestrator_engine::store::DEFAULT_TENANT,
             "child",
             "child.yaml",
             &child,

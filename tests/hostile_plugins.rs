@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Host, TestServer, failure, task};
-use runtime::plugin::{DirGrant, Grants};
-use runtime::scheduler::{FailureKind, RunStatus, TaskStatus};
+use orchestrator_engine::plugin::{DirGrant, Grants};
+use orchestrator_engine::scheduler::{FailureKind, RunStatus, TaskStatus};
 use serde_json::json;
 
 const GUEST: &str = env!("TEST_GUEST_WASM");

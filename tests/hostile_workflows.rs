@@ -17,12 +17,12 @@ use std::process::Output;
 use std::sync::Arc;
 
 use common::{TestServer, assert_ok, cli, status_json, task_json};
-use runtime::expr::Expressions;
-use runtime::scheduler::{
+use orchestrator_engine::expr::Expressions;
+use orchestrator_engine::scheduler::{
     Executor, FailureKind, Metering, RunStatus, Scheduler, TaskFailure, TaskRequest, TaskStatus,
     TaskSuccess,
 };
-use runtime::workflow::{self, PluginCatalog};
+use orchestrator_engine::workflow::{self, PluginCatalog};
 
 const GUEST: &str = env!("TEST_GUEST_WASM");
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::model_server::ModelServer;
 use common::models::{ANTHROPIC_KEY, OPENAI_KEY, flow, host};
 use common::{failure, task};
-use runtime::scheduler::{FailureKind, RunStatus, TaskStatus};
+use orchestrator_engine::scheduler::{FailureKind, RunStatus, TaskStatus};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_apis_answer_with_usage_and_the_key_stays_on_the_host() {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{cli, root};
-use runtime::store::{DEFAULT_TENANT, Store};
+use orchestrator_engine::store::{DEFAULT_TENANT, Store};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

@@ -10,11 +10,11 @@
 mod common;
 
 use indexmap::IndexMap;
-use runtime::expr::Expressions;
-use runtime::service;
+use orchestrator_engine::expr::Expressions;
+use orchestrator_engine::service;
 
 use common::{Host, failure, task};
-use runtime::scheduler::{FailureKind, RunStatus, TaskStatus};
+use orchestrator_engine::scheduler::{FailureKind, RunStatus, TaskStatus};
 
 const GUEST: &str = env!("TEST_GUEST_WASM");
 
@@ -102,19 +102,19 @@ async fn concurrency_limit_is_respected_and_fanout_completes() {
     let file = host.path("flow.yaml");
     std::fs::write(&file, yaml.replace("GUEST", GUEST)).unwrap();
     let workflow = service::load(&file, &Expressions::new(), &host.store).unwrap();
-    let observe = |event: runtime::scheduler::Event<'_>| {
+    let observe = |event: orchestrator_engine::scheduler::Event<'_>| {
         use std::sync::atomic::Ordering::SeqCst;
         match event {
-            runtime::scheduler::Event::Started { .. } => {
+            orchestrator_engine::scheduler::Event::Started { .. } => {
                 let now = in_flight.fetch_add(1, SeqCst) + 1;
                 most.fetch_max(now, SeqCst);
             }
-            runtime::scheduler::Event::Finished(r)
+            orchestrator_engine::scheduler::Event::Finished(r)
                 if r.metering.duration > std::time::Duration::ZERO =>
             {
                 in_flight.fetch_sub(1, SeqCst);
             }
-            runtime::scheduler::Event::Finished(_) => {}
+            orchestrator_engine::scheduler::Event::Finished(_) => {}
         }
     };
     let report = host
@@ -125,4 +125,31 @@ async fn concurrency_limit_is_respected_and_fanout_completes() {
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     assert_eq!(report.outputs["sum"], 39);
     assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// The per-user artifact cache: a second sandbox loads what the first compiled, and a damaged artifact is recompiled and replaced.
+#[test]
+fn a_second_sandbox_loads_what_the_first_compiled_and_recompiles_damage() {
+    use orchestrator_engine::sandbox::Sandbox;
+    use orchestrator_engine::sandbox::artifacts::ArtifactCache;
+    use orchestrator_engine::sandbox::capacity::CapacityLimits;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let cache = ArtifactCache::at(dir.path().join("cache"));
+    let bytes = std::fs::read(GUEST).expect("the guest was built");
+    let first = Sandbox::with_options(CapacityLimits::default(), Some(cache.clone()))
+        .expect("the engine starts");
+    let compiled = first.compile("guest", &bytes).expect("it compiles");
+    let engine = first.engine_hash().to_owned();
+    let kept = cache
+        .get(&engine, compiled.digest())
+        .expect("the artifact is kept");
+    assert!(kept.len() > 1000);
+
+    cache.put(&engine, compiled.digest(), b"damaged");
+    let second = Sandbox::with_options(CapacityLimits::default(), Some(cache.clone()))
+        .expect("the engine starts");
+    let again = second.compile("guest", &bytes).expect("it compiles again");
+    assert_eq!(again.digest(), compiled.digest());
+    let replaced = cache.get(&engine, compiled.digest()).expect("kept again");
+    assert_ne!(replaced, b"damaged", "the damaged artifact was replaced");
 }

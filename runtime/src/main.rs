@@ -1,5 +1,9 @@
-//! The `runtime` binary; everything lives in the library's `cli` module.
+//! The `runtime` binary: parses the command line and prints what the engine
+//! answers (`cli`), with logs set up by `telemetry`.
+
+mod cli;
+mod telemetry;
 
 fn main() -> std::process::ExitCode {
-    runtime::cli::main()
+    cli::main()
 }

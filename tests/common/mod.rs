@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use indexmap::IndexMap;
-use runtime::config::Config;
-use runtime::expr::Expressions;
-use runtime::plugin::{self, Grants, InstallReport, InstallRequest};
-use runtime::sandbox::Sandbox;
-use runtime::scheduler::{FailureKind, RunReport, TaskReport, TaskStatus};
-use runtime::service::{self, Runner};
-use runtime::store::{DEFAULT_TENANT, Store};
+use orchestrator_engine::config::Config;
+use orchestrator_engine::expr::Expressions;
+use orchestrator_engine::plugin::{self, Grants, InstallReport, InstallRequest};
+use orchestrator_engine::sandbox::Sandbox;
+use orchestrator_engine::scheduler::{FailureKind, RunReport, TaskReport, TaskStatus};
+use orchestrator_engine::service::{self, Runner};
+use orchestrator_engine::store::{DEFAULT_TENANT, Store};
 
 /// A runtime with its own store in a temporary directory.
 pub struct Host {

@@ -4,7 +4,7 @@
 
 use super::Host;
 use super::model_server::ModelServer;
-use runtime::plugin::Grants;
+use orchestrator_engine::plugin::Grants;
 
 pub const OPENAI_KEY: &str = "sk-test-0penai-key";
 pub const ANTHROPIC_KEY: &str = "ant-test-key-456";
@@ -36,7 +36,7 @@ pub async fn host_with(server: &ModelServer, extra: &str) -> Host {
 
 /// The bytes of the built-in plugin `name`.
 pub fn builtin(name: &str) -> &'static [u8] {
-    runtime::plugin::builtins()
+    orchestrator_engine::plugin::builtins()
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, bytes)| *bytes)

@@ -9,11 +9,9 @@ use serde_json::{Value, json};
 
 use super::Context;
 use super::executions::{executions, resume};
-use crate::scheduler::TaskStatus;
-use crate::service::{self, ServiceError};
-use crate::store::executions::{
-    DeadLetter, DeadLetterState, EventKind, ExecutionError, Executions, LogEvent,
-};
+use orchestrator_engine::dead_letters;
+use orchestrator_engine::service::ServiceError;
+use orchestrator_engine::store::executions::EventKind;
 
 /// What to do with the dead-letter queue.
 #[derive(Debug, Subcommand)]
@@ -60,48 +58,8 @@ pub(super) fn dlq(ctx: &Context, command: DlqCommand) -> Result<ExitCode, Servic
     }
 }
 
-/// Splits `<execution>/<task>`.
-fn split(id: &str) -> Result<(&str, &str), ServiceError> {
-    id.split_once('/').ok_or_else(|| {
-        ServiceError::Inputs(format!(
-            "`{id}` is not a dead-letter id; they look like `<execution id>/<task id>` (`runtime dlq list`)"
-        ))
-    })
-}
-
-/// Open dead letters of every execution that can be read now.
-fn open_letters(executions: &Executions) -> Vec<(String, DeadLetter)> {
-    let mut out = Vec::new();
-    for id in executions.ids() {
-        // A sub-workflow run's failure is its parent task's: the parent's
-        // letter is the one to replay.
-        let letters = match executions.read(&id).and_then(|log| {
-            let child = log.record()?.parent.is_some();
-            if child {
-                Ok(Vec::new())
-            } else {
-                log.dead_letters()
-            }
-        }) {
-            Ok(letters) => letters,
-            Err(ExecutionError::Busy(_)) => continue,
-            Err(e) => {
-                tracing::warn!("skipping execution {id}: {e}");
-                continue;
-            }
-        };
-        out.extend(
-            letters
-                .into_iter()
-                .filter(|l| l.state == DeadLetterState::Open)
-                .map(|l| (id.clone(), l)),
-        );
-    }
-    out
-}
-
 fn list(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
-    let letters = open_letters(&executions(ctx));
+    let letters = dead_letters::open_letters(&executions(ctx));
     if json {
         let list: Vec<Value> = letters
             .iter()
@@ -125,29 +83,8 @@ fn list(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The dead letter `id` and the failed attempts its execution recorded.
-fn find(ctx: &Context, id: &str) -> Result<(DeadLetter, Vec<LogEvent>), ServiceError> {
-    let (execution, task) = split(id)?;
-    let log = executions(ctx).read(execution)?;
-    let letter = log
-        .dead_letters()?
-        .into_iter()
-        .rfind(|l| l.task == task)
-        .ok_or_else(|| {
-            ServiceError::Inputs(format!(
-                "execution `{execution}` has no dead letter for task `{task}`; `runtime dlq list` shows them"
-            ))
-        })?;
-    let attempts = log
-        .events()?
-        .into_iter()
-        .filter(|e| matches!(&e.kind, EventKind::AttemptFailed { task: t, .. } if t == task))
-        .collect();
-    Ok((letter, attempts))
-}
-
 fn show(ctx: &Context, id: &str, json: bool) -> Result<ExitCode, ServiceError> {
-    let (letter, attempts) = find(ctx, id)?;
+    let (letter, attempts) = dead_letters::find(&executions(ctx), id)?;
     if json {
         let value = json!({ "id": id, "letter": letter, "attempts": attempts });
         out!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
@@ -181,82 +118,37 @@ fn show(ctx: &Context, id: &str, json: bool) -> Result<ExitCode, ServiceError> {
 }
 
 fn replay(ctx: &Context, id: &str, input: Option<&str>) -> Result<ExitCode, ServiceError> {
-    let (execution, task) = split(id)?;
     let input: Option<Value> = input
         .map(|text| {
             serde_json::from_str(text)
                 .map_err(|e| ServiceError::Inputs(format!("--input is not JSON: {e}")))
         })
         .transpose()?;
-    {
-        let executions = executions(ctx);
-        let log = executions.open(execution)?;
-        let record = log.record()?;
-        // The tasks the failure kept from running run again too.
+    let replay = {
         let store = ctx.open_store()?;
-        let workflow = service::load_text(
-            record.source.clone(),
-            &record.file,
-            &ctx.expressions,
+        dead_letters::prepare_replay(
+            &executions(ctx),
             &store,
-        )?;
-        drop(store);
-        let plan = &workflow.plan;
-        let start = plan
-            .tasks
-            .iter()
-            .position(|t| t.id == task)
-            .ok_or_else(|| {
-                ServiceError::Inputs(format!("execution `{execution}` has no task `{task}`"))
-            })?;
-        let states = log.tasks()?;
-        let not_run = |i: usize| {
-            states
-                .iter()
-                .any(|r| r.id == plan.tasks[i].id && r.status == TaskStatus::NotRun)
-        };
-        let mut cleared = Vec::new();
-        let mut stack = vec![start];
-        while let Some(i) = stack.pop() {
-            for dependent in plan.dag.dependents(i) {
-                if not_run(dependent) && !cleared.contains(&plan.tasks[dependent].id) {
-                    cleared.push(plan.tasks[dependent].id.clone());
-                    stack.push(dependent);
-                }
-            }
-        }
-        log.replay(task, &cleared, input.as_ref())?;
-        note!(
-            "dead letter {id}: replaying `{task}`{}, then {} tasks that did not run",
-            if input.is_some() {
-                " with the given input"
-            } else {
-                ""
-            },
-            cleared.len()
-        );
-    }
-    resume(ctx, Some(execution), false, None)
+            &ctx.expressions,
+            id,
+            input.as_ref(),
+        )?
+    };
+    note!(
+        "dead letter {id}: replaying `{}`{}, then {} tasks that did not run",
+        replay.task,
+        if input.is_some() {
+            " with the given input"
+        } else {
+            ""
+        },
+        replay.cleared.len()
+    );
+    resume(ctx, Some(&replay.execution), false, None)
 }
 
 fn purge(ctx: &Context, ids: &[String], all: bool) -> Result<ExitCode, ServiceError> {
-    let executions = executions(ctx);
-    let targets: Vec<String> = if all {
-        open_letters(&executions)
-            .into_iter()
-            .map(|(execution, l)| format!("{execution}/{}", l.task))
-            .collect()
-    } else if ids.is_empty() {
-        return Err(ServiceError::Inputs(
-            "name dead letters to purge (`<execution id>/<task id>`), or give --all".into(),
-        ));
-    } else {
-        ids.to_vec()
-    };
-    for id in &targets {
-        let (execution, task) = split(id)?;
-        executions.open(execution)?.purge_dead_letter(task)?;
-    }
-    out!("purged {} dead letters", targets.len());
+    let purged = dead_letters::purge(&executions(ctx), ids, all)?;
+    out!("purged {purged} dead letters");
     Ok(ExitCode::SUCCESS)
 }

@@ -7,60 +7,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::control::{self, ControlServer};
 use super::run::{finished_line, print_event, print_summary};
 use super::summary::{run_total, run_usage, usage_text, verdicts};
 use super::{Context, EXIT_INVALID, EXIT_RUN_FAILED};
-use crate::scheduler::{Event, RunStatus, TaskReport, TaskStatus, Usage, parse_item_id};
-use crate::service::{self, Runner, ServiceError};
-use crate::store::DEFAULT_TENANT;
-use crate::store::executions::{
-    EventKind, ExecutionError, ExecutionRecord, ExecutionStatus, Executions, LogEvent, now_ms,
-};
+use orchestrator_engine::control::ControlServer;
+use orchestrator_engine::executions::{self as ops, Delivery, HistoryNote, LetterState, State};
+use orchestrator_engine::scheduler::{Event, RunStatus, TaskStatus, Usage, parse_item_id};
+use orchestrator_engine::service::{self, Runner, ServiceError};
+use orchestrator_engine::store::DEFAULT_TENANT;
+use orchestrator_engine::store::executions::{Executions, now_ms};
 
 pub(super) fn executions(ctx: &Context) -> Executions {
     Executions::beside(&ctx.store_path)
-}
-
-/// What is known of one execution, from its file or from its owner.
-struct View {
-    record: ExecutionRecord,
-    tasks: Vec<TaskReport>,
-    events: Vec<LogEvent>,
-    /// A live process is running it.
-    live: bool,
-}
-
-fn view(executions: &Executions, id: &str) -> Result<View, ServiceError> {
-    let (snapshot, live) = match executions.read(id) {
-        Ok(log) => (
-            control::snapshot(&log).map_err(ServiceError::Plugin)?,
-            false,
-        ),
-        Err(ExecutionError::Busy(_)) => (
-            control::request(&executions.socket(id), "status")
-                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?,
-            true,
-        ),
-        Err(e) => return Err(e.into()),
-    };
-    let parse = |key: &str| -> Result<Value, ServiceError> { Ok(snapshot[key].clone()) };
-    let bad = |e: serde_json::Error| ServiceError::Plugin(format!("execution `{id}`: {e}"));
-    Ok(View {
-        record: serde_json::from_value(parse("record")?).map_err(bad)?,
-        tasks: serde_json::from_value(parse("tasks")?).map_err(bad)?,
-        events: serde_json::from_value(parse("events")?).map_err(bad)?,
-        live,
-    })
-}
-
-/// `running`, `interrupted` (its process died) or the final status.
-fn status_word(view: &View) -> &'static str {
-    match (view.record.status, view.live) {
-        (ExecutionStatus::Running, true) => "running",
-        (ExecutionStatus::Running, false) => "interrupted",
-        (status, _) => status.as_str(),
-    }
 }
 
 pub(super) fn list(
@@ -68,15 +26,7 @@ pub(super) fn list(
     status: Option<&str>,
     json: bool,
 ) -> Result<ExitCode, ServiceError> {
-    let executions = executions(ctx);
-    let mut rows = Vec::new();
-    for id in executions.ids() {
-        match view(&executions, &id) {
-            Ok(view) if status.is_none_or(|s| s == status_word(&view)) => rows.push(view),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("skipping execution {id}: {e}"),
-        }
-    }
+    let rows = ops::list(&executions(ctx), status);
     if json {
         let list: Vec<Value> = rows
             .iter()
@@ -84,7 +34,7 @@ pub(super) fn list(
                 serde_json::json!({
                     "id": v.record.id,
                     "workflow": v.record.workflow,
-                    "status": status_word(v),
+                    "status": v.state().as_str(),
                     "created_at": v.record.created_at,
                     "finished_at": v.record.finished_at,
                     "tasks_finished": v.tasks.len(),
@@ -105,7 +55,7 @@ pub(super) fn list(
         out!(
             "{}  {:<11}  {:>5}/{:<5}  {}{usage}",
             v.record.id,
-            status_word(v),
+            v.state().as_str(),
             v.tasks.len(),
             v.record.tasks.len(),
             v.record.workflow
@@ -129,10 +79,10 @@ pub(super) fn status(
     events: bool,
     json: bool,
 ) -> Result<ExitCode, ServiceError> {
-    let view = view(&executions(ctx), id)?;
+    let view = ops::view(&executions(ctx), id)?;
     if json {
         let value = serde_json::json!({
-            "status": status_word(&view),
+            "status": view.state().as_str(),
             "record": view.record,
             "tasks": view.tasks,
             "events": view.events,
@@ -145,7 +95,7 @@ pub(super) fn status(
         "execution {}  workflow `{}`  {}",
         r.id,
         r.workflow,
-        status_word(&view)
+        view.state().as_str()
     );
     let took = r
         .finished_at
@@ -165,56 +115,11 @@ pub(super) fn status(
             parent.execution
         );
     }
-    if status_word(&view) == "interrupted" {
+    if view.state() == State::Interrupted {
         let resumer = r.parent.as_ref().map_or(&r.id, |p| &p.execution);
         out!("  resume it with `runtime resume {resumer}`");
     }
-    let mut attempts: BTreeMap<&str, u32> = BTreeMap::new();
-    let mut failures: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    // Where each task's dead letter stands, the last event winning.
-    let mut letters: BTreeMap<&str, &str> = BTreeMap::new();
-    for event in &view.events {
-        match &event.kind {
-            EventKind::DeadLettered { task } => {
-                letters.insert(task.as_str(), "open");
-            }
-            EventKind::DeadLetterReplayed { task, .. } => {
-                letters.insert(task.as_str(), "replayed");
-                failures
-                    .entry(task.as_str())
-                    .or_default()
-                    .push("replayed from the dead-letter queue (`runtime dlq replay`)".to_owned());
-            }
-            EventKind::DeadLetterPurged { task } => {
-                letters.insert(task.as_str(), "purged");
-            }
-            EventKind::AttemptStarted { task, .. } => {
-                *attempts.entry(task.as_str()).or_default() += 1;
-            }
-            EventKind::AttemptFailed {
-                task,
-                attempt,
-                kind,
-                error,
-                retry_at,
-            } => {
-                let then = match retry_at {
-                    Some(at) => format!(
-                        "; retried after {}",
-                        humantime::format_duration(Duration::from_millis(
-                            at.saturating_sub(event.at)
-                        ))
-                    ),
-                    None => String::new(),
-                };
-                failures.entry(task.as_str()).or_default().push(format!(
-                    "attempt {attempt} failed: {}: {error}{then}",
-                    kind.as_str()
-                ));
-            }
-            _ => {}
-        }
-    }
+    let histories = view.histories();
     let width = r.tasks.iter().map(String::len).max().unwrap_or(0);
     out!(
         "  tasks ({} of {} finished):",
@@ -236,15 +141,18 @@ pub(super) fn status(
             entry.2 += task.attempts;
             continue;
         }
-        match attempts.get(task.id.as_str()) {
-            Some(n) => out!("  {}  attempts {n}", finished_line(task, width)),
+        let history = histories.get(task.id.as_str());
+        match history.filter(|h| h.attempts > 0) {
+            Some(h) => out!("  {}  attempts {}", finished_line(task, width), h.attempts),
             // A `for_each` task's attempts are its items'.
             None => out!("  {}", finished_line(task, width)),
         }
-        for failure in failures.get(task.id.as_str()).into_iter().flatten() {
-            out!("           {failure}");
+        for note in history.iter().flat_map(|h| &h.notes) {
+            out!("           {}", note_text(note));
         }
-        if letters.get(task.id.as_str()) == Some(&"open") && task.status == TaskStatus::Failed {
+        if history.and_then(|h| h.letter) == Some(LetterState::Open)
+            && task.status == TaskStatus::Failed
+        {
             out!(
                 "           in the dead-letter queue: `runtime dlq show {}/{}`, `runtime dlq replay {}/{}`",
                 r.id,
@@ -288,62 +196,32 @@ pub(super) fn status(
     Ok(ExitCode::SUCCESS)
 }
 
+fn note_text(note: &HistoryNote) -> String {
+    match note {
+        HistoryNote::AttemptFailed {
+            attempt,
+            kind,
+            error,
+            retry_after,
+        } => {
+            let then = retry_after.map_or_else(String::new, |wait| {
+                format!("; retried after {}", humantime::format_duration(wait))
+            });
+            format!("attempt {attempt} failed: {}: {error}{then}", kind.as_str())
+        }
+        HistoryNote::Replayed => {
+            "replayed from the dead-letter queue (`runtime dlq replay`)".to_owned()
+        }
+    }
+}
+
 fn timestamp(ms: u64) -> String {
     let time = std::time::UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// An execution that has not finished.
-enum Unfinished {
-    /// No process runs it; this one has it open.
-    Here(crate::store::executions::ExecutionLog),
-    /// Another process runs it.
-    Live,
-}
-
-fn unfinished(
-    executions: &Executions,
-    id: &str,
-    refusal: &str,
-) -> Result<Unfinished, ServiceError> {
-    match executions.open(id) {
-        Ok(log) => {
-            let record = log.record()?;
-            if record.status != ExecutionStatus::Running {
-                return Err(ServiceError::Plugin(format!(
-                    "execution `{id}` already finished ({}); {refusal}",
-                    record.status.as_str()
-                )));
-            }
-            Ok(Unfinished::Here(log))
-        }
-        Err(ExecutionError::Busy(_)) => Ok(Unfinished::Live),
-        Err(e) => Err(e.into()),
-    }
-}
-
 pub(super) fn cancel(ctx: &Context, id: &str) -> Result<ExitCode, ServiceError> {
-    let executions = executions(ctx);
-    match unfinished(&executions, id, "nothing to cancel")? {
-        Unfinished::Here(log) => {
-            log.finish(
-                ExecutionStatus::Cancelled,
-                Some("cancelled while no process was running it".into()),
-                serde_json::Map::new(),
-            )?;
-        }
-        Unfinished::Live => {
-            control::request(&executions.socket(id), "cancel")
-                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
-            // The owner records the cancel when its run stops; wait for it.
-            for _ in 0..100 {
-                if executions.read(id).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
+    ops::cancel(&executions(ctx), id)?;
     out!("cancelled execution {id}");
     Ok(ExitCode::SUCCESS)
 }
@@ -359,45 +237,17 @@ pub(super) fn signal(
             .map_err(|e| ServiceError::Inputs(format!("--payload is not JSON: {e}")))?,
         None => Value::Null,
     };
-    let executions = executions(ctx);
-    match unfinished(&executions, id, "the signal was not recorded")? {
-        Unfinished::Here(log) => {
-            log.signal(name, &payload)?;
-            out!(
-                "recorded signal `{name}` for execution {id}; no process is running it: `runtime resume {id}` continues it"
-            );
-        }
-        Unfinished::Live => {
-            let request = serde_json::json!({ "op": "signal", "name": name, "payload": payload });
-            control::request_with(&executions.socket(id), request)
-                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
-            out!("delivered signal `{name}` to execution {id}");
-        }
+    match ops::signal(&executions(ctx), id, name, &payload)? {
+        Delivery::Recorded => out!(
+            "recorded signal `{name}` for execution {id}; no process is running it: `runtime resume {id}` continues it"
+        ),
+        Delivery::Live => out!("delivered signal `{name}` to execution {id}"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn gc(ctx: &Context, older_than: Duration) -> Result<ExitCode, ServiceError> {
-    let executions = executions(ctx);
-    let cutoff = now_ms().saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX));
-    let mut removed = 0;
-    for id in executions.ids() {
-        let Ok(log) = executions.read(&id) else {
-            continue;
-        };
-        let record = log.record()?;
-        drop(log);
-        if record.status != ExecutionStatus::Running
-            && record.finished_at.is_some_and(|t| t < cutoff)
-        {
-            let path = executions.path(&id);
-            std::fs::remove_file(&path).map_err(|source| ServiceError::Read {
-                file: path.display().to_string(),
-                source,
-            })?;
-            removed += 1;
-        }
-    }
+    let removed = ops::gc(&executions(ctx), older_than)?;
     out!("removed {removed} finished executions");
     Ok(ExitCode::SUCCESS)
 }
@@ -411,17 +261,7 @@ pub(super) fn resume(
     let executions = executions(ctx);
     let ids: Vec<String> = match (id, all) {
         (Some(id), false) => vec![id.to_owned()],
-        (None, true) => executions
-            .ids()
-            .into_iter()
-            .filter(|id| {
-                // Sub-workflow runs are resumed by their parents.
-                executions
-                    .read(id)
-                    .and_then(|log| log.record())
-                    .is_ok_and(|r| r.status == ExecutionStatus::Running && r.parent.is_none())
-            })
-            .collect(),
+        (None, true) => ops::interrupted(&executions),
         _ => {
             note!("error: give an execution id or --all");
             return Ok(ExitCode::from(EXIT_INVALID));
@@ -460,10 +300,10 @@ pub(super) fn drive(
     ctx: &Context,
     runner: &Runner,
     workflow: &service::LoadedWorkflow,
-    executor: crate::subworkflow::TaskExecutor,
+    executor: orchestrator_engine::service::subworkflow::TaskExecutor,
     execution: service::Execution,
     concurrency: Option<usize>,
-) -> Result<crate::scheduler::RunReport, ServiceError> {
+) -> Result<orchestrator_engine::scheduler::RunReport, ServiceError> {
     let socket = Executions::beside(&ctx.store_path).socket(&execution.id);
     let _entered = ctx.tokio.enter();
     let _control = ControlServer::start(

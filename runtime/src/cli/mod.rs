@@ -23,7 +23,6 @@ macro_rules! note {
     }};
 }
 
-pub mod control;
 mod dlq;
 mod executions;
 mod plugins;
@@ -37,14 +36,14 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::breakers::Breakers;
-use crate::config::{CONFIG_ENV, Config, Secrets};
-use crate::expr::Expressions;
-use crate::sandbox::Sandbox;
-use crate::sandbox::artifacts::ArtifactCache;
-use crate::service::{self, Runner, ServiceError};
-use crate::store::{STORE_ENV, Store};
 use crate::telemetry::{self, LogFormat};
+use orchestrator_engine::breakers::Breakers;
+use orchestrator_engine::config::{CONFIG_ENV, Config, Secrets};
+use orchestrator_engine::expr::Expressions;
+use orchestrator_engine::sandbox::Sandbox;
+use orchestrator_engine::sandbox::artifacts::ArtifactCache;
+use orchestrator_engine::service::{self, Runner, ServiceError};
+use orchestrator_engine::store::{STORE_ENV, Store};
 
 /// Runs LLM pipelines as DAG workflows; every task runs in a WebAssembly sandbox.
 #[derive(Debug, Parser)]
@@ -229,12 +228,12 @@ impl Context {
     /// A runner with this host's secrets and the circuit breakers recorded
     /// in `store`.
     fn runner(&self, store: &Store) -> Result<Runner, ServiceError> {
-        let breakers = Breakers::recorded(store, crate::store::DEFAULT_TENANT)?;
+        let breakers = Breakers::recorded(store, orchestrator_engine::store::DEFAULT_TENANT)?;
         Ok(
             Runner::on(Arc::clone(&self.sandbox), self.expressions.clone())
                 .with_secrets(self.secrets()?)
                 .with_breakers(Arc::new(breakers))
-                .with_emitter(crate::sandbox::Emitter::new(run::stream_text))
+                .with_emitter(orchestrator_engine::sandbox::Emitter::new(run::stream_text))
                 .with_prices(self.prices()?)
                 .with_host_policies(self.policies()?)
                 .with_response_cache(&self.store_path),
@@ -242,7 +241,7 @@ impl Context {
     }
 
     /// The price table of the configuration file.
-    fn prices(&self) -> Result<crate::governance::Prices, ServiceError> {
+    fn prices(&self) -> Result<orchestrator_engine::governance::Prices, ServiceError> {
         match &self.config {
             Ok(config) => Ok(config.prices.clone()),
             Err(problem) => Err(ServiceError::Plugin(problem.clone())),
@@ -250,7 +249,7 @@ impl Context {
     }
 
     /// The policies of the configuration file.
-    fn policies(&self) -> Result<crate::workflow::Policies, ServiceError> {
+    fn policies(&self) -> Result<orchestrator_engine::workflow::Policies, ServiceError> {
         match &self.config {
             Ok(config) => Ok(config.policies.clone()),
             Err(problem) => Err(ServiceError::Plugin(problem.clone())),
@@ -317,7 +316,7 @@ pub fn main() -> ExitCode {
 }
 
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {
-    crate::workflow::parse_duration(text)
+    orchestrator_engine::workflow::parse_duration(text)
 }
 
 fn context(cli: &Cli) -> Result<Context, ServiceError> {

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::{Context, EXIT_INVALID};
-use crate::plugin::{self, Allowed, Capabilities, DirGrant, Grants, InstallRequest, PluginRef};
-use crate::service::ServiceError;
-use crate::store::DEFAULT_TENANT;
-use crate::store::plugins::{Installed, PluginRecord};
+use orchestrator_engine::plugin::{
+    self, Allowed, Capabilities, DirGrant, Grants, InstallRequest, PluginRef,
+};
+use orchestrator_engine::service::ServiceError;
+use orchestrator_engine::store::DEFAULT_TENANT;
+use orchestrator_engine::store::plugins::{Installed, PluginRecord};
 
 /// `runtime install FILE.wasm [--name N] [--version V] [grants...]`.
 #[derive(Debug, Args)]
@@ -241,7 +243,7 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
 /// name and version with the union of its grants and the new ones.
 fn grant(
     ctx: &Context,
-    store: &crate::store::Store,
+    store: &orchestrator_engine::store::Store,
     records: &[PluginRecord],
     plugin: &str,
     more: &GrantArgs,
@@ -416,20 +418,20 @@ pub(super) fn breakers(ctx: &Context, json: bool) -> Result<ExitCode, ServiceErr
     if breakers.is_empty() {
         out!("no circuit breakers yet (a workflow asks for them with `breaker:`)");
     }
-    let now = crate::store::executions::now_ms();
+    let now = orchestrator_engine::store::executions::now_ms();
     for (key, b) in &breakers {
         let detail = match b.state {
-            crate::fault::BreakerState::Open { until } => format!(
+            orchestrator_engine::fault::BreakerState::Open { until } => format!(
                 "open for {} more ({})",
                 humantime::format_duration(std::time::Duration::from_secs(
                     until.saturating_sub(now).div_ceil(1000)
                 )),
                 b.reason
             ),
-            crate::fault::BreakerState::HalfOpen { .. } => {
+            orchestrator_engine::fault::BreakerState::HalfOpen { .. } => {
                 format!("half-open: probing ({})", b.reason)
             }
-            crate::fault::BreakerState::Closed => {
+            orchestrator_engine::fault::BreakerState::Closed => {
                 let failures = b.calls.iter().filter(|(_, failed)| *failed).count();
                 format!(
                     "closed: {failures} recent failures of {} calls",

@@ -12,11 +12,11 @@ use serde_json::Value;
 
 use super::summary::{run_usage, usage_text, verdicts};
 use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
-use crate::graph::Format;
-use crate::sandbox::cassette::Cassette;
-use crate::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus};
-use crate::service::{self, ServiceError};
-use crate::store::executions::Executions;
+use orchestrator_engine::graph::Format;
+use orchestrator_engine::sandbox::cassette::Cassette;
+use orchestrator_engine::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus};
+use orchestrator_engine::service::{self, ServiceError};
+use orchestrator_engine::store::executions::Executions;
 
 pub(super) fn validate(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::scheduler::{TaskReport, Usage, parse_item_id};
+use orchestrator_engine::scheduler::{TaskReport, Usage, parse_item_id};
 
 /// Tokens and cost of a task, or of a whole run.
 pub(super) fn usage_text(usage: &Usage) -> String {

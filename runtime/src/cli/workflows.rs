@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::Context;
-use crate::service::{self, ServiceError};
-use crate::store::DEFAULT_TENANT;
+use orchestrator_engine::service::{self, ServiceError};
+use orchestrator_engine::store::DEFAULT_TENANT;
 
 /// What to do with registered workflows.
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,514 @@
+//! Runs a [`Plan`]: a ready queue over the DAG, at most `concurrency` tasks at
+//! once, each handed to an [`Executor`].
+//!
+//! A task becomes ready when everything it needs has finished; ready tasks
+//! start highest `priority` first. Its `when:` and
+//! `${{ }}` templates are evaluated here, on the host, just before it starts. A
+//! failed task marks its dependents `not_run` and fails the run; independent
+//! branches still run to the end. A skipped task does not stop its dependents:
+//! they see `tasks.<id>.status == "skipped"` and a null output.
+//!
+//! This module never imports wasmtime: executors are behind one trait.
+
+mod attempts;
+mod executor;
+mod fan_out;
+mod journal;
+mod plugin_key;
+mod ready;
+mod report;
+mod run;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+pub use attempts::{Outcome, PendingRetry};
+pub use executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess, Usage};
+pub use journal::{Cancel, Journal, NoJournal, Signals, WaitOutcome};
+pub use plugin_key::{PluginKey, PolicyStage};
+pub use report::{Event, RunReport, RunStatus, TaskError, TaskReport, TaskStatus};
+
+use attempts::{Attempter, TaskAttempts};
+use fan_out::FanOut;
+pub use fan_out::{MAX_ITEMS, item_id, parse_item_id};
+use run::{Resume, Run, Stop};
+
+use crate::expr::Expressions;
+use crate::workflow::{Durability, Plan};
+
+/// How many tasks run at once unless the workflow or the caller says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// Under batched durability, the shortest time between the starts of two
+/// commits while the run goes on: states pile up and share a commit, so
+/// commits cost the run little CPU and disk, and a crash loses at most
+/// about this much work (plus a commit's time). The last states of a run
+/// are committed at once.
+pub const BATCH_INTERVAL: Duration = Duration::from_millis(5);
+
+/// A wait's outcome as a task result.
+fn waited(
+    outcome: WaitOutcome,
+    signal: &str,
+    default: Option<Value>,
+) -> Result<TaskSuccess, TaskFailure> {
+    let success = |output| TaskSuccess {
+        output,
+        usage: None,
+        metering: Metering::default(),
+    };
+    match (outcome, default) {
+        (Ok(Some(payload)), _) => Ok(success(payload)),
+        (Ok(None), Some(default)) => Ok(success(default)),
+        (Ok(None), None) => Err(TaskFailure {
+            kind: FailureKind::Deadline,
+            message: format!(
+                "no signal `{signal}` arrived before the wait's timeout; give the wait a `default:` to go on without it"
+            ),
+            metering: Metering::default(),
+        }),
+        (Err(message), _) => Err(TaskFailure {
+            kind: FailureKind::Plugin,
+            message,
+            metering: Metering::default(),
+        }),
+    }
+}
+
+/// A commit in flight.
+pub(super) type Commit<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Runs plans on one executor.
+#[derive(Debug)]
+pub struct Scheduler<E> {
+    executor: Arc<E>,
+    expressions: Expressions,
+}
+
+/// How one run goes, beyond its plan and inputs.
+pub struct RunOptions<'a, J> {
+    /// Overrides the workflow's concurrency limit.
+    pub concurrency: Option<usize>,
+    /// Where final task states are made durable; `None` records nothing.
+    pub journal: Option<&'a J>,
+    /// Final states recorded by an earlier process: these tasks are not run
+    /// again, and their outputs are what later tasks see.
+    pub done: Vec<TaskReport>,
+    /// Retries an earlier process scheduled and did not start: those tasks
+    /// continue from that attempt, after the recorded wait.
+    pub retries: Vec<PendingRetry>,
+    /// Inputs that replace tasks' resolved `with:` (JSON text, by task id):
+    /// what a dead-letter replay was given.
+    pub overrides: HashMap<String, String>,
+    /// When the run first started, ms since the epoch (the workflow's
+    /// `timeout` counts from there); now when `None`.
+    pub started_at: Option<u64>,
+    /// Stops the run when cancelled.
+    pub cancel: Arc<Cancel>,
+    /// Sees progress as it happens.
+    pub observe: &'a (dyn Fn(Event<'_>) + Sync),
+}
+
+impl<E: Executor> Scheduler<E> {
+    /// A scheduler handing tasks to `executor`.
+    pub fn new(executor: Arc<E>, expressions: Expressions) -> Self {
+        Self {
+            executor,
+            expressions,
+        }
+    }
+
+    /// Runs `plan` with resolved `inputs` to the end, recording nothing.
+    /// `concurrency` overrides the workflow's own limit; `observe` sees
+    /// progress as it happens.
+    pub async fn run(
+        &self,
+        plan: &Plan,
+        inputs: &Value,
+        execution_id: &str,
+        concurrency: Option<usize>,
+        observe: &(dyn Fn(Event<'_>) + Sync),
+    ) -> RunReport {
+        let options = RunOptions {
+            concurrency,
+            journal: None::<&NoJournal>,
+            done: Vec::new(),
+            retries: Vec::new(),
+            overrides: HashMap::new(),
+            started_at: None,
+            cancel: Arc::default(),
+            observe,
+        };
+        self.run_with(plan, inputs, execution_id, options).await
+    }
+
+    /// Runs `plan` to the end (or until cancelled), handing every final task
+    /// state to the journal. Under [`Durability::Strict`] a task's dependents
+    /// start only after its state is committed; under
+    /// [`Durability::Batched`] they start at once and commits follow.
+    pub async fn run_with<J: Journal + Signals + Clone + 'static>(
+        &self,
+        plan: &Plan,
+        inputs: &Value,
+        execution_id: &str,
+        options: RunOptions<'_, J>,
+    ) -> RunReport {
+        let started = Instant::now();
+        let RunOptions {
+            concurrency,
+            journal,
+            done,
+            retries,
+            overrides,
+            started_at,
+            cancel,
+            observe,
+        } = options;
+        // The workflow's timeout, counted from the run's first start.
+        let timeout = plan.timeout.map(|t| {
+            let started_at = started_at.unwrap_or_else(attempts::now_ms);
+            let elapsed = attempts::now_ms().saturating_sub(started_at);
+            tokio::time::Instant::now() + t.saturating_sub(Duration::from_millis(elapsed))
+        });
+        let mut timed_out = false;
+        let limit = concurrency
+            .or(plan.concurrency)
+            .unwrap_or(DEFAULT_CONCURRENCY)
+            .max(1);
+        // Without a journal nothing waits for a commit.
+        let strict = journal.is_some() && plan.durability == Durability::Strict;
+        let resume = Resume {
+            done,
+            retries,
+            overrides,
+        };
+        let mut run = Run::new(
+            plan,
+            &self.expressions,
+            (execution_id, inputs),
+            resume,
+            journal.is_some(),
+            strict,
+        );
+        let mut running = JoinSet::new();
+        let mut running_ids = HashMap::new();
+        // Strict: the states in the commit in flight, whose dependents wait for it.
+        let mut in_commit: Vec<(usize, TaskReport)> = Vec::new();
+        let mut commit: Option<Commit<'_>> = None;
+        // Batched: when the commit in flight (or the last one) started.
+        let mut batch_started = tokio::time::Instant::now();
+        let mut cancelled = cancel.is_cancelled();
+        loop {
+            while !cancelled && run.journal_error.is_none() && running.len() < limit {
+                let Some(i) = run.ready.pop() else {
+                    break;
+                };
+                // Resolving a task's input runs host code over hostile
+                // expressions and values: a panic there fails this task only.
+                let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run.prepare(i, &cancel)
+                }))
+                .unwrap_or_else(|panic| Err(Box::new(run.internal_failure(i, &*panic))));
+                match prepared {
+                    Ok(request) if plan.tasks[i].wait.is_some() => {
+                        let task = &plan.tasks[i];
+                        let wait = task.wait.as_ref().expect("checked");
+                        observe(Event::Started {
+                            id: &task.id,
+                            uses: &task.uses,
+                            attempt: request.attempt,
+                        });
+                        let waiting = match journal {
+                            Some(journal) => {
+                                Box::pin(journal.wait(&task.id, &wait.signal, wait.timeout))
+                                    as Pin<Box<dyn Future<Output = WaitOutcome> + Send>>
+                            }
+                            None => Box::pin(NoJournal.wait(&task.id, &wait.signal, wait.timeout)),
+                        };
+                        let (signal, default) = (wait.signal.clone(), wait.default.clone());
+                        let handle = running.spawn(async move {
+                            Outcome::once(waited(waiting.await, &signal, default))
+                        });
+                        running_ids.insert(handle.id(), i);
+                    }
+                    Ok(request) => {
+                        let task = &plan.tasks[i];
+                        let unit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.unit(&mut run, i, request, journal)
+                        }))
+                        .unwrap_or_else(|panic| Err(Box::new(run.internal_failure(i, &*panic))));
+                        let unit = match unit {
+                            Ok(unit) => guarded(unit),
+                            Err(report) => {
+                                run.settle(i, *report, observe);
+                                continue;
+                            }
+                        };
+                        observe(Event::Started {
+                            id: &task.id,
+                            uses: &task.uses,
+                            attempt: 1,
+                        });
+                        if running.is_empty() && run.ready.is_empty() {
+                            // The only task that can run: await it here. A
+                            // spawn would cost two cross-thread wake-ups per
+                            // task, which dominates a chain of short tasks.
+                            if !strict && let Some(journal) = journal {
+                                // Batched: commits go on while tasks run inline.
+                                keep_committing(journal, &mut commit, &mut batch_started, &mut run);
+                            }
+                            let outcome = tokio::select! {
+                                outcome = unit => outcome,
+                                () = sleep_until(timeout) => {
+                                    timed_out = true;
+                                    cancelled = true;
+                                    cancel.cancel();
+                                    continue;
+                                }
+                            };
+                            if cancel.is_cancelled() {
+                                // Interrupted by the cancel: not a result of the task.
+                                cancelled = true;
+                                continue;
+                            }
+                            let report = run.report(i, outcome);
+                            run.settle(i, report, observe);
+                            continue;
+                        }
+                        let handle = running.spawn(unit);
+                        running_ids.insert(handle.id(), i);
+                    }
+                    Err(report) => {
+                        run.settle(i, *report, observe);
+                    }
+                }
+            }
+            if let Some(journal) = journal {
+                let idle = running.is_empty() && run.ready.is_empty();
+                let batch = start_commit(journal, &mut commit, &mut batch_started, &mut run, idle);
+                if let Some(batch) = batch {
+                    in_commit = batch;
+                }
+            }
+            if running.is_empty() && commit.is_none() {
+                let stuck = run.journal_error.is_some() || cancelled;
+                if stuck || run.ready.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                joined = running.join_next_with_id(), if !running.is_empty() => {
+                    let Some(joined) = joined else { continue };
+                    let (i, result) = match joined {
+                        Ok((id, result)) => (running_ids.remove(&id), result),
+                        Err(e) => (
+                            running_ids.remove(&e.id()),
+                            Outcome::once(Err(TaskFailure {
+                                kind: FailureKind::Internal,
+                                message: format!("the task's work ended abnormally: {e}"),
+                                metering: Metering::default(),
+                            })),
+                        ),
+                    };
+                    let i = i.expect("every spawned task is recorded");
+                    if cancelled {
+                        // Interrupted by the cancel: not a result of the task.
+                        continue;
+                    }
+                    let report = run.report(i, result);
+                    run.settle(i, report, observe);
+                }
+                result = async { commit.as_mut().expect("guarded").await }, if commit.is_some() => {
+                    commit = None;
+                    if let Err(e) = result {
+                        run.journal_error = Some(format!("recording the run failed: {e}"));
+                    }
+                    // The states are in memory either way; on a failed commit
+                    // no new task starts, and the run reports the error.
+                    for (i, report) in std::mem::take(&mut in_commit) {
+                        run.finish(i, report, observe);
+                    }
+                }
+                () = cancel.cancelled(), if !cancelled => {
+                    cancelled = true;
+                    // Plugins stop at the next epoch tick; waits stop here.
+                    running.abort_all();
+                }
+                // Batched states waiting for the next commit's turn.
+                () = tokio::time::sleep_until(batch_started + BATCH_INTERVAL),
+                    if commit.is_none() && !run.unrecorded.is_empty() && run.journal_error.is_none() => {}
+                () = sleep_until(timeout), if !cancelled => {
+                    timed_out = true;
+                    cancelled = true;
+                    cancel.cancel();
+                    running.abort_all();
+                }
+            }
+        }
+        let stop = match (timed_out, cancelled) {
+            (true, _) => Stop::TimedOut,
+            (false, true) => Stop::Cancelled,
+            (false, false) => Stop::No,
+        };
+        run.into_report(plan, execution_id, started, stop)
+    }
+}
+
+/// One task's work, as the scheduler awaits or spawns it.
+type Unit = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// `unit`, with a panic anywhere inside it (the host's own code around the
+/// attempts, the journal's, an executor's) turned into the task's failure,
+/// kind `internal`, instead of the end of the run or of the process.
+fn guarded(unit: Unit) -> Unit {
+    use futures_util::FutureExt;
+    Box::pin(
+        std::panic::AssertUnwindSafe(unit)
+            .catch_unwind()
+            .map(|finished| {
+                finished.unwrap_or_else(|panic| {
+                    Outcome::once(Err(TaskFailure {
+                        kind: FailureKind::Internal,
+                        message: format!(
+                            "the runtime failed while running the task: {}",
+                            crate::expr::panic_message(&*panic)
+                        ),
+                        metering: Metering::default(),
+                    }))
+                })
+            }),
+    )
+}
+
+impl<E: Executor> Scheduler<E> {
+    /// The future that runs task `i` from `request`: its attempts, or its
+    /// `for_each` items; or the report of a task that cannot start.
+    fn unit<J: Journal + Clone + 'static>(
+        &self,
+        run: &mut Run<'_>,
+        i: usize,
+        request: TaskRequest,
+        journal: Option<&J>,
+    ) -> Result<Unit, Box<TaskReport>> {
+        let task = &run.plan.tasks[i];
+        let attempter = Attempter {
+            executor: Arc::clone(&self.executor),
+            journal: journal.cloned(),
+            expressions: self.expressions.clone(),
+            inputs: Arc::clone(&run.inputs),
+            policy: Arc::clone(&task.retry),
+        };
+        if let Some(for_each) = &task.for_each {
+            let (items, bindings) = run.items(i)?;
+            let fan_out = FanOut {
+                attempter,
+                request,
+                input: task.input.clone(),
+                fallback: task
+                    .fallback
+                    .as_ref()
+                    .map(|f| (f.uses.clone(), f.input.clone())),
+                bindings,
+                items,
+                concurrency: for_each.concurrency,
+                min_success_ratio: for_each.min_success_ratio,
+                done: run.done_items.remove(&i).unwrap_or_default(),
+            }
+            .run();
+            let Some(timeout) = task.timeout else {
+                return Ok(Box::pin(fan_out));
+            };
+            // The task's timeout bounds all its items together.
+            return Ok(Box::pin(async move {
+                tokio::time::timeout(timeout, fan_out)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Outcome::once(Err(TaskFailure {
+                            kind: FailureKind::TaskTimeout,
+                            message: format!(
+                                "the task's `timeout` ({}) passed before all its items finished",
+                                humantime::format_duration(timeout)
+                            ),
+                            metering: Metering::default(),
+                        }))
+                    })
+            }));
+        }
+        let fallback = run.fallback_request(i, &request)?;
+        Ok(Box::pin(
+            TaskAttempts {
+                attempter,
+                resume: run.retries.remove(&i),
+                request,
+                fallback,
+                timeout: task.timeout,
+            }
+            .run(),
+        ))
+    }
+}
+
+/// Hands the states not yet recorded to the journal as one commit, unless
+/// a commit is in flight or the journal failed; under batched durability
+/// only when the run is idle or [`BATCH_INTERVAL`] has passed since the last
+/// one started. Under strict durability returns the batch, whose dependents
+/// wait for the commit.
+fn start_commit<'a, J: Journal>(
+    journal: &'a J,
+    commit: &mut Option<Commit<'a>>,
+    batch_started: &mut tokio::time::Instant,
+    run: &mut Run<'_>,
+    idle: bool,
+) -> Option<Vec<(usize, TaskReport)>> {
+    let due = run.strict || idle || batch_started.elapsed() >= BATCH_INTERVAL;
+    if commit.is_some() || run.unrecorded.is_empty() || run.journal_error.is_some() || !due {
+        return None;
+    }
+    *batch_started = tokio::time::Instant::now();
+    let batch = std::mem::take(&mut run.unrecorded);
+    if run.strict {
+        let reports = batch.iter().map(|(_, r)| r.clone()).collect();
+        *commit = Some(Box::pin(journal.commit(reports, idle)));
+        return Some(batch);
+    }
+    let reports = batch.into_iter().map(|(_, r)| r).collect();
+    *commit = Some(Box::pin(journal.commit(reports, idle)));
+    None
+}
+
+/// Under batched durability, while the scheduler runs tasks inline: notes
+/// whether the commit in flight has finished (without waiting) and starts
+/// the next one when it is due, so states reach the disk every few
+/// milliseconds rather than at the end of a chain.
+fn keep_committing<'a, J: Journal>(
+    journal: &'a J,
+    commit: &mut Option<Commit<'a>>,
+    batch_started: &mut tokio::time::Instant,
+    run: &mut Run<'_>,
+) {
+    if let Some(in_flight) = commit.as_mut() {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(result) = in_flight.as_mut().poll(&mut cx) {
+            *commit = None;
+            if let Err(e) = result {
+                run.journal_error = Some(format!("recording the run failed: {e}"));
+            }
+        }
+    }
+    start_commit(journal, commit, batch_started, run, false);
+}
+
+/// Resolves at `at`, or never.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

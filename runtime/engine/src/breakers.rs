@@ -1,0 +1,267 @@
+//! Circuit breakers in a running process. [`Breakers`] holds the state of
+//! every breaker this process uses (loaded from the store, written back on
+//! every change of state). Two things consult it:
+//! - [`BreakerExecutor`] wraps any [`Executor`] and, for tasks whose
+//!   workflow asks for a plugin `breaker:`, refuses attempts while their
+//!   plugin's breaker is open (`breaker-open`, which retries and fallbacks
+//!   see like any failure) and counts how the others end;
+//! - [`HostBreakers`], held by the sandbox's egress, refuses HTTP requests
+//!   to a host whose breaker is open and counts how the others end.
+//!
+//! A plugin breaker is keyed `plugin:<sha256>`, a host breaker
+//! `host:<name>:<port>`, so every task and workflow using the same plugin,
+//! or calling the same host, shares it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use orchestrator_core::fault::{Admission, Breaker, BreakerPolicy, Refusal, counts};
+use orchestrator_core::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
+use orchestrator_sandbox::host_guard::{HostCall as SandboxHostCall, HostGuard};
+use orchestrator_store::Store;
+use orchestrator_store::executions::now_ms;
+
+/// The breakers of one tenant in this process.
+#[derive(Debug)]
+pub struct Breakers {
+    tenant: String,
+    /// Where changes of state are written; `None` keeps them in memory.
+    store: Option<PathBuf>,
+    states: Mutex<BTreeMap<String, Breaker>>,
+}
+
+impl Breakers {
+    /// Breakers that live only as long as this process.
+    pub fn in_memory() -> Self {
+        Self {
+            tenant: String::new(),
+            store: None,
+            states: Mutex::default(),
+        }
+    }
+
+    /// The breakers of `tenant` recorded in `store`; changes are written
+    /// back to the store's file.
+    pub fn recorded(store: &Store, tenant: &str) -> Result<Self, orchestrator_store::StoreError> {
+        Ok(Self {
+            tenant: tenant.to_owned(),
+            store: Some(store.path().to_owned()),
+            states: Mutex::new(store.breakers(tenant)?),
+        })
+    }
+
+    /// A copy of every breaker's state.
+    pub fn snapshot(&self) -> BTreeMap<String, Breaker> {
+        self.states.lock().expect("breakers lock").clone()
+    }
+
+    fn admit(&self, key: &str) -> Result<Admission, Refusal> {
+        let mut states = self.states.lock().expect("breakers lock");
+        let breaker = states.entry(key.to_owned()).or_default();
+        let before = breaker.state;
+        let admitted = breaker.admit(now_ms());
+        if breaker.state != before {
+            self.persist(key, breaker.clone());
+        }
+        admitted
+    }
+
+    fn record(&self, key: &str, admission: Admission, failed: bool, policy: &BreakerPolicy) {
+        let mut states = self.states.lock().expect("breakers lock");
+        let breaker = states.entry(key.to_owned()).or_default();
+        if breaker.record(now_ms(), admission, failed, policy) {
+            tracing::info!(breaker = key, state = breaker.state_name(), reason = %breaker.reason, "breaker changed state");
+            self.persist(key, breaker.clone());
+        }
+    }
+
+    /// A probe that never ended (its attempt was cancelled): let the next
+    /// call probe instead.
+    fn abandon(&self, key: &str) {
+        let mut states = self.states.lock().expect("breakers lock");
+        if let Some(breaker) = states.get_mut(key)
+            && let orchestrator_core::fault::BreakerState::HalfOpen { passed, .. } = breaker.state
+        {
+            breaker.state = orchestrator_core::fault::BreakerState::HalfOpen {
+                probing: false,
+                passed,
+            };
+        }
+    }
+
+    /// Writes a change of state to the store, off the caller's thread; a
+    /// failed write is logged (the state in memory still holds).
+    fn persist(&self, key: &str, breaker: Breaker) {
+        let Some(path) = self.store.clone() else {
+            return;
+        };
+        let (tenant, key) = (self.tenant.clone(), key.to_owned());
+        let write = move || {
+            let result = Store::open(&path).and_then(|s| s.put_breaker(&tenant, &key, &breaker));
+            if let Err(e) = result {
+                tracing::warn!(breaker = key, "recording the breaker's state failed: {e}");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(write)),
+            Err(_) => write(),
+        }
+    }
+}
+
+/// Why a call was refused, in words: whose breaker, why it opened, when a
+/// probe may go through.
+fn open_message(whose: &str, refusal: &Refusal) -> String {
+    let when = if refusal.retry_in.is_zero() {
+        "once the probe call running now succeeds".to_owned()
+    } else {
+        format!(
+            "a probe call may go through in {}",
+            humantime::format_duration(std::time::Duration::from_millis(
+                refusal.retry_in.as_millis() as u64
+            ))
+        )
+    };
+    format!(
+        "the circuit breaker of {whose} is open ({}); {when}. `runtime breakers` shows its state",
+        refusal.reason
+    )
+}
+
+/// The breakers guarding every host one plugin sends HTTP requests to.
+#[derive(Debug, Clone)]
+pub struct HostBreakers {
+    breakers: Arc<Breakers>,
+    policy: BreakerPolicy,
+}
+
+impl HostBreakers {
+    /// Host breakers kept in `breakers`, opening under `policy`.
+    pub fn new(breakers: Arc<Breakers>, policy: BreakerPolicy) -> Self {
+        Self { breakers, policy }
+    }
+}
+
+impl HostGuard for HostBreakers {
+    fn admit(&self, host: &str, port: u16) -> Result<Box<dyn SandboxHostCall>, String> {
+        let key = format!("host:{host}:{port}");
+        match self.breakers.admit(&key) {
+            Ok(admission) => Ok(Box::new(HostCall {
+                guard: self.clone(),
+                key,
+                admission,
+                ended: false,
+            })),
+            Err(refusal) => Err(open_message(&format!("host `{host}:{port}`"), &refusal)),
+        }
+    }
+}
+
+/// A request a host breaker let through; [`HostCall::end`] counts how it
+/// ended. Dropped without ending (the attempt was cut off), a probe makes
+/// way for the next one.
+#[derive(Debug)]
+pub struct HostCall {
+    guard: HostBreakers,
+    key: String,
+    admission: Admission,
+    ended: bool,
+}
+
+impl SandboxHostCall for HostCall {
+    fn end(mut self: Box<Self>, failed: bool) {
+        self.ended = true;
+        let guard = &self.guard;
+        guard
+            .breakers
+            .record(&self.key, self.admission, failed, &guard.policy);
+    }
+}
+
+impl Drop for HostCall {
+    fn drop(&mut self) {
+        if !self.ended && self.admission == Admission::Probe {
+            self.guard.breakers.abandon(&self.key);
+        }
+    }
+}
+
+/// Which breaker guards a plugin key, under which policy.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// The breaker's key: `plugin:<sha256>`.
+    pub key: String,
+    /// The plugin, for messages.
+    pub label: String,
+    /// When it opens.
+    pub policy: BreakerPolicy,
+}
+
+/// An executor whose guarded plugins fail fast while their breaker is open.
+#[derive(Debug)]
+pub struct BreakerExecutor<E> {
+    inner: E,
+    breakers: Arc<Breakers>,
+    /// By plugin key (task id, or its fallback's key).
+    guards: HashMap<String, Guard>,
+}
+
+impl<E> BreakerExecutor<E> {
+    /// Wraps `inner`; `guards` names the plugin keys that have a breaker.
+    pub fn new(inner: E, breakers: Arc<Breakers>, guards: HashMap<String, Guard>) -> Self {
+        Self {
+            inner,
+            breakers,
+            guards,
+        }
+    }
+}
+
+/// Clears a probe whose attempt was dropped before it ended.
+struct ProbeGuard<'a> {
+    breakers: &'a Breakers,
+    key: &'a str,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breakers.abandon(self.key);
+        }
+    }
+}
+
+impl<E: Executor> Executor for BreakerExecutor<E> {
+    async fn execute(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
+        // Most workflows ask for no breaker: no key to compute or look up.
+        let guard = (!self.guards.is_empty())
+            .then(|| self.guards.get(request.plugin_key().as_ref()))
+            .flatten();
+        let Some(guard) = guard else {
+            return self.inner.execute(request).await;
+        };
+        let admission = match self.breakers.admit(&guard.key) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                return Err(TaskFailure {
+                    kind: FailureKind::BreakerOpen,
+                    message: open_message(&format!("plugin `{}`", guard.label), &refusal),
+                    metering: Default::default(),
+                });
+            }
+        };
+        let mut probe = ProbeGuard {
+            breakers: &self.breakers,
+            key: &guard.key,
+            armed: admission == Admission::Probe,
+        };
+        let result = self.inner.execute(request).await;
+        probe.armed = false;
+        let failed = matches!(&result, Err(f) if counts(f.kind));
+        self.breakers
+            .record(&guard.key, admission, failed, &guard.policy);
+        result
+    }
+}

@@ -1,0 +1,243 @@
+//! Reaching an execution that another process is running.
+//!
+//! The process that owns an execution holds its file open, so others cannot
+//! read it; instead the owner listens on a Unix socket beside the file
+//! (`executions/<id>.sock`). A request is one JSON line (`{"op": "status"}`,
+//! `{"op": "cancel"}` or `{"op": "signal", "name": ..., "payload": ...}`),
+//! the answer one JSON line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt};
+
+use crate::store::executions::{EventKind, ExecutionLog};
+use orchestrator_core::scheduler::Cancel;
+
+/// What the owner answers to `status`: record, tasks and events.
+pub fn snapshot(log: &ExecutionLog) -> Result<Value, String> {
+    let record = log.record().map_err(|e| e.to_string())?;
+    let tasks = log.tasks().map_err(|e| e.to_string())?;
+    let events = log.events().map_err(|e| e.to_string())?;
+    Ok(json!({ "record": record, "tasks": tasks, "events": events }))
+}
+
+/// The longest request line the owner reads.
+pub const MAX_REQUEST_BYTES: u64 = 64 << 10;
+
+/// How long the owner waits for a request line.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 16;
+
+/// A request to the owner of an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Its record, task states and events.
+    Status,
+    /// Stop it.
+    Cancel,
+    /// Deliver signal `name` with `payload`.
+    Signal {
+        /// The signal's name.
+        name: String,
+        /// Its payload.
+        payload: Value,
+    },
+}
+
+impl Request {
+    /// Reads one request line, as another process sent it: anything that is
+    /// not a whole, known request is an error saying what is wrong.
+    pub fn decode(line: &[u8]) -> Result<Self, String> {
+        if line.len() as u64 > MAX_REQUEST_BYTES {
+            return Err(format!(
+                "the request is larger than {} KiB",
+                MAX_REQUEST_BYTES >> 10
+            ));
+        }
+        let request: Value =
+            serde_json::from_slice(line).map_err(|e| format!("the request is not JSON: {e}"))?;
+        match request["op"].as_str() {
+            Some("status") => Ok(Self::Status),
+            Some("cancel") => Ok(Self::Cancel),
+            Some("signal") => match request["name"].as_str() {
+                Some(name) if !name.is_empty() => Ok(Self::Signal {
+                    name: name.to_owned(),
+                    payload: request["payload"].clone(),
+                }),
+                _ => Err("a signal request needs a `name`".to_owned()),
+            },
+            _ => Err("unknown request".to_owned()),
+        }
+    }
+}
+
+/// Serves requests for a running execution until dropped (the socket file
+/// is removed then). Only processes of this user are answered (checked
+/// with `SO_PEERCRED`), one bounded request line per connection.
+pub struct ControlServer {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ControlServer {
+    /// Listens at `path` for requests about the execution in `log`,
+    /// cancelling it through `cancel` when asked.
+    pub fn start(
+        path: &Path,
+        log: Arc<ExecutionLog>,
+        cancel: Arc<Cancel>,
+    ) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (log, cancel) = (Arc::clone(&log), Arc::clone(&cancel));
+                tokio::spawn(async move {
+                    serve(stream, log, cancel).await;
+                    drop(slot);
+                });
+            }
+        });
+        Ok(Self {
+            path: path.to_owned(),
+            task,
+        })
+    }
+}
+
+/// Answers one connection.
+async fn serve(stream: tokio::net::UnixStream, log: Arc<ExecutionLog>, cancel: Arc<Cancel>) {
+    let peer = stream.peer_cred().map(|c| c.uid());
+    let (read, mut write) = stream.into_split();
+    let answer = match peer {
+        Ok(uid) if may_control(uid) => match read_request(read).await {
+            Ok(request) => answer(request, log, cancel).await,
+            Err(e) => json!({ "error": e }),
+        },
+        Ok(uid) => {
+            json!({ "error": format!("user {uid} may not control another user's execution") })
+        }
+        Err(e) => json!({ "error": format!("cannot tell who is asking: {e}") }),
+    };
+    let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+}
+
+/// Whether a process of user `uid` may control this process's execution:
+/// only one of the same user.
+fn may_control(uid: u32) -> bool {
+    uid == orchestrator_private::current_uid()
+}
+
+/// Reads one request line, bounded in size and time.
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+    let mut line = Vec::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES + 1));
+    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line))
+        .await
+        .map_err(|_| "no request within 5 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Request::decode(&line)
+}
+
+async fn answer(request: Request, log: Arc<ExecutionLog>, cancel: Arc<Cancel>) -> Value {
+    match request {
+        Request::Cancel => {
+            log.note(EventKind::CancelRequested);
+            cancel.cancel();
+            json!({ "ok": true })
+        }
+        Request::Signal { name, payload } => {
+            tokio::task::spawn_blocking(move || log.signal(&name, &payload))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_or_else(|e| json!({ "error": e }), |()| json!({ "ok": true }))
+        }
+        Request::Status => tokio::task::spawn_blocking(move || snapshot(&log))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .unwrap_or_else(|e| json!({ "error": e })),
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Sends one request (`{"op": ...}` plus `fields`) to the owner of an execution.
+pub fn request(path: &Path, op: &str) -> Result<Value, String> {
+    request_with(path, json!({ "op": op }))
+}
+
+/// Sends one request object to the owner of an execution.
+pub fn request_with(path: &Path, request: Value) -> Result<Value, String> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        format!(
+            "the process running it does not answer on {} ({e})",
+            path.display()
+        )
+    })?;
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let answer: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+    match answer["error"].as_str() {
+        Some(error) => Err(error.to_owned()),
+        None => Ok(answer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_same_user_may_control_an_execution() {
+        let me = orchestrator_private::current_uid();
+        assert!(may_control(me));
+        assert!(!may_control(me.wrapping_add(1)));
+    }
+
+    #[test]
+    fn requests_decode_or_say_what_is_wrong() {
+        assert_eq!(Request::decode(br#"{"op":"status"}"#), Ok(Request::Status));
+        assert_eq!(
+            Request::decode(b"{\"op\":\"signal\",\"name\":\"go\",\"payload\":1}\n"),
+            Ok(Request::Signal {
+                name: "go".into(),
+                payload: json!(1)
+            })
+        );
+        assert!(Request::decode(br#"{"op":"signal"}"#).is_err());
+        assert!(Request::decode(b"\xff\xfe").is_err());
+        assert!(Request::decode(br#"{"op":"reboot"}"#).is_err());
+        let huge = vec![b' '; (MAX_REQUEST_BYTES + 1) as usize];
+        assert!(
+            Request::decode(&huge)
+                .unwrap_err()
+                .contains("larger than 64 KiB")
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! Operations on recorded executions: what one looks like now, listing,
+//! cancelling, signalling, removing old ones, and which ones wait to be
+//! resumed. Every front end (the CLI today) calls these and only prints.
+//!
+//! An execution is read from its file, or asked of the process running it
+//! through its control socket ([`crate::control`]) when that process holds
+//! the file.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::control;
+use crate::service::ServiceError;
+use orchestrator_core::fault::FailureKind;
+use orchestrator_core::scheduler::TaskReport;
+use orchestrator_store::executions::{
+    EventKind, ExecutionError, ExecutionLog, ExecutionRecord, ExecutionStatus, Executions,
+    LogEvent, now_ms,
+};
+
+/// Where an execution stands, as a person asks: is anything running it?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// A live process is running it.
+    Running,
+    /// Unfinished, and no process runs it (its process died or was killed):
+    /// `resume` continues it.
+    Interrupted,
+    /// Finished, with this status.
+    Finished(ExecutionStatus),
+}
+
+impl State {
+    /// `running`, `interrupted` or the final status's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Interrupted => "interrupted",
+            Self::Finished(status) => status.as_str(),
+        }
+    }
+}
+
+/// What is known of one execution, from its file or from its owner.
+#[derive(Debug, Clone)]
+pub struct ExecutionView {
+    /// The record: workflow, tasks, status, outputs, parent.
+    pub record: ExecutionRecord,
+    /// The final state of every task (and `for_each` item) so far.
+    pub tasks: Vec<TaskReport>,
+    /// The event log, oldest first.
+    pub events: Vec<LogEvent>,
+    /// Whether a live process is running it.
+    pub live: bool,
+}
+
+impl ExecutionView {
+    /// Where it stands.
+    pub fn state(&self) -> State {
+        match (self.record.status, self.live) {
+            (ExecutionStatus::Running, true) => State::Running,
+            (ExecutionStatus::Running, false) => State::Interrupted,
+            (status, _) => State::Finished(status),
+        }
+    }
+
+    /// What happened to each task on its way, by task id, from the event
+    /// log.
+    pub fn histories(&self) -> BTreeMap<&str, TaskHistory> {
+        let mut histories: BTreeMap<&str, TaskHistory> = BTreeMap::new();
+        for event in &self.events {
+            match &event.kind {
+                EventKind::DeadLettered { task } => {
+                    histories.entry(task).or_default().letter = Some(LetterState::Open);
+                }
+                EventKind::DeadLetterReplayed { task, .. } => {
+                    let history = histories.entry(task).or_default();
+                    history.letter = Some(LetterState::Replayed);
+                    history.notes.push(HistoryNote::Replayed);
+                }
+                EventKind::DeadLetterPurged { task } => {
+                    histories.entry(task).or_default().letter = Some(LetterState::Purged);
+                }
+                EventKind::AttemptStarted { task, .. } => {
+                    histories.entry(task).or_default().attempts += 1;
+                }
+                EventKind::AttemptFailed {
+                    task,
+                    attempt,
+                    kind,
+                    error,
+                    retry_at,
+                } => histories
+                    .entry(task)
+                    .or_default()
+                    .notes
+                    .push(HistoryNote::AttemptFailed {
+                        attempt: *attempt,
+                        kind: *kind,
+                        error: error.clone(),
+                        retry_after: retry_at
+                            .map(|at| Duration::from_millis(at.saturating_sub(event.at))),
+                    }),
+                _ => {}
+            }
+        }
+        histories
+    }
+}
+
+/// One task's way to its state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskHistory {
+    /// Attempts started (a `for_each` task's attempts are its items').
+    pub attempts: u32,
+    /// Failed attempts and replays, in order.
+    pub notes: Vec<HistoryNote>,
+    /// Where its dead letter stands, the last event winning.
+    pub letter: Option<LetterState>,
+}
+
+/// Something that happened to a task before its final state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryNote {
+    /// An attempt failed.
+    AttemptFailed {
+        /// Which attempt (1 is the first).
+        attempt: u32,
+        /// How it failed.
+        kind: FailureKind,
+        /// Its message.
+        error: String,
+        /// When a retry was due, counted from the failure.
+        retry_after: Option<Duration>,
+    },
+    /// It was replayed from the dead-letter queue.
+    Replayed,
+}
+
+/// Where a task's dead letter stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LetterState {
+    /// In the queue.
+    Open,
+    /// Replayed.
+    Replayed,
+    /// Removed from the queue.
+    Purged,
+}
+
+/// What is known of execution `id` now.
+pub fn view(executions: &Executions, id: &str) -> Result<ExecutionView, ServiceError> {
+    let (snapshot, live) = match executions.read(id) {
+        Ok(log) => (
+            control::snapshot(&log).map_err(ServiceError::Plugin)?,
+            false,
+        ),
+        Err(ExecutionError::Busy(_)) => (
+            control::request(&executions.socket(id), "status")
+                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?,
+            true,
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let bad = |e: serde_json::Error| ServiceError::Plugin(format!("execution `{id}`: {e}"));
+    Ok(ExecutionView {
+        record: serde_json::from_value(snapshot["record"].clone()).map_err(bad)?,
+        tasks: serde_json::from_value(snapshot["tasks"].clone()).map_err(bad)?,
+        events: serde_json::from_value(snapshot["events"].clone()).map_err(bad)?,
+        live,
+    })
+}
+
+/// Every execution that can be read, those in `state` (its word) only when
+/// given. One that cannot be read is skipped with a warning.
+pub fn list(executions: &Executions, state: Option<&str>) -> Vec<ExecutionView> {
+    let mut views = Vec::new();
+    for id in executions.ids() {
+        match view(executions, &id) {
+            Ok(view) if state.is_none_or(|s| s == view.state().as_str()) => views.push(view),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("skipping execution {id}: {e}"),
+        }
+    }
+    views
+}
+
+/// How a cancel or a signal reached an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// No process was running it: recorded in its file.
+    Recorded,
+    /// Handed to the process running it.
+    Live,
+}
+
+/// An execution that has not finished.
+enum Unfinished {
+    /// No process runs it; this one has it open.
+    Here(ExecutionLog),
+    /// Another process runs it.
+    Live,
+}
+
+fn unfinished(
+    executions: &Executions,
+    id: &str,
+    refusal: &str,
+) -> Result<Unfinished, ServiceError> {
+    match executions.open(id) {
+        Ok(log) => {
+            let record = log.record()?;
+            if record.status != ExecutionStatus::Running {
+                return Err(ServiceError::Plugin(format!(
+                    "execution `{id}` already finished ({}); {refusal}",
+                    record.status.as_str()
+                )));
+            }
+            Ok(Unfinished::Here(log))
+        }
+        Err(ExecutionError::Busy(_)) => Ok(Unfinished::Live),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Cancels execution `id`: recorded at once when no process runs it;
+/// otherwise its process is asked, and this waits (up to 5 s) until the
+/// process has recorded it.
+pub fn cancel(executions: &Executions, id: &str) -> Result<Delivery, ServiceError> {
+    match unfinished(executions, id, "nothing to cancel")? {
+        Unfinished::Here(log) => {
+            log.finish(
+                ExecutionStatus::Cancelled,
+                Some("cancelled while no process was running it".into()),
+                serde_json::Map::new(),
+            )?;
+            Ok(Delivery::Recorded)
+        }
+        Unfinished::Live => {
+            control::request(&executions.socket(id), "cancel")
+                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
+            // The owner records the cancel when its run stops; wait for it.
+            for _ in 0..100 {
+                if executions.read(id).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(Delivery::Live)
+        }
+    }
+}
+
+/// Sends signal `name` with `payload` to execution `id`: recorded in its
+/// file when no process runs it (a resume delivers it), else handed to its
+/// process.
+pub fn signal(
+    executions: &Executions,
+    id: &str,
+    name: &str,
+    payload: &Value,
+) -> Result<Delivery, ServiceError> {
+    match unfinished(executions, id, "the signal was not recorded")? {
+        Unfinished::Here(log) => {
+            log.signal(name, payload)?;
+            Ok(Delivery::Recorded)
+        }
+        Unfinished::Live => {
+            let request = serde_json::json!({ "op": "signal", "name": name, "payload": payload });
+            control::request_with(&executions.socket(id), request)
+                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
+            Ok(Delivery::Live)
+        }
+    }
+}
+
+/// Removes the files of executions that finished more than `older_than`
+/// ago; returns how many.
+pub fn gc(executions: &Executions, older_than: Duration) -> Result<usize, ServiceError> {
+    let cutoff = now_ms().saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX));
+    let mut removed = 0;
+    for id in executions.ids() {
+        let Ok(log) = executions.read(&id) else {
+            continue;
+        };
+        let record = log.record()?;
+        drop(log);
+        if record.status != ExecutionStatus::Running
+            && record.finished_at.is_some_and(|t| t < cutoff)
+        {
+            let path = executions.path(&id);
+            std::fs::remove_file(&path).map_err(|source| ServiceError::Read {
+                file: path.display().to_string(),
+                source,
+            })?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Executions no process runs that have not finished, sub-workflow runs
+/// left out (their parents resume them).
+pub fn interrupted(executions: &Executions) -> Vec<String> {
+    executions
+        .ids()
+        .into_iter()
+        .filter(|id| {
+            executions
+                .read(id)
+                .and_then(|log| log.record())
+                .is_ok_and(|r| r.status == ExecutionStatus::Running && r.parent.is_none())
+        })
+        .collect()
+}

@@ -1,0 +1,385 @@
+//! What model calls cost, and answers worth keeping. [`Prices`] is the
+//! configuration's price table (US dollars per million input and output
+//! tokens, by model name, `*` at the end of a name matching any suffix).
+//! [`Governed`] wraps a run's executor: it answers tasks with a `cache:`
+//! from the response cache when it holds the same request (the plugin's
+//! digest and the task's resolved `with:`, JSON keys sorted), stores their
+//! fresh answers there, and puts a price on the usage each answer reports,
+//! so task reports, execution files and `runtime status` carry the cost as
+//! it was when the call was made. A cache hit spends nothing and says so.
+//!
+//! Under a workflow's `budget:`, a call is refused (`denied`) before it is
+//! made when what the run has spent, plus what calls in flight are
+//! expected to spend, plus this call's estimate would pass a limit; the
+//! estimate is a quarter token per character of the `prompt`, `system`
+//! and `messages` of its `with:`, plus its `max_tokens`. After a call, an
+//! answer whose actual usage takes the run past a limit is refused too.
+//!
+//! A workflow's `policies:` run around the calls they guard, outside all
+//! of that (`policies.rs`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use orchestrator_core::scheduler::{
+    Executor, FailureKind, Metering, TaskFailure, TaskReport, TaskRequest, TaskSuccess, Usage,
+    parse_item_id,
+};
+use orchestrator_core::workflow::Budget;
+use orchestrator_store::executions::now_ms;
+use orchestrator_store::responses::{CachedAnswer, ResponseCache};
+
+mod policies;
+mod prices;
+
+pub use policies::{PolicyHook, PolicyHooks};
+pub use prices::{Price, Prices};
+
+/// What a task's `cache:` keys its answers by.
+#[derive(Debug, Clone)]
+pub struct CacheRule {
+    /// The plugin's digest: another build of it answers anew.
+    pub digest: String,
+    /// How long an answer is reused.
+    pub ttl: Duration,
+}
+
+/// An executor whose answers are priced, cached where asked, and kept
+/// within the run's budget.
+#[derive(Debug)]
+pub struct Governed<E> {
+    inner: E,
+    prices: Arc<Prices>,
+    cache: Option<Arc<ResponseCache>>,
+    /// By plugin key (task id, or its fallback's key).
+    rules: HashMap<String, CacheRule>,
+    budget: Option<Budget>,
+    spent: Mutex<Spent>,
+    policies: PolicyHooks,
+}
+
+/// What a run has spent, and what calls in flight are expected to.
+#[derive(Debug, Default, Clone, Copy)]
+struct Spent {
+    tokens: u64,
+    cost: f64,
+    reserved_tokens: u64,
+    reserved_cost: f64,
+}
+
+impl<E> Governed<E> {
+    /// Prices what `inner` reports by `prices`; answers of the plugin keys
+    /// in `rules` are kept in `cache`.
+    pub fn new(
+        inner: E,
+        prices: Arc<Prices>,
+        cache: Option<Arc<ResponseCache>>,
+        rules: HashMap<String, CacheRule>,
+    ) -> Self {
+        Self {
+            inner,
+            prices,
+            cache,
+            rules,
+            budget: None,
+            spent: Mutex::default(),
+            policies: PolicyHooks::default(),
+        }
+    }
+
+    /// The same executor, running `policies` around the calls they guard.
+    pub fn with_policies(self, policies: PolicyHooks) -> Self {
+        Self { policies, ..self }
+    }
+
+    /// The same executor, refusing calls past `budget`.
+    pub fn with_budget(self, budget: Option<Budget>) -> Self {
+        Self { budget, ..self }
+    }
+
+    /// Counts what an earlier process of this run spent (a resumed run):
+    /// every task's usage, a `for_each` once with its items (or its
+    /// finished items, when it did not finish).
+    pub fn count_spent(&self, done: &[TaskReport]) {
+        let finished: HashSet<&str> = done
+            .iter()
+            .filter(|r| parse_item_id(&r.id).is_none())
+            .map(|r| r.id.as_str())
+            .collect();
+        let counted = done.iter().filter(|r| match parse_item_id(&r.id) {
+            Some((task, _)) => !finished.contains(task),
+            None => true,
+        });
+        if let Some(total) = Usage::total(counted.filter_map(|r| r.usage.as_ref())) {
+            let mut spent = self.spent.lock().expect("budget lock");
+            spent.tokens = spent
+                .tokens
+                .saturating_add(total.input_tokens.saturating_add(total.output_tokens));
+            spent.cost += finite(total.cost_usd);
+        }
+    }
+
+    /// Reserves `request`'s estimate, or says why the budget refuses it.
+    fn reserve(&self, budget: &Budget, request: &TaskRequest) -> Result<(u64, f64), TaskFailure> {
+        let (tokens, cost) = estimate(&request.input, &self.prices);
+        let mut spent = self.spent.lock().expect("budget lock");
+        let denied = |message: String| TaskFailure {
+            kind: FailureKind::Denied,
+            message,
+            metering: Metering::default(),
+        };
+        if let Some(max) = budget.max_tokens {
+            let committed = spent.tokens.saturating_add(spent.reserved_tokens);
+            if tokens > 0 && committed.saturating_add(tokens) > max {
+                return Err(denied(format!(
+                    "refused by the workflow's budget before the call: the run has spent {} of its {max} tokens ({} more expected from calls in flight), and this call would take about {tokens} (its prompt and `max_tokens`); raise `budget.max_tokens`",
+                    spent.tokens, spent.reserved_tokens
+                )));
+            }
+        }
+        if let Some(max) = budget.max_cost {
+            let committed = spent.cost + spent.reserved_cost;
+            if cost > 0.0 && committed + cost > max {
+                return Err(denied(format!(
+                    "refused by the workflow's budget before the call: the run has spent ${:.6} of its ${max}, and this call would cost about ${cost:.6}; raise `budget.max_cost`",
+                    spent.cost
+                )));
+            }
+        }
+        spent.reserved_tokens = spent.reserved_tokens.saturating_add(tokens);
+        spent.reserved_cost += cost;
+        Ok((tokens, cost))
+    }
+
+    /// Releases a reservation and counts what the call spent; says why
+    /// the budget refuses its answer when that passed a limit.
+    fn settle(
+        &self,
+        budget: &Budget,
+        (tokens, cost): (u64, f64),
+        usage: Option<&Usage>,
+    ) -> Result<(), String> {
+        let mut spent = self.spent.lock().expect("budget lock");
+        spent.reserved_tokens = spent.reserved_tokens.saturating_sub(tokens);
+        spent.reserved_cost = (spent.reserved_cost - cost).max(0.0);
+        let Some(usage) = usage.filter(|u| !u.cached) else {
+            return Ok(());
+        };
+        // Usage comes from a plugin (and a model server behind it): a
+        // reported u64::MAX must fill the budget, not wrap it.
+        let used = usage.input_tokens.saturating_add(usage.output_tokens);
+        spent.tokens = spent.tokens.saturating_add(used);
+        spent.cost += finite(usage.cost_usd);
+        if let Some(max) = budget.max_tokens
+            && spent.tokens > max
+        {
+            return Err(format!(
+                "refused by the workflow's budget after the call: it used {used} tokens, which brings the run to {} of its {max}; its answer is not used. Raise `budget.max_tokens`",
+                spent.tokens
+            ));
+        }
+        if let Some(max) = budget.max_cost
+            && spent.cost > max
+        {
+            return Err(format!(
+                "refused by the workflow's budget after the call: it cost ${:.6}, which brings the run to ${:.6} of its ${max}; its answer is not used. Raise `budget.max_cost`",
+                usage.cost_usd.unwrap_or(0.0),
+                spent.cost
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cache and the key of `request`, when its task caches answers.
+    fn cached(&self, request: &TaskRequest) -> Option<(Arc<ResponseCache>, String, Duration)> {
+        let cache = self.cache.as_ref()?;
+        let rule = self.rules.get(request.plugin_key().as_ref())?;
+        let input: Value = serde_json::from_str(&request.input).ok()?;
+        let mut hasher = Sha256::new();
+        hasher.update(rule.digest.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(canonical(&input).as_bytes());
+        let key = orchestrator_sandbox::hex(&hasher.finalize().into());
+        Some((Arc::clone(cache), key, rule.ttl))
+    }
+}
+
+impl<E: Executor> Executor for Governed<E> {
+    async fn execute(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
+        if !self.policies.guards(&request) {
+            return self.governed(request).await;
+        }
+        let (request, verdicts) = self.policies.before(&self.inner, request).await?;
+        let checked = request.clone();
+        let success = self.governed(request).await?;
+        self.policies
+            .after(&self.inner, &checked, success, verdicts)
+            .await
+    }
+}
+
+impl<E: Executor> Governed<E> {
+    /// The call itself: from the cache, or within the budget, priced.
+    async fn governed(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
+        let cached = self.cached(&request);
+        if let Some((cache, key, ttl)) = &cached {
+            let (cache, key) = (Arc::clone(cache), key.clone());
+            let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            let found = tokio::task::spawn_blocking(move || cache.get(&key, now_ms(), ttl)).await;
+            match found {
+                Ok(Ok(Some(hit))) => {
+                    return Ok(TaskSuccess {
+                        output: hit.output,
+                        usage: Some(Usage {
+                            input_tokens: 0,
+                            output_tokens: 0,
+                            model: hit.model,
+                            cost_usd: Some(0.0),
+                            cached: true,
+                        }),
+                        metering: Metering::default(),
+                    });
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::warn!("{e}; the task runs"),
+                Err(e) => tracing::warn!("the response cache lookup failed: {e}; the task runs"),
+            }
+        }
+        let reserved = match &self.budget {
+            Some(budget) => Some((budget, self.reserve(budget, &request)?)),
+            None => None,
+        };
+        let result = self.inner.execute(request).await;
+        let mut success = match (result, reserved) {
+            (Ok(success), _) => success,
+            (Err(failure), Some((budget, reservation))) => {
+                let _ = self.settle(budget, reservation, None);
+                return Err(failure);
+            }
+            (Err(failure), None) => return Err(failure),
+        };
+        if let Some(usage) = &mut success.usage
+            && usage.cost_usd.is_none()
+        {
+            usage.cost_usd = self.prices.cost(usage);
+        }
+        if let Some((budget, reservation)) = reserved
+            && let Err(message) = self.settle(budget, reservation, success.usage.as_ref())
+        {
+            return Err(TaskFailure {
+                kind: FailureKind::Denied,
+                message,
+                metering: success.metering,
+            });
+        }
+        if let Some((cache, key, _)) = cached {
+            let answer = CachedAnswer {
+                output: success.output.clone(),
+                model: success.usage.as_ref().and_then(|u| u.model.clone()),
+                stored_at: now_ms(),
+            };
+            let stored = tokio::task::spawn_blocking(move || cache.put(&key, &answer)).await;
+            if let Ok(Err(e)) = stored {
+                tracing::warn!("{e}; the answer was not cached");
+            }
+        }
+        Ok(success)
+    }
+}
+
+/// The tokens (and dollars, when its model has a price) a call is expected
+/// to take, from its `with:`: a quarter token per character of `prompt`,
+/// `system` and `messages[].content`, plus `max_tokens`. Nothing for a
+/// task whose input holds no prompt (it is not a model call).
+fn estimate(input: &str, prices: &Prices) -> (u64, f64) {
+    let Ok(Value::Object(input)) = serde_json::from_str::<Value>(input) else {
+        return (0, 0.0);
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map_or(0, |s| s.chars().count());
+    let mut chars = text(input.get("prompt")) + text(input.get("system"));
+    let messages = input.get("messages").and_then(Value::as_array);
+    for message in messages.into_iter().flatten() {
+        chars += text(message.get("content"));
+    }
+    if chars == 0 {
+        return (0, 0.0);
+    }
+    let prompt = (chars as u64).div_ceil(4);
+    let answer = input.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
+    let tokens = prompt.saturating_add(answer);
+    let cost = input
+        .get("model")
+        .and_then(Value::as_str)
+        .and_then(|m| prices.price(m))
+        .map_or(0.0, |p| {
+            (prompt as f64 * p.input + answer as f64 * p.output) / 1e6
+        });
+    (tokens, cost)
+}
+
+/// A reported cost as a number a budget can add: never negative, NaN or infinite.
+fn finite(cost: Option<f64>) -> f64 {
+    cost.filter(|c| c.is_finite() && *c > 0.0).unwrap_or(0.0)
+}
+
+/// JSON text with every object's keys sorted, so equal values give equal
+/// text whatever order they were written in.
+fn canonical(value: &Value) -> String {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&map[k])))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn canonical_json_ignores_key_order() {
+        let a: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"q":0,"p":1}],"x":2}}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"a":{"x":2,"y":[1,{"p":1,"q":0}]},"b":1}"#).unwrap();
+        assert_eq!(canonical(&a), canonical(&b));
+        assert_ne!(canonical(&a), canonical(&serde_json::json!({ "b": 2 })));
+    }
+
+    #[test]
+    fn a_call_is_estimated_from_its_prompt_and_max_tokens() {
+        let prices = Prices::new(BTreeMap::from([(
+            "gpt-4o".to_owned(),
+            Price {
+                input: 2.5,
+                output: 10.0,
+            },
+        )]))
+        .unwrap();
+        let input = r#"{"model":"gpt-4o","system":"abcd","prompt":"12345678","max_tokens":10}"#;
+        // 12 characters are 3 tokens; 10 more may come back.
+        assert_eq!(
+            estimate(input, &prices),
+            (13, (3.0 * 2.5 + 10.0 * 10.0) / 1e6)
+        );
+        assert_eq!(estimate(r#"{"script":"1 + 1"}"#, &prices), (0, 0.0));
+    }
+}

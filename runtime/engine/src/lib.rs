@@ -1,0 +1,28 @@
+//! The engine: every operation on executions, plugins, workflows and
+//! governance, for the `runtime` CLI and for Rust programs that embed it.
+//!
+//! [`service`] opens a store, loads a workflow and runs it: the plan from
+//! [`workflow`] is handed to the [`scheduler`], whose tasks run in the
+//! [`sandbox`] (through [`service::subworkflow`], [`breakers`] and
+//! [`governance`]) and
+//! whose states the [`store`] keeps. [`plugin`] installs components,
+//! [`config`] reads the host's configuration, [`control`] reaches an
+//! execution another process runs.
+//!
+//! The layers below are re-exported so that one dependency is enough: the
+//! model and scheduler from `orchestrator-core`, the sandbox from
+//! `orchestrator-sandbox`, the store from `orchestrator-store`.
+
+pub mod breakers;
+pub mod config;
+pub mod control;
+pub mod dead_letters;
+pub mod executions;
+pub mod governance;
+pub mod plugin;
+pub mod service;
+
+pub use orchestrator_core::{expr, fault, graph, scheduler, workflow};
+pub use orchestrator_sandbox as sandbox;
+pub use orchestrator_sandbox::capacity;
+pub use orchestrator_store as store;

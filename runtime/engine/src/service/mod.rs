@@ -1,0 +1,494 @@
+//! The operations the CLI offers, as a library: open the store, load a
+//! workflow file into a plan, prepare its plugins, run it. Later front ends
+//! (the gRPC service) call the same functions. Executions with a file of
+//! their own are in `recorded`; `subworkflow` is what a run hands its tasks
+//! to. Dependencies inside point one way: `Runner` (here) -> `policies`,
+//! `subworkflow` -> `recorded` -> `load` -> `error`.
+
+mod error;
+mod load;
+mod policies;
+mod recorded;
+pub mod subworkflow;
+
+pub use error::ServiceError;
+pub use load::{LoadedWorkflow, load, load_text};
+
+pub use recorded::{
+    Execution, new_execution_id, reopen_execution, run_recorded, running_record, start_execution,
+};
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::breakers::{BreakerExecutor, Breakers, Guard, HostBreakers};
+use crate::config::Secrets;
+use crate::governance::{CacheRule, Governed, Prices};
+use crate::plugin::{self, Allowed, Resolved};
+use orchestrator_core::expr::Expressions;
+use orchestrator_core::scheduler::{Event, RunReport, Scheduler};
+use orchestrator_core::workflow::Policies;
+use orchestrator_sandbox::cassette::Cassette;
+use orchestrator_sandbox::{Compiled, Emitter, Sandbox, SandboxExecutor};
+use orchestrator_store::executions::Executions;
+use orchestrator_store::plugins::{Artifact, PluginRecord};
+use orchestrator_store::responses::ResponseCache;
+use orchestrator_store::{DEFAULT_TENANT, Store};
+use subworkflow::{Child, ChildRecord, MAX_DEPTH, TaskExecutor};
+
+/// Opens the store and installs the built-in plugins it lacks (first start).
+pub async fn open_store(path: &Path, sandbox: &Sandbox) -> Result<Store, ServiceError> {
+    let store = Store::open(path)?;
+    for report in plugin::install_builtins(&store, sandbox, DEFAULT_TENANT).await? {
+        tracing::debug!(
+            plugin = %report.record.name,
+            version = %report.record.version,
+            digest = %report.record.digest,
+            "installed built-in plugin"
+        );
+    }
+    Ok(store)
+}
+
+/// Runs workflows in one sandbox.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    sandbox: Arc<Sandbox>,
+    expressions: Expressions,
+    secrets: Arc<Secrets>,
+    breakers: Arc<Breakers>,
+    cassette: Option<Arc<Cassette>>,
+    emitter: Option<Emitter>,
+    prices: Arc<Prices>,
+    responses: ResponsesAt,
+    /// The host's policies, run around every model call of every run.
+    host_policies: Policies,
+}
+
+/// Where the response cache is kept, opened the first time a workflow
+/// asks for `cache:` and shared by every clone of the runner.
+#[derive(Debug, Clone, Default)]
+struct ResponsesAt {
+    store: Option<PathBuf>,
+    open: Arc<std::sync::OnceLock<Option<Arc<ResponseCache>>>>,
+}
+
+impl ResponsesAt {
+    fn cache(&self) -> Option<Arc<ResponseCache>> {
+        let store = self.store.as_ref()?;
+        self.open
+            .get_or_init(|| match ResponseCache::beside(store) {
+                Ok(cache) => Some(Arc::new(cache)),
+                Err(e) => {
+                    tracing::warn!("{e}; tasks with `cache:` run without it");
+                    None
+                }
+            })
+            .clone()
+    }
+}
+
+impl Runner {
+    /// A runner with a new sandbox and no secrets.
+    pub fn new(expressions: Expressions) -> Result<Self, ServiceError> {
+        Ok(Self::on(Sandbox::new()?, expressions))
+    }
+
+    /// A runner on an existing sandbox, with no secrets.
+    pub fn on(sandbox: Arc<Sandbox>, expressions: Expressions) -> Self {
+        Self {
+            sandbox,
+            expressions,
+            secrets: Arc::default(),
+            breakers: Arc::new(Breakers::in_memory()),
+            cassette: None,
+            emitter: None,
+            prices: Arc::default(),
+            responses: ResponsesAt::default(),
+            host_policies: Policies::default(),
+        }
+    }
+
+    /// The same runner, keeping the answers of tasks with `cache:` in the
+    /// response cache beside the store file `store`.
+    pub fn with_response_cache(self, store: &Path) -> Self {
+        Self {
+            responses: ResponsesAt {
+                store: Some(store.to_owned()),
+                open: Arc::default(),
+            },
+            ..self
+        }
+    }
+
+    /// The same runner, running the host's `policies` around every model
+    /// call, before each workflow's own.
+    pub fn with_host_policies(self, policies: Policies) -> Self {
+        Self {
+            host_policies: policies,
+            ..self
+        }
+    }
+
+    /// The same runner, pricing model usage by `prices`.
+    pub fn with_prices(self, prices: Prices) -> Self {
+        Self {
+            prices: Arc::new(prices),
+            ..self
+        }
+    }
+
+    /// The same runner, handing what plugins emit (streamed text, progress)
+    /// to `emitter`.
+    pub fn with_emitter(self, emitter: Emitter) -> Self {
+        Self {
+            emitter: Some(emitter),
+            ..self
+        }
+    }
+
+    /// The same runner, recording its plugins' HTTP exchanges to
+    /// `cassette`, or answering them from it.
+    pub fn with_cassette(self, cassette: Arc<Cassette>) -> Self {
+        Self {
+            cassette: Some(cassette),
+            ..self
+        }
+    }
+
+    /// The same runner, keeping circuit breaker states in `breakers`.
+    pub fn with_breakers(self, breakers: Arc<Breakers>) -> Self {
+        Self { breakers, ..self }
+    }
+
+    /// The circuit breakers of this runner's plugins.
+    pub fn breakers(&self) -> &Arc<Breakers> {
+        &self.breakers
+    }
+
+    /// The executor a run uses: the sandbox, behind the circuit breakers
+    /// the workflow asks for.
+    fn guarded(
+        &self,
+        workflow: &LoadedWorkflow,
+        executor: SandboxExecutor,
+    ) -> Result<BreakerExecutor<SandboxExecutor>, ServiceError> {
+        let digests = workflow.plugin_digests()?;
+        let mut guards = HashMap::new();
+        for (key, task, uses) in workflow.plugin_slots() {
+            let (Some(policy), Some(digest)) = (task.breaker, digests.get(&key)) else {
+                continue;
+            };
+            if !policy.scope.plugin() {
+                continue;
+            }
+            guards.insert(
+                key,
+                Guard {
+                    key: format!("plugin:{digest}"),
+                    label: uses.to_owned(),
+                    policy,
+                },
+            );
+        }
+        Ok(BreakerExecutor::new(
+            executor,
+            Arc::clone(&self.breakers),
+            guards,
+        ))
+    }
+
+    /// The same runner, attaching `secrets` to plugins granted them.
+    pub fn with_secrets(self, secrets: Secrets) -> Self {
+        Self {
+            secrets: Arc::new(secrets),
+            ..self
+        }
+    }
+
+    /// The sandbox tasks run in.
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
+    /// Loads every plugin the workflow uses (installed ones from their
+    /// precompiled artifacts, once per digest), gives each task the
+    /// capabilities its plugin was granted, narrowed by the workflow, puts
+    /// the circuit breakers the workflow asks for in front, and prepares
+    /// the registered workflows its tasks run the same way.
+    pub fn prepare(
+        &self,
+        workflow: &LoadedWorkflow,
+        store: &Store,
+    ) -> Result<TaskExecutor, ServiceError> {
+        self.prepare_nested(workflow, store, 0, &self.host_policies)
+    }
+
+    fn prepare_nested(
+        &self,
+        workflow: &LoadedWorkflow,
+        store: &Store,
+        depth: usize,
+        inherited: &Policies,
+    ) -> Result<TaskExecutor, ServiceError> {
+        // A child runs under every policy its parent runs under, its own after.
+        let for_children = Policies {
+            before: [&inherited.before[..], &workflow.plan.policies.before[..]].concat(),
+            after: [&inherited.after[..], &workflow.plan.policies.after[..]].concat(),
+        };
+        // Read once: which components are model calls, when any policy
+        // could guard them.
+        let models = if for_children.before.is_empty() && for_children.after.is_empty() {
+            HashSet::new()
+        } else {
+            policies::model_digests(store)?
+        };
+        let mut compiled: HashMap<String, (Compiled, Allowed)> = HashMap::new();
+        let mut plugins = HashMap::new();
+        let mut children = HashMap::new();
+        for (key, task, uses) in workflow.plugin_slots() {
+            let in_task = |e: String| ServiceError::Plugin(format!("task `{}`: {e}", task.id));
+            if !compiled.contains_key(uses) {
+                let loaded = match workflow.catalog.resolve(uses).map_err(in_task)? {
+                    Resolved::Workflow(registered) => {
+                        if depth >= MAX_DEPTH {
+                            return Err(in_task(format!(
+                                "workflows nest more than {MAX_DEPTH} deep (does `{}` run itself?)",
+                                registered.name
+                            )));
+                        }
+                        let label = format!("{}@{}", registered.name, registered.version);
+                        let child = load_text(
+                            registered.source.clone(),
+                            &registered.file,
+                            &self.expressions,
+                            store,
+                        )?;
+                        let executor =
+                            self.prepare_nested(&child, store, depth + 1, &for_children)?;
+                        let record = ChildRecord {
+                            executions: Executions::beside(store.path()),
+                            plugins: child.plugin_digests()?,
+                            file: child.file,
+                            source: child.source,
+                        };
+                        let child = Child::new(
+                            label,
+                            child.plan,
+                            executor,
+                            self.expressions.clone(),
+                            record,
+                        );
+                        children.insert(key, Arc::new(child));
+                        continue;
+                    }
+                    resolved => self
+                        .load_plugin(store, resolved, uses)
+                        .map_err(|e| match e {
+                            ServiceError::Plugin(m) => in_task(m),
+                            e => e,
+                        })?,
+                };
+                compiled.insert(uses.to_owned(), loaded);
+            }
+            let (component, allowed) = &compiled[uses];
+            let allowed = allowed.narrow(&task.grants).map_err(in_task)?;
+            let mut plugin = self
+                .sandbox
+                .link(component, allowed, Arc::clone(&self.secrets))?;
+            if let Some(cassette) = &self.cassette {
+                plugin = plugin.with_cassette(Arc::clone(cassette));
+            }
+            // Streamed text of a call that `after` policies check would
+            // reach the screen before they could deny or redact it.
+            let policed_answer =
+                !for_children.after.is_empty() && policies::is_model(&models, workflow, uses);
+            if let Some(emitter) = self.emitter.as_ref().filter(|_| !policed_answer) {
+                plugin = plugin.with_emitter(emitter.clone());
+            }
+            if let Some(policy) = task.breaker.filter(|p| p.scope.hosts()) {
+                let hosts = HostBreakers::new(Arc::clone(&self.breakers), policy);
+                plugin = plugin.with_host_guard(Arc::new(hosts));
+            }
+            plugins.insert(key, plugin);
+        }
+        let policies = self.policy_hooks(
+            workflow,
+            store,
+            inherited,
+            &models,
+            &mut compiled,
+            &mut plugins,
+        )?;
+        let sandboxed = SandboxExecutor::new(Arc::clone(&self.sandbox), plugins);
+        let rules = Self::cache_rules(workflow)?;
+        // The file is opened only by a process whose workflows use it.
+        let cache = if rules.is_empty() {
+            None
+        } else {
+            self.responses.cache()
+        };
+        let governed = Governed::new(
+            self.guarded(workflow, sandboxed)?,
+            Arc::clone(&self.prices),
+            cache,
+            rules,
+        )
+        .with_budget(workflow.plan.budget)
+        .with_policies(policies);
+        Ok(TaskExecutor::new(governed, children))
+    }
+
+    /// A plugin named by an installed record or a path, compiled (or
+    /// loaded) and the capabilities its install allows.
+    fn load_plugin(
+        &self,
+        store: &Store,
+        resolved: Resolved,
+        uses: &str,
+    ) -> Result<(Compiled, Allowed), ServiceError> {
+        match resolved {
+            Resolved::Installed(record) => {
+                let allowed = Allowed::intersect(&record.manifest.capabilities, &record.grants);
+                Ok((self.load_installed(store, &record)?, allowed))
+            }
+            Resolved::File(path) => {
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    ServiceError::Plugin(format!("cannot read plugin {}: {e}", path.display()))
+                })?;
+                let name = path
+                    .file_stem()
+                    .map_or_else(|| uses.to_owned(), |s| s.to_string_lossy().into_owned());
+                Ok((self.sandbox.compile(&name, &bytes)?, Allowed::default()))
+            }
+            Resolved::Workflow(w) => Err(ServiceError::Plugin(format!(
+                "`{uses}` is the workflow {}, not a plugin",
+                w.name
+            ))),
+        }
+    }
+
+    /// The plugin keys whose answers are cached, and how.
+    fn cache_rules(workflow: &LoadedWorkflow) -> Result<HashMap<String, CacheRule>, ServiceError> {
+        if workflow.plan.tasks.iter().all(|t| t.cache.is_none()) {
+            return Ok(HashMap::new());
+        }
+        let digests = workflow.plugin_digests()?;
+        Ok(workflow
+            .plugin_slots()
+            .into_iter()
+            .filter_map(|(key, task, _)| {
+                let rule = CacheRule {
+                    digest: digests.get(&key)?.clone(),
+                    ttl: task.cache?,
+                };
+                Some((key, rule))
+            })
+            .collect())
+    }
+
+    /// An installed plugin from its artifact; compiled (and the artifact
+    /// stored) only if this engine has none yet, for example after an upgrade.
+    fn load_installed(
+        &self,
+        store: &Store,
+        record: &PluginRecord,
+    ) -> Result<Compiled, ServiceError> {
+        let engine = self.sandbox.engine_hash();
+        let label = format!("{}@{}", record.name, record.version);
+        if let Some(artifact) = store.plugin_artifact(DEFAULT_TENANT, &record.digest, engine)? {
+            match self
+                .sandbox
+                .load_artifact(&label, &record.digest, &artifact)
+            {
+                Ok(compiled) => return Ok(compiled),
+                // Not sealed by this user (a store from elsewhere, an older
+                // format): compiled again below, and the artifact replaced.
+                Err(e) => tracing::warn!(plugin = %label, "{e}"),
+            }
+        }
+        let bytes = store
+            .plugin_blob(DEFAULT_TENANT, &record.digest)?
+            .ok_or_else(|| {
+                ServiceError::Plugin(format!(
+                    "{label}: its component is missing from the store; reinstall it"
+                ))
+            })?;
+        tracing::info!(plugin = %label, "compiling for this engine (once)");
+        let compiled = self.sandbox.compile(&label, &bytes)?;
+        let artifact = self.sandbox.serialize(&compiled)?;
+        store.put_plugin_artifact(
+            DEFAULT_TENANT,
+            &record.digest,
+            Artifact {
+                engine,
+                bytes: &artifact,
+            },
+        )?;
+        Ok(compiled)
+    }
+
+    /// Checks inputs and runs a prepared workflow to the end, once the
+    /// process has a run slot for it ([`ServiceError::Busy`] when too many
+    /// are running and waiting already).
+    pub async fn execute(
+        &self,
+        workflow: &LoadedWorkflow,
+        executor: TaskExecutor,
+        inputs: IndexMap<String, Value>,
+        concurrency: Option<usize>,
+        observe: &(dyn Fn(Event<'_>) + Sync),
+    ) -> Result<RunReport, ServiceError> {
+        let inputs = workflow
+            .plan
+            .resolve_inputs(inputs)
+            .map_err(ServiceError::Inputs)?;
+        let _slot = self.sandbox.capacity().admit_run().await?;
+        let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
+        Ok(scheduler
+            .run(
+                &workflow.plan,
+                &inputs,
+                &new_execution_id(),
+                concurrency,
+                observe,
+            )
+            .await)
+    }
+
+    /// Runs a recorded execution until it finishes or is cancelled, every
+    /// final task state committed to its log, then records how it ended.
+    /// It starts once the process has a run slot for it; refused as
+    /// [`ServiceError::Busy`], it stays as recorded, to be resumed later.
+    pub async fn drive(
+        &self,
+        workflow: &LoadedWorkflow,
+        executor: TaskExecutor,
+        execution: Execution,
+        concurrency: Option<usize>,
+        observe: &(dyn Fn(Event<'_>) + Sync),
+    ) -> Result<RunReport, ServiceError> {
+        let _slot = self.sandbox.capacity().admit_run().await?;
+        executor.count_spent(&execution.done);
+        let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
+        run_recorded(&scheduler, &workflow.plan, execution, concurrency, observe).await
+    }
+
+    /// Prepares and runs a workflow, recording nothing.
+    pub async fn run(
+        &self,
+        workflow: &LoadedWorkflow,
+        store: &Store,
+        inputs: IndexMap<String, Value>,
+        concurrency: Option<usize>,
+        observe: &(dyn Fn(Event<'_>) + Sync),
+    ) -> Result<RunReport, ServiceError> {
+        let executor = self.prepare(workflow, store)?;
+        self.execute(workflow, executor, inputs, concurrency, observe)
+            .await
+    }
+}

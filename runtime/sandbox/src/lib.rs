@@ -1,0 +1,487 @@
+//! The wasmtime sandbox every plugin runs in.
+//!
+//! One [`Sandbox`] per process owns the `Engine` (component model, fuel, epoch
+//! interruption, pooling allocator), the linker (WASI p2 and `wasi:http`, both
+//! deny-by-default, plus the `host` interface) and a cache of linked
+//! `InstancePre`s keyed by the sha256 of the component. A ticker thread
+//! advances the epoch every [`EPOCH_TICK`], which drives deadlines and lets
+//! long calls yield. Each task attempt gets a fresh `Store` (see `attempt`)
+//! holding exactly the capabilities its [`Plugin`] was allowed. The
+//! sandbox also holds the process's [`Capacity`]: an attempt waits for a
+//! task slot before its store is made, and one that still finds the
+//! instance pool full waits for another attempt to end rather than fail.
+
+mod addresses;
+pub mod artifacts;
+mod attempt;
+mod bindings;
+pub mod capacity;
+pub mod cassette;
+pub mod egress;
+pub mod host_guard;
+mod limiter;
+mod outcome;
+pub mod quota;
+pub mod seal;
+pub mod secrets;
+pub mod world;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::capacity::{Capacity, CapacityLimits};
+use crate::secrets::Secrets;
+use artifacts::ArtifactCache;
+pub use bindings::Emitter;
+use bindings::{Executor as ExecutorWorld, ExecutorPre, State};
+use cassette::Cassette;
+use host_guard::HostGuard;
+use orchestrator_core::plugin::{Allowed, Manifest};
+use orchestrator_core::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
+use orchestrator_core::workflow::{Limits, MAX_MEMORY};
+use seal::SealKey;
+
+/// How often the epoch advances: the resolution of deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a plugin could not be made ready to run.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The engine could not be configured on this machine.
+    #[error("cannot start the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The bytes are not a component, or do not compile.
+    #[error("plugin `{plugin}` is not a valid WebAssembly component: {reason}")]
+    Compile {
+        /// The plugin, as named by the workflow or the file.
+        plugin: String,
+        /// What the compiler said.
+        reason: String,
+    },
+    /// The component does not implement a hosted `executor` world, or imports
+    /// something the host does not provide.
+    #[error("plugin `{plugin}` is not an orchestrator plugin this runtime can host: {reason}")]
+    Link {
+        /// The plugin, as named by the workflow or the file.
+        plugin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A compiled component, not yet linked.
+#[derive(Clone)]
+pub struct Compiled {
+    name: Arc<str>,
+    digest: String,
+    component: Component,
+}
+
+impl Compiled {
+    /// sha256 of the component bytes, lower-case hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+/// A linked plugin with the capabilities one task may use; cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    name: Arc<str>,
+    pre: ExecutorPre<State>,
+    allowed: Arc<Allowed>,
+    secrets: Arc<Secrets>,
+    /// Set when a breaker guards the hosts this plugin calls.
+    host_guard: Option<Arc<dyn HostGuard>>,
+    /// Set when its HTTP exchanges are recorded or replayed.
+    cassette: Option<Arc<Cassette>>,
+    /// Where what it emits goes.
+    emitter: Option<Emitter>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("allowed", &self.allowed)
+            .finish()
+    }
+}
+
+impl Plugin {
+    /// The same plugin with other capabilities.
+    pub fn with_capabilities(&self, allowed: Allowed, secrets: Arc<Secrets>) -> Self {
+        Self {
+            allowed: Arc::new(allowed),
+            secrets,
+            ..self.clone()
+        }
+    }
+
+    /// The same plugin, its HTTP exchanges recorded to or replayed from
+    /// `cassette`.
+    pub fn with_cassette(self, cassette: Arc<Cassette>) -> Self {
+        Self {
+            cassette: Some(cassette),
+            ..self
+        }
+    }
+
+    /// The same plugin, what it emits handed to `emitter`.
+    pub fn with_emitter(self, emitter: Emitter) -> Self {
+        Self {
+            emitter: Some(emitter),
+            ..self
+        }
+    }
+
+    /// The same plugin, its HTTP requests guarded by `guard` (the host
+    /// circuit breakers of its task).
+    pub fn with_host_guard(self, guard: Arc<dyn HostGuard>) -> Self {
+        Self {
+            host_guard: Some(guard),
+            ..self
+        }
+    }
+}
+
+/// The process's WebAssembly engine and its linked plugins.
+pub struct Sandbox {
+    engine: Engine,
+    engine_hash: String,
+    linker: Linker<State>,
+    cache: Mutex<HashMap<String, ExecutorPre<State>>>,
+    capacity: Capacity,
+    /// Where compiled components are kept across stores, if anywhere.
+    artifacts: Option<ArtifactCache>,
+    /// Seals every artifact this host writes; only sealed ones load.
+    seal: SealKey,
+    /// Signalled whenever an attempt's store is dropped (its pool slots
+    /// are free again).
+    freed: Notify,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sandbox")
+    }
+}
+
+impl Sandbox {
+    /// Configures the engine with the default capacity and starts the
+    /// epoch ticker.
+    pub fn new() -> Result<Arc<Self>, SandboxError> {
+        Self::with_capacity(CapacityLimits::default())
+    }
+
+    /// Configures the engine, running at most `limits.tasks` plugin calls
+    /// at once, and starts the epoch ticker.
+    pub fn with_capacity(limits: CapacityLimits) -> Result<Arc<Self>, SandboxError> {
+        Self::with_options(limits, None)
+    }
+
+    /// Like [`Sandbox::with_capacity`], keeping what it compiles in
+    /// `artifacts` and looking there before compiling.
+    pub fn with_options(
+        limits: CapacityLimits,
+        artifacts: Option<ArtifactCache>,
+    ) -> Result<Arc<Self>, SandboxError> {
+        limits.check().map_err(SandboxError::Engine)?;
+        // Resetting a slot with memset (first 64 KiB) and batched decommits
+        // instead of one madvise per slot took a no-op attempt from ~25 to
+        // ~18 µs on 2 cores; 1 MiB kept resident was slower again (27 µs).
+        // See docs/PERFORMANCE.md.
+        let mut pool = PoolingAllocationConfig::default();
+        pool.max_memory_size(usize::try_from(MAX_MEMORY).unwrap_or(usize::MAX))
+            .decommit_batch_size(32)
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(64 << 10);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .and_then(|()| {
+                ExecutorWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            })
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+
+        let mut hasher = DigestHasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = hex(&hasher.0.finalize().into());
+
+        start_ticker(&engine);
+        Ok(Arc::new(Self {
+            engine,
+            engine_hash,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+            capacity: Capacity::new(limits),
+            artifacts,
+            seal: SealKey::for_user(),
+            freed: Notify::new(),
+        }))
+    }
+
+    /// Identifies the engine's configuration: artifacts compiled by an engine
+    /// with another hash must not be loaded by this one.
+    pub fn engine_hash(&self) -> &str {
+        &self.engine_hash
+    }
+
+    /// Checks that `bytes` are a component and compiles them. Slow
+    /// (milliseconds to seconds): done at install, or once per file.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled, SandboxError> {
+        let compile_error = |reason: String| SandboxError::Compile {
+            plugin: name.to_owned(),
+            reason,
+        };
+        if let Some(reason) = world::not_a_component(bytes) {
+            return Err(compile_error(reason));
+        }
+        let digest = hex(&Sha256::digest(bytes).into());
+        let cached = self
+            .artifacts
+            .as_ref()
+            .and_then(|cache| cache.get(&self.engine_hash, &digest));
+        if let Some(artifact) = cached {
+            match self.load_artifact(name, &digest, &artifact) {
+                Ok(compiled) => return Ok(compiled),
+                Err(e) => tracing::debug!("compiling again: {e}"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            compile_error(format!(
+                "it does not compile ({e:#}); the file may be truncated or damaged: rebuild it"
+            ))
+        })?;
+        if let Some(cache) = &self.artifacts
+            && let Ok(artifact) = component.serialize()
+        {
+            let sealed = self.seal.seal(&self.engine_hash, &digest, &artifact);
+            cache.put(&self.engine_hash, &digest, &sealed);
+        }
+        Ok(Compiled {
+            name: Arc::from(name),
+            digest,
+            component,
+        })
+    }
+
+    /// The precompiled form of a component, sealed, for the store.
+    pub fn serialize(&self, compiled: &Compiled) -> Result<Vec<u8>, SandboxError> {
+        let artifact = compiled
+            .component
+            .serialize()
+            .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        Ok(self
+            .seal
+            .seal(&self.engine_hash, &compiled.digest, &artifact))
+    }
+
+    /// Loads an artifact [`Sandbox::serialize`] wrote, without compiling.
+    ///
+    /// Only an artifact whose seal verifies (this user's key, this engine
+    /// hash, this digest) is deserialized; any other is refused.
+    pub fn load_artifact(
+        &self,
+        name: &str,
+        digest: &str,
+        sealed: &[u8],
+    ) -> Result<Compiled, SandboxError> {
+        let artifact = self
+            .seal
+            .open(&self.engine_hash, digest, sealed)
+            .ok_or_else(|| SandboxError::Compile {
+                plugin: name.to_owned(),
+                reason: "its stored artifact was not sealed by this host's user for this engine; it is compiled again from the component".to_owned(),
+            })?;
+        #[allow(
+            unsafe_code,
+            reason = "deserializing runs native code compiled earlier; only artifacts sealed with this user's key for this engine hash get here"
+        )]
+        // SAFETY: `artifact` carries a seal made with this user's key over
+        // this engine hash, this digest and these bytes, and only
+        // `Sandbox::serialize` and `Sandbox::compile` seal, with the output
+        // of `Component::serialize` of an engine with the same hash: it is
+        // this host's own compiled code, not a plugin's or a tenant's input.
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }.map_err(|e| {
+            SandboxError::Compile {
+                plugin: name.to_owned(),
+                reason: format!("its stored artifact does not load ({e:#}); reinstall it"),
+            }
+        })?;
+        Ok(Compiled {
+            name: Arc::from(name),
+            digest: digest.to_owned(),
+            component,
+        })
+    }
+
+    /// Links a compiled component (cached per digest) and gives it capabilities.
+    pub fn link(
+        &self,
+        compiled: &Compiled,
+        allowed: Allowed,
+        secrets: Arc<Secrets>,
+    ) -> Result<Plugin, SandboxError> {
+        let cached = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .get(&compiled.digest)
+            .cloned();
+        let pre = match cached {
+            Some(pre) => pre,
+            None => {
+                let link_error = |reason: String| SandboxError::Link {
+                    plugin: compiled.name.to_string(),
+                    reason,
+                };
+                world::check(&compiled.component, &self.engine).map_err(link_error)?;
+                let pre = self
+                    .linker
+                    .instantiate_pre(&compiled.component)
+                    .map_err(|e| link_error(format!("{e:#}")))?;
+                let pre = ExecutorPre::new(pre).map_err(|e| link_error(format!("{e:#}")))?;
+                self.cache
+                    .lock()
+                    .expect("cache lock")
+                    .insert(compiled.digest.clone(), pre.clone());
+                pre
+            }
+        };
+        Ok(Plugin {
+            name: Arc::clone(&compiled.name),
+            pre,
+            allowed: Arc::new(allowed),
+            secrets,
+            host_guard: None,
+            cassette: None,
+            emitter: None,
+        })
+    }
+
+    /// Compiles and links a component that gets no capabilities at all (a
+    /// `.wasm` named by path in a workflow, benches, tests).
+    pub fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Plugin, SandboxError> {
+        let compiled = self.compile(name, bytes)?;
+        self.link(&compiled, Allowed::default(), Arc::default())
+    }
+
+    /// How much this process runs at once.
+    pub fn capacity(&self) -> &Capacity {
+        &self.capacity
+    }
+
+    /// Calls `describe()` in a fresh store under `limits`, with no capabilities.
+    pub async fn describe(&self, plugin: &Plugin, limits: Limits) -> Result<Manifest, TaskFailure> {
+        let slot = self.capacity.task_slot().await;
+        let described = attempt::describe(&self.engine, plugin, limits).await;
+        drop(slot);
+        self.freed.notify_waiters();
+        described
+    }
+
+    /// Runs one task attempt of `plugin` in a fresh store under the
+    /// request's limits, once a task slot is free (the wait does not count
+    /// against the attempt's deadline; a cancel ends it).
+    pub async fn run(
+        &self,
+        plugin: &Plugin,
+        request: TaskRequest,
+    ) -> Result<TaskSuccess, TaskFailure> {
+        let slot = tokio::select! {
+            slot = self.capacity.task_slot() => slot,
+            () = request.cancel.cancelled() => return Err(TaskFailure {
+                kind: FailureKind::Cancelled,
+                message: "cancelled while waiting for a task slot".to_owned(),
+                metering: Default::default(),
+            }),
+        };
+        let result = attempt::run(self.pool(), plugin, request).await;
+        drop(slot);
+        self.freed.notify_waiters();
+        result
+    }
+
+    fn pool(&self) -> attempt::Pool<'_> {
+        attempt::Pool {
+            engine: &self.engine,
+            freed: &self.freed,
+        }
+    }
+}
+
+/// Feeds `Hash` output into sha256, for a hash that is stable across runs.
+struct DigestHasher(Sha256);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Advances the epoch until the engine is dropped.
+fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}
+
+/// Runs tasks on plugins prepared for one workflow, keyed by task id.
+#[derive(Debug)]
+pub struct SandboxExecutor {
+    sandbox: Arc<Sandbox>,
+    plugins: HashMap<String, Plugin>,
+}
+
+impl SandboxExecutor {
+    /// An executor for the given task id -> plugin map.
+    pub fn new(sandbox: Arc<Sandbox>, plugins: HashMap<String, Plugin>) -> Self {
+        Self { sandbox, plugins }
+    }
+}
+
+impl Executor for SandboxExecutor {
+    async fn execute(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
+        match self.plugins.get(request.plugin_key().as_ref()) {
+            Some(plugin) => self.sandbox.run(plugin, request).await,
+            None => Err(TaskFailure {
+                kind: FailureKind::Plugin,
+                message: format!("no plugin was prepared for `{}`", request.plugin_key()),
+                metering: Default::default(),
+            }),
+        }
+    }
+}
