@@ -4,7 +4,10 @@
 //! read it; instead the owner listens on a Unix socket beside the file
 //! (`executions/<id>.sock`). A request is one JSON line (`{"op": "status"}`,
 //! `{"op": "cancel"}` or `{"op": "signal", "name": ..., "payload": ...}`),
-//! the answer one JSON line.
+//! the answer one JSON line; to `{"op": "follow", "from": N}` the owner
+//! answers with the events numbered `N` onwards, one JSON line each
+//! (`{"seq": N, "at": ..., "event": ...}`), as they are committed, until
+//! the execution finishes.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +16,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt};
 
-use crate::store::executions::{EventKind, ExecutionLog};
+use crate::store::executions::{EventKind, ExecutionLog, LogEvent};
 use orchestrator_core::scheduler::Cancel;
 
 /// What the owner answers to `status`: record, tasks and events.
@@ -47,6 +50,11 @@ pub enum Request {
         /// Its payload.
         payload: Value,
     },
+    /// Its events numbered `from` onwards, then each as it is committed.
+    Follow {
+        /// The first event wanted.
+        from: u64,
+    },
 }
 
 impl Request {
@@ -64,6 +72,13 @@ impl Request {
         match request["op"].as_str() {
             Some("status") => Ok(Self::Status),
             Some("cancel") => Ok(Self::Cancel),
+            Some("follow") => match &request["from"] {
+                Value::Null => Ok(Self::Follow { from: 0 }),
+                from => from
+                    .as_u64()
+                    .map(|from| Self::Follow { from })
+                    .ok_or_else(|| "`from` is an event number (0 or more)".to_owned()),
+            },
             Some("signal") => match request["name"].as_str() {
                 Some(name) if !name.is_empty() => Ok(Self::Signal {
                     name: name.to_owned(),
@@ -125,6 +140,7 @@ async fn serve(stream: tokio::net::UnixStream, log: Arc<ExecutionLog>, cancel: A
     let (read, mut write) = stream.into_split();
     let answer = match peer {
         Ok(uid) if may_control(uid) => match read_request(read).await {
+            Ok(Request::Follow { from }) => return follow(&mut write, log, from).await,
             Ok(request) => answer(request, log, cancel).await,
             Err(e) => json!({ "error": e }),
         },
@@ -134,6 +150,62 @@ async fn serve(stream: tokio::net::UnixStream, log: Arc<ExecutionLog>, cancel: A
         Err(e) => json!({ "error": format!("cannot tell who is asking: {e}") }),
     };
     let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+}
+
+/// Writes the events numbered `from` onwards, then each as it is
+/// committed, until the execution finished or the follower left.
+async fn follow(write: &mut tokio::net::unix::OwnedWriteHalf, log: Arc<ExecutionLog>, from: u64) {
+    let mut events = crate::executions::follow_log(log, from);
+    while let Some(event) = events.recv().await {
+        let line = match event {
+            Ok((seq, event)) => {
+                let mut line = serde_json::to_value(&event).unwrap_or_default();
+                if let Some(fields) = line.as_object_mut() {
+                    fields.insert("seq".into(), seq.into());
+                }
+                line
+            }
+            Err(e) => json!({ "error": e }),
+        };
+        if write
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Follows the execution whose owner listens at `path` from event `from`:
+/// `each(seq, event)` for every event line, until the execution finished
+/// (`Ok(true)`) or the owner went away first (`Ok(false)`: read the rest
+/// from the file).
+pub fn follow_remote(
+    path: &Path,
+    from: u64,
+    mut each: impl FnMut(u64, LogEvent),
+) -> Result<bool, String> {
+    let stream = send(path, &json!({ "op": "follow", "from": from }))?;
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else {
+            return Ok(false);
+        };
+        let value: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+        if let Some(error) = value["error"].as_str() {
+            return Err(error.to_owned());
+        }
+        let seq = value["seq"]
+            .as_u64()
+            .ok_or_else(|| format!("an event without a number: {line}"))?;
+        let event: LogEvent = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let finished = matches!(event.kind, EventKind::ExecutionFinished { .. });
+        each(seq, event);
+        if finished {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Whether a process of user `uid` may control this process's execution:
@@ -155,6 +227,7 @@ async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, 
 
 async fn answer(request: Request, log: Arc<ExecutionLog>, cancel: Arc<Cancel>) -> Value {
     match request {
+        Request::Follow { .. } => json!({ "error": "follow is answered as a stream" }),
         Request::Cancel => {
             log.note(EventKind::CancelRequested);
             cancel.cancel();
@@ -182,13 +255,8 @@ impl Drop for ControlServer {
     }
 }
 
-/// Sends one request (`{"op": ...}` plus `fields`) to the owner of an execution.
-pub fn request(path: &Path, op: &str) -> Result<Value, String> {
-    request_with(path, json!({ "op": op }))
-}
-
-/// Sends one request object to the owner of an execution.
-pub fn request_with(path: &Path, request: Value) -> Result<Value, String> {
+/// Connects to the owner listening at `path` and sends it `request`.
+fn send(path: &Path, request: &Value) -> Result<std::os::unix::net::UnixStream, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         format!(
             "the process running it does not answer on {} ({e})",
@@ -198,6 +266,17 @@ pub fn request_with(path: &Path, request: Value) -> Result<Value, String> {
     stream
         .write_all(format!("{request}\n").as_bytes())
         .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Sends one request (`{"op": ...}` plus `fields`) to the owner of an execution.
+pub fn request(path: &Path, op: &str) -> Result<Value, String> {
+    request_with(path, json!({ "op": op }))
+}
+
+/// Sends one request object to the owner of an execution.
+pub fn request_with(path: &Path, request: Value) -> Result<Value, String> {
+    let stream = send(path, &request)?;
     let mut line = String::new();
     BufReader::new(stream)
         .read_line(&mut line)
@@ -231,6 +310,11 @@ mod tests {
             })
         );
         assert!(Request::decode(br#"{"op":"signal"}"#).is_err());
+        assert_eq!(
+            Request::decode(br#"{"op":"follow","from":7}"#),
+            Ok(Request::Follow { from: 7 })
+        );
+        assert!(Request::decode(br#"{"op":"follow","from":-1}"#).is_err());
         assert!(Request::decode(b"\xff\xfe").is_err());
         assert!(Request::decode(br#"{"op":"reboot"}"#).is_err());
         let huge = vec![b' '; (MAX_REQUEST_BYTES + 1) as usize];

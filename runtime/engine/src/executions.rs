@@ -7,6 +7,7 @@
 //! the file.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -299,6 +300,100 @@ pub fn gc(executions: &Executions, older_than: Duration) -> Result<usize, Servic
         }
     }
     Ok(removed)
+}
+
+/// Follows execution `id` from event `from`: `each(seq, event)` for every
+/// event so far and then every one the process running it commits, until
+/// it finished or no process runs it any more. Returns where it stands
+/// then. Blocks the calling thread.
+pub fn follow(
+    executions: &Executions,
+    id: &str,
+    from: u64,
+    mut each: impl FnMut(u64, &LogEvent),
+) -> Result<State, ServiceError> {
+    let mut next = from;
+    loop {
+        match executions.read(id) {
+            Ok(log) => {
+                for (seq, event) in log.events_from(next)? {
+                    each(seq, &event);
+                }
+                let record = log.record()?;
+                return Ok(match record.status {
+                    ExecutionStatus::Running => State::Interrupted,
+                    status => State::Finished(status),
+                });
+            }
+            Err(ExecutionError::Busy(_)) => {
+                // Whether it finished or its owner went away (it ended, was
+                // killed, or is not listening yet), the file tells once no
+                // process holds it; until then, ask the owner again.
+                let _ = control::follow_remote(&executions.socket(id), next, |seq, event| {
+                    each(seq, &event);
+                    next = seq + 1;
+                });
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Follows `log`, an execution this process runs, from event `from`: the
+/// events so far and then each as it is committed, in order, until it
+/// finished (the `execution_finished` event is the last one sent) or the
+/// receiver is dropped. Call it inside a tokio runtime.
+pub fn follow_log(
+    log: Arc<ExecutionLog>,
+    from: u64,
+) -> tokio::sync::mpsc::Receiver<Result<(u64, LogEvent), String>> {
+    let (send, receive) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut commits = log.follow();
+        let mut next = from;
+        loop {
+            // Seen before reading: a commit after the read wakes the wait.
+            commits.borrow_and_update();
+            let read = {
+                let log = Arc::clone(&log);
+                tokio::task::spawn_blocking(move || {
+                    // The status first: if it says finished, the events
+                    // read after it hold the end (they commit together).
+                    let running = log.record()?.status == ExecutionStatus::Running;
+                    let events = log.events_from(next)?;
+                    Ok::<_, ExecutionError>((events, running))
+                })
+                .await
+            };
+            let (events, running) = match read {
+                Ok(Ok(events)) => events,
+                Ok(Err(e)) => {
+                    let _ = send.send(Err(e.to_string())).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = send.send(Err(e.to_string())).await;
+                    return;
+                }
+            };
+            for (seq, event) in events {
+                let finished = matches!(event.kind, EventKind::ExecutionFinished { .. });
+                if send.send(Ok((seq, event))).await.is_err() {
+                    return;
+                }
+                next = seq + 1;
+                if finished {
+                    return;
+                }
+            }
+            // Followed from beyond its end: it finished all the same.
+            if !running || commits.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    receive
 }
 
 /// Executions no process runs that have not finished, sub-workflow runs

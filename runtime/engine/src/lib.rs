@@ -9,6 +9,9 @@
 //! [`config`] reads the host's configuration, [`control`] reaches an
 //! execution another process runs.
 //!
+//! A Rust program embeds it through [`sdk`]: an [`Engine`], workflows built
+//! in code ([`Workflow::builder`]) and an [`ExecutionHandle`] per execution.
+//!
 //! The layers below are re-exported so that one dependency is enough: the
 //! model and scheduler from `orchestrator-core`, the sandbox from
 //! `orchestrator-sandbox`, the store from `orchestrator-store`.
@@ -20,9 +23,14 @@ pub mod dead_letters;
 pub mod executions;
 pub mod governance;
 pub mod plugin;
+pub mod sdk;
 pub mod service;
 
 pub use orchestrator_core::{expr, fault, graph, scheduler, workflow};
 pub use orchestrator_sandbox as sandbox;
 pub use orchestrator_sandbox::capacity;
 pub use orchestrator_store as store;
+pub use sdk::{
+    Engine, EngineBuilder, EventStream, ExecutionHandle, StartOptions, Started, Task, Workflow,
+    WorkflowBuilder,
+};

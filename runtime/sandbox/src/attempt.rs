@@ -63,7 +63,7 @@ pub(super) async fn run(
         new_store(
             pool.engine,
             plugin,
-            &ctx.task_id,
+            (&request.execution_id, &ctx.task_id, ctx.attempt),
             &limits,
             &denials,
             cancel.clone(),
@@ -129,8 +129,15 @@ pub(super) async fn describe(
 ) -> Result<Manifest, TaskFailure> {
     let started = Instant::now();
     let denials = Denials::default();
-    let mut store = new_store(engine, plugin, "describe", &limits, &denials, None)
-        .map_err(|f| f.into_task_failure(Metering::default()))?;
+    let mut store = new_store(
+        engine,
+        plugin,
+        (&Arc::from(""), "describe", 0),
+        &limits,
+        &denials,
+        None,
+    )
+    .map_err(|f| f.into_task_failure(Metering::default()))?;
     let call = async {
         let instance = plugin.pre.instantiate_async(&mut store).await?;
         instance.call_describe(&mut store).await
@@ -159,7 +166,7 @@ fn metering(store: &Store<State>, limits: &Limits, started: Instant) -> Metering
 fn new_store(
     engine: &Engine,
     plugin: &Plugin,
-    task_id: &str,
+    (execution_id, task_id, attempt): (&Arc<str>, &str, u32),
     limits: &Limits,
     denials: &Denials,
     cancel: Option<Arc<Cancel>>,
@@ -212,6 +219,8 @@ fn new_store(
             limiter: MemoryLimiter::new(limits.memory),
             stderr,
             task_id: task_id.to_owned(),
+            execution_id: Arc::clone(execution_id),
+            attempt,
             plugin: Arc::clone(&plugin.name),
             emitter: plugin.emitter.clone(),
             emitted: 0,

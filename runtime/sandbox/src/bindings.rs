@@ -35,6 +35,10 @@ pub struct State {
     /// What the plugin wrote to stderr (a Rust panic message lands here).
     pub(super) stderr: MemoryOutputPipe,
     pub(super) task_id: String,
+    /// The execution of the attempt ("" for `describe()`).
+    pub(super) execution_id: Arc<str>,
+    /// The attempt number (0 for `describe()`).
+    pub(super) attempt: u32,
     pub(super) plugin: Arc<str>,
     /// Where emitted progress goes, besides the log.
     pub(super) emitter: Option<Emitter>,
@@ -44,18 +48,38 @@ pub struct State {
     pub(super) log: LogBudget,
 }
 
-/// Receives what a plugin emits while it runs: (task id, kind, data), for
-/// example streamed text a front end shows as it arrives.
+/// Receives what a plugin emits while it runs, for example streamed text a
+/// front end shows as it arrives.
 #[derive(Clone)]
 pub struct Emitter(Arc<Receive>);
 
-/// What an [`Emitter`] calls: (task id, kind, data).
-type Receive = dyn Fn(&str, &str, &str) + Send + Sync;
+/// What an [`Emitter`] calls.
+type Receive = dyn Fn(&Emit<'_>) + Send + Sync;
+
+/// One emit of one attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Emit<'a> {
+    /// The execution the attempt belongs to.
+    pub execution: &'a str,
+    /// The task (or `for_each` item).
+    pub task: &'a str,
+    /// The attempt number.
+    pub attempt: u32,
+    /// What it is, as the plugin says: `text` for streamed text.
+    pub kind: &'a str,
+    /// The data.
+    pub data: &'a str,
+}
 
 impl Emitter {
-    /// Emits go to `receive(task, kind, data)`.
-    pub fn new(receive: impl Fn(&str, &str, &str) + Send + Sync + 'static) -> Self {
+    /// Emits go to `receive`.
+    pub fn new(receive: impl Fn(&Emit<'_>) + Send + Sync + 'static) -> Self {
         Self(Arc::new(receive))
+    }
+
+    /// Hands `emit` on, as a plugin's emit would be.
+    pub fn receive(&self, emit: &Emit<'_>) {
+        (self.0)(emit);
     }
 }
 
@@ -165,7 +189,13 @@ impl host::Host for State {
         let before = self.emitted;
         self.emitted = before.saturating_add(kind.len() + data.len());
         if self.emitted <= MAX_EMITTED_BYTES {
-            (emitter.0)(&self.task_id, &kind, &data);
+            emitter.receive(&Emit {
+                execution: &self.execution_id,
+                task: &self.task_id,
+                attempt: self.attempt,
+                kind: &kind,
+                data: &data,
+            });
         } else if before <= MAX_EMITTED_BYTES {
             tracing::warn!(target: "plugin", task = self.task_id.as_str(), plugin = &*self.plugin, "emitted more than {} MiB; further emits are dropped", MAX_EMITTED_BYTES >> 20);
         }

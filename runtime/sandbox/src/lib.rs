@@ -39,7 +39,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::capacity::{Capacity, CapacityLimits};
 use crate::secrets::Secrets;
 use artifacts::ArtifactCache;
-pub use bindings::Emitter;
+pub use bindings::{Emit, Emitter};
 use bindings::{Executor as ExecutorWorld, ExecutorPre, State};
 use cassette::Cassette;
 use host_guard::HostGuard;

@@ -15,7 +15,7 @@ use orchestrator_engine::executions::{self as ops, Delivery, HistoryNote, Letter
 use orchestrator_engine::scheduler::{Event, RunStatus, TaskStatus, Usage, parse_item_id};
 use orchestrator_engine::service::{self, Runner, ServiceError};
 use orchestrator_engine::store::DEFAULT_TENANT;
-use orchestrator_engine::store::executions::{Executions, now_ms};
+use orchestrator_engine::store::executions::{ExecutionStatus, Executions, LogEvent, now_ms};
 
 pub(super) fn executions(ctx: &Context) -> Executions {
     Executions::beside(&ctx.store_path)
@@ -185,15 +185,53 @@ pub(super) fn status(
     if events {
         out!("  events:");
         for (seq, event) in view.events.iter().enumerate() {
-            let mut fields = serde_json::to_value(&event.kind).expect("JSON");
-            let kind = fields["event"].as_str().unwrap_or("?").to_owned();
-            if let Some(map) = fields.as_object_mut() {
-                map.remove("event");
-            }
-            out!("  {seq:>6}  {}  {kind:<18}  {fields}", timestamp(event.at));
+            out!("  {}", event_line(seq as u64, event));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One event as `status --events` and `--follow` print it.
+fn event_line(seq: u64, event: &LogEvent) -> String {
+    let mut fields = serde_json::to_value(&event.kind).expect("JSON");
+    let kind = fields["event"].as_str().unwrap_or("?").to_owned();
+    if let Some(map) = fields.as_object_mut() {
+        map.remove("event");
+    }
+    format!("{seq:>6}  {}  {kind:<18}  {fields}", timestamp(event.at))
+}
+
+pub(super) fn follow(
+    ctx: &Context,
+    id: &str,
+    from: u64,
+    json: bool,
+) -> Result<ExitCode, ServiceError> {
+    let state = ops::follow(&executions(ctx), id, from, |seq, event| {
+        if json {
+            let mut line = serde_json::to_value(event).expect("JSON");
+            if let Some(map) = line.as_object_mut() {
+                map.insert("seq".into(), seq.into());
+            }
+            out!("{line}");
+        } else {
+            out!("{}", event_line(seq, event));
+        }
+    })?;
+    if !json {
+        match state {
+            State::Interrupted => {
+                note!("execution {id} is interrupted: no process runs it (`runtime resume {id}`)");
+            }
+            state => note!("execution {id} {}", state.as_str()),
+        }
+    }
+    Ok(match state {
+        State::Finished(ExecutionStatus::Failed | ExecutionStatus::Cancelled) => {
+            ExitCode::from(EXIT_RUN_FAILED)
+        }
+        _ => ExitCode::SUCCESS,
+    })
 }
 
 fn note_text(note: &HistoryNote) -> String {

@@ -120,7 +120,14 @@ pub enum Command {
         /// Also print the event log.
         #[arg(long)]
         events: bool,
-        /// Print JSON.
+        /// Print its events as they happen (streamed text included), from
+        /// another process too, until it finishes.
+        #[arg(long, conflicts_with = "events")]
+        follow: bool,
+        /// With `--follow`: start at this event number (0 is the first).
+        #[arg(long, requires = "follow", default_value_t = 0)]
+        from: u64,
+        /// Print JSON (with `--follow`, one event per line).
         #[arg(long)]
         json: bool,
     },
@@ -289,7 +296,16 @@ pub fn main() -> ExitCode {
             &cassette,
         ),
         Command::List { status, json } => executions::list(&ctx, status.as_deref(), json),
-        Command::Status { id, events, json } => executions::status(&ctx, &id, events, json),
+        Command::Status {
+            id,
+            follow: true,
+            from,
+            json,
+            ..
+        } => executions::follow(&ctx, &id, from, json),
+        Command::Status {
+            id, events, json, ..
+        } => executions::status(&ctx, &id, events, json),
         Command::Cancel { id } => executions::cancel(&ctx, &id),
         Command::Signal { id, name, payload } => {
             executions::signal(&ctx, &id, &name, payload.as_deref())

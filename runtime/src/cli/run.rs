@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::summary::{run_usage, usage_text, verdicts};
 use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
 use orchestrator_engine::graph::Format;
+use orchestrator_engine::sandbox::Emit;
 use orchestrator_engine::sandbox::cassette::Cassette;
 use orchestrator_engine::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus};
 use orchestrator_engine::service::{self, ServiceError};
@@ -169,8 +170,9 @@ static STREAMING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None)
 
 /// Prints text a plugin streams (`emit("text", ...)`) as it arrives, on a
 /// line of its own per task; other kinds go to the log only.
-pub(super) fn stream_text(task: &str, kind: &str, data: &str) {
-    if kind != "text" {
+pub(super) fn stream_text(emit: &Emit<'_>) {
+    let (task, data) = (emit.task, emit.data);
+    if emit.kind != "text" {
         return;
     }
     let mut streaming = STREAMING.lock().unwrap_or_else(|e| e.into_inner());

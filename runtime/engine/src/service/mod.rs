@@ -5,17 +5,20 @@
 //! to. Dependencies inside point one way: `Runner` (here) -> `policies`,
 //! `subworkflow` -> `recorded` -> `load` -> `error`.
 
+mod emits;
 mod error;
 mod load;
 mod policies;
 mod recorded;
 pub mod subworkflow;
 
+pub use emits::{EmitRoutes, FLUSH_INTERVAL, Registration};
 pub use error::ServiceError;
 pub use load::{LoadedWorkflow, load, load_text};
 
 pub use recorded::{
     Execution, new_execution_id, reopen_execution, run_recorded, running_record, start_execution,
+    start_execution_as,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -62,7 +65,8 @@ pub struct Runner {
     secrets: Arc<Secrets>,
     breakers: Arc<Breakers>,
     cassette: Option<Arc<Cassette>>,
-    emitter: Option<Emitter>,
+    /// Where what plugins emit goes: their execution's log, the observer.
+    emits: Arc<EmitRoutes>,
     prices: Arc<Prices>,
     responses: ResponsesAt,
     /// The host's policies, run around every model call of every run.
@@ -106,7 +110,7 @@ impl Runner {
             secrets: Arc::default(),
             breakers: Arc::new(Breakers::in_memory()),
             cassette: None,
-            emitter: None,
+            emits: Arc::default(),
             prices: Arc::default(),
             responses: ResponsesAt::default(),
             host_policies: Policies::default(),
@@ -143,10 +147,10 @@ impl Runner {
     }
 
     /// The same runner, handing what plugins emit (streamed text, progress)
-    /// to `emitter`.
+    /// to `emitter` too, besides their execution's log.
     pub fn with_emitter(self, emitter: Emitter) -> Self {
         Self {
-            emitter: Some(emitter),
+            emits: Arc::new(EmitRoutes::observed_by(Some(emitter))),
             ..self
         }
     }
@@ -272,6 +276,7 @@ impl Runner {
                             self.prepare_nested(&child, store, depth + 1, &for_children)?;
                         let record = ChildRecord {
                             executions: Executions::beside(store.path()),
+                            emits: Arc::clone(&self.emits),
                             plugins: child.plugin_digests()?,
                             file: child.file,
                             source: child.source,
@@ -307,8 +312,8 @@ impl Runner {
             // reach the screen before they could deny or redact it.
             let policed_answer =
                 !for_children.after.is_empty() && policies::is_model(&models, workflow, uses);
-            if let Some(emitter) = self.emitter.as_ref().filter(|_| !policed_answer) {
-                plugin = plugin.with_emitter(emitter.clone());
+            if !policed_answer {
+                plugin = plugin.with_emitter(self.emits.emitter());
             }
             if let Some(policy) = task.breaker.filter(|p| p.scope.hosts()) {
                 let hosts = HostBreakers::new(Arc::clone(&self.breakers), policy);
@@ -475,6 +480,9 @@ impl Runner {
         let _slot = self.sandbox.capacity().admit_run().await?;
         executor.count_spent(&execution.done);
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
+        let _emits = self
+            .emits
+            .register(&execution.id, Arc::clone(&execution.log));
         run_recorded(&scheduler, &workflow.plan, execution, concurrency, observe).await
     }
 

@@ -50,11 +50,22 @@ pub fn start_execution(
     executions: &Executions,
     inputs: IndexMap<String, Value>,
 ) -> Result<Execution, ServiceError> {
+    start_execution_as(workflow, executions, inputs, None)
+}
+
+/// Creates the record of a new execution of `workflow`, named `id` (a new
+/// one when `None`); an execution of that id must not exist.
+pub fn start_execution_as(
+    workflow: &LoadedWorkflow,
+    executions: &Executions,
+    inputs: IndexMap<String, Value>,
+    id: Option<String>,
+) -> Result<Execution, ServiceError> {
     let inputs = workflow
         .plan
         .resolve_inputs(inputs)
         .map_err(ServiceError::Inputs)?;
-    let id = new_execution_id();
+    let id = id.unwrap_or_else(new_execution_id);
     let record = running_record(
         id.clone(),
         &workflow.plan,

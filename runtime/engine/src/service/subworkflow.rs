@@ -77,6 +77,8 @@ pub struct Child {
 pub struct ChildRecord {
     /// Where executions are recorded.
     pub executions: Executions,
+    /// Where what its plugins emit goes.
+    pub emits: Arc<super::EmitRoutes>,
     /// The registered workflow's file name, for messages.
     pub file: String,
     /// Its text.
@@ -220,6 +222,10 @@ impl Child {
             cancel: Arc::clone(&request.cancel),
             ..execution
         };
+        let _emits = self
+            .record
+            .emits
+            .register(&execution.id, Arc::clone(&execution.log));
         run_recorded(&self.scheduler, &self.plan, execution, None, &|_| {}).await
     }
 

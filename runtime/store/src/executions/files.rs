@@ -41,6 +41,12 @@ impl Executions {
     /// Creates the file of a new execution and records its start.
     pub fn create(&self, record: &ExecutionRecord) -> Result<ExecutionLog, ExecutionError> {
         let path = self.path(&record.id);
+        if !valid_id(&record.id) {
+            return Err(ExecutionError::Unreadable {
+                path,
+                reason: "an execution id is 1 to 200 letters, digits, `-` and `_`".into(),
+            });
+        }
         orchestrator_private::create_dir(&self.dir).map_err(|e| ExecutionError::Unreadable {
             path: self.dir.clone(),
             reason: format!("cannot create the directory: {e}"),
@@ -146,8 +152,11 @@ fn redb_file(path: &Path) -> bool {
 }
 
 /// Execution ids are generated here; anything else is not looked up.
-fn valid_id(id: &str) -> bool {
+/// Whether `id` may name an execution: 1 to 200 ASCII letters, digits,
+/// `-` and `_` (it becomes a file name).
+pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
+        && id.len() <= 200
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')

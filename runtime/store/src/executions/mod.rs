@@ -48,7 +48,7 @@ mod journal;
 mod record;
 
 pub use dead_letters::{DeadLetter, DeadLetterState};
-pub use files::Executions;
+pub use files::{Executions, valid_id};
 pub use journal::ExecutionJournal;
 pub use record::{EventKind, ExecutionRecord, ExecutionStatus, LogEvent, ParentTask};
 
@@ -206,10 +206,16 @@ impl Db {
 pub struct ExecutionLog {
     db: Db,
     path: PathBuf,
-    /// Attempt starts noted since the last commit; written with the next one.
+    /// Attempt starts and emits noted since the last commit; written with
+    /// the next one.
     notes: Mutex<Vec<LogEvent>>,
     /// Wakes waits when a signal is recorded.
     signalled: tokio::sync::Notify,
+    /// Wakes whoever writes notes soon ([`ExecutionLog::noted`]).
+    noted: tokio::sync::Notify,
+    /// Counts the commits of this handle, so followers know when to read
+    /// again ([`ExecutionLog::follow`]).
+    commits: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for ExecutionLog {
@@ -250,6 +256,8 @@ impl ExecutionLog {
             path,
             notes: Mutex::new(Vec::new()),
             signalled: tokio::sync::Notify::new(),
+            noted: tokio::sync::Notify::new(),
+            commits: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -274,7 +282,9 @@ impl ExecutionLog {
         let mut w = db.begin_write().map_err(|e| self.redb(e))?;
         w.set_durability(durability).map_err(|e| self.redb(e))?;
         f(&w).map_err(|e| self.redb(e))?;
-        w.commit().map_err(|e| self.redb(e))
+        w.commit().map_err(|e| self.redb(e))?;
+        self.commits.send_modify(|n| *n += 1);
+        Ok(())
     }
 
     fn check_format(self) -> Result<Self, ExecutionError> {
@@ -321,17 +331,31 @@ impl ExecutionLog {
 
     /// Every event, in order.
     pub fn events(&self) -> Result<Vec<LogEvent>, ExecutionError> {
+        Ok(self.events_from(0)?.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// The events numbered `from` onwards, with their numbers (the first
+    /// event is 0; numbers have no gaps).
+    pub fn events_from(&self, from: u64) -> Result<Vec<(u64, LogEvent)>, ExecutionError> {
         let read = self.db.begin_read().map_err(|e| self.redb(e))?;
         let log = read.open_table(LOG).map_err(|e| self.redb(e))?;
         let mut out = Vec::new();
         let events = log
-            .range(&event_key(0)[..]..&[TASK][..])
+            .range(&event_key(from)[..]..&[TASK][..])
             .map_err(|e| self.redb(e))?;
         for entry in events {
-            let (_, v) = entry.map_err(|e| self.redb(e))?;
-            out.push(serde_json::from_str(v.value()).map_err(|e| unreadable(&self.path, e))?);
+            let (k, v) = entry.map_err(|e| self.redb(e))?;
+            let event = serde_json::from_str(v.value()).map_err(|e| unreadable(&self.path, e))?;
+            out.push((sequence(k.value()), event));
         }
         Ok(out)
+    }
+
+    /// Wakes when this handle commits: a follower reads
+    /// [`ExecutionLog::events_from`] its position again. Only the process
+    /// that owns the execution commits, so only its followers wake.
+    pub fn follow(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// The final state of every task that reached one, outputs included.
@@ -361,17 +385,44 @@ impl ExecutionLog {
         Ok(out)
     }
 
-    /// Notes an attempt start; it is written with the next commit.
+    /// Notes an event (an attempt start, an emit); it is written with the
+    /// next commit.
     pub fn note(&self, kind: EventKind) {
         let event = LogEvent { at: now_ms(), kind };
         self.notes.lock().expect("notes lock").push(event);
+        self.noted.notify_one();
+    }
+
+    /// Returns once an event was noted since the last time it returned:
+    /// whoever writes notes early ([`ExecutionLog::flush_notes`]) waits here.
+    pub async fn noted(&self) {
+        self.noted.notified().await;
+    }
+
+    fn take_notes(&self) -> Vec<LogEvent> {
+        std::mem::take(&mut *self.notes.lock().expect("notes lock"))
+    }
+
+    /// Writes the noted events now, if there are any, in one durable
+    /// commit: streamed text reaches followers while the task still runs.
+    pub fn flush_notes(&self) -> Result<(), ExecutionError> {
+        if self.notes.lock().expect("notes lock").is_empty() {
+            return Ok(());
+        }
+        self.write(Durability::Immediate, |w| {
+            let notes = self.take_notes();
+            let mut log = LogWriter::open(w)?;
+            notes.iter().try_for_each(|note| log.push_event(note))
+        })
     }
 
     /// Writes final task states, their events and the notes since the last
     /// commit in one durable transaction.
     pub fn commit_tasks(&self, reports: &[TaskReport]) -> Result<(), ExecutionError> {
-        let notes = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
         self.write(Durability::Immediate, |w| {
+            // Taken once the write transaction is ours, so notes reach the
+            // log in the order they were noted.
+            let notes = self.take_notes();
             let mut log = LogWriter::open(w)?;
             for note in &notes {
                 log.push_event(note)?;
@@ -421,8 +472,10 @@ impl ExecutionLog {
         failed: LogEvent,
         retry: &PendingRetry,
     ) -> Result<(), ExecutionError> {
-        let notes = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
         self.write(Durability::Immediate, |w| {
+            // Taken once the write transaction is ours, so notes reach the
+            // log in the order they were noted.
+            let notes = self.take_notes();
             let mut log = LogWriter::open(w)?;
             for note in notes.iter().chain([&failed]) {
                 log.push_event(note)?;
@@ -535,8 +588,10 @@ impl ExecutionLog {
         record.finished_at = Some(now_ms());
         record.error.clone_from(&error);
         record.outputs = outputs;
-        let notes = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
         self.write(Durability::Immediate, |w| {
+            // Taken once the write transaction is ours, so notes reach the
+            // log in the order they were noted.
+            let notes = self.take_notes();
             let mut events = LogWriter::open(w)?;
             for note in &notes {
                 events.push_event(note)?;

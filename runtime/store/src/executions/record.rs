@@ -170,6 +170,18 @@ pub enum EventKind {
         /// The task.
         task: String,
     },
+    /// A plugin emitted something while it ran (`host.emit`): streamed
+    /// text, progress. At most `MAX_EMITTED_BYTES` per attempt are kept.
+    Emitted {
+        /// The task (or `for_each` item).
+        task: String,
+        /// The attempt that emitted it.
+        attempt: u32,
+        /// What it is, as the plugin says: `text` for streamed text.
+        kind: String,
+        /// The data.
+        data: String,
+    },
     /// `runtime signal` delivered a signal.
     SignalReceived {
         /// Its name.

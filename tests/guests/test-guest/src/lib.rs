@@ -24,7 +24,9 @@
 //! - `descriptors`: opens the file at `path` `times` times, keeping every
 //!   handle; returns how many it got;
 //! - `log_flood`: writes `times` log lines;
-//! - `emit_flood`: emits `times` pieces of streamed text of `size` bytes.
+//! - `emit_flood`: emits `times` pieces of streamed text of `size` bytes;
+//! - `stream`: emits `times` pieces of text, `tok0 `, `tok1 `, ..., `ms`
+//!   milliseconds apart, as a model streams its answer.
 //!
 //! `fail` with a `size` fails with a message of `size` bytes.
 //!
@@ -110,6 +112,8 @@ pub enum Mode {
     LogFlood,
     /// Stream text without end.
     EmitFlood,
+    /// Stream numbered pieces of text, slowly.
+    Stream,
 }
 
 /// The test plugin.
@@ -228,6 +232,15 @@ impl Plugin for TestGuest {
                 let piece = "x".repeat(input.size);
                 for _ in 0..input.times {
                     orchestrator_sdk::emit("text", &piece);
+                }
+                Ok(Value::from(input.times))
+            }
+            Mode::Stream => {
+                for i in 0..input.times {
+                    if i > 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(input.ms));
+                    }
+                    orchestrator_sdk::emit("text", &format!("tok{i} "));
                 }
                 Ok(Value::from(input.times))
             }

@@ -1,0 +1,298 @@
+//! [`Engine`]: the runtime embedded in a Rust program. It keeps what the
+//! `runtime` binary keeps (the store with its plugins, one file per
+//! execution beside it) and starts executions that run on the caller's
+//! tokio runtime, each reachable through an [`ExecutionHandle`] and, like
+//! any execution, from other processes (`runtime status ID --follow`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use super::handle::{ExecutionHandle, Running};
+use super::workflow::Workflow;
+use crate::breakers::Breakers;
+use crate::config::Config;
+use crate::control::ControlServer;
+use crate::executions;
+use crate::service::{self, Runner, ServiceError};
+use orchestrator_core::expr::Expressions;
+use orchestrator_sandbox::Sandbox;
+use orchestrator_sandbox::artifacts::ArtifactCache;
+use orchestrator_store::executions::{ExecutionRecord, Executions, valid_id};
+use orchestrator_store::{DEFAULT_TENANT, Store};
+
+/// Builds an [`Engine`].
+#[derive(Debug, Default)]
+pub struct EngineBuilder {
+    store: Option<PathBuf>,
+    config: Option<Config>,
+}
+
+impl EngineBuilder {
+    /// Keeps plugins in the store file `path` and executions beside it
+    /// (default: where `runtime` keeps them, `ORCHESTRATOR_STORE` or the
+    /// user's data directory).
+    pub fn store(self, path: impl Into<PathBuf>) -> Self {
+        Self {
+            store: Some(path.into()),
+            ..self
+        }
+    }
+
+    /// Uses this host configuration: secrets, capacity, prices, policies
+    /// (default: none, and the default capacity).
+    pub fn config(self, config: Config) -> Self {
+        Self {
+            config: Some(config),
+            ..self
+        }
+    }
+
+    /// Starts the sandbox and opens the store once, installing the
+    /// built-in plugins it lacks.
+    pub async fn build(self) -> Result<Engine, ServiceError> {
+        let config = self.config.unwrap_or_default();
+        let store_path = self.store.unwrap_or_else(Store::default_path);
+        let sandbox = Sandbox::with_options(config.capacity, ArtifactCache::from_env())?;
+        drop(service::open_store(&store_path, &sandbox).await?);
+        Ok(Engine {
+            executions: Executions::beside(&store_path),
+            sandbox,
+            expressions: Expressions::new(),
+            store_path,
+            config: Arc::new(config),
+            started: Arc::default(),
+        })
+    }
+}
+
+/// The runtime, embedded.
+///
+/// ```no_run
+/// use orchestrator_engine::{Engine, Task, Workflow};
+///
+/// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+/// let engine = Engine::builder().store("/tmp/demo/store.redb").build().await?;
+/// let workflow = Workflow::builder("hello")
+///     .task(Task::new("greet", "transform").with("script", r#""hello""#))
+///     .output("greeting", "${{ tasks.greet.output }}")
+///     .build()?;
+/// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+/// let done = execution.wait().await?;
+/// assert_eq!(done.record.outputs["greeting"], "hello");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Engine {
+    sandbox: Arc<Sandbox>,
+    expressions: Expressions,
+    store_path: PathBuf,
+    executions: Executions,
+    config: Arc<Config>,
+    /// Runs this engine started whose handles are still held: their files
+    /// are open here, so they are read through the handle, not the file.
+    started: Arc<Mutex<HashMap<String, Weak<Running>>>>,
+}
+
+/// How to start an execution.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The execution's id, chosen by the caller (1 to 200 letters, digits,
+    /// `-` and `_`): starting again with the same id, workflow and inputs
+    /// returns the execution that exists (`created: false`); with other
+    /// ones it is refused. Without it the engine makes one up.
+    pub execution_id: Option<String>,
+}
+
+/// What [`Engine::start_with`] did.
+#[derive(Debug)]
+pub struct Started {
+    /// The execution.
+    pub execution: ExecutionHandle,
+    /// Whether this call created it (false: it existed with the same
+    /// workflow and inputs).
+    pub created: bool,
+}
+
+impl Engine {
+    /// Starts building an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The store file.
+    pub fn store_path(&self) -> &Path {
+        &self.store_path
+    }
+
+    /// Starts `workflow` with `inputs` (a JSON object) as a new execution
+    /// and returns at once; it runs on this tokio runtime.
+    pub async fn start(
+        &self,
+        workflow: &Workflow,
+        inputs: Value,
+    ) -> Result<ExecutionHandle, ServiceError> {
+        Ok(self
+            .start_with(workflow, inputs, StartOptions::default())
+            .await?
+            .execution)
+    }
+
+    /// Starts `workflow` with `inputs` as `options` say.
+    pub async fn start_with(
+        &self,
+        workflow: &Workflow,
+        inputs: Value,
+        options: StartOptions,
+    ) -> Result<Started, ServiceError> {
+        let inputs: IndexMap<String, Value> = match inputs {
+            Value::Object(map) => map.into_iter().collect(),
+            Value::Null => IndexMap::new(),
+            other => {
+                return Err(ServiceError::Inputs(format!(
+                    "inputs are a JSON object of named values, not {other}"
+                )));
+            }
+        };
+        let (runner, loaded, executor) = {
+            let engine = self.clone();
+            let source = workflow.source().to_owned();
+            let label = workflow.label().to_owned();
+            blocking(move || {
+                let store = Store::open(&engine.store_path)?;
+                let runner = engine.runner(&store)?;
+                let loaded = service::load_text(source, &label, &engine.expressions, &store)?;
+                let executor = runner.prepare(&loaded, &store)?;
+                Ok((runner, loaded, executor))
+            })
+            .await?
+        };
+        if let Some(id) = &options.execution_id {
+            if !valid_id(id) {
+                return Err(ServiceError::Inputs(format!(
+                    "`{id}` cannot be an execution id: use 1 to 200 letters, digits, `-` and `_`"
+                )));
+            }
+            if self.executions.path(id).is_file() {
+                let resolved = loaded
+                    .plan
+                    .resolve_inputs(inputs)
+                    .map_err(ServiceError::Inputs)?;
+                return self.existing(id, &loaded.source, &resolved).await;
+            }
+        }
+        let (loaded, execution) = {
+            let (executions, id) = (self.executions.clone(), options.execution_id.clone());
+            blocking(move || {
+                let execution = service::start_execution_as(&loaded, &executions, inputs, id)?;
+                Ok((loaded, execution))
+            })
+            .await?
+        };
+        let socket = self.executions.socket(&execution.id);
+        let control = ControlServer::start(
+            &socket,
+            Arc::clone(&execution.log),
+            Arc::clone(&execution.cancel),
+        )
+        .map_err(|e| ServiceError::Plugin(format!("cannot listen on {}: {e}", socket.display())))?;
+        let handle = ExecutionHandle::running(self.executions.clone(), &execution);
+        let outcome = handle.outcome_sender();
+        if let Some(shared) = handle.shared() {
+            let mut started = self.started.lock().expect("started lock");
+            started.retain(|_, run| run.strong_count() > 0);
+            started.insert(execution.id.clone(), shared);
+        }
+        tokio::spawn(async move {
+            let report = runner
+                .drive(&loaded, executor, execution, None, &|_| {})
+                .await;
+            drop(control);
+            outcome.send_replace(Some(report.map(|_| ()).map_err(|e| e.to_string())));
+        });
+        Ok(Started {
+            execution: handle,
+            created: true,
+        })
+    }
+
+    /// The execution `id` that exists: the same one if it was started with
+    /// this workflow text and these inputs, else refused.
+    async fn existing(
+        &self,
+        id: &str,
+        source: &str,
+        inputs: &Value,
+    ) -> Result<Started, ServiceError> {
+        let (execution, record) = self.find(id).await?;
+        if record.source != source || &record.inputs != inputs {
+            return Err(ServiceError::Inputs(format!(
+                "execution `{id}` exists already, started with another workflow or other inputs; choose another id"
+            )));
+        }
+        Ok(Started {
+            execution,
+            created: false,
+        })
+    }
+
+    /// A handle on execution `id`, whichever process runs it, with its
+    /// record as it stands.
+    async fn find(&self, id: &str) -> Result<(ExecutionHandle, ExecutionRecord), ServiceError> {
+        let here = self
+            .started
+            .lock()
+            .expect("started lock")
+            .get(id)
+            .and_then(Weak::upgrade);
+        if let Some(running) = here {
+            let record = {
+                let running = Arc::clone(&running);
+                blocking(move || ExecutionHandle::record(&running)).await?
+            };
+            return Ok((
+                ExecutionHandle::of(self.executions.clone(), id, running),
+                record,
+            ));
+        }
+        let view = {
+            let (executions, id) = (self.executions.clone(), id.to_owned());
+            blocking(move || executions::view(&executions, &id)).await?
+        };
+        Ok((
+            ExecutionHandle::existing(self.executions.clone(), &view.record.id),
+            view.record,
+        ))
+    }
+
+    /// A handle on execution `id`, whichever process runs it.
+    pub async fn execution(&self, id: &str) -> Result<ExecutionHandle, ServiceError> {
+        Ok(self.find(id).await?.0)
+    }
+
+    /// A runner with this engine's configuration and the breakers recorded
+    /// in `store`.
+    fn runner(&self, store: &Store) -> Result<Runner, ServiceError> {
+        let breakers = Breakers::recorded(store, DEFAULT_TENANT)?;
+        Ok(
+            Runner::on(Arc::clone(&self.sandbox), self.expressions.clone())
+                .with_secrets(self.config.secrets.clone())
+                .with_breakers(Arc::new(breakers))
+                .with_prices(self.config.prices.clone())
+                .with_host_policies(self.config.policies.clone())
+                .with_response_cache(&self.store_path),
+        )
+    }
+}
+
+/// Runs store and file work off the async threads.
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServiceError::Plugin(format!("a storage thread failed: {e}")))?
+}

@@ -1,0 +1,219 @@
+//! The Rust SDK: `examples/embedded` run as a program, and the engine API
+//! it uses (start, events, wait, signal, cancel, idempotent start) against
+//! a real store, sandbox and execution files.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use orchestrator_engine::store::executions::{EventKind, ExecutionStatus};
+use orchestrator_engine::{Engine, StartOptions, Task, Workflow};
+use serde_json::{Value, json};
+
+const GUEST: &str = env!("TEST_GUEST_WASM");
+
+/// `target/<profile>/examples/embedded`: `cargo test` builds it with the
+/// tests; a run of this test file alone builds it here.
+fn example() -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let profile = deps.parent().unwrap().parent().unwrap();
+    let example = profile.join("examples/embedded");
+    if !example.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = std::process::Command::new(cargo)
+            .current_dir(common::root())
+            .args(["build", "-p", "runtime", "--example", "embedded"])
+            .status()
+            .unwrap();
+        assert!(built.success());
+    }
+    example
+}
+
+#[test]
+fn the_embedded_example_builds_runs_and_streams_a_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.redb");
+    let out = std::process::Command::new(example())
+        .arg(&store)
+        .arg("Ada")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let id = lines[0].strip_prefix("execution ").unwrap();
+    let events: Vec<(u64, Value)> = lines[1..lines.len() - 1]
+        .iter()
+        .map(|l| {
+            let (n, e) = l.trim_start().split_once("  ").unwrap();
+            (n.parse().unwrap(), serde_json::from_str(e).unwrap())
+        })
+        .collect();
+    assert_eq!(
+        events.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        (0..events.len() as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(events[0].1["event"], "execution_started");
+    assert_eq!(events.last().unwrap().1["event"], "execution_finished");
+    let outputs: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(outputs, json!({ "greeting": "HELLO, ADA!" }));
+
+    // It is an execution like any other.
+    let status = common::status_json(dir.path(), id);
+    assert_eq!(status["status"], "succeeded");
+    assert_eq!(status["record"]["workflow"], "greet");
+}
+
+fn waiting() -> Workflow {
+    Workflow::builder("approval")
+        .task(Task::wait("approve", "go"))
+        .task(
+            Task::new("publish", "transform")
+                .needs(["approve"])
+                .with("by", "${{ tasks.approve.output.by }}")
+                .with("script", r#""approved by " + by"#),
+        )
+        .output("result", "${{ tasks.publish.output }}")
+        .build()
+        .unwrap()
+}
+
+async fn engine(dir: &std::path::Path) -> Engine {
+    Engine::builder()
+        .store(dir.join("store.redb"))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_signals_follows_and_awaits_its_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let execution = engine.start(&waiting(), json!({})).await.unwrap();
+    let mut events = execution.events(0);
+    // Wait until the wait started, reading events as they come.
+    loop {
+        let (_, event) = events.next().await.unwrap().unwrap();
+        if matches!(event.kind, EventKind::WaitStarted { .. }) {
+            break;
+        }
+    }
+    let status = execution.status().await.unwrap();
+    assert!(status.live);
+    assert_eq!(status.record.status, ExecutionStatus::Running);
+    execution
+        .signal("go", json!({ "by": "ada" }))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Some(event) = events.next().await {
+        rest.push(event.unwrap());
+    }
+    assert!(matches!(
+        rest.last().unwrap().1.kind,
+        EventKind::ExecutionFinished { .. }
+    ));
+    assert!(
+        rest.iter()
+            .any(|(_, e)| matches!(e.kind, EventKind::SignalReceived { .. }))
+    );
+    let done = execution.wait().await.unwrap();
+    assert_eq!(done.record.status, ExecutionStatus::Succeeded);
+    assert_eq!(done.record.outputs["result"], "approved by ada");
+
+    // From any number onwards, after the end too.
+    let mut from = execution.events(3);
+    let (first, _) = from.next().await.unwrap().unwrap();
+    assert_eq!(first, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_cancels_a_running_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let workflow = Workflow::builder("slow")
+        .task(Task::new("sleep", GUEST).with("mode", "sleep"))
+        .build()
+        .unwrap();
+    let execution = engine.start(&workflow, json!({})).await.unwrap();
+    let mut events = execution.events(0);
+    loop {
+        let (_, event) = events.next().await.unwrap().unwrap();
+        if matches!(event.kind, EventKind::AttemptStarted { .. }) {
+            break;
+        }
+    }
+    execution.cancel().await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), execution.wait())
+        .await
+        .expect("cancelled promptly")
+        .unwrap();
+    assert_eq!(done.record.status, ExecutionStatus::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_with_a_chosen_id_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let workflow = Workflow::builder("double")
+        .input("n", "integer")
+        .task(
+            Task::new("double", "transform")
+                .with("n", "${{ inputs.n }}")
+                .with("script", "n * 2"),
+        )
+        .output("twice", "${{ tasks.double.output }}")
+        .build()
+        .unwrap();
+    let options = || StartOptions {
+        execution_id: Some("order-17".into()),
+    };
+    let first = engine
+        .start_with(&workflow, json!({ "n": 21 }), options())
+        .await
+        .unwrap();
+    assert!(first.created);
+    assert_eq!(first.execution.id(), "order-17");
+    let done = first.execution.wait().await.unwrap();
+    assert_eq!(done.record.outputs["twice"], 42);
+
+    // The same start again: the same execution, not a second run.
+    let again = engine
+        .start_with(&workflow, json!({ "n": 21 }), options())
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.execution.id(), "order-17");
+    let seen = again.execution.wait().await.unwrap();
+    assert_eq!(seen.record.outputs["twice"], 42);
+    assert_eq!(seen.record.created_at, done.record.created_at);
+
+    // Other inputs under the same id are refused.
+    let other = engine
+        .start_with(&workflow, json!({ "n": 1 }), options())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(other.contains("exists already"), "{other}");
+    // An id that cannot name a file is refused.
+    let bad = engine
+        .start_with(
+            &workflow,
+            json!({ "n": 1 }),
+            StartOptions {
+                execution_id: Some("../escape".into()),
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("cannot be an execution id"), "{bad}");
+}
