@@ -68,7 +68,13 @@ fn per_task<E: Executor>(
 ) -> Duration {
     median(|| {
         let started = Instant::now();
-        let report = tokio.block_on(scheduler.run(plan, &json!({}), "bench", None, &|_| {}));
+        let report = tokio.block_on(scheduler.run(
+            plan,
+            (&Default::default(), &json!({})),
+            "bench",
+            None,
+            &|_| {},
+        ));
         assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
         started.elapsed() / TASKS as u32
     })
@@ -136,6 +142,7 @@ fn recorded_run<E: Executor>(
         overrides: Default::default(),
         started_at: None,
         cancel: Arc::default(),
+        tenant: Default::default(),
         observe: &|_| {},
     };
     let started = Instant::now();
@@ -302,6 +309,7 @@ fn main() {
     // Isolation alone: the sandbox called directly, one attempt after another.
     let request = TaskRequest {
         execution_id: Arc::from("bench"),
+        tenant: Default::default(),
         task_id: "noop".into(),
         uses: "guest".into(),
         attempt: 1,
@@ -380,7 +388,13 @@ fn main() {
     );
     let chain = plan("chain");
     let chain_reports = tokio
-        .block_on(sandboxed.run(&chain, &json!({}), "bench", None, &|_| {}))
+        .block_on(sandboxed.run(
+            &chain,
+            (&Default::default(), &json!({})),
+            "bench",
+            None,
+            &|_| {},
+        ))
         .tasks;
     println!(
         "recording one strict-chain step, no task run (mean of {TASKS}): {:.1} µs",

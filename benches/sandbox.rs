@@ -14,6 +14,7 @@ use orchestrator_engine::workflow::Limits;
 fn request(input: &str) -> TaskRequest {
     TaskRequest {
         execution_id: Arc::from("bench"),
+        tenant: Default::default(),
         task_id: "noop".into(),
         uses: "guest".into(),
         attempt: 1,

@@ -123,6 +123,7 @@ async fn run_slowly(yaml: &str) -> (Vec<(Vec<String>, Instant)>, Vec<(String, In
         overrides: Default::default(),
         started_at: None,
         cancel: Arc::new(Cancel::default()),
+        tenant: Default::default(),
         observe: &|_: Event<'_>| {},
     };
     let report = scheduler.run_with(&plan, &json!({}), "x", options).await;
@@ -256,7 +257,8 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
     let executions = Executions::beside(&host.path("store.redb"));
 
     for trial in 0..5u64 {
-        let workflow = service::load(&file, &Expressions::new(), &host.store).unwrap();
+        let workflow =
+            service::load(&file, &Expressions::new(), &host.store, &Default::default()).unwrap();
         let id = format!("fault-{seed}-{trial}");
         let record = ExecutionRecord {
             id: id.clone(),
@@ -296,6 +298,7 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
         let executor = host.runner.prepare(&workflow, &host.store).unwrap();
         let execution = Execution {
             id: id.clone(),
+            tenant: Default::default(),
             log: Arc::new(log),
             cancel: Arc::default(),
             inputs: json!({}),

@@ -347,7 +347,13 @@ async fn a_panic_in_the_host_fails_its_task_and_the_run_goes_on() {
     ] {
         let plan = workflow::load(yaml, "p.yaml", &expressions, &AnyPlugin).unwrap();
         let report = scheduler
-            .run(&plan, &serde_json::json!({}), "e", None, &|_| {})
+            .run(
+                &plan,
+                (&Default::default(), &serde_json::json!({})),
+                "e",
+                None,
+                &|_| {},
+            )
             .await;
         assert_eq!(report.status, RunStatus::Failed);
         let boom = report.tasks.iter().find(|t| t.id == "boom").unwrap();

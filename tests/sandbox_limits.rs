@@ -101,7 +101,8 @@ async fn concurrency_limit_is_respected_and_fanout_completes() {
     let most = std::sync::atomic::AtomicUsize::new(0);
     let file = host.path("flow.yaml");
     std::fs::write(&file, yaml.replace("GUEST", GUEST)).unwrap();
-    let workflow = service::load(&file, &Expressions::new(), &host.store).unwrap();
+    let workflow =
+        service::load(&file, &Expressions::new(), &host.store, &Default::default()).unwrap();
     let observe = |event: orchestrator_engine::scheduler::Event<'_>| {
         use std::sync::atomic::Ordering::SeqCst;
         match event {

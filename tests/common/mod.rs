@@ -114,8 +114,8 @@ impl Host {
             RUNS.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::write(&file, yaml).expect("writing the workflow");
-        let workflow =
-            service::load(&file, &Expressions::new(), &self.store).map_err(|e| e.to_string())?;
+        let workflow = service::load(&file, &Expressions::new(), &self.store, &Default::default())
+            .map_err(|e| e.to_string())?;
         self.runner
             .run(&workflow, &self.store, IndexMap::new(), None, &|_| {})
             .await

@@ -14,6 +14,7 @@
 //!   tasks: 256                     # plugin calls at once, across executions
 //!   runs: 64                       # executions at once
 //!   queued_runs: 256               # waiting beyond those; more are refused as busy
+//!   per_tenant: { tasks: 32, runs: 8, queued_runs: 16 }  # one tenant's share
 //! policies:                        # run around every model call, before the
 //!   before: [{ uses: policy, with: { pii: true, on_pii: redact } }]  # workflow's own;
 //!   after: [{ with: { deny: ["(?i)password"] } }]                   # no workflow removes them

@@ -102,7 +102,7 @@ pub fn prepare_replay(
     let (execution, task) = split_id(id)?;
     let log = executions.open(execution)?;
     let record = log.record()?;
-    let workflow = service::load_text(record.source.clone(), &record.file, expressions, store)?;
+    let workflow = service::load_recorded(&record, expressions, store)?;
     let plan = &workflow.plan;
     let start = plan
         .tasks

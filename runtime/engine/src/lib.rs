@@ -26,7 +26,7 @@ pub mod plugin;
 pub mod sdk;
 pub mod service;
 
-pub use orchestrator_core::{expr, fault, graph, scheduler, workflow};
+pub use orchestrator_core::{expr, fault, graph, scheduler, tenant, workflow};
 pub use orchestrator_sandbox as sandbox;
 pub use orchestrator_sandbox::capacity;
 pub use orchestrator_store as store;

@@ -18,6 +18,7 @@ mod bindings;
 pub mod capacity;
 pub mod cassette;
 pub mod egress;
+pub mod fair;
 pub mod host_guard;
 mod limiter;
 mod outcome;
@@ -45,6 +46,7 @@ use cassette::Cassette;
 use host_guard::HostGuard;
 use orchestrator_core::plugin::{Allowed, Manifest};
 use orchestrator_core::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
+use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::{Limits, MAX_MEMORY};
 use seal::SealKey;
 
@@ -389,7 +391,8 @@ impl Sandbox {
 
     /// Calls `describe()` in a fresh store under `limits`, with no capabilities.
     pub async fn describe(&self, plugin: &Plugin, limits: Limits) -> Result<Manifest, TaskFailure> {
-        let slot = self.capacity.task_slot().await;
+        // Installs take their turns as the default tenant's calls.
+        let slot = self.capacity.task_slot(&TenantId::default()).await;
         let described = attempt::describe(&self.engine, plugin, limits).await;
         drop(slot);
         self.freed.notify_waiters();
@@ -405,7 +408,7 @@ impl Sandbox {
         request: TaskRequest,
     ) -> Result<TaskSuccess, TaskFailure> {
         let slot = tokio::select! {
-            slot = self.capacity.task_slot() => slot,
+            slot = self.capacity.task_slot(&request.tenant) => slot,
             () = request.cancel.cancelled() => return Err(TaskFailure {
                 kind: FailureKind::Cancelled,
                 message: "cancelled while waiting for a task slot".to_owned(),

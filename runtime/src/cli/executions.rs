@@ -14,11 +14,10 @@ use orchestrator_engine::control::ControlServer;
 use orchestrator_engine::executions::{self as ops, Delivery, HistoryNote, LetterState, State};
 use orchestrator_engine::scheduler::{Event, RunStatus, TaskStatus, Usage, parse_item_id};
 use orchestrator_engine::service::{self, Runner, ServiceError};
-use orchestrator_engine::store::DEFAULT_TENANT;
 use orchestrator_engine::store::executions::{ExecutionStatus, Executions, LogEvent, now_ms};
 
 pub(super) fn executions(ctx: &Context) -> Executions {
-    Executions::beside(&ctx.store_path)
+    Executions::for_tenant(&ctx.store_path, &ctx.tenant)
 }
 
 pub(super) fn list(
@@ -65,7 +64,8 @@ pub(super) fn list(
     let totals: Vec<Usage> = rows.iter().filter_map(|v| run_total(&v.tasks)).collect();
     if let Some(total) = Usage::total(&totals) {
         out!(
-            "tenant {DEFAULT_TENANT}: {} over {} executions",
+            "tenant {}: {} over {} executions",
+            ctx.tenant,
             usage_text(&total),
             totals.len()
         );
@@ -342,7 +342,7 @@ pub(super) fn drive(
     execution: service::Execution,
     concurrency: Option<usize>,
 ) -> Result<orchestrator_engine::scheduler::RunReport, ServiceError> {
-    let socket = Executions::beside(&ctx.store_path).socket(&execution.id);
+    let socket = executions(ctx).socket(&execution.id);
     let _entered = ctx.tokio.enter();
     let _control = ControlServer::start(
         &socket,

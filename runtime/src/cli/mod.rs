@@ -44,6 +44,7 @@ use orchestrator_engine::sandbox::Sandbox;
 use orchestrator_engine::sandbox::artifacts::ArtifactCache;
 use orchestrator_engine::service::{self, Runner, ServiceError};
 use orchestrator_engine::store::{STORE_ENV, Store};
+use orchestrator_engine::tenant::TenantId;
 
 /// Runs LLM pipelines as DAG workflows; every task runs in a WebAssembly sandbox.
 #[derive(Debug, Parser)]
@@ -63,6 +64,10 @@ pub struct Cli {
     /// user's config directory, if it exists.
     #[arg(long, global = true, env = CONFIG_ENV, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The tenant whose plugins, workflows and executions a command works
+    /// with; no other tenant's are seen.
+    #[arg(long, global = true, env = "ORCHESTRATOR_TENANT", default_value = TenantId::DEFAULT)]
+    pub tenant: TenantId,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -223,19 +228,24 @@ struct Context {
     /// The configuration file, or why it cannot be used (reported by the
     /// commands that need it).
     config: Result<Config, String>,
+    /// Whose data the command works with.
+    tenant: TenantId,
 }
 
 impl Context {
     /// Opens the store, installing built-in plugins on first start.
     fn open_store(&self) -> Result<Store, ServiceError> {
-        self.tokio
-            .block_on(service::open_store(&self.store_path, &self.sandbox))
+        self.tokio.block_on(service::open_store(
+            &self.store_path,
+            &self.sandbox,
+            &self.tenant,
+        ))
     }
 
     /// A runner with this host's secrets and the circuit breakers recorded
     /// in `store`.
     fn runner(&self, store: &Store) -> Result<Runner, ServiceError> {
-        let breakers = Breakers::recorded(store, orchestrator_engine::store::DEFAULT_TENANT)?;
+        let breakers = Breakers::recorded(store, self.tenant.as_str())?;
         Ok(
             Runner::on(Arc::clone(&self.sandbox), self.expressions.clone())
                 .with_secrets(self.secrets()?)
@@ -353,5 +363,6 @@ fn context(cli: &Cli) -> Result<Context, ServiceError> {
         expressions: Expressions::new(),
         store_path: cli.store.clone().unwrap_or_else(Store::default_path),
         config,
+        tenant: cli.tenant.clone(),
     })
 }

@@ -10,7 +10,6 @@ use orchestrator_engine::plugin::{
     self, Allowed, Capabilities, DirGrant, Grants, InstallRequest, PluginRef,
 };
 use orchestrator_engine::service::ServiceError;
-use orchestrator_engine::store::DEFAULT_TENANT;
 use orchestrator_engine::store::plugins::{Installed, PluginRecord};
 
 /// `runtime install FILE.wasm [--name N] [--version V] [grants...]`.
@@ -105,7 +104,7 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
     let report = ctx.tokio.block_on(plugin::install(
         &store,
         &ctx.sandbox,
-        DEFAULT_TENANT,
+        ctx.tenant.as_str(),
         request,
     ))?;
     print_report(ctx, &report)
@@ -163,7 +162,7 @@ fn grants(args: &GrantArgs) -> Result<Grants, String> {
 
 pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;
-    let records = store.plugins(DEFAULT_TENANT)?;
+    let records = store.plugins(ctx.tenant.as_str())?;
     match command {
         PluginsCommand::List { json } => {
             if json {
@@ -218,7 +217,7 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
                 note!("error: name the plugin as `name@version` to remove it");
                 return Ok(ExitCode::from(EXIT_INVALID));
             };
-            match store.remove_plugin(DEFAULT_TENANT, name, version)? {
+            match store.remove_plugin(ctx.tenant.as_str(), name, version)? {
                 None => {
                     note!(
                         "error: `{plugin}` is not installed; `runtime plugins list` shows what is"
@@ -274,7 +273,7 @@ fn grant(
         }
     }
     let bytes = store
-        .plugin_blob(DEFAULT_TENANT, &record.digest)?
+        .plugin_blob(ctx.tenant.as_str(), &record.digest)?
         .ok_or_else(|| {
             ServiceError::Plugin(format!(
                 "{}@{}: its component is missing from the store; reinstall it",
@@ -292,7 +291,7 @@ fn grant(
     let report = ctx.tokio.block_on(plugin::install(
         store,
         &ctx.sandbox,
-        DEFAULT_TENANT,
+        ctx.tenant.as_str(),
         request,
     ))?;
     print_report(ctx, &report)
@@ -388,8 +387,8 @@ fn to_json(value: &impl serde::Serialize) -> String {
 /// host it guards.
 pub(super) fn breakers(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;
-    let breakers = store.breakers(DEFAULT_TENANT)?;
-    let plugins = store.plugins(DEFAULT_TENANT)?;
+    let breakers = store.breakers(ctx.tenant.as_str())?;
+    let plugins = store.plugins(ctx.tenant.as_str())?;
     drop(store);
     let names = |key: &str| -> String {
         if let Some(host) = key.strip_prefix("host:") {

@@ -17,11 +17,10 @@ use orchestrator_engine::sandbox::Emit;
 use orchestrator_engine::sandbox::cassette::Cassette;
 use orchestrator_engine::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus};
 use orchestrator_engine::service::{self, ServiceError};
-use orchestrator_engine::store::executions::Executions;
 
 pub(super) fn validate(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;
-    let workflow = service::load(file, &ctx.expressions, &store)?;
+    let workflow = service::load(file, &ctx.expressions, &store, &ctx.tenant)?;
     let plan = &workflow.plan;
     out!(
         "{}: workflow `{}` is valid ({} tasks, {} inputs, {} outputs)",
@@ -40,7 +39,7 @@ pub(super) fn graph(
     format: GraphFormat,
 ) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;
-    let workflow = service::load(file, &ctx.expressions, &store)?;
+    let workflow = service::load(file, &ctx.expressions, &store, &ctx.tenant)?;
     let format = match format {
         GraphFormat::Dot => Format::Dot,
         GraphFormat::Mermaid => Format::Mermaid,
@@ -94,12 +93,12 @@ pub(super) fn run(
         if let Some(cassette) = &cassette {
             runner = runner.with_cassette(Arc::clone(cassette));
         }
-        let workflow = service::load(file, &ctx.expressions, &store)?;
+        let workflow = service::load(file, &ctx.expressions, &store, &ctx.tenant)?;
         let executor = runner.prepare(&workflow, &store)?;
         (runner, workflow, executor)
     };
     let inputs = collect_inputs(input_args, inputs_file)?;
-    let executions = Executions::beside(&ctx.store_path);
+    let executions = super::executions::executions(ctx);
     let execution = service::start_execution(&workflow, &executions, inputs)?;
     note!("execution {}", execution.id);
     let report =

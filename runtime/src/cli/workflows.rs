@@ -8,7 +8,6 @@ use clap::Subcommand;
 
 use super::Context;
 use orchestrator_engine::service::{self, ServiceError};
-use orchestrator_engine::store::DEFAULT_TENANT;
 
 /// What to do with registered workflows.
 #[derive(Debug, Subcommand)]
@@ -39,12 +38,12 @@ pub(super) fn workflows(
 
 fn add(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;
-    let workflow = service::load(file, &ctx.expressions, &store)?;
+    let workflow = service::load(file, &ctx.expressions, &store, &ctx.tenant)?;
     // Relative `.wasm` paths keep working from wherever the parent runs.
     let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
     let name = &workflow.plan.name;
     let (version, new) = store.add_workflow(
-        DEFAULT_TENANT,
+        ctx.tenant.as_str(),
         name,
         &absolute.display().to_string(),
         &workflow.source,
@@ -58,7 +57,7 @@ fn add(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
 }
 
 fn list(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
-    let workflows = ctx.open_store()?.workflows(DEFAULT_TENANT)?;
+    let workflows = ctx.open_store()?.workflows(ctx.tenant.as_str())?;
     if json {
         let list: Vec<serde_json::Value> = workflows
             .iter()

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::fan_out::parse_item_id;
 use super::journal::Cancel;
 use super::plugin_key::PluginKey;
+use crate::tenant::TenantId;
 use crate::workflow::Limits;
 
 pub use crate::fault::FailureKind;
@@ -22,6 +23,8 @@ pub use crate::fault::FailureKind;
 pub struct TaskRequest {
     /// The run this attempt belongs to.
     pub execution_id: Arc<str>,
+    /// Whose run it is.
+    pub tenant: TenantId,
     /// The task's id.
     pub task_id: String,
     /// The plugin, as the workflow's `uses:` names it.

@@ -40,6 +40,7 @@ pub use fan_out::{MAX_ITEMS, item_id, parse_item_id};
 use run::{Resume, Run, Stop};
 
 use crate::expr::Expressions;
+use crate::tenant::TenantId;
 use crate::workflow::{Durability, Plan};
 
 /// How many tasks run at once unless the workflow or the caller says otherwise.
@@ -111,6 +112,9 @@ pub struct RunOptions<'a, J> {
     pub started_at: Option<u64>,
     /// Stops the run when cancelled.
     pub cancel: Arc<Cancel>,
+    /// Whose run it is: its tasks take their turns for task slots as this
+    /// tenant's.
+    pub tenant: TenantId,
     /// Sees progress as it happens.
     pub observe: &'a (dyn Fn(Event<'_>) + Sync),
 }
@@ -124,13 +128,13 @@ impl<E: Executor> Scheduler<E> {
         }
     }
 
-    /// Runs `plan` with resolved `inputs` to the end, recording nothing.
-    /// `concurrency` overrides the workflow's own limit; `observe` sees
-    /// progress as it happens.
+    /// Runs `plan` of `tenant` with resolved `inputs` to the end, recording
+    /// nothing. `concurrency` overrides the workflow's own limit; `observe`
+    /// sees progress as it happens.
     pub async fn run(
         &self,
         plan: &Plan,
-        inputs: &Value,
+        (tenant, inputs): (&TenantId, &Value),
         execution_id: &str,
         concurrency: Option<usize>,
         observe: &(dyn Fn(Event<'_>) + Sync),
@@ -143,6 +147,7 @@ impl<E: Executor> Scheduler<E> {
             overrides: HashMap::new(),
             started_at: None,
             cancel: Arc::default(),
+            tenant: tenant.clone(),
             observe,
         };
         self.run_with(plan, inputs, execution_id, options).await
@@ -168,6 +173,7 @@ impl<E: Executor> Scheduler<E> {
             overrides,
             started_at,
             cancel,
+            tenant,
             observe,
         } = options;
         // The workflow's timeout, counted from the run's first start.
@@ -191,7 +197,7 @@ impl<E: Executor> Scheduler<E> {
         let mut run = Run::new(
             plan,
             &self.expressions,
-            (execution_id, inputs),
+            (execution_id, tenant, inputs),
             resume,
             journal.is_some(),
             strict,

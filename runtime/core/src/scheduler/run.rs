@@ -15,6 +15,7 @@ use super::{
     TaskError, TaskReport, TaskRequest, TaskStatus, parse_item_id,
 };
 use crate::expr::{Bindings, ConvertedValue, Expressions, Template};
+use crate::tenant::TenantId;
 use crate::workflow::Plan;
 
 /// Why a run stopped before its end.
@@ -40,6 +41,7 @@ pub(super) struct Run<'a> {
     pub plan: &'a Plan,
     expressions: &'a Expressions,
     execution_id: Arc<str>,
+    tenant: TenantId,
     base: Bindings,
     /// How many needs of each task have not finished.
     waiting_on: Vec<usize>,
@@ -71,7 +73,7 @@ impl<'a> Run<'a> {
     pub fn new(
         plan: &'a Plan,
         expressions: &'a Expressions,
-        (execution_id, inputs): (&str, &Value),
+        (execution_id, tenant, inputs): (&str, TenantId, &Value),
         resume: Resume,
         journaled: bool,
         strict: bool,
@@ -85,6 +87,7 @@ impl<'a> Run<'a> {
             plan,
             expressions,
             execution_id: Arc::from(execution_id),
+            tenant,
             base: Bindings::new(inputs),
             waiting_on: plan.tasks.iter().map(|t| t.needs.len()).collect(),
             reports: vec![None; plan.tasks.len()],
@@ -185,6 +188,7 @@ impl<'a> Run<'a> {
         };
         Ok(TaskRequest {
             execution_id: Arc::clone(&self.execution_id),
+            tenant: self.tenant.clone(),
             task_id: task.id.clone(),
             uses: task.uses.clone(),
             attempt: 1,

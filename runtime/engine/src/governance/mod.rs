@@ -29,6 +29,7 @@ use orchestrator_core::scheduler::{
     Executor, FailureKind, Metering, TaskFailure, TaskReport, TaskRequest, TaskSuccess, Usage,
     parse_item_id,
 };
+use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::Budget;
 use orchestrator_store::executions::now_ms;
 use orchestrator_store::responses::{CachedAnswer, ResponseCache};
@@ -54,7 +55,9 @@ pub struct CacheRule {
 pub struct Governed<E> {
     inner: E,
     prices: Arc<Prices>,
-    cache: Option<Arc<ResponseCache>>,
+    /// The response cache, and the tenant whose answers this run reads
+    /// and writes: its keys start with it.
+    cache: Option<(Arc<ResponseCache>, TenantId)>,
     /// By plugin key (task id, or its fallback's key).
     rules: HashMap<String, CacheRule>,
     budget: Option<Budget>,
@@ -73,11 +76,11 @@ struct Spent {
 
 impl<E> Governed<E> {
     /// Prices what `inner` reports by `prices`; answers of the plugin keys
-    /// in `rules` are kept in `cache`.
+    /// in `rules` are kept in `cache`, among the answers of its tenant.
     pub fn new(
         inner: E,
         prices: Arc<Prices>,
-        cache: Option<Arc<ResponseCache>>,
+        cache: Option<(Arc<ResponseCache>, TenantId)>,
         rules: HashMap<String, CacheRule>,
     ) -> Self {
         Self {
@@ -196,10 +199,13 @@ impl<E> Governed<E> {
 
     /// The cache and the key of `request`, when its task caches answers.
     fn cached(&self, request: &TaskRequest) -> Option<(Arc<ResponseCache>, String, Duration)> {
-        let cache = self.cache.as_ref()?;
+        let (cache, tenant) = self.cache.as_ref()?;
         let rule = self.rules.get(request.plugin_key().as_ref())?;
         let input: Value = serde_json::from_str(&request.input).ok()?;
         let mut hasher = Sha256::new();
+        // A tenant id holds no newline: the parts cannot run together.
+        hasher.update(tenant.as_str().as_bytes());
+        hasher.update(b"\n");
         hasher.update(rule.digest.as_bytes());
         hasher.update(b"\n");
         hasher.update(canonical(&input).as_bytes());

@@ -178,6 +178,7 @@ async fn check<E: Executor>(
     input.insert("text".to_owned(), Value::String(text.to_owned()));
     let request = TaskRequest {
         execution_id: base.execution_id.clone(),
+        tenant: base.tenant.clone(),
         task_id: hook.key.clone(),
         uses: hook.uses.clone(),
         attempt: 1,

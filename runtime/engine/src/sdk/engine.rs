@@ -19,16 +19,18 @@ use crate::control::ControlServer;
 use crate::executions;
 use crate::service::{self, Runner, ServiceError};
 use orchestrator_core::expr::Expressions;
+use orchestrator_core::tenant::TenantId;
 use orchestrator_sandbox::Sandbox;
 use orchestrator_sandbox::artifacts::ArtifactCache;
+use orchestrator_store::Store;
 use orchestrator_store::executions::{ExecutionRecord, Executions, valid_id};
-use orchestrator_store::{DEFAULT_TENANT, Store};
 
 /// Builds an [`Engine`].
 #[derive(Debug, Default)]
 pub struct EngineBuilder {
     store: Option<PathBuf>,
     config: Option<Config>,
+    tenant: TenantId,
 }
 
 impl EngineBuilder {
@@ -51,15 +53,22 @@ impl EngineBuilder {
         }
     }
 
+    /// Works for `tenant` (default: `default`): its plugins, workflows and
+    /// executions, and no other tenant's.
+    pub fn tenant(self, tenant: TenantId) -> Self {
+        Self { tenant, ..self }
+    }
+
     /// Starts the sandbox and opens the store once, installing the
-    /// built-in plugins it lacks.
+    /// built-in plugins the tenant lacks.
     pub async fn build(self) -> Result<Engine, ServiceError> {
         let config = self.config.unwrap_or_default();
         let store_path = self.store.unwrap_or_else(Store::default_path);
         let sandbox = Sandbox::with_options(config.capacity, ArtifactCache::from_env())?;
-        drop(service::open_store(&store_path, &sandbox).await?);
+        drop(service::open_store(&store_path, &sandbox, &self.tenant).await?);
         Ok(Engine {
-            executions: Executions::beside(&store_path),
+            executions: Executions::for_tenant(&store_path, &self.tenant),
+            tenant: self.tenant,
             sandbox,
             expressions: Expressions::new(),
             store_path,
@@ -92,6 +101,8 @@ pub struct Engine {
     store_path: PathBuf,
     executions: Executions,
     config: Arc<Config>,
+    /// Whose plugins, workflows and executions it works with.
+    tenant: TenantId,
     /// Runs this engine started whose handles are still held: their files
     /// are open here, so they are read through the handle, not the file.
     started: Arc<Mutex<HashMap<String, Weak<Running>>>>,
@@ -126,6 +137,23 @@ impl Engine {
     /// The store file.
     pub fn store_path(&self) -> &Path {
         &self.store_path
+    }
+
+    /// The tenant it works for.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The same engine (sandbox, store, configuration) working for
+    /// `tenant`, whose built-in plugins are installed if it lacks them.
+    pub async fn for_tenant(&self, tenant: TenantId) -> Result<Engine, ServiceError> {
+        drop(service::open_store(&self.store_path, &self.sandbox, &tenant).await?);
+        Ok(Engine {
+            executions: Executions::for_tenant(&self.store_path, &tenant),
+            tenant,
+            started: Arc::default(),
+            ..self.clone()
+        })
     }
 
     /// Starts `workflow` with `inputs` (a JSON object) as a new execution
@@ -164,7 +192,13 @@ impl Engine {
             blocking(move || {
                 let store = Store::open(&engine.store_path)?;
                 let runner = engine.runner(&store)?;
-                let loaded = service::load_text(source, &label, &engine.expressions, &store)?;
+                let loaded = service::load_text(
+                    source,
+                    &label,
+                    &engine.expressions,
+                    &store,
+                    &engine.tenant,
+                )?;
                 let executor = runner.prepare(&loaded, &store)?;
                 Ok((runner, loaded, executor))
             })
@@ -276,7 +310,7 @@ impl Engine {
     /// A runner with this engine's configuration and the breakers recorded
     /// in `store`.
     fn runner(&self, store: &Store) -> Result<Runner, ServiceError> {
-        let breakers = Breakers::recorded(store, DEFAULT_TENANT)?;
+        let breakers = Breakers::recorded(store, self.tenant.as_str())?;
         Ok(
             Runner::on(Arc::clone(&self.sandbox), self.expressions.clone())
                 .with_secrets(self.config.secrets.clone())

@@ -9,8 +9,9 @@ use super::error::ServiceError;
 use crate::plugin::{Catalog, Resolved};
 use orchestrator_core::expr::Expressions;
 use orchestrator_core::scheduler::{PluginKey, PolicyStage};
+use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::{self, MAX_WORKFLOW_BYTES, Plan, PlannedTask};
-use orchestrator_store::{DEFAULT_TENANT, Store};
+use orchestrator_store::Store;
 
 /// A validated workflow and where it came from.
 #[derive(Debug)]
@@ -23,6 +24,9 @@ pub struct LoadedWorkflow {
     pub file: String,
     /// Its text, as validated.
     pub source: String,
+    /// Whose it is: its plugins and registered workflows are this
+    /// tenant's, and so are its executions.
+    pub tenant: TenantId,
 }
 
 impl LoadedWorkflow {
@@ -93,6 +97,7 @@ pub fn load(
     path: &Path,
     expressions: &Expressions,
     store: &Store,
+    tenant: &TenantId,
 ) -> Result<LoadedWorkflow, ServiceError> {
     let file = path.display().to_string();
     let read_error = |source| ServiceError::Read {
@@ -119,7 +124,7 @@ pub fn load(
             ))
         })?
     };
-    load_text(source, &file, expressions, store)
+    load_text(source, &file, expressions, store, tenant)
 }
 
 /// Validates workflow text read from `file` (relative `.wasm` paths resolve
@@ -129,17 +134,19 @@ pub fn load_text(
     file: &str,
     expressions: &Expressions,
     store: &Store,
+    tenant: &TenantId,
 ) -> Result<LoadedWorkflow, ServiceError> {
     let base_dir = Path::new(file)
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let catalog = Catalog::new(base_dir, store.plugins(DEFAULT_TENANT)?)
-        .with_workflows(store.workflows(DEFAULT_TENANT)?);
+    let catalog = Catalog::new(base_dir, store.plugins(tenant.as_str())?)
+        .with_workflows(store.workflows(tenant.as_str())?);
     let plan = workflow::load(&source, file, expressions, &catalog)?;
     Ok(LoadedWorkflow {
         plan,
         catalog,
         file: file.to_owned(),
         source,
+        tenant: tenant.clone(),
     })
 }

@@ -17,8 +17,8 @@ pub use error::ServiceError;
 pub use load::{LoadedWorkflow, load, load_text};
 
 pub use recorded::{
-    Execution, new_execution_id, reopen_execution, run_recorded, running_record, start_execution,
-    start_execution_as,
+    Execution, load_recorded, new_execution_id, reopen_execution, run_recorded, running_record,
+    start_execution, start_execution_as,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -34,19 +34,25 @@ use crate::governance::{CacheRule, Governed, Prices};
 use crate::plugin::{self, Allowed, Resolved};
 use orchestrator_core::expr::Expressions;
 use orchestrator_core::scheduler::{Event, RunReport, Scheduler};
+use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::Policies;
 use orchestrator_sandbox::cassette::Cassette;
 use orchestrator_sandbox::{Compiled, Emitter, Sandbox, SandboxExecutor};
+use orchestrator_store::Store;
 use orchestrator_store::executions::Executions;
 use orchestrator_store::plugins::{Artifact, PluginRecord};
 use orchestrator_store::responses::ResponseCache;
-use orchestrator_store::{DEFAULT_TENANT, Store};
 use subworkflow::{Child, ChildRecord, MAX_DEPTH, TaskExecutor};
 
-/// Opens the store and installs the built-in plugins it lacks (first start).
-pub async fn open_store(path: &Path, sandbox: &Sandbox) -> Result<Store, ServiceError> {
+/// Opens the store and installs the built-in plugins `tenant` lacks (its
+/// first use).
+pub async fn open_store(
+    path: &Path,
+    sandbox: &Sandbox,
+    tenant: &TenantId,
+) -> Result<Store, ServiceError> {
     let store = Store::open(path)?;
-    for report in plugin::install_builtins(&store, sandbox, DEFAULT_TENANT).await? {
+    for report in plugin::install_builtins(&store, sandbox, tenant.as_str()).await? {
         tracing::debug!(
             plugin = %report.record.name,
             version = %report.record.version,
@@ -249,7 +255,7 @@ impl Runner {
         let models = if for_children.before.is_empty() && for_children.after.is_empty() {
             HashSet::new()
         } else {
-            policies::model_digests(store)?
+            policies::model_digests(store, &workflow.tenant)?
         };
         let mut compiled: HashMap<String, (Compiled, Allowed)> = HashMap::new();
         let mut plugins = HashMap::new();
@@ -271,11 +277,13 @@ impl Runner {
                             &registered.file,
                             &self.expressions,
                             store,
+                            &workflow.tenant,
                         )?;
                         let executor =
                             self.prepare_nested(&child, store, depth + 1, &for_children)?;
                         let record = ChildRecord {
-                            executions: Executions::beside(store.path()),
+                            executions: Executions::for_tenant(store.path(), &child.tenant),
+                            tenant: child.tenant.clone(),
                             emits: Arc::clone(&self.emits),
                             plugins: child.plugin_digests()?,
                             file: child.file,
@@ -292,7 +300,7 @@ impl Runner {
                         continue;
                     }
                     resolved => self
-                        .load_plugin(store, resolved, uses)
+                        .load_plugin(store, &workflow.tenant, resolved, uses)
                         .map_err(|e| match e {
                             ServiceError::Plugin(m) => in_task(m),
                             e => e,
@@ -340,7 +348,7 @@ impl Runner {
         let governed = Governed::new(
             self.guarded(workflow, sandboxed)?,
             Arc::clone(&self.prices),
-            cache,
+            cache.map(|cache| (cache, workflow.tenant.clone())),
             rules,
         )
         .with_budget(workflow.plan.budget)
@@ -353,13 +361,14 @@ impl Runner {
     fn load_plugin(
         &self,
         store: &Store,
+        tenant: &TenantId,
         resolved: Resolved,
         uses: &str,
     ) -> Result<(Compiled, Allowed), ServiceError> {
         match resolved {
             Resolved::Installed(record) => {
                 let allowed = Allowed::intersect(&record.manifest.capabilities, &record.grants);
-                Ok((self.load_installed(store, &record)?, allowed))
+                Ok((self.load_installed(store, tenant, &record)?, allowed))
             }
             Resolved::File(path) => {
                 let bytes = std::fs::read(&path).map_err(|e| {
@@ -401,11 +410,13 @@ impl Runner {
     fn load_installed(
         &self,
         store: &Store,
+        tenant: &TenantId,
         record: &PluginRecord,
     ) -> Result<Compiled, ServiceError> {
+        let tenant = tenant.as_str();
         let engine = self.sandbox.engine_hash();
         let label = format!("{}@{}", record.name, record.version);
-        if let Some(artifact) = store.plugin_artifact(DEFAULT_TENANT, &record.digest, engine)? {
+        if let Some(artifact) = store.plugin_artifact(tenant, &record.digest, engine)? {
             match self
                 .sandbox
                 .load_artifact(&label, &record.digest, &artifact)
@@ -416,18 +427,16 @@ impl Runner {
                 Err(e) => tracing::warn!(plugin = %label, "{e}"),
             }
         }
-        let bytes = store
-            .plugin_blob(DEFAULT_TENANT, &record.digest)?
-            .ok_or_else(|| {
-                ServiceError::Plugin(format!(
-                    "{label}: its component is missing from the store; reinstall it"
-                ))
-            })?;
+        let bytes = store.plugin_blob(tenant, &record.digest)?.ok_or_else(|| {
+            ServiceError::Plugin(format!(
+                "{label}: its component is missing from the store; reinstall it"
+            ))
+        })?;
         tracing::info!(plugin = %label, "compiling for this engine (once)");
         let compiled = self.sandbox.compile(&label, &bytes)?;
         let artifact = self.sandbox.serialize(&compiled)?;
         store.put_plugin_artifact(
-            DEFAULT_TENANT,
+            tenant,
             &record.digest,
             Artifact {
                 engine,
@@ -452,12 +461,12 @@ impl Runner {
             .plan
             .resolve_inputs(inputs)
             .map_err(ServiceError::Inputs)?;
-        let _slot = self.sandbox.capacity().admit_run().await?;
+        let _slot = self.sandbox.capacity().admit_run(&workflow.tenant).await?;
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
         Ok(scheduler
             .run(
                 &workflow.plan,
-                &inputs,
+                (&workflow.tenant, &inputs),
                 &new_execution_id(),
                 concurrency,
                 observe,
@@ -477,7 +486,7 @@ impl Runner {
         concurrency: Option<usize>,
         observe: &(dyn Fn(Event<'_>) + Sync),
     ) -> Result<RunReport, ServiceError> {
-        let _slot = self.sandbox.capacity().admit_run().await?;
+        let _slot = self.sandbox.capacity().admit_run(&execution.tenant).await?;
         executor.count_spent(&execution.done);
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
         let _emits = self

@@ -10,15 +10,19 @@ use super::{LoadedWorkflow, Runner, ServiceError};
 use crate::governance::{PolicyHook, PolicyHooks};
 use crate::plugin::{Allowed, Resolved};
 use orchestrator_core::scheduler::{PluginKey, PolicyStage};
+use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::Policies;
 use orchestrator_sandbox::Compiled;
-use orchestrator_store::{DEFAULT_TENANT, Store};
+use orchestrator_store::Store;
 
 /// The digests of the components the operator marked as calling models
 /// (any record of them: every name for the same component counts).
-pub(super) fn model_digests(store: &Store) -> Result<HashSet<String>, ServiceError> {
+pub(super) fn model_digests(
+    store: &Store,
+    tenant: &TenantId,
+) -> Result<HashSet<String>, ServiceError> {
     Ok(store
-        .plugins(DEFAULT_TENANT)?
+        .plugins(tenant.as_str())?
         .into_iter()
         .filter(|r| r.grants.model)
         .map(|r| r.digest)
@@ -86,7 +90,7 @@ impl Runner {
                     |e: String| ServiceError::Plugin(format!("policy {} of {whose}: {e}", i + 1));
                 if !compiled.contains_key(&step.uses) {
                     let resolved = workflow.catalog.resolve(&step.uses).map_err(in_policy)?;
-                    let loaded = self.load_plugin(store, resolved, &step.uses)?;
+                    let loaded = self.load_plugin(store, &workflow.tenant, resolved, &step.uses)?;
                     compiled.insert(step.uses.clone(), loaded);
                 }
                 let (component, allowed) = &compiled[&step.uses];

@@ -16,18 +16,21 @@ use orchestrator_core::scheduler::{
     Cancel, Event, Executor, PendingRetry, RunOptions, RunReport, RunStatus,
 };
 use orchestrator_core::scheduler::{PluginKey, PolicyStage, Scheduler, TaskReport};
+use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::Plan;
+use orchestrator_store::Store;
 use orchestrator_store::executions::{
     ExecutionJournal, ExecutionLog, ExecutionRecord, ExecutionStatus, Executions, ParentTask,
     now_ms,
 };
-use orchestrator_store::{DEFAULT_TENANT, Store};
 
 /// An execution this process records and runs.
 #[derive(Debug, Clone)]
 pub struct Execution {
     /// Its id.
     pub id: String,
+    /// Whose it is.
+    pub tenant: TenantId,
     /// Its file, open in this process.
     pub log: Arc<ExecutionLog>,
     /// Cancels it.
@@ -68,6 +71,7 @@ pub fn start_execution_as(
     let id = id.unwrap_or_else(new_execution_id);
     let record = running_record(
         id.clone(),
+        &workflow.tenant,
         &workflow.plan,
         (workflow.file.clone(), workflow.source.clone()),
         inputs.clone(),
@@ -77,6 +81,7 @@ pub fn start_execution_as(
     let log = executions.create(&record)?;
     Ok(Execution {
         id,
+        tenant: workflow.tenant.clone(),
         log: Arc::new(log),
         cancel: Arc::default(),
         inputs,
@@ -91,6 +96,7 @@ pub fn start_execution_as(
 /// the workflow's file name and text, `parent` the task of a sub-workflow.
 pub fn running_record(
     id: String,
+    tenant: &TenantId,
     plan: &Plan,
     (file, source): (String, String),
     inputs: Value,
@@ -99,7 +105,7 @@ pub fn running_record(
 ) -> ExecutionRecord {
     ExecutionRecord {
         id,
-        tenant: DEFAULT_TENANT.to_owned(),
+        tenant: tenant.to_string(),
         workflow: plan.name.clone(),
         file,
         source,
@@ -114,6 +120,24 @@ pub fn running_record(
         outputs: serde_json::Map::new(),
         parent,
     }
+}
+
+/// The workflow of `record` as it was recorded, validated again against
+/// its tenant's plugins in `store`.
+pub fn load_recorded(
+    record: &ExecutionRecord,
+    expressions: &Expressions,
+    store: &Store,
+) -> Result<LoadedWorkflow, ServiceError> {
+    let tenant = TenantId::new(&record.tenant)
+        .map_err(|e| ServiceError::Plugin(format!("execution `{}`: {e}", record.id)))?;
+    load_text(
+        record.source.clone(),
+        &record.file,
+        expressions,
+        store,
+        &tenant,
+    )
 }
 
 /// Takes up an execution whose process stopped: its workflow text as
@@ -139,7 +163,7 @@ pub fn reopen_execution(
             parent.task, parent.execution, parent.execution
         )));
     }
-    let workflow = load_text(record.source.clone(), &record.file, expressions, store)?;
+    let workflow = load_recorded(&record, expressions, store)?;
     let now = workflow.plugin_digests()?;
     for (key, digest) in &record.plugins {
         if now.get(key) != Some(digest) {
@@ -190,8 +214,11 @@ impl Execution {
         let done = log.tasks()?;
         let retries = log.retries()?;
         let overrides = log.overrides()?;
+        let tenant = TenantId::new(&record.tenant)
+            .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
         Ok(Self {
             id: id.to_owned(),
+            tenant,
             log: Arc::new(log),
             cancel: Arc::default(),
             inputs: record.inputs,
@@ -223,6 +250,7 @@ pub async fn run_recorded<E: Executor>(
         retries,
         overrides,
         created_at,
+        tenant,
     } = execution;
     if !done.is_empty() {
         let log = Arc::clone(&log);
@@ -240,6 +268,7 @@ pub async fn run_recorded<E: Executor>(
         overrides,
         started_at: Some(created_at),
         cancel,
+        tenant,
         observe,
     };
     let report = scheduler.run_with(plan, &inputs, &id, options).await;

@@ -77,6 +77,8 @@ pub struct Child {
 pub struct ChildRecord {
     /// Where executions are recorded.
     pub executions: Executions,
+    /// Whose runs they are (the parent's tenant).
+    pub tenant: orchestrator_core::tenant::TenantId,
     /// Where what its plugins emit goes.
     pub emits: Arc<super::EmitRoutes>,
     /// The registered workflow's file name, for messages.
@@ -206,6 +208,7 @@ impl Child {
                 overrides: HashMap::new(),
                 started_at: None,
                 cancel: Arc::clone(&request.cancel),
+                tenant: request.tenant.clone(),
                 observe: &|_| {},
             };
             return Ok(self
@@ -282,6 +285,7 @@ impl Child {
     ) -> Result<Execution, ServiceError> {
         let record = running_record(
             id.clone(),
+            &self.record.tenant,
             &self.plan,
             (self.record.file.clone(), self.record.source.clone()),
             inputs,

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use orchestrator_core::tenant::TenantId;
+
 use redb::{Database, DatabaseError, ReadOnlyDatabase};
 
 use super::{Db, ExecutionError, ExecutionLog, ExecutionRecord, unreadable};
@@ -17,9 +19,21 @@ pub struct Executions {
 impl Executions {
     /// The executions kept beside the store file `store`.
     pub fn beside(store: &Path) -> Self {
+        Self::for_tenant(store, &TenantId::default())
+    }
+
+    /// The executions of `tenant` kept beside the store file `store`:
+    /// `executions/` for the default tenant, `executions/tenants/<id>/`
+    /// for the others, so no id of one tenant names another's file.
+    pub fn for_tenant(store: &Path, tenant: &TenantId) -> Self {
         let parent = store.parent().unwrap_or(Path::new("."));
+        let dir = parent.join("executions");
         Self {
-            dir: parent.join("executions"),
+            dir: if tenant.is_default() {
+                dir
+            } else {
+                dir.join("tenants").join(tenant.as_str())
+            },
         }
     }
 

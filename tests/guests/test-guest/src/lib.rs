@@ -26,7 +26,9 @@
 //! - `log_flood`: writes `times` log lines;
 //! - `emit_flood`: emits `times` pieces of streamed text of `size` bytes;
 //! - `stream`: emits `times` pieces of text, `tok0 `, `tok1 `, ..., `ms`
-//!   milliseconds apart, as a model streams its answer.
+//!   milliseconds apart, as a model streams its answer;
+//! - `span`: sleeps `ms` milliseconds and returns when it started and
+//!   ended (`{start, end}`, ms since the epoch by the wall clock).
 //!
 //! `fail` with a `size` fails with a message of `size` bytes.
 //!
@@ -114,6 +116,8 @@ pub enum Mode {
     EmitFlood,
     /// Stream numbered pieces of text, slowly.
     Stream,
+    /// Sleep, and say when.
+    Span,
 }
 
 /// The test plugin.
@@ -234,6 +238,16 @@ impl Plugin for TestGuest {
                     orchestrator_sdk::emit("text", &piece);
                 }
                 Ok(Value::from(input.times))
+            }
+            Mode::Span => {
+                let now = || {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64)
+                };
+                let start = now();
+                std::thread::sleep(std::time::Duration::from_millis(input.ms));
+                Ok(serde_json::json!({ "start": start, "end": now() }))
             }
             Mode::Stream => {
                 for i in 0..input.times {
