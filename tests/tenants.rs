@@ -358,3 +358,73 @@ async fn a_tenant_past_its_runs_is_busy_and_others_are_not() {
     first.signal("go", json!(2)).await.unwrap();
     assert!(first.wait().await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_a_tenants_rate_limit_wait_their_turn_and_others_do_not() {
+    let server = common::TestServer::start(|_| (200, Vec::new(), b"ok".to_vec()));
+    let dir = tempfile::tempdir().unwrap();
+    let grant = server.addr.to_string();
+    for tenant in ["acme", "globex"] {
+        let args = ["install", GUEST, "--name", "getter", "--allow-http", &grant];
+        ok(&as_tenant(dir.path(), tenant, &args));
+    }
+    // Two requests at once per tenant and host, then one every 500 ms.
+    let acme = acme_with(
+        dir.path(),
+        "rate_limits: { \"127.0.0.1\": { requests: 2, per: 1s } }\n",
+    )
+    .await;
+    let globex = acme
+        .for_tenant(TenantId::new("globex").unwrap())
+        .await
+        .unwrap();
+    let get = |path: &str| {
+        Task::new("get", "getter")
+            .with("mode", "http")
+            .with("url", server.url(path))
+    };
+    let burst = Workflow::builder("burst")
+        .input("items", "array")
+        .task(
+            get("/acme")
+                .set("for_each", "${{ inputs.items }}")
+                .set("concurrency", 6),
+        )
+        .build()
+        .unwrap();
+    let one = Workflow::builder("one")
+        .task(get("/globex"))
+        .build()
+        .unwrap();
+    let acme_run = acme
+        .start(&burst, json!({ "items": [1, 2, 3, 4, 5, 6] }))
+        .await
+        .unwrap();
+    let globex_run = globex.start(&one, json!({})).await.unwrap();
+    acme_run.wait().await.unwrap();
+    globex_run.wait().await.unwrap();
+
+    let arrivals = |path: &str| {
+        let mut at: Vec<std::time::Instant> = server
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.at)
+            .collect();
+        at.sort();
+        at
+    };
+    let acme_at = arrivals("/acme");
+    let globex_at = arrivals("/globex");
+    assert_eq!((acme_at.len(), globex_at.len()), (6, 1));
+    let after = |i: usize| acme_at[i].duration_since(acme_at[0]).as_millis();
+    // The burst goes at once; the rest are paced, 500 ms apart.
+    assert!(after(1) < 300, "{}", after(1));
+    assert!(after(2) >= 400, "{}", after(2));
+    assert!(after(5) >= 1800, "{}", after(5));
+    // globex's request did not wait behind acme's queue.
+    let globex_after = globex_at[0]
+        .saturating_duration_since(acme_at[0])
+        .as_millis();
+    assert!(globex_after < 400, "globex waited {globex_after} ms");
+}

@@ -149,6 +149,8 @@ pub struct Received {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -237,6 +239,7 @@ fn serve(
         method,
         path: path.clone(),
         headers,
+        at: std::time::Instant::now(),
     });
     let (status, extra, body) = respond(&path);
     let mut out = stream;

@@ -18,6 +18,8 @@
 //! policies:                        # run around every model call, before the
 //!   before: [{ uses: policy, with: { pii: true, on_pii: redact } }]  # workflow's own;
 //!   after: [{ with: { deny: ["(?i)password"] } }]                   # no workflow removes them
+//! rate_limits:                      # requests per tenant to a host, per period;
+//!   api.openai.com: { requests: 500, per: 1m }   # more wait for their turn
 //! prices:                          # US dollars per million tokens, by model
 //!   gpt-4o-mini: { input: 0.15, output: 0.60 }
 //!   "claude-*": { input: 3.00, output: 15.00 }   # `*` matches any suffix
@@ -29,6 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -38,6 +41,7 @@ use orchestrator_sandbox::capacity::CapacityLimits;
 pub use orchestrator_sandbox::secrets::{Secret, Secrets};
 
 use crate::governance::{Price, Prices};
+use crate::rate_limits::{RateLimits, RateSpec};
 
 /// The config names plugins before any store is open.
 struct AnyPlugin;
@@ -63,6 +67,8 @@ pub struct Config {
     /// Policies the host runs around every model call, before any
     /// workflow's own.
     pub policies: Policies,
+    /// Requests each tenant may send to a host per period.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +82,8 @@ struct ConfigFile {
     prices: BTreeMap<String, Price>,
     #[serde(default)]
     policies: PoliciesSpec,
+    #[serde(default)]
+    rate_limits: BTreeMap<String, RateSpec>,
 }
 
 #[derive(Deserialize)]
@@ -177,6 +185,8 @@ impl Config {
             .check()
             .map_err(|problem| format!("{file}: {problem}"))?;
         let prices = Prices::new(spec.prices).map_err(|problem| format!("{file}: {problem}"))?;
+        let rate_limits =
+            RateLimits::new(spec.rate_limits).map_err(|problem| format!("{file}: {problem}"))?;
         // Which plugins exist is checked when a run prepares them.
         let mut problems = Vec::new();
         let policies = plan_policies(&spec.policies, &AnyPlugin, &mut problems);
@@ -202,6 +212,7 @@ impl Config {
             capacity: spec.capacity,
             prices,
             policies,
+            rate_limits: Arc::new(rate_limits),
         })
     }
 }

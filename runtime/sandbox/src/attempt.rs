@@ -208,6 +208,7 @@ fn new_store(
                 secrets: Arc::clone(&plugin.secrets),
                 denials: Arc::clone(denials),
                 hosts: plugin.host_guard.clone(),
+                gate: plugin.gate.clone(),
                 cassette: plugin.cassette.clone(),
                 requests: Requests::default(),
             },

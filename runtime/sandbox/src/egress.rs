@@ -45,7 +45,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 use super::addresses;
 use super::cassette::{Cassette, Exchange};
 use super::quota::{InFlight, Requests};
-use crate::host_guard::HostGuard;
+use crate::host_guard::{HostGuard, RequestGate};
 use crate::secrets::Secrets;
 use orchestrator_core::plugin::Allowed;
 
@@ -75,6 +75,8 @@ pub(super) struct Egress {
     pub(super) denials: Denials,
     /// Set when the task's breaker guards the hosts it calls.
     pub(super) hosts: Option<Arc<dyn HostGuard>>,
+    /// Set when rate limits pace the hosts it calls.
+    pub(super) gate: Option<Arc<dyn RequestGate>>,
     /// Set when exchanges are recorded or replayed.
     pub(super) cassette: Option<Arc<Cassette>>,
     /// The attempt's requests, at once and in all.
@@ -112,6 +114,7 @@ impl WasiHttpHooks for Egress {
         let allowed = Arc::clone(&self.allowed);
         let denials = Arc::clone(&self.denials);
         let hosts = self.hosts.clone();
+        let gate = self.gate.clone();
         let cassette = self.cassette.clone();
         Box::new(async move {
             let ((request, target), slot) = checked?;
@@ -130,6 +133,9 @@ impl WasiHttpHooks for Egress {
                     (request, Some(sent))
                 }
             };
+            if let Some(gate) = &gate {
+                gate.turn(&target.host).await;
+            }
             let call = match &hosts {
                 Some(hosts) => Some(hosts.admit(&target.host, target.port).map_err(|message| {
                     refuse(

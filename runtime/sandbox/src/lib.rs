@@ -43,7 +43,7 @@ use artifacts::ArtifactCache;
 pub use bindings::{Emit, Emitter};
 use bindings::{Executor as ExecutorWorld, ExecutorPre, State};
 use cassette::Cassette;
-use host_guard::HostGuard;
+use host_guard::{HostGuard, RequestGate};
 use orchestrator_core::plugin::{Allowed, Manifest};
 use orchestrator_core::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
 use orchestrator_core::tenant::TenantId;
@@ -102,6 +102,8 @@ pub struct Plugin {
     secrets: Arc<Secrets>,
     /// Set when a breaker guards the hosts this plugin calls.
     host_guard: Option<Arc<dyn HostGuard>>,
+    /// Set when rate limits pace the hosts this plugin calls.
+    gate: Option<Arc<dyn RequestGate>>,
     /// Set when its HTTP exchanges are recorded or replayed.
     cassette: Option<Arc<Cassette>>,
     /// Where what it emits goes.
@@ -140,6 +142,15 @@ impl Plugin {
     pub fn with_emitter(self, emitter: Emitter) -> Self {
         Self {
             emitter: Some(emitter),
+            ..self
+        }
+    }
+
+    /// The same plugin, each HTTP request waiting for `gate`'s turn (the
+    /// rate limits of its tenant) before it is sent.
+    pub fn with_request_gate(self, gate: Arc<dyn RequestGate>) -> Self {
+        Self {
+            gate: Some(gate),
             ..self
         }
     }
@@ -372,6 +383,7 @@ impl Sandbox {
             allowed: Arc::new(allowed),
             secrets,
             host_guard: None,
+            gate: None,
             cassette: None,
             emitter: None,
         })

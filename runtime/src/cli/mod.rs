@@ -252,9 +252,20 @@ impl Context {
                 .with_breakers(Arc::new(breakers))
                 .with_emitter(orchestrator_engine::sandbox::Emitter::new(run::stream_text))
                 .with_prices(self.prices()?)
+                .with_rate_limits(self.rate_limits()?)
                 .with_host_policies(self.policies()?)
                 .with_response_cache(&self.store_path),
         )
+    }
+
+    /// The rate limits of the configuration file.
+    fn rate_limits(
+        &self,
+    ) -> Result<Arc<orchestrator_engine::rate_limits::RateLimits>, ServiceError> {
+        match &self.config {
+            Ok(config) => Ok(Arc::clone(&config.rate_limits)),
+            Err(problem) => Err(ServiceError::Plugin(problem.clone())),
+        }
     }
 
     /// The price table of the configuration file.

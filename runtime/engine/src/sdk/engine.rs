@@ -316,6 +316,7 @@ impl Engine {
                 .with_secrets(self.config.secrets.clone())
                 .with_breakers(Arc::new(breakers))
                 .with_prices(self.config.prices.clone())
+                .with_rate_limits(Arc::clone(&self.config.rate_limits))
                 .with_host_policies(self.config.policies.clone())
                 .with_response_cache(&self.store_path),
         )

@@ -32,6 +32,7 @@ use crate::breakers::{BreakerExecutor, Breakers, Guard, HostBreakers};
 use crate::config::Secrets;
 use crate::governance::{CacheRule, Governed, Prices};
 use crate::plugin::{self, Allowed, Resolved};
+use crate::rate_limits::RateLimits;
 use orchestrator_core::expr::Expressions;
 use orchestrator_core::scheduler::{Event, RunReport, Scheduler};
 use orchestrator_core::tenant::TenantId;
@@ -73,6 +74,8 @@ pub struct Runner {
     cassette: Option<Arc<Cassette>>,
     /// Where what plugins emit goes: their execution's log, the observer.
     emits: Arc<EmitRoutes>,
+    /// Paces plugins' requests per tenant and host.
+    rate_limits: Option<Arc<RateLimits>>,
     prices: Arc<Prices>,
     responses: ResponsesAt,
     /// The host's policies, run around every model call of every run.
@@ -117,6 +120,7 @@ impl Runner {
             breakers: Arc::new(Breakers::in_memory()),
             cassette: None,
             emits: Arc::default(),
+            rate_limits: None,
             prices: Arc::default(),
             responses: ResponsesAt::default(),
             host_policies: Policies::default(),
@@ -140,6 +144,15 @@ impl Runner {
     pub fn with_host_policies(self, policies: Policies) -> Self {
         Self {
             host_policies: policies,
+            ..self
+        }
+    }
+
+    /// The same runner, each plugin's HTTP requests paced by
+    /// `rate_limits` for the tenant of its run.
+    pub fn with_rate_limits(self, rate_limits: Arc<RateLimits>) -> Self {
+        Self {
+            rate_limits: Some(rate_limits).filter(|r| !r.is_empty()),
             ..self
         }
     }
@@ -322,6 +335,9 @@ impl Runner {
                 !for_children.after.is_empty() && policies::is_model(&models, workflow, uses);
             if !policed_answer {
                 plugin = plugin.with_emitter(self.emits.emitter());
+            }
+            if let Some(limits) = &self.rate_limits {
+                plugin = plugin.with_request_gate(limits.gate(workflow.tenant.clone()));
             }
             if let Some(policy) = task.breaker.filter(|p| p.scope.hosts()) {
                 let hosts = HostBreakers::new(Arc::clone(&self.breakers), policy);
