@@ -130,3 +130,62 @@ fn what_an_attempt_emits_is_kept_up_to_its_cap() {
     assert!(kept <= 4 << 20, "{kept} bytes kept");
     assert!(kept > 3 << 20, "only {kept} bytes kept");
 }
+
+#[test]
+fn followers_never_keep_a_signal_or_cancel_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let flow = dir.join("approve.yaml");
+    std::fs::write(
+        &flow,
+        "name: approve\ntasks:\n  - { id: approve, wait: { signal: go, timeout: 1h } }\n",
+    )
+    .unwrap();
+    let (mut run, id) = spawn_run(dir, &flow);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = cli(dir).args(["status", &id, "--json"]).output().unwrap();
+        let view: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if view["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["event"] == "wait_started"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the wait never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // More followers than the owner serves requests at once.
+    let mut followers: Vec<_> = (0..20)
+        .map(|_| {
+            cli(dir)
+                .args(["status", &id, "--follow"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let mut signal = cli(dir).args(["signal", &id, "go"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = signal.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            signal.kill().unwrap();
+            panic!("the signal waited behind the followers");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success());
+    assert!(run.wait().unwrap().success());
+    for follower in &mut followers {
+        assert!(follower.wait().unwrap().success(), "a follower saw the end");
+    }
+}

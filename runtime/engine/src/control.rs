@@ -36,6 +36,14 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Connections served at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 16;
 
+/// Followers served at once. A follow gives its connection slot back once
+/// it is known to be one, so followers never keep a cancel or a signal
+/// waiting.
+const MAX_FOLLOWERS: usize = 64;
+
+/// How long a client waits for an answer.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A request to the owner of an execution.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -112,8 +120,12 @@ impl ControlServer {
         let listener = tokio::net::UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let followers = Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWERS));
+        // The connections are this task's: aborting it (on drop) ends them.
         let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
             loop {
+                while connections.try_join_next().is_some() {}
                 let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
                     return;
                 };
@@ -121,10 +133,8 @@ impl ControlServer {
                     return;
                 };
                 let (log, cancel) = (Arc::clone(&log), Arc::clone(&cancel));
-                tokio::spawn(async move {
-                    serve(stream, log, cancel).await;
-                    drop(slot);
-                });
+                let followers = Arc::clone(&followers);
+                connections.spawn(serve(stream, log, cancel, slot, followers));
             }
         });
         Ok(Self {
@@ -134,13 +144,28 @@ impl ControlServer {
     }
 }
 
-/// Answers one connection.
-async fn serve(stream: tokio::net::UnixStream, log: Arc<ExecutionLog>, cancel: Arc<Cancel>) {
+/// Answers one connection, holding one of the connection `slot`s until it
+/// is known to be a follow (which holds one of the `followers` instead).
+async fn serve(
+    stream: tokio::net::UnixStream,
+    log: Arc<ExecutionLog>,
+    cancel: Arc<Cancel>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    followers: Arc<tokio::sync::Semaphore>,
+) {
     let peer = stream.peer_cred().map(|c| c.uid());
-    let (read, mut write) = stream.into_split();
+    let (mut read, mut write) = stream.into_split();
     let answer = match peer {
-        Ok(uid) if may_control(uid) => match read_request(read).await {
-            Ok(Request::Follow { from }) => return follow(&mut write, log, from).await,
+        Ok(uid) if may_control(uid) => match read_request(&mut read).await {
+            Ok(Request::Follow { from }) => {
+                drop(slot);
+                match followers.try_acquire_owned() {
+                    Ok(_follower) => return follow(&mut read, &mut write, &log, from).await,
+                    Err(_) => json!({
+                        "error": format!("{MAX_FOLLOWERS} followers are following this execution already; try again later")
+                    }),
+                }
+            }
             Ok(request) => answer(request, log, cancel).await,
             Err(e) => json!({ "error": e }),
         },
@@ -153,10 +178,25 @@ async fn serve(stream: tokio::net::UnixStream, log: Arc<ExecutionLog>, cancel: A
 }
 
 /// Writes the events numbered `from` onwards, then each as it is
-/// committed, until the execution finished or the follower left.
-async fn follow(write: &mut tokio::net::unix::OwnedWriteHalf, log: Arc<ExecutionLog>, from: u64) {
+/// committed, until the execution finished or the follower left (its end
+/// of the socket closed).
+async fn follow(
+    read: &mut tokio::net::unix::OwnedReadHalf,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    log: &Arc<ExecutionLog>,
+    from: u64,
+) {
     let mut events = crate::executions::follow_log(log, from);
-    while let Some(event) = events.recv().await {
+    let mut byte = [0u8; 1];
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            // A follower sends nothing more: any read ending is its leaving.
+            _ = read.read(&mut byte) => return,
+        };
+        let Some(event) = event else {
+            return;
+        };
         let line = match event {
             Ok((seq, event)) => {
                 let mut line = serde_json::to_value(&event).unwrap_or_default();
@@ -179,18 +219,42 @@ async fn follow(write: &mut tokio::net::unix::OwnedWriteHalf, log: Arc<Execution
 
 /// Follows the execution whose owner listens at `path` from event `from`:
 /// `each(seq, event)` for every event line, until the execution finished
-/// (`Ok(true)`) or the owner went away first (`Ok(false)`: read the rest
-/// from the file).
+/// (`Ok(true)`), or the owner went away first, `each` returned false or
+/// `wanted()` did (asked every second while nothing comes) (`Ok(false)`).
 pub fn follow_remote(
     path: &Path,
     from: u64,
-    mut each: impl FnMut(u64, LogEvent),
+    wanted: &dyn Fn() -> bool,
+    mut each: impl FnMut(u64, LogEvent) -> bool,
 ) -> Result<bool, String> {
     let stream = send(path, &json!({ "op": "follow", "from": from }))?;
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else {
-            return Ok(false);
-        };
+    // Woken now and then to see whether the follower still wants events.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut bytes = Vec::new();
+    loop {
+        match reader.read_until(b'\n', &mut bytes) {
+            Ok(0) => return Ok(false),
+            Ok(_) if bytes.ends_with(b"\n") => {}
+            Ok(_) => return Ok(false),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                // Nothing new: the partial line stays in `bytes`.
+                if wanted() {
+                    continue;
+                }
+                return Ok(false);
+            }
+            Err(_) => return Ok(false),
+        }
+        let line = String::from_utf8_lossy(&bytes).into_owned();
+        bytes.clear();
         let value: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
         if let Some(error) = value["error"].as_str() {
             return Err(error.to_owned());
@@ -200,12 +264,13 @@ pub fn follow_remote(
             .ok_or_else(|| format!("an event without a number: {line}"))?;
         let event: LogEvent = serde_json::from_value(value).map_err(|e| e.to_string())?;
         let finished = matches!(event.kind, EventKind::ExecutionFinished { .. });
-        each(seq, event);
+        if !each(seq, event) {
+            return Ok(false);
+        }
         if finished {
             return Ok(true);
         }
     }
-    Ok(false)
 }
 
 /// Whether a process of user `uid` may control this process's execution:
@@ -215,7 +280,7 @@ fn may_control(uid: u32) -> bool {
 }
 
 /// Reads one request line, bounded in size and time.
-async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+async fn read_request(read: &mut tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
     let mut line = Vec::new();
     let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES + 1));
     tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line))
@@ -277,6 +342,9 @@ pub fn request(path: &Path, op: &str) -> Result<Value, String> {
 /// Sends one request object to the owner of an execution.
 pub fn request_with(path: &Path, request: Value) -> Result<Value, String> {
     let stream = send(path, &request)?;
+    stream
+        .set_read_timeout(Some(ANSWER_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     let mut line = String::new();
     BufReader::new(stream)
         .read_line(&mut line)

@@ -304,20 +304,24 @@ pub fn gc(executions: &Executions, older_than: Duration) -> Result<usize, Servic
 
 /// Follows execution `id` from event `from`: `each(seq, event)` for every
 /// event so far and then every one the process running it commits, until
-/// it finished or no process runs it any more. Returns where it stands
-/// then. Blocks the calling thread.
+/// it finished, no process runs it any more, or `each` returns false.
+/// Returns where it stands then. Blocks the calling thread.
 pub fn follow(
     executions: &Executions,
     id: &str,
     from: u64,
-    mut each: impl FnMut(u64, &LogEvent),
+    mut each: impl FnMut(u64, &LogEvent) -> bool,
 ) -> Result<State, ServiceError> {
     let mut next = from;
+    let stopped = std::cell::Cell::new(false);
+    let mut finished = None;
     loop {
         match executions.read(id) {
             Ok(log) => {
                 for (seq, event) in log.events_from(next)? {
-                    each(seq, &event);
+                    if !each(seq, &event) {
+                        break;
+                    }
                 }
                 let record = log.record()?;
                 return Ok(match record.status {
@@ -329,10 +333,26 @@ pub fn follow(
                 // Whether it finished or its owner went away (it ended, was
                 // killed, or is not listening yet), the file tells once no
                 // process holds it; until then, ask the owner again.
-                let _ = control::follow_remote(&executions.socket(id), next, |seq, event| {
-                    each(seq, &event);
-                    next = seq + 1;
-                });
+                let ended = control::follow_remote(
+                    &executions.socket(id),
+                    next,
+                    &|| !stopped.get(),
+                    |seq, event| {
+                        if let EventKind::ExecutionFinished { status, .. } = &event.kind {
+                            finished = Some(*status);
+                        }
+                        next = seq + 1;
+                        stopped.set(!each(seq, &event));
+                        !stopped.get()
+                    },
+                );
+                if stopped.get() {
+                    return Ok(State::Running);
+                }
+                // The owner said it finished: no need to wait for its file.
+                if let (Ok(true), Some(status)) = (ended, finished) {
+                    return Ok(State::Finished(status));
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => return Err(e.into()),
@@ -345,29 +365,32 @@ pub fn follow(
 /// finished (the `execution_finished` event is the last one sent) or the
 /// receiver is dropped. Call it inside a tokio runtime.
 pub fn follow_log(
-    log: Arc<ExecutionLog>,
+    log: &Arc<ExecutionLog>,
     from: u64,
 ) -> tokio::sync::mpsc::Receiver<Result<(u64, LogEvent), String>> {
     let (send, receive) = tokio::sync::mpsc::channel(256);
+    let mut commits = log.follow();
+    // Not a strong reference: a follower never keeps an execution's file
+    // open, and once the log is gone its commits end the wait below.
+    let log = Arc::downgrade(log);
     tokio::spawn(async move {
-        let mut commits = log.follow();
         let mut next = from;
         loop {
             // Seen before reading: a commit after the read wakes the wait.
             commits.borrow_and_update();
-            let read = {
-                let log = Arc::clone(&log);
-                tokio::task::spawn_blocking(move || {
-                    // The status first: if it says finished, the events
-                    // read after it hold the end (they commit together).
-                    let running = log.record()?.status == ExecutionStatus::Running;
-                    let events = log.events_from(next)?;
-                    Ok::<_, ExecutionError>((events, running))
-                })
-                .await
+            let Some(open) = log.upgrade() else {
+                return;
             };
+            let read = tokio::task::spawn_blocking(move || {
+                // The status first: if it says finished, the events read
+                // after it hold the end (they commit together).
+                let running = open.record()?.status == ExecutionStatus::Running;
+                let events = open.events_from(next)?;
+                Ok::<_, ExecutionError>((events, running))
+            })
+            .await;
             let (events, running) = match read {
-                Ok(Ok(events)) => events,
+                Ok(Ok(read)) => read,
                 Ok(Err(e)) => {
                     let _ = send.send(Err(e.to_string())).await;
                     return;
@@ -388,8 +411,13 @@ pub fn follow_log(
                 }
             }
             // Followed from beyond its end: it finished all the same.
-            if !running || commits.changed().await.is_err() {
+            if !running {
                 return;
+            }
+            tokio::select! {
+                changed = commits.changed() => if changed.is_err() { return },
+                // The follower left.
+                () = send.closed() => return,
             }
         }
     });

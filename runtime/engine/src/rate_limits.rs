@@ -130,13 +130,49 @@ struct TenantGate {
 
 impl RequestGate for TenantGate {
     fn turn<'a>(&'a self, host: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        let wait = self.limits.reserve(&self.tenant, host, Instant::now());
         Box::pin(async move {
+            let wait = self.limits.reserve(&self.tenant, host, Instant::now());
             if !wait.is_zero() {
                 tracing::debug!(tenant = %self.tenant, host, "rate limited: waiting {wait:?}");
+                // A request given up while it waits (its attempt timed out
+                // or was cancelled) gives its turn back.
+                let mut turn = Turn {
+                    gate: self,
+                    host,
+                    taken: false,
+                };
                 tokio::time::sleep(wait).await;
+                turn.taken = true;
             }
         })
+    }
+}
+
+/// A reserved turn not yet taken.
+struct Turn<'a> {
+    gate: &'a TenantGate,
+    host: &'a str,
+    taken: bool,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if !self.taken {
+            self.gate.limits.give_back(&self.gate.tenant, self.host);
+        }
+    }
+}
+
+impl RateLimits {
+    /// Returns a reserved request of `tenant` to `host` that was not sent.
+    fn give_back(&self, tenant: &TenantId, host: &str) {
+        let Some(rule) = self.rules.iter().find(|r| r.hosts.matches_host(host)) else {
+            return;
+        };
+        let mut buckets = self.buckets.lock().expect("buckets lock");
+        if let Some(bucket) = buckets.get_mut(&(tenant.clone(), host.to_owned())) {
+            bucket.tokens = (bucket.tokens + 1.0).min(rule.burst);
+        }
     }
 }
 
@@ -177,6 +213,12 @@ mod tests {
         assert_eq!(
             limits.reserve(&acme, "other.example.com", now),
             Duration::ZERO
+        );
+        // A request given up while waiting gives its turn back.
+        limits.give_back(&acme, "api.example.com");
+        assert_eq!(
+            limits.reserve(&acme, "api.example.com", now),
+            Duration::from_millis(1000)
         );
         // Time gives requests back, up to the burst.
         let later = now + Duration::from_secs(10);

@@ -5,7 +5,9 @@
 //! [`crate::fair`]), at most `runs` executions running, and at most
 //! `queued_runs` waiting for one of those; past that, a new execution is
 //! refused with [`Busy`] instead of queueing without bound. `per_tenant`
-//! holds each tenant to a share of these.
+//! holds each tenant to a share of these: its executions first wait for a
+//! run slot of their tenant (at most `per_tenant.queued_runs` of them),
+//! then for one of the process (counted in `queued_runs`).
 //!
 //! A workflow's own `concurrency` still applies inside these limits.
 

@@ -217,6 +217,7 @@ pub(super) fn follow(
         } else {
             out!("{}", event_line(seq, event));
         }
+        true
     })?;
     if !json {
         match state {

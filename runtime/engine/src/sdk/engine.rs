@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use super::handle::{ExecutionHandle, Running};
+use super::handle::{Ending, ExecutionHandle, Running};
 use super::workflow::Workflow;
 use crate::breakers::Breakers;
 use crate::config::Config;
@@ -234,18 +234,20 @@ impl Engine {
         )
         .map_err(|e| ServiceError::Plugin(format!("cannot listen on {}: {e}", socket.display())))?;
         let handle = ExecutionHandle::running(self.executions.clone(), &execution);
-        let outcome = handle.outcome_sender();
-        if let Some(shared) = handle.shared() {
+        let run = handle.run().expect("a handle on the run just started");
+        {
             let mut started = self.started.lock().expect("started lock");
             started.retain(|_, run| run.strong_count() > 0);
-            started.insert(execution.id.clone(), shared);
+            started.insert(execution.id.clone(), Arc::downgrade(&run));
         }
         tokio::spawn(async move {
+            // Ends the run even if driving it panics.
+            let ending = Ending(run);
             let report = runner
                 .drive(&loaded, executor, execution, None, &|_| {})
                 .await;
             drop(control);
-            outcome.send_replace(Some(report.map(|_| ()).map_err(|e| e.to_string())));
+            ending.0.end(report.map(|_| ()).map_err(|e| e.to_string()));
         });
         Ok(Started {
             execution: handle,
@@ -287,10 +289,14 @@ impl Engine {
                 let running = Arc::clone(&running);
                 blocking(move || ExecutionHandle::record(&running)).await?
             };
-            return Ok((
-                ExecutionHandle::of(self.executions.clone(), id, running),
-                record,
-            ));
+            // While it runs here its file is open here: read it through
+            // the run. Once it ended, the file tells.
+            if let Some(record) = record {
+                return Ok((
+                    ExecutionHandle::of(self.executions.clone(), id, running),
+                    record,
+                ));
+            }
         }
         let view = {
             let (executions, id) = (self.executions.clone(), id.to_owned());

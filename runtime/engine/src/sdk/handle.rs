@@ -1,11 +1,12 @@
 //! [`ExecutionHandle`]: one execution, seen from the program that embeds
 //! the engine: wait for it, cancel it, signal it, follow its events, ask
-//! how it stands. A handle on an execution this engine started talks to
-//! its run directly; one on an execution found in the store (another
-//! process's, or one that exists already) goes through its file or the
-//! control socket of the process running it, as the CLI does.
+//! how it stands. While this engine runs it, a handle talks to the run
+//! directly; otherwise (the run ended, or another process runs it) it goes
+//! through the execution's file or the control socket of the process
+//! running it, as the CLI does. A handle never keeps a finished
+//! execution's file open.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -13,7 +14,9 @@ use super::engine::blocking;
 use crate::executions::{self, ExecutionView, follow_log};
 use crate::service::{Execution, ServiceError};
 use orchestrator_core::scheduler::Cancel;
-use orchestrator_store::executions::{EventKind, ExecutionLog, Executions, LogEvent};
+use orchestrator_store::executions::{
+    EventKind, ExecutionLog, ExecutionRecord, Executions, LogEvent,
+};
 
 /// How a run this engine drives ended: `Err` holds why it could not be
 /// recorded to its end.
@@ -24,17 +27,48 @@ type Outcome = Option<Result<(), String>>;
 pub struct ExecutionHandle {
     id: String,
     executions: Executions,
-    /// Set when this engine runs it.
+    /// Set when this engine started it.
     running: Option<Arc<Running>>,
 }
 
-/// An execution this engine started: its open log, its cancel, and how its
-/// run ended once it did.
+/// A run this engine started: its log while it runs, its cancel, and how
+/// it ended once it did.
 #[derive(Debug)]
 pub(super) struct Running {
-    log: Arc<ExecutionLog>,
+    /// Taken when the run ends, so the file closes.
+    log: Mutex<Option<Arc<ExecutionLog>>>,
     cancel: Arc<Cancel>,
     outcome: tokio::sync::watch::Sender<Outcome>,
+}
+
+impl Running {
+    /// The log, while the run goes on.
+    fn live(&self) -> Option<Arc<ExecutionLog>> {
+        if self.outcome.borrow().is_some() {
+            return None;
+        }
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Records how the run ended and lets its file go.
+    pub(super) fn end(&self, outcome: Result<(), String>) {
+        self.log.lock().expect("log lock").take();
+        self.outcome.send_replace(Some(outcome));
+    }
+}
+
+/// Ends a run when dropped, also when its task panicked or was aborted, so
+/// no `wait` waits for ever.
+pub(super) struct Ending(pub(super) Arc<Running>);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if self.0.outcome.borrow().is_none() {
+            self.0.end(Err(
+                "the run stopped before it was recorded to its end".to_owned()
+            ));
+        }
+    }
 }
 
 impl ExecutionHandle {
@@ -43,10 +77,18 @@ impl ExecutionHandle {
             id: execution.id.clone(),
             executions,
             running: Some(Arc::new(Running {
-                log: Arc::clone(&execution.log),
+                log: Mutex::new(Some(Arc::clone(&execution.log))),
                 cancel: Arc::clone(&execution.cancel),
                 outcome: tokio::sync::watch::Sender::new(None),
             })),
+        }
+    }
+
+    pub(super) fn existing(executions: Executions, id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            executions,
+            running: None,
         }
     }
 
@@ -59,31 +101,18 @@ impl ExecutionHandle {
         }
     }
 
-    /// What another handle on the same run needs, while this one lives.
-    pub(super) fn shared(&self) -> Option<std::sync::Weak<Running>> {
-        self.running.as_ref().map(Arc::downgrade)
+    /// The run behind this handle, when this engine started it.
+    pub(super) fn run(&self) -> Option<Arc<Running>> {
+        self.running.clone()
     }
 
-    /// The record of a run this engine started, read from its open log.
-    pub(super) fn record(
-        running: &Running,
-    ) -> Result<orchestrator_store::executions::ExecutionRecord, ServiceError> {
-        Ok(running.log.record()?)
-    }
-
-    pub(super) fn existing(executions: Executions, id: &str) -> Self {
-        Self {
-            id: id.to_owned(),
-            executions,
-            running: None,
-        }
-    }
-
-    pub(super) fn outcome_sender(&self) -> tokio::sync::watch::Sender<Outcome> {
-        self.running
-            .as_ref()
-            .map(|r| r.outcome.clone())
-            .expect("a handle on a run this engine started")
+    /// The record of a run this engine started, while it runs.
+    pub(super) fn record(running: &Running) -> Result<Option<ExecutionRecord>, ServiceError> {
+        running
+            .live()
+            .map(|log| log.record())
+            .transpose()
+            .map_err(Into::into)
     }
 
     /// The execution's id (what `runtime status` takes).
@@ -94,113 +123,87 @@ impl ExecutionHandle {
     /// Waits until it finished and returns how it ended: its record
     /// (status, outputs, first error), task states and events.
     pub async fn wait(&self) -> Result<ExecutionView, ServiceError> {
-        match &self.running {
-            Some(running) => {
-                let mut outcome = running.outcome.subscribe();
-                let ended = outcome
-                    .wait_for(Option::is_some)
-                    .await
-                    .map_err(|e| ServiceError::Plugin(e.to_string()))?
-                    .clone();
-                if let Some(Err(e)) = ended {
-                    return Err(ServiceError::Plugin(e));
-                }
-                let log = Arc::clone(&running.log);
-                let id = self.id.clone();
-                blocking(move || {
-                    Ok(ExecutionView {
-                        record: log.record()?,
-                        tasks: log.tasks()?,
-                        events: log.events()?,
-                        live: false,
-                    })
-                })
+        if let Some(running) = &self.running {
+            let mut outcome = running.outcome.subscribe();
+            let ended = outcome
+                .wait_for(Option::is_some)
                 .await
-                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))
-            }
-            None => {
-                let mut events = self.events(0);
-                while events.next().await.is_some() {}
-                self.status().await
+                .map_err(|e| ServiceError::Plugin(e.to_string()))?
+                .clone();
+            if let Some(Err(e)) = ended {
+                return Err(ServiceError::Plugin(e));
             }
         }
+        // To its end (its owner, here or elsewhere, lets the file go).
+        let (executions, id) = (self.executions.clone(), self.id.clone());
+        blocking(move || {
+            executions::follow(&executions, &id, u64::MAX, |_, _| true)?;
+            executions::view(&executions, &id)
+        })
+        .await
     }
 
-    /// Stops it: its tasks are interrupted and it ends `cancelled`.
+    /// Stops it: its tasks are interrupted and it ends `cancelled`. One
+    /// that finished already is refused.
     pub async fn cancel(&self) -> Result<(), ServiceError> {
-        match &self.running {
-            Some(running) => {
-                running.log.note(EventKind::CancelRequested);
-                running.cancel.cancel();
-                Ok(())
-            }
-            None => {
-                let (executions, id) = (self.executions.clone(), self.id.clone());
-                blocking(move || executions::cancel(&executions, &id).map(|_| ())).await
-            }
+        if let Some(running) = &self.running
+            && let Some(log) = running.live()
+        {
+            log.note(EventKind::CancelRequested);
+            running.cancel.cancel();
+            return Ok(());
         }
+        let (executions, id) = (self.executions.clone(), self.id.clone());
+        blocking(move || executions::cancel(&executions, &id).map(|_| ())).await
     }
 
     /// Sends signal `name` with `payload`: a `wait:` task for it completes
-    /// with the payload.
+    /// with the payload. One that finished already is refused.
     pub async fn signal(&self, name: &str, payload: Value) -> Result<(), ServiceError> {
         let name = name.to_owned();
-        match &self.running {
-            Some(running) => {
-                let log = Arc::clone(&running.log);
-                blocking(move || Ok(log.signal(&name, &payload)?)).await
-            }
-            None => {
-                let (executions, id) = (self.executions.clone(), self.id.clone());
-                blocking(move || executions::signal(&executions, &id, &name, &payload).map(|_| ()))
-                    .await
-            }
+        if let Some(log) = self.running.as_ref().and_then(|r| r.live()) {
+            return blocking(move || Ok(log.signal(&name, &payload)?)).await;
         }
+        let (executions, id) = (self.executions.clone(), self.id.clone());
+        blocking(move || executions::signal(&executions, &id, &name, &payload).map(|_| ())).await
     }
 
     /// How it stands now: record, task states, events.
     pub async fn status(&self) -> Result<ExecutionView, ServiceError> {
-        let (executions, id) = (self.executions.clone(), self.id.clone());
-        match &self.running {
-            Some(running) => {
-                let log = Arc::clone(&running.log);
-                let live = running.outcome.borrow().is_none();
-                blocking(move || {
-                    Ok(ExecutionView {
-                        record: log.record()?,
-                        tasks: log.tasks()?,
-                        events: log.events()?,
-                        live,
-                    })
+        if let Some(log) = self.running.as_ref().and_then(|r| r.live()) {
+            return blocking(move || {
+                Ok(ExecutionView {
+                    record: log.record()?,
+                    tasks: log.tasks()?,
+                    events: log.events()?,
+                    live: true,
                 })
-                .await
-            }
-            None => blocking(move || executions::view(&executions, &id)).await,
+            })
+            .await;
         }
+        let (executions, id) = (self.executions.clone(), self.id.clone());
+        blocking(move || executions::view(&executions, &id)).await
     }
 
     /// Its events numbered `from` onwards (0 is the first), then each as
     /// it is committed, until it finished: state changes, attempts,
     /// retries, signals and what its plugins emit (streamed text).
+    /// Dropping the stream stops the following.
     pub fn events(&self, from: u64) -> EventStream {
-        match &self.running {
-            Some(running) => EventStream(follow_log(Arc::clone(&running.log), from)),
-            None => {
-                let (send, receive) = tokio::sync::mpsc::channel(256);
-                let (executions, id) = (self.executions.clone(), self.id.clone());
-                tokio::task::spawn_blocking(move || {
-                    let followed = executions::follow(&executions, &id, from, |seq, event| {
-                        // A dropped stream stops nothing here; the rest is
-                        // read and let go.
-                        let _ = send.blocking_send(Ok((seq, event.clone())));
-                    });
-                    if let Err(e) = followed {
-                        let _ = send.blocking_send(Err(e.to_string()));
-                    }
-                });
-                EventStream(receive)
-            }
+        if let Some(log) = self.running.as_ref().and_then(|r| r.live()) {
+            return EventStream(follow_log(&log, from));
         }
+        let (send, receive) = tokio::sync::mpsc::channel(256);
+        let (executions, id) = (self.executions.clone(), self.id.clone());
+        tokio::task::spawn_blocking(move || {
+            let followed = executions::follow(&executions, &id, from, |seq, event| {
+                send.blocking_send(Ok((seq, event.clone()))).is_ok()
+            });
+            if let Err(e) = followed {
+                let _ = send.blocking_send(Err(e.to_string()));
+            }
+        });
+        EventStream(receive)
     }
 }
 
