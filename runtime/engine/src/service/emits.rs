@@ -69,20 +69,31 @@ impl EmitRoutes {
     }
 
     /// Sends emits of execution `id` to `log` until the registration is
-    /// dropped, and writes what is noted in it at most [`FLUSH_INTERVAL`]
-    /// after it came. Call it inside a tokio runtime.
+    /// closed (or dropped), and writes what is noted in it at most
+    /// [`FLUSH_INTERVAL`] after it came. Call it inside a tokio runtime.
     pub fn register(self: &Arc<Self>, id: &str, log: Arc<ExecutionLog>) -> Registration {
+        let stop = Arc::new(tokio::sync::Notify::new());
         let flusher = {
-            let log = Arc::clone(&log);
+            let (noted, stop) = (log.on_note(), Arc::clone(&stop));
+            // Weak: the flusher never keeps the execution's file open.
+            let log = Arc::downgrade(&log);
             tokio::spawn(async move {
                 loop {
-                    log.noted().await;
-                    tokio::time::sleep(FLUSH_INTERVAL).await;
-                    let log = Arc::clone(&log);
+                    tokio::select! {
+                        () = noted.notified() => {}
+                        () = stop.notified() => return,
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(FLUSH_INTERVAL) => {}
+                        () = stop.notified() => return,
+                    }
+                    let Some(log) = log.upgrade() else {
+                        return;
+                    };
                     match tokio::task::spawn_blocking(move || log.flush_notes()).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::warn!("writing emitted events: {e}"),
-                        Err(e) => tracing::warn!("writing emitted events: {e}"),
+                        Ok(Err(e)) => tracing::warn!("writing noted events: {e}"),
+                        Err(e) => tracing::warn!("writing noted events: {e}"),
                     }
                 }
             })
@@ -94,23 +105,39 @@ impl EmitRoutes {
         Registration {
             routes: Arc::clone(self),
             id: id.to_owned(),
-            flusher,
+            stop,
+            flusher: Some(flusher),
         }
     }
 }
 
-/// Keeps an execution's emits going to its log; dropping it stops that
-/// (what is noted is written by the execution's next commit).
+/// Keeps an execution's emits going to its log; closing or dropping it
+/// stops that (what is noted is written by the execution's next commit).
 #[derive(Debug)]
 pub struct Registration {
     routes: Arc<EmitRoutes>,
     id: String,
-    flusher: tokio::task::JoinHandle<()>,
+    stop: Arc<tokio::sync::Notify>,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Registration {
+    /// Stops routing and waits until the flusher is done (a write it had
+    /// begun included), so nothing here holds the execution's file open
+    /// any more.
+    pub async fn close(mut self) {
+        self.stop.notify_one();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.await;
+        }
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.flusher.abort();
+        if let Some(flusher) = &self.flusher {
+            flusher.abort();
+        }
         self.routes
             .logs
             .lock()

@@ -505,10 +505,13 @@ impl Runner {
         let _slot = self.sandbox.capacity().admit_run(&execution.tenant).await?;
         executor.count_spent(&execution.done);
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
-        let _emits = self
+        let emits = self
             .emits
             .register(&execution.id, Arc::clone(&execution.log));
-        run_recorded(&scheduler, &workflow.plan, execution, concurrency, observe).await
+        let report =
+            run_recorded(&scheduler, &workflow.plan, execution, concurrency, observe).await;
+        emits.close().await;
+        report
     }
 
     /// Prepares and runs a workflow, recording nothing.

@@ -225,11 +225,13 @@ impl Child {
             cancel: Arc::clone(&request.cancel),
             ..execution
         };
-        let _emits = self
+        let emits = self
             .record
             .emits
             .register(&execution.id, Arc::clone(&execution.log));
-        run_recorded(&self.scheduler, &self.plan, execution, None, &|_| {}).await
+        let report = run_recorded(&self.scheduler, &self.plan, execution, None, &|_| {}).await;
+        emits.close().await;
+        report
     }
 
     /// The recorded run of this task's child to go on with, or the id of

@@ -31,7 +31,7 @@
 //! record's status changes only with an event saying so.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redb::{
     Database, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
@@ -211,8 +211,8 @@ pub struct ExecutionLog {
     notes: Mutex<Vec<LogEvent>>,
     /// Wakes waits when a signal is recorded.
     signalled: tokio::sync::Notify,
-    /// Wakes whoever writes notes soon ([`ExecutionLog::noted`]).
-    noted: tokio::sync::Notify,
+    /// Wakes whoever writes notes soon ([`ExecutionLog::on_note`]).
+    noted: Arc<tokio::sync::Notify>,
     /// Counts the commits of this handle, so followers know when to read
     /// again ([`ExecutionLog::follow`]).
     commits: tokio::sync::watch::Sender<u64>,
@@ -256,7 +256,7 @@ impl ExecutionLog {
             path,
             notes: Mutex::new(Vec::new()),
             signalled: tokio::sync::Notify::new(),
-            noted: tokio::sync::Notify::new(),
+            noted: Arc::default(),
             commits: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -393,10 +393,11 @@ impl ExecutionLog {
         self.noted.notify_one();
     }
 
-    /// Returns once an event was noted since the last time it returned:
-    /// whoever writes notes early ([`ExecutionLog::flush_notes`]) waits here.
-    pub async fn noted(&self) {
-        self.noted.notified().await;
+    /// Notified (one permit) whenever an event is noted: whoever writes
+    /// notes early ([`ExecutionLog::flush_notes`]) waits on it, without
+    /// holding the log open meanwhile.
+    pub fn on_note(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.noted)
     }
 
     fn take_notes(&self) -> Vec<LogEvent> {
