@@ -217,3 +217,30 @@ async fn a_start_with_a_chosen_id_is_idempotent() {
         .to_string();
     assert!(bad.contains("cannot be an execution id"), "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_starts_with_the_same_id_at_once_make_one_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let workflow = waiting();
+    let options = || StartOptions {
+        execution_id: Some("once".into()),
+    };
+    let (a, b) = tokio::join!(
+        engine.start_with(&workflow, json!({}), options()),
+        engine.start_with(&workflow, json!({}), options()),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        [a.created, b.created].iter().filter(|c| **c).count(),
+        1,
+        "exactly one of them created it"
+    );
+    assert_eq!((a.execution.id(), b.execution.id()), ("once", "once"));
+    b.execution
+        .signal("go", json!({ "by": "b" }))
+        .await
+        .unwrap();
+    let done = a.execution.wait().await.unwrap();
+    assert_eq!(done.record.outputs["result"], "approved by b");
+}

@@ -74,6 +74,7 @@ impl EngineBuilder {
             store_path,
             config: Arc::new(config),
             started: Arc::default(),
+            starting: Arc::default(),
         })
     }
 }
@@ -106,6 +107,10 @@ pub struct Engine {
     /// Runs this engine started whose handles are still held: their files
     /// are open here, so they are read through the handle, not the file.
     started: Arc<Mutex<HashMap<String, Weak<Running>>>>,
+    /// Held by a start with a caller-chosen id from its look for an
+    /// execution of that id until the one it creates is known: two such
+    /// starts never race to create the same execution.
+    starting: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How to start an execution.
@@ -203,6 +208,10 @@ impl Engine {
                 Ok((runner, loaded, executor))
             })
             .await?
+        };
+        let _starting = match &options.execution_id {
+            Some(_) => Some(self.starting.lock().await),
+            None => None,
         };
         if let Some(id) = &options.execution_id {
             if !valid_id(id) {
