@@ -658,19 +658,7 @@ fn gc_removes_finished_executions_older_than_asked() {
 /// interrupted; returns its execution id.
 fn interrupt_at_wait(dir: &Path, flow: &Path) -> String {
     let (mut child, id) = spawn_run(dir, flow);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let view: Value = serde_json::from_slice(&runtime(dir, &["status", &id, "--json"]).stdout)
-            .unwrap_or(Value::Null);
-        let waiting = view["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["event"] == "wait_started"));
-        if waiting {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the wait never started: {view}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for_event(dir, &id, "wait_started");
     child.kill().unwrap();
     child.wait().unwrap();
     id

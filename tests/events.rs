@@ -142,22 +142,7 @@ fn followers_never_keep_a_signal_or_cancel_waiting() {
     )
     .unwrap();
     let (mut run, id) = spawn_run(dir, &flow);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let out = cli(dir).args(["status", &id, "--json"]).output().unwrap();
-        let view: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if view["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["event"] == "wait_started"))
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the wait never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    common::wait_for_event(dir, &id, "wait_started");
     // More followers than the owner serves requests at once.
     let mut followers: Vec<_> = (0..20)
         .map(|_| {

@@ -80,22 +80,7 @@ fn a_tenant_cannot_use_see_or_detect_another_tenants_data() {
 
     // Executions: acme's is invisible to globex, and indistinguishable from
     // one that does not exist.
-    let (mut run, id) = {
-        let mut child = cli(dir)
-            .args(["--tenant", "acme", "run", flow])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        (
-            child,
-            line.trim().strip_prefix("execution ").unwrap().to_owned(),
-        )
-    };
+    let (mut run, id) = common::spawn_cli(dir, &["--tenant", "acme", "run", flow]);
     let made_up = "18eb1c7ef6fc02e8-26db";
     for args in [
         vec!["status", "ID", "--json"],

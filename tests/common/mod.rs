@@ -275,8 +275,15 @@ pub fn cli(dir: &Path) -> std::process::Command {
 /// Starts `runtime run FILE` against the store in `dir` and returns the
 /// child with the execution id it printed first.
 pub fn spawn_run(dir: &Path, file: &Path) -> (std::process::Child, String) {
+    spawn_cli(dir, &["run", file.to_str().expect("a UTF-8 path")])
+}
+
+/// Starts the binary with `args` (a `run`, with any global flags) against
+/// the store in `dir` and returns the child with the execution id it
+/// printed first.
+pub fn spawn_cli(dir: &Path, args: &[&str]) -> (std::process::Child, String) {
     let mut child = cli(dir)
-        .args(["run", file.to_str().expect("a UTF-8 path")])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -292,6 +299,31 @@ pub fn spawn_run(dir: &Path, file: &Path) -> (std::process::Child, String) {
     // Keep reading its progress, as a terminal would.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, id)
+}
+
+/// Waits (at most 30 s) until execution `id` in `dir` has logged an event
+/// of kind `event` (`wait_started`, say).
+pub fn wait_for_event(dir: &Path, id: &str, event: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = cli(dir)
+            .args(["status", id, "--json"])
+            .output()
+            .expect("the runtime binary starts");
+        let view: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        if view["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["event"] == event))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "execution {id} never logged `{event}`: {view}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Fails the test with the command's stderr unless it succeeded.

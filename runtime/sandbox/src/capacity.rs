@@ -203,11 +203,6 @@ impl Capacity {
         self.tasks.held()
     }
 
-    /// Plugin calls of `tenant` running now.
-    pub fn tasks_running_for(&self, tenant: &TenantId) -> usize {
-        self.tasks.held_by(tenant)
-    }
-
     /// Slots for a new execution of `tenant`: first its tenant's (when
     /// `per_tenant.runs` is set), then the process's; at once if free,
     /// after a wait if fewer than `queued_runs` wait already, [`Busy`]

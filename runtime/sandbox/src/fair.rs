@@ -84,11 +84,6 @@ impl FairSlots {
         self.total - self.state.lock().expect("slots lock").free
     }
 
-    /// Slots `tenant` holds now.
-    pub fn held_by(&self, tenant: &TenantId) -> usize {
-        self.state.lock().expect("slots lock").held_by(tenant)
-    }
-
     /// Waits for a slot for a call of `tenant`.
     pub async fn acquire(self: &Arc<Self>, tenant: &TenantId) -> FairSlot {
         let receiver = {

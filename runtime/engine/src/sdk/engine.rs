@@ -2,7 +2,7 @@
 //! `runtime` binary keeps (the store with its plugins, one file per
 //! execution beside it) and starts executions that run on the caller's
 //! tokio runtime, each reachable through an [`ExecutionHandle`] and, like
-//! any execution, from other processes (`runtime status ID --follow`).
+//! any execution, from other processes (`runtime status ID`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
