@@ -150,7 +150,7 @@ fn recorded_run<E: Executor>(
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     let took = started.elapsed() / TASKS as u32;
     drop(log);
-    let _ = std::fs::remove_file(executions.path(&record.id));
+    let _ = executions.remove(&record.id);
     took
 }
 
@@ -195,7 +195,7 @@ fn step_commit_latency(plan: &Plan, reports: &[TaskReport], dir: &Path) -> Durat
     }
     let took = started.elapsed() / reports.len() as u32;
     drop(log);
-    let _ = std::fs::remove_file(executions.path(&record.id));
+    let _ = executions.remove(&record.id);
     took
 }
 

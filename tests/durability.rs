@@ -25,6 +25,7 @@ use orchestrator_engine::scheduler::{
     TaskReport, TaskRequest, TaskSuccess,
 };
 use orchestrator_engine::service::{self, Execution};
+use orchestrator_engine::store::executions::redb::RedbExecutions;
 use orchestrator_engine::store::executions::{
     EventKind, ExecutionRecord, ExecutionStatus, Executions, now_ms,
 };
@@ -255,6 +256,7 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
     let file = host.path("faulty.yaml");
     std::fs::write(&file, yaml).unwrap();
     let executions = Executions::beside(&host.path("store.redb"));
+    let files = RedbExecutions::for_tenant(&host.path("store.redb"), &Default::default());
 
     for trial in 0..5u64 {
         let workflow =
@@ -277,13 +279,13 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
             outputs: Default::default(),
             parent: None,
         };
-        std::fs::create_dir_all(executions.dir()).unwrap();
+        std::fs::create_dir_all(files.dir()).unwrap();
         let handle = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(executions.path(&id))
+            .open(files.path(&id))
             .unwrap();
         // The file is created on a healthy disk; then a seeded number of
         // writes (from none to a few commits' worth) succeed before faults.
@@ -292,7 +294,7 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
             inner: redb::backends::FileBackend::new(handle).unwrap(),
             writes_left: Arc::clone(&writes_left),
         };
-        let log = executions.create_with_backend(&record, disk).unwrap();
+        let log = files.create_on(&record, disk).unwrap();
         let budget = (seed.wrapping_mul(6364136223846793005).wrapping_add(trial) >> 33) % 60;
         writes_left.store(budget, Ordering::SeqCst);
         let executor = host.runner.prepare(&workflow, &host.store).unwrap();
@@ -392,7 +394,7 @@ fn bad_ids_and_damaged_files_are_refused_untouched() {
 
     // A finished execution is not resumed or cancelled again.
     let list: Value = serde_json::from_slice(&runtime(dir, &["list", "--json"]).stdout).unwrap();
-    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let id = list["executions"][0]["id"].as_str().unwrap().to_owned();
     assert!(refused(&runtime(dir, &["resume", &id])).contains("already finished"));
     assert!(refused(&runtime(dir, &["cancel", &id])).contains("already finished"));
 
@@ -652,6 +654,74 @@ fn gc_removes_finished_executions_older_than_asked() {
     );
     let list = runtime(dir, &["list"]);
     assert!(String::from_utf8_lossy(&list.stdout).contains("no executions"));
+}
+
+#[test]
+fn list_pages_newest_first_and_filters_by_workflow_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let mut ids = Vec::new();
+    for (name, script) in [
+        ("one", "1"),
+        ("two", "2"),
+        ("one", "throw \"no\""),
+        ("one", "4"),
+    ] {
+        let flow = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &flow,
+            format!("name: {name}\ntasks:\n  - {{ id: t, uses: transform, with: {{ script: '{script}' }} }}\n"),
+        )
+        .unwrap();
+        let run = runtime(dir, &["run", flow.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+        ids.push(
+            stderr
+                .lines()
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .last()
+                .unwrap()
+                .to_owned(),
+        );
+        // Distinct start times, so the order is the order of the runs.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let page = |args: &[&str]| -> Value {
+        let mut all = vec!["list", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_slice(&runtime(dir, &all).stdout).unwrap()
+    };
+    let listed = |page: &Value| -> Vec<String> {
+        page["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = page(&["--limit", "3"]);
+    assert_eq!(
+        listed(&first),
+        vec![ids[3].clone(), ids[2].clone(), ids[1].clone()]
+    );
+    let cursor = first["next"].as_str().expect("a next page").to_owned();
+    let second = page(&["--limit", "3", "--after", &cursor]);
+    assert_eq!(listed(&second), vec![ids[0].clone()]);
+    assert!(second["next"].is_null());
+    let ones = page(&["--workflow", "one"]);
+    assert_eq!(
+        listed(&ones),
+        vec![ids[3].clone(), ids[2].clone(), ids[0].clone()]
+    );
+    let failed = page(&["--status", "failed"]);
+    assert_eq!(listed(&failed), vec![ids[2].clone()]);
+    let text =
+        String::from_utf8_lossy(&runtime(dir, &["list", "--limit", "1"]).stdout).into_owned();
+    assert!(text.contains("more: runtime list --after "), "{text}");
+    assert!(refused(&runtime(dir, &["list", "--after", "nonsense"])).contains("not a cursor"));
+    assert!(refused(&runtime(dir, &["list", "--status", "sleeping"])).contains("not a state"));
 }
 
 /// Kills a run of `flow` (in `dir`) once its wait started, leaving it

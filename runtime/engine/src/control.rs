@@ -16,7 +16,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt};
 
-use crate::store::executions::{EventKind, ExecutionLog, LogEvent};
+use crate::service::{Execution, ServiceError};
+use crate::store::executions::{EventKind, ExecutionLog, Executions, LogEvent};
 use orchestrator_core::scheduler::Cancel;
 
 /// What the owner answers to `status`: record, tasks and events.
@@ -108,6 +109,26 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
+    /// Answers other processes about `execution`, a run of this process,
+    /// at its control socket, when its backend has one (the files do;
+    /// memory keeps executions in this process, so there is no one to
+    /// answer). Call it inside a tokio runtime.
+    pub fn serve(
+        executions: &Executions,
+        execution: &Execution,
+    ) -> Result<Option<Self>, ServiceError> {
+        let Some(socket) = executions.socket(&execution.id) else {
+            return Ok(None);
+        };
+        Self::start(
+            &socket,
+            Arc::clone(&execution.log),
+            Arc::clone(&execution.cancel),
+        )
+        .map(Some)
+        .map_err(|e| ServiceError::Plugin(format!("cannot listen on {}: {e}", socket.display())))
+    }
+
     /// Listens at `path` for requests about the execution in `log`,
     /// cancelling it through `cancel` when asked.
     pub fn start(

@@ -16,6 +16,7 @@ use crate::control;
 use crate::service::ServiceError;
 use orchestrator_core::fault::FailureKind;
 use orchestrator_core::scheduler::TaskReport;
+use orchestrator_store::executions::listing::{ListQuery, Position};
 use orchestrator_store::executions::{
     EventKind, ExecutionError, ExecutionLog, ExecutionRecord, ExecutionStatus, Executions,
     LogEvent, now_ms,
@@ -151,6 +152,16 @@ pub enum LetterState {
     Purged,
 }
 
+/// Where the owner of live execution `id` answers, or why there is no
+/// such place (the backend keeps executions in this process only).
+fn owner_socket(executions: &Executions, id: &str) -> Result<std::path::PathBuf, ServiceError> {
+    executions.socket(id).ok_or_else(|| {
+        ServiceError::Plugin(format!(
+            "execution `{id}` is owned by another engine in this process; ask that engine"
+        ))
+    })
+}
+
 /// What is known of execution `id` now.
 pub fn view(executions: &Executions, id: &str) -> Result<ExecutionView, ServiceError> {
     let (snapshot, live) = match executions.read(id) {
@@ -159,7 +170,7 @@ pub fn view(executions: &Executions, id: &str) -> Result<ExecutionView, ServiceE
             false,
         ),
         Err(ExecutionError::Busy(_)) => (
-            control::request(&executions.socket(id), "status")
+            control::request(&owner_socket(executions, id)?, "status")
                 .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?,
             true,
         ),
@@ -174,18 +185,83 @@ pub fn view(executions: &Executions, id: &str) -> Result<ExecutionView, ServiceE
     })
 }
 
-/// Every execution that can be read, those in `state` (its word) only when
-/// given. One that cannot be read is skipped with a warning.
-pub fn list(executions: &Executions, state: Option<&str>) -> Vec<ExecutionView> {
+/// Which executions to list, as a person or a client asks.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only those in this state (its word: `running`, `interrupted`,
+    /// `succeeded`, `failed`, `cancelled`).
+    pub state: Option<String>,
+    /// Only runs of this workflow.
+    pub workflow: Option<String>,
+    /// At most this many (1 to 1000; 0 means 50).
+    pub limit: usize,
+    /// Continue where the page with this cursor ended.
+    pub after: Option<String>,
+}
+
+/// One page of executions, newest first.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// What each looks like now.
+    pub views: Vec<ExecutionView>,
+    /// The cursor of the next page, if there may be one.
+    pub next: Option<String>,
+}
+
+/// A page of executions (sub-workflow runs left out), from the
+/// backend's index; each one on it is then read (or asked of its owner)
+/// for what it looks like now. One that cannot be read is skipped with a
+/// warning.
+pub fn list(executions: &Executions, filter: &ListFilter) -> Result<Listing, ServiceError> {
+    let status = match filter.state.as_deref() {
+        None => None,
+        Some("running" | "interrupted") => Some(ExecutionStatus::Running),
+        Some("succeeded") => Some(ExecutionStatus::Succeeded),
+        Some("failed") => Some(ExecutionStatus::Failed),
+        Some("cancelled") => Some(ExecutionStatus::Cancelled),
+        Some(other) => {
+            return Err(ServiceError::Inputs(format!(
+                "`{other}` is not a state: use running, interrupted, succeeded, failed or cancelled"
+            )));
+        }
+    };
+    let after = filter
+        .after
+        .as_deref()
+        .map(|cursor| {
+            Position::from_cursor(cursor).ok_or_else(|| {
+                ServiceError::Inputs(format!(
+                    "`{cursor}` is not a cursor this listing gave; start without --after"
+                ))
+            })
+        })
+        .transpose()?;
+    let page = executions.list(&ListQuery {
+        status,
+        workflow: filter.workflow.clone(),
+        after,
+        limit: if filter.limit == 0 { 50 } else { filter.limit },
+        ..ListQuery::default()
+    })?;
     let mut views = Vec::new();
-    for id in executions.ids() {
-        match view(executions, &id) {
-            Ok(view) if state.is_none_or(|s| s == view.state().as_str()) => views.push(view),
+    for summary in &page.items {
+        match view(executions, &summary.id) {
+            Ok(view)
+                if filter
+                    .state
+                    .as_deref()
+                    .is_none_or(|s| s == view.state().as_str()) =>
+            {
+                views.push(view);
+            }
             Ok(_) => {}
-            Err(e) => tracing::warn!("skipping execution {id}: {e}"),
+            Err(e) => tracing::warn!("skipping execution {}: {e}", summary.id),
         }
     }
-    views
+    Ok(Listing {
+        views,
+        next: page.next.map(|p| p.cursor()),
+    })
 }
 
 /// How a cancel or a signal reached an execution.
@@ -240,7 +316,7 @@ pub fn cancel(executions: &Executions, id: &str) -> Result<Delivery, ServiceErro
             Ok(Delivery::Recorded)
         }
         Unfinished::Live => {
-            control::request(&executions.socket(id), "cancel")
+            control::request(&owner_socket(executions, id)?, "cancel")
                 .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
             // The owner records the cancel when its run stops; wait for it.
             for _ in 0..100 {
@@ -270,7 +346,7 @@ pub fn signal(
         }
         Unfinished::Live => {
             let request = serde_json::json!({ "op": "signal", "name": name, "payload": payload });
-            control::request_with(&executions.socket(id), request)
+            control::request_with(&owner_socket(executions, id)?, request)
                 .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
             Ok(Delivery::Live)
         }
@@ -291,11 +367,7 @@ pub fn gc(executions: &Executions, older_than: Duration) -> Result<usize, Servic
         if record.status != ExecutionStatus::Running
             && record.finished_at.is_some_and(|t| t < cutoff)
         {
-            let path = executions.path(&id);
-            std::fs::remove_file(&path).map_err(|source| ServiceError::Read {
-                file: path.display().to_string(),
-                source,
-            })?;
+            executions.remove(&id)?;
             removed += 1;
         }
     }
@@ -334,7 +406,7 @@ pub fn follow(
                 // killed, or is not listening yet), the file tells once no
                 // process holds it; until then, ask the owner again.
                 let ended = control::follow_remote(
-                    &executions.socket(id),
+                    &owner_socket(executions, id)?,
                     next,
                     &|| !stopped.get(),
                     |seq, event| {

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,10 +21,11 @@ pub(super) fn executions(ctx: &Context) -> Executions {
 
 pub(super) fn list(
     ctx: &Context,
-    status: Option<&str>,
+    filter: &ops::ListFilter,
     json: bool,
 ) -> Result<ExitCode, ServiceError> {
-    let rows = ops::list(&executions(ctx), status);
+    let listing = ops::list(&executions(ctx), filter)?;
+    let rows = &listing.views;
     if json {
         let list: Vec<Value> = rows
             .iter()
@@ -42,13 +42,14 @@ pub(super) fn list(
                 })
             })
             .collect();
-        out!("{}", serde_json::to_string_pretty(&list).expect("JSON"));
+        let page = serde_json::json!({ "executions": list, "next": listing.next });
+        out!("{}", serde_json::to_string_pretty(&page).expect("JSON"));
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
         out!("no executions");
     }
-    for v in &rows {
+    for v in rows {
         let usage =
             run_total(&v.tasks).map_or_else(String::new, |u| format!("  {}", usage_text(&u)));
         out!(
@@ -69,6 +70,9 @@ pub(super) fn list(
             usage_text(&total),
             totals.len()
         );
+    }
+    if let Some(next) = &listing.next {
+        out!("more: runtime list --after {next}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -343,14 +347,8 @@ pub(super) fn drive(
     execution: service::Execution,
     concurrency: Option<usize>,
 ) -> Result<orchestrator_engine::scheduler::RunReport, ServiceError> {
-    let socket = executions(ctx).socket(&execution.id);
     let _entered = ctx.tokio.enter();
-    let _control = ControlServer::start(
-        &socket,
-        Arc::clone(&execution.log),
-        Arc::clone(&execution.cancel),
-    )
-    .map_err(|e| ServiceError::Plugin(format!("cannot listen on {}: {e}", socket.display())))?;
+    let _control = ControlServer::serve(&executions(ctx), &execution)?;
     let width = workflow
         .plan
         .tasks

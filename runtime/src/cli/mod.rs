@@ -114,7 +114,16 @@ pub enum Command {
         /// Only those with this status: running, interrupted, succeeded, failed, cancelled.
         #[arg(long)]
         status: Option<String>,
-        /// Print JSON.
+        /// Only runs of this workflow (its name).
+        #[arg(long)]
+        workflow: Option<String>,
+        /// At most this many, newest first (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        /// The next page: the cursor the previous page printed.
+        #[arg(long)]
+        after: Option<String>,
+        /// Print JSON: `{"executions": [...], "next": cursor or null}`.
         #[arg(long)]
         json: bool,
     },
@@ -316,7 +325,22 @@ pub fn main() -> ExitCode {
             concurrency,
             &cassette,
         ),
-        Command::List { status, json } => executions::list(&ctx, status.as_deref(), json),
+        Command::List {
+            status,
+            workflow,
+            limit,
+            after,
+            json,
+        } => executions::list(
+            &ctx,
+            &orchestrator_engine::executions::ListFilter {
+                state: status,
+                workflow,
+                limit: usize::from(limit),
+                after,
+            },
+            json,
+        ),
         Command::Status {
             id,
             follow: true,

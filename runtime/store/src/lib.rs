@@ -9,6 +9,7 @@
 //! [`executions`] the per-execution files beside the store.
 
 pub mod breakers;
+pub mod conformance;
 pub mod executions;
 pub mod plugins;
 pub mod responses;

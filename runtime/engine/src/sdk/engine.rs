@@ -219,7 +219,7 @@ impl Engine {
                     "`{id}` cannot be an execution id: use 1 to 200 letters, digits, `-` and `_`"
                 )));
             }
-            if self.executions.path(id).is_file() {
+            if self.executions.exists(id) {
                 let resolved = loaded
                     .plan
                     .resolve_inputs(inputs)
@@ -235,13 +235,7 @@ impl Engine {
             })
             .await?
         };
-        let socket = self.executions.socket(&execution.id);
-        let control = ControlServer::start(
-            &socket,
-            Arc::clone(&execution.log),
-            Arc::clone(&execution.cancel),
-        )
-        .map_err(|e| ServiceError::Plugin(format!("cannot listen on {}: {e}", socket.display())))?;
+        let control = ControlServer::serve(&self.executions, &execution)?;
         let handle = ExecutionHandle::running(self.executions.clone(), &execution);
         let run = handle.run().expect("a handle on the run just started");
         {

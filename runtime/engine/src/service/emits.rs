@@ -8,7 +8,8 @@
 //! driving now ([`EmitRoutes::register`]). While it is registered, what is
 //! noted in the log (emits, attempt starts, cancel requests) is written
 //! with the next commit, and at most [`FLUSH_INTERVAL`] after it was noted,
-//! so followers see a long task start and stream.
+//! so followers see a long task start and stream; and the execution's lease
+//! is renewed, so a long task does not let it run out.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,31 +70,48 @@ impl EmitRoutes {
     }
 
     /// Sends emits of execution `id` to `log` until the registration is
-    /// closed (or dropped), and writes what is noted in it at most
-    /// [`FLUSH_INTERVAL`] after it came. Call it inside a tokio runtime.
+    /// closed (or dropped), writes what is noted in it at most
+    /// [`FLUSH_INTERVAL`] after it came, and renews its lease
+    /// ([`ExecutionLog::renew_interval`]). Call it inside a tokio runtime.
     pub fn register(self: &Arc<Self>, id: &str, log: Arc<ExecutionLog>) -> Registration {
         let stop = Arc::new(tokio::sync::Notify::new());
         let flusher = {
             let (noted, stop) = (log.on_note(), Arc::clone(&stop));
-            // Weak: the flusher never keeps the execution's file open.
+            let renew_every = log.renew_interval();
+            // Weak: the flusher never keeps the execution open.
             let log = Arc::downgrade(&log);
             tokio::spawn(async move {
+                let mut renewed = tokio::time::Instant::now();
                 loop {
-                    tokio::select! {
-                        () = noted.notified() => {}
+                    let noted_first = tokio::select! {
+                        () = noted.notified() => true,
+                        () = tokio::time::sleep_until(renewed + renew_every) => false,
                         () = stop.notified() => return,
+                    };
+                    if noted_first {
+                        tokio::select! {
+                            () = tokio::time::sleep(FLUSH_INTERVAL) => {}
+                            () = stop.notified() => return,
+                        }
                     }
-                    tokio::select! {
-                        () = tokio::time::sleep(FLUSH_INTERVAL) => {}
-                        () = stop.notified() => return,
-                    }
+                    let renew = renewed.elapsed() >= renew_every;
                     let Some(log) = log.upgrade() else {
                         return;
                     };
-                    match tokio::task::spawn_blocking(move || log.flush_notes()).await {
+                    let written = tokio::task::spawn_blocking(move || {
+                        if renew {
+                            log.renew()
+                        } else {
+                            log.flush_notes()
+                        }
+                    });
+                    match written.await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => tracing::warn!("writing noted events: {e}"),
                         Err(e) => tracing::warn!("writing noted events: {e}"),
+                    }
+                    if renew {
+                        renewed = tokio::time::Instant::now();
                     }
                 }
             })

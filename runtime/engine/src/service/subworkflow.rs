@@ -198,7 +198,7 @@ impl Child {
         inputs: Value,
     ) -> Result<RunReport, ServiceError> {
         let executions = &self.record.executions;
-        if !executions.path(&request.execution_id).is_file() {
+        if !executions.exists(&request.execution_id) {
             let id = format!("{}/{}", request.execution_id, request.task_id);
             let options = RunOptions {
                 concurrency: None,
@@ -247,7 +247,7 @@ impl Child {
                 } else {
                     format!("{base}-try{n}")
                 };
-                if !executions.path(&id).is_file() {
+                if !executions.exists(&id) {
                     break;
                 }
                 latest = Some((n, id));

@@ -8,14 +8,10 @@
 
 use std::collections::HashMap;
 
-use redb::{Durability, ReadableTable};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{
-    DEAD_LETTERS, EventKind, ExecutionError, ExecutionLog, ExecutionStatus, LogWriter, META,
-    OVERRIDES, RETRIES, json, now_ms, task_key, unreadable,
-};
+use super::{Change, EventKind, ExecutionError, ExecutionLog, ExecutionStatus, LogEvent, now_ms};
 use orchestrator_core::scheduler::{FailureKind, TaskReport, TaskStatus};
 
 /// A task that failed for good.
@@ -79,26 +75,12 @@ impl DeadLetter {
 impl ExecutionLog {
     /// Every dead letter of this execution, open or not.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, ExecutionError> {
-        let read = self.db.begin_read().map_err(|e| self.redb(e))?;
-        let table = read.open_table(DEAD_LETTERS).map_err(|e| self.redb(e))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| self.redb(e))? {
-            let (_, letter) = entry.map_err(|e| self.redb(e))?;
-            out.push(serde_json::from_str(letter.value()).map_err(|e| unreadable(&self.path, e))?);
-        }
-        Ok(out)
+        self.backend.dead_letters()
     }
 
     /// Inputs dead-letter replays gave tasks, by task.
     pub fn overrides(&self) -> Result<HashMap<String, String>, ExecutionError> {
-        let read = self.db.begin_read().map_err(|e| self.redb(e))?;
-        let table = read.open_table(OVERRIDES).map_err(|e| self.redb(e))?;
-        let mut out = HashMap::new();
-        for entry in table.iter().map_err(|e| self.redb(e))? {
-            let (task, input) = entry.map_err(|e| self.redb(e))?;
-            out.insert(task.value().to_owned(), input.value().to_owned());
-        }
-        Ok(out)
+        self.backend.overrides()
     }
 
     /// Takes dead letter `task` up again: its state and the states in
@@ -118,25 +100,28 @@ impl ExecutionLog {
         record.finished_at = None;
         record.error = None;
         record.outputs.clear();
-        self.write(Durability::Immediate, |w| {
-            let mut log = LogWriter::open(w)?;
-            for id in std::iter::once(task).chain(cleared.iter().map(String::as_str)) {
-                log.table.remove(task_key(id).as_slice())?;
+        self.write(|mut events| {
+            events.push(LogEvent {
+                at: now_ms(),
+                kind: EventKind::DeadLetterReplayed {
+                    task: task.to_owned(),
+                    input_replaced: input.is_some(),
+                },
+            });
+            Change {
+                events,
+                cleared: std::iter::once(task.to_owned())
+                    .chain(cleared.iter().cloned())
+                    .collect(),
+                retries_removed: vec![task.to_owned()],
+                overrides: input
+                    .map(|i| (task.to_owned(), i.to_string()))
+                    .into_iter()
+                    .collect(),
+                dead_letters: vec![letter],
+                record: Some(record),
+                ..Change::default()
             }
-            log.push(&EventKind::DeadLetterReplayed {
-                task: task.to_owned(),
-                input_replaced: input.is_some(),
-            })?;
-            w.open_table(RETRIES)?.remove(task)?;
-            if let Some(input) = input {
-                w.open_table(OVERRIDES)?
-                    .insert(task, input.to_string().as_str())?;
-            }
-            w.open_table(DEAD_LETTERS)?
-                .insert(task, json(&letter).as_str())?;
-            w.open_table(META)?
-                .insert("record", json(&record).as_str())?;
-            Ok(())
         })
     }
 
@@ -144,13 +129,18 @@ impl ExecutionLog {
     pub fn purge_dead_letter(&self, task: &str) -> Result<(), ExecutionError> {
         let mut letter = self.open_letter(task)?;
         letter.state = DeadLetterState::Purged;
-        self.write(Durability::Immediate, |w| {
-            LogWriter::open(w)?.push(&EventKind::DeadLetterPurged {
-                task: task.to_owned(),
-            })?;
-            w.open_table(DEAD_LETTERS)?
-                .insert(task, json(&letter).as_str())?;
-            Ok(())
+        self.write(|mut events| {
+            events.push(LogEvent {
+                at: now_ms(),
+                kind: EventKind::DeadLetterPurged {
+                    task: task.to_owned(),
+                },
+            });
+            Change {
+                events,
+                dead_letters: vec![letter],
+                ..Change::default()
+            }
         })
     }
 
@@ -159,7 +149,7 @@ impl ExecutionLog {
             .into_iter()
             .find(|l| l.task == task && l.state == DeadLetterState::Open)
             .ok_or_else(|| ExecutionError::Unreadable {
-                path: self.path.clone(),
+                location: self.location(),
                 reason: format!(
                     "task `{task}` has no open dead letter; `runtime dlq list` shows the open ones"
                 ),

@@ -1,0 +1,908 @@
+//! The redb backend: one file per execution, `<id>.redb` in the tenant's
+//! executions directory, with its control socket `<id>.sock` beside it.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | `"format_version"`, `"record"`, `"lease"` | format (decimal text); [`ExecutionRecord`] JSON; [`Lease`] JSON |
+//! | `log` | `0x00` + sequence number (u64 big-endian, from 0) | an event: [`LogEvent`] JSON |
+//! | `log` | `0x01` + task id (UTF-8) | a task's final state: [`TaskReport`] JSON (output replaced by a blob reference when large) |
+//! | `blobs` | sha256 hex of the JSON text | the output's JSON text |
+//! | `signals` | signal name | its payload, JSON |
+//! | `retries` | task id | a scheduled retry ([`PendingRetry`]) |
+//! | `dead_letters` | task id | a failed task in the dead-letter queue ([`DeadLetter`]) |
+//! | `overrides` | task id | the input a dead-letter replay runs the task with, JSON |
+//! | `waits` | task id | the wait's deadline, ms since the epoch (0: none) |
+//!
+//! The event log and the task states are two key ranges of one table, not
+//! two tables: a strict chain commits once per step, and every B-tree a
+//! commit touches is more pages to write and sync (a second table cost ~40 µs
+//! per commit, measured; see `docs/PERFORMANCE.md`).
+//!
+//! Ownership: redb locks a file for the process that opens it to write.
+//! Within a process, every writer of one execution shares one open
+//! database and the [`Lease`] decides who writes. Across processes the
+//! file lock decides: another process cannot open the file while its owner
+//! has it (it is [`ExecutionError::Busy`] there; the owner answers on the
+//! control socket), and a process that can open it knows every earlier
+//! holder is gone, so their leases no longer keep it out.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use redb::{
+    Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use orchestrator_core::scheduler::{PendingRetry, TaskReport};
+use orchestrator_core::tenant::TenantId;
+
+use super::backend::{Change, ExecutionsBackend, Lease, LogBackend};
+use super::listing::{ListQuery, Page, Summary};
+use super::redb_index::Index;
+use super::{
+    DeadLetter, EventKind, ExecutionError, ExecutionLog, ExecutionRecord, ExecutionStatus,
+    FORMAT_VERSION, LEASE_TTL, LogEvent, json, millis, now_ms, process_owner, valid_id,
+};
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Events and task states; keys by [`event_key`] and [`task_key`].
+const LOG: TableDefinition<&[u8], &str> = TableDefinition::new("log");
+const EVENT: u8 = 0;
+const TASK: u8 = 1;
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+const SIGNALS: TableDefinition<&str, &str> = TableDefinition::new("signals");
+const WAITS: TableDefinition<&str, u64> = TableDefinition::new("waits");
+const RETRIES: TableDefinition<&str, &str> = TableDefinition::new("retries");
+const DEAD_LETTERS: TableDefinition<&str, &str> = TableDefinition::new("dead_letters");
+const OVERRIDES: TableDefinition<&str, &str> = TableDefinition::new("overrides");
+
+/// Outputs longer than this (as JSON text) are stored once in `blobs`.
+pub const INLINE_OUTPUT_BYTES: usize = 1024;
+
+/// Events sort by sequence number, before every task state.
+fn event_key(seq: u64) -> [u8; 9] {
+    let mut key = [EVENT; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The sequence number in an event key.
+fn sequence(key: &[u8]) -> u64 {
+    let mut seq = [0; 8];
+    seq.copy_from_slice(&key[1..9]);
+    u64::from_be_bytes(seq)
+}
+
+fn task_key(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(TASK);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn unreadable(path: &Path, e: impl std::fmt::Display) -> ExecutionError {
+    ExecutionError::Unreadable {
+        location: path.display().to_string(),
+        reason: format!("{e}; it is not an execution file this runtime wrote (or it is damaged)"),
+    }
+}
+
+/// Appends events and writes task states within one write transaction: the
+/// table is opened and the last sequence number read once.
+struct LogWriter<'t> {
+    table: redb::Table<'t, &'static [u8], &'static str>,
+    next: u64,
+}
+
+impl<'t> LogWriter<'t> {
+    fn open(w: &'t redb::WriteTransaction) -> Result<Self, redb::Error> {
+        let table = w.open_table(LOG)?;
+        let next = table
+            .range(&event_key(0)[..]..&[TASK][..])?
+            .next_back()
+            .transpose()?
+            .map_or(0, |(k, _)| sequence(k.value()) + 1);
+        Ok(Self { table, next })
+    }
+
+    fn push(&mut self, event: &LogEvent) -> Result<(), redb::Error> {
+        self.table
+            .insert(&event_key(self.next)[..], json(event).as_str())?;
+        self.next += 1;
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredTask {
+    #[serde(flatten)]
+    report: TaskReport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output_blob: Option<String>,
+}
+
+/// A database this process has open to write, shared by every handle on
+/// the execution in this process.
+struct Shared {
+    db: Database,
+    /// The lease epoch stored when this process opened the file: holders
+    /// up to it were other processes, gone since.
+    void_through: AtomicU64,
+}
+
+/// Files this process has open to write, so that a second handle shares
+/// the database instead of meeting redb's lock.
+static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Shared>>>> = Mutex::new(None);
+
+fn shared(path: &Path) -> Option<Arc<Shared>> {
+    OPEN.lock()
+        .expect("open files lock")
+        .as_ref()?
+        .get(path)
+        .and_then(Weak::upgrade)
+}
+
+fn share(path: &Path, shared: &Arc<Shared>) {
+    let mut open = OPEN.lock().expect("open files lock");
+    let open = open.get_or_insert_with(HashMap::new);
+    open.retain(|_, s| s.strong_count() > 0);
+    open.insert(path.to_owned(), Arc::downgrade(shared));
+}
+
+/// How an execution file is open.
+enum Db {
+    /// To write, shared in this process.
+    Write(Arc<Shared>),
+    /// To read, by a process in which no one writes it.
+    Read(ReadOnlyDatabase),
+}
+
+/// One execution file.
+struct RedbLog {
+    db: Db,
+    path: PathBuf,
+    /// The directory it is in, whose index learns of record changes
+    /// (`None` for a file on an injected storage backend).
+    files: Option<RedbExecutions>,
+}
+
+impl RedbLog {
+    fn redb(&self, e: impl Into<redb::Error>) -> ExecutionError {
+        ExecutionError::Backend {
+            location: self.path.display().to_string(),
+            reason: e.into().to_string(),
+        }
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, ExecutionError> {
+        match &self.db {
+            Db::Write(shared) => shared.db.begin_read(),
+            Db::Read(db) => db.begin_read(),
+        }
+        .map_err(|e| self.redb(e))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, ExecutionError> {
+        let read = self.begin_read()?;
+        let meta = read
+            .open_table(META)
+            .map_err(|e| unreadable(&self.path, e))?;
+        Ok(meta
+            .get(key)
+            .map_err(|e| self.redb(e))?
+            .map(|v| v.value().to_owned()))
+    }
+
+    fn check_format(self) -> Result<Self, ExecutionError> {
+        let version = self.meta("format_version")?.unwrap_or_default();
+        let refuse = |reason: String| ExecutionError::Unreadable {
+            location: self.path.display().to_string(),
+            reason,
+        };
+        match version.parse::<u32>() {
+            Ok(v) if v == FORMAT_VERSION => Ok(self),
+            Ok(v) if v < FORMAT_VERSION => Err(refuse(format!(
+                "written in execution format {v}, which was never released; this runtime reads format {FORMAT_VERSION}: delete the file"
+            ))),
+            Ok(v) => Err(refuse(format!(
+                "written in format version {v}; this runtime reads version {FORMAT_VERSION}: use a newer runtime"
+            ))),
+            Err(_) => Err(unreadable(&self.path, "no format version")),
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, text: &str) -> Result<T, ExecutionError> {
+        serde_json::from_str(text).map_err(|e| unreadable(&self.path, e))
+    }
+
+    /// Writes `change` in the write transaction `w`, after the lease check.
+    fn write(w: &redb::WriteTransaction, change: &Change) -> Result<(), redb::Error> {
+        let mut meta = w.open_table(META)?;
+        if let Some(lease) = &change.lease {
+            meta.insert("lease", json(lease).as_str())?;
+        }
+        if let Some(record) = &change.record {
+            meta.insert("record", json(record).as_str())?;
+        }
+        let mut log = LogWriter::open(w)?;
+        for id in &change.cleared {
+            log.table.remove(task_key(id).as_slice())?;
+        }
+        for report in &change.tasks {
+            let mut stored = StoredTask {
+                report: report.clone(),
+                output_blob: None,
+            };
+            if let Some(output) = &report.output {
+                let text = output.to_string();
+                if text.len() > INLINE_OUTPUT_BYTES {
+                    let hash: String = Sha256::digest(text.as_bytes())
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    let mut blobs = w.open_table(BLOBS)?;
+                    if blobs.get(hash.as_str())?.is_none() {
+                        blobs.insert(hash.as_str(), text.as_bytes())?;
+                    }
+                    stored.report.output = None;
+                    stored.output_blob = Some(hash);
+                }
+            }
+            log.table
+                .insert(task_key(&report.id).as_slice(), json(&stored).as_str())?;
+        }
+        for event in &change.events {
+            log.push(event)?;
+        }
+        if !change.signals.is_empty() {
+            let mut signals = w.open_table(SIGNALS)?;
+            for (name, payload) in &change.signals {
+                signals.insert(name.as_str(), payload.to_string().as_str())?;
+            }
+        }
+        if !change.waits.is_empty() {
+            let mut waits = w.open_table(WAITS)?;
+            for (task, deadline) in &change.waits {
+                waits.insert(task.as_str(), deadline)?;
+            }
+        }
+        if !(change.retries.is_empty() && change.retries_removed.is_empty()) {
+            let mut retries = w.open_table(RETRIES)?;
+            for task in &change.retries_removed {
+                retries.remove(task.as_str())?;
+            }
+            for retry in &change.retries {
+                retries.insert(retry.task.as_str(), json(retry).as_str())?;
+            }
+        }
+        if !change.dead_letters.is_empty() {
+            let mut letters = w.open_table(DEAD_LETTERS)?;
+            for letter in &change.dead_letters {
+                letters.insert(letter.task.as_str(), json(letter).as_str())?;
+            }
+        }
+        if !change.overrides.is_empty() {
+            let mut overrides = w.open_table(OVERRIDES)?;
+            for (task, input) in &change.overrides {
+                overrides.insert(task.as_str(), input.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn stored_lease(
+        &self,
+        meta: &impl ReadableTable<&'static str, &'static str>,
+    ) -> Result<Option<Lease>, ExecutionError> {
+        meta.get("lease")
+            .map_err(|e| self.redb(e))?
+            .map(|v| self.decode(v.value()))
+            .transpose()
+    }
+}
+
+impl LogBackend for RedbLog {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn record(&self) -> Result<ExecutionRecord, ExecutionError> {
+        let text = self
+            .meta("record")?
+            .ok_or_else(|| unreadable(&self.path, "no execution record"))?;
+        self.decode(&text)
+    }
+
+    fn events_from(&self, from: u64) -> Result<Vec<(u64, LogEvent)>, ExecutionError> {
+        let read = self.begin_read()?;
+        let log = read.open_table(LOG).map_err(|e| self.redb(e))?;
+        let mut out = Vec::new();
+        let events = log
+            .range(&event_key(from)[..]..&[TASK][..])
+            .map_err(|e| self.redb(e))?;
+        for entry in events {
+            let (k, v) = entry.map_err(|e| self.redb(e))?;
+            out.push((sequence(k.value()), self.decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn tasks(&self) -> Result<Vec<TaskReport>, ExecutionError> {
+        let read = self.begin_read()?;
+        let log = read.open_table(LOG).map_err(|e| self.redb(e))?;
+        let blobs = read.open_table(BLOBS).map_err(|e| self.redb(e))?;
+        let mut out = Vec::new();
+        for entry in log.range(&[TASK][..]..).map_err(|e| self.redb(e))? {
+            let (_, v) = entry.map_err(|e| self.redb(e))?;
+            let stored: StoredTask = self.decode(v.value())?;
+            let mut report = stored.report;
+            if let Some(hash) = stored.output_blob {
+                let text = blobs
+                    .get(hash.as_str())
+                    .map_err(|e| self.redb(e))?
+                    .ok_or_else(|| {
+                        unreadable(&self.path, format!("output blob {hash} is missing"))
+                    })?;
+                report.output = Some(
+                    serde_json::from_slice(text.value()).map_err(|e| unreadable(&self.path, e))?,
+                );
+            }
+            out.push(report);
+        }
+        Ok(out)
+    }
+
+    fn retries(&self) -> Result<Vec<PendingRetry>, ExecutionError> {
+        let read = self.begin_read()?;
+        let table = read.open_table(RETRIES).map_err(|e| self.redb(e))?;
+        let log = read.open_table(LOG).map_err(|e| self.redb(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.redb(e))? {
+            let (task, retry) = entry.map_err(|e| self.redb(e))?;
+            let finished = log
+                .get(task_key(task.value()).as_slice())
+                .map_err(|e| self.redb(e))?
+                .is_some();
+            if !finished {
+                out.push(self.decode(retry.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn signal(&self, name: &str) -> Result<Option<Value>, ExecutionError> {
+        let read = self.begin_read()?;
+        let signals = match read.open_table(SIGNALS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.redb(e)),
+        };
+        let text = signals.get(name).map_err(|e| self.redb(e))?;
+        text.map(|t| self.decode(t.value())).transpose()
+    }
+
+    fn wait(&self, task: &str) -> Result<Option<u64>, ExecutionError> {
+        let read = self.begin_read()?;
+        let Ok(waits) = read.open_table(WAITS) else {
+            return Ok(None);
+        };
+        Ok(waits
+            .get(task)
+            .map_err(|e| self.redb(e))?
+            .map(|d| d.value()))
+    }
+
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, ExecutionError> {
+        let read = self.begin_read()?;
+        let table = read.open_table(DEAD_LETTERS).map_err(|e| self.redb(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.redb(e))? {
+            let (_, letter) = entry.map_err(|e| self.redb(e))?;
+            out.push(self.decode(letter.value())?);
+        }
+        Ok(out)
+    }
+
+    fn overrides(&self) -> Result<HashMap<String, String>, ExecutionError> {
+        let read = self.begin_read()?;
+        let table = read.open_table(OVERRIDES).map_err(|e| self.redb(e))?;
+        let mut out = HashMap::new();
+        for entry in table.iter().map_err(|e| self.redb(e))? {
+            let (task, input) = entry.map_err(|e| self.redb(e))?;
+            out.insert(task.value().to_owned(), input.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    fn lease(&self) -> Result<(Option<Lease>, bool), ExecutionError> {
+        let lease: Option<Lease> = self
+            .meta("lease")?
+            .map(|text| self.decode(&text))
+            .transpose()?;
+        let gone = match &self.db {
+            // No process has the file open to write.
+            Db::Read(_) => lease.is_some(),
+            Db::Write(shared) => lease
+                .as_ref()
+                .is_some_and(|l| l.epoch <= shared.void_through.load(Ordering::Relaxed)),
+        };
+        Ok((lease, gone))
+    }
+
+    fn acquire(&self, owner: &str, ttl_ms: u64) -> Result<Lease, ExecutionError> {
+        let Db::Write(shared) = &self.db else {
+            return Err(ExecutionError::ReadOnly(self.location()));
+        };
+        let w = shared.db.begin_write().map_err(|e| self.redb(e))?;
+        let lease = {
+            let mut meta = w.open_table(META).map_err(|e| self.redb(e))?;
+            let current = self.stored_lease(&meta)?;
+            let void_through = shared.void_through.load(Ordering::Relaxed);
+            let lease = Lease::take(current.as_ref(), owner, now_ms(), ttl_ms, void_through)
+                .ok_or_else(|| ExecutionError::Busy(self.record_id()))?;
+            meta.insert("lease", json(&lease).as_str())
+                .map_err(|e| self.redb(e))?;
+            lease
+        };
+        w.commit().map_err(|e| self.redb(e))?;
+        Ok(lease)
+    }
+
+    fn apply(&self, holder: &Lease, change: &Change) -> Result<(), ExecutionError> {
+        let Db::Write(shared) = &self.db else {
+            return Err(ExecutionError::ReadOnly(self.location()));
+        };
+        let mut w = shared.db.begin_write().map_err(|e| self.redb(e))?;
+        w.set_durability(Durability::Immediate)
+            .map_err(|e| self.redb(e))?;
+        {
+            let meta = w.open_table(META).map_err(|e| self.redb(e))?;
+            let stored = self.stored_lease(&meta)?;
+            if !holder.holds(stored.as_ref()) {
+                return Err(ExecutionError::LeaseLost {
+                    location: self.location(),
+                    holder: stored.map(|l| format!("{} (epoch {})", l.owner, l.epoch)),
+                });
+            }
+        }
+        Self::write(&w, change).map_err(|e| self.redb(e))?;
+        w.commit().map_err(|e| self.redb(e))?;
+        // After the commit: an index entry may lag behind its file (a
+        // listing mends it), never run ahead of it.
+        if let (Some(record), Some(files)) = (&change.record, &self.files) {
+            let _ = files
+                .index
+                .put(&|| files.summaries(), &[Summary::of(record)]);
+        }
+        Ok(())
+    }
+}
+
+impl RedbLog {
+    fn record_id(&self) -> String {
+        self.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// One tenant's executions directory.
+#[derive(Debug, Clone)]
+pub struct RedbExecutions {
+    dir: PathBuf,
+    index: Index,
+}
+
+impl RedbExecutions {
+    /// The executions of `tenant` kept beside the store file `store`:
+    /// `executions/` for the default tenant, `executions/tenants/<id>/`
+    /// for the others, so no id of one tenant names another's file.
+    pub fn for_tenant(store: &Path, tenant: &TenantId) -> Self {
+        let parent = store.parent().unwrap_or(Path::new("."));
+        let dir = parent.join("executions");
+        let dir = if tenant.is_default() {
+            dir
+        } else {
+            dir.join("tenants").join(tenant.as_str())
+        };
+        Self {
+            index: Index::in_dir(&dir),
+            dir,
+        }
+    }
+
+    /// The summary of every execution file that can be read now (one a
+    /// live process holds cannot: its entry comes with its next record
+    /// change).
+    fn summaries(&self) -> Vec<Summary> {
+        self.ids()
+            .iter()
+            .filter_map(|id| {
+                let log = self.open(id, false).ok()?;
+                log.record().ok().map(|r| Summary::of(&r))
+            })
+            .collect()
+    }
+
+    /// Writes listing entries for executions in one transaction, as if
+    /// they had been created here: for moving executions in from
+    /// elsewhere, and how the listing bench fills an index with 100,000.
+    pub fn put_summaries(&self, summaries: &[Summary]) -> Result<(), ExecutionError> {
+        self.index.put(&|| self.summaries(), summaries)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of execution `id`.
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.redb"))
+    }
+
+    fn existing(&self, id: &str) -> Result<PathBuf, ExecutionError> {
+        let path = self.path(id);
+        if valid_id(id) && path.is_file() {
+            Ok(path)
+        } else {
+            Err(ExecutionError::Unknown {
+                id: id.to_owned(),
+                location: self.dir.display().to_string(),
+            })
+        }
+    }
+
+    fn init(
+        files: Option<Self>,
+        db: Database,
+        path: PathBuf,
+        record: &ExecutionRecord,
+        first: &LogEvent,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<(Box<dyn LogBackend>, Lease), ExecutionError> {
+        let shared = Arc::new(Shared {
+            db,
+            void_through: AtomicU64::new(0),
+        });
+        share(&path, &shared);
+        let log = RedbLog {
+            db: Db::Write(Arc::clone(&shared)),
+            path,
+            files,
+        };
+        let lease = Lease::take(None, owner, now_ms(), ttl_ms, 0).expect("no lease yet");
+        let change = Change {
+            events: vec![first.clone()],
+            record: Some(record.clone()),
+            lease: Some(lease.clone()),
+            ..Change::default()
+        };
+        let run = || -> Result<(), redb::Error> {
+            let mut w = shared.db.begin_write()?;
+            w.set_durability(Durability::Immediate)?;
+            {
+                let mut meta = w.open_table(META)?;
+                meta.insert("format_version", FORMAT_VERSION.to_string().as_str())?;
+            }
+            w.open_table(BLOBS)?;
+            w.open_table(SIGNALS)?;
+            w.open_table(WAITS)?;
+            w.open_table(RETRIES)?;
+            w.open_table(DEAD_LETTERS)?;
+            w.open_table(OVERRIDES)?;
+            RedbLog::write(&w, &change)?;
+            w.commit()?;
+            Ok(())
+        };
+        run().map_err(|e| log.redb(e))?;
+        Ok((Box::new(log), lease))
+    }
+
+    /// Records a new execution like [`super::Executions::create`], on a
+    /// redb storage backend of the caller's (tests inject faults this
+    /// way). The file named by the record's id is only used in messages,
+    /// and other handles do not share this one.
+    pub fn create_on(
+        &self,
+        record: &ExecutionRecord,
+        storage: impl redb::StorageBackend,
+    ) -> Result<ExecutionLog, ExecutionError> {
+        let path = self.path(&record.id);
+        let db = redb::Builder::new()
+            .create_with_backend(storage)
+            .map_err(|e| unreadable(&path, e))?;
+        let first = LogEvent {
+            at: now_ms(),
+            kind: EventKind::ExecutionStarted {
+                workflow: record.workflow.clone(),
+            },
+        };
+        let ttl = millis(LEASE_TTL);
+        let (log, lease) = Self::init(
+            None,
+            db,
+            path.with_extension("injected"),
+            record,
+            &first,
+            process_owner(),
+            ttl,
+        )?;
+        Ok(ExecutionLog::new(log, Some(lease), ttl))
+    }
+
+    /// Opens execution `id` to write.
+    fn open_write(&self, path: PathBuf, id: &str) -> Result<RedbLog, ExecutionError> {
+        match ReadOnlyDatabase::open(&path) {
+            Ok(db) => drop(
+                RedbLog {
+                    db: Db::Read(db),
+                    path: path.clone(),
+                    files: Some(self.clone()),
+                }
+                .check_format()?,
+            ),
+            Err(DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(ExecutionError::Busy(id.to_owned()));
+            }
+            Err(e) if !redb_file(&path) => return Err(unreadable(&path, e)),
+            // A redb file that needs repair: repaired below, then checked.
+            Err(_) => {}
+        }
+        let db = match Database::open(&path) {
+            Ok(db) => db,
+            Err(DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(ExecutionError::Busy(id.to_owned()));
+            }
+            Err(e) => return Err(unreadable(&path, e)),
+        };
+        let log = RedbLog {
+            db: Db::Write(Arc::new(Shared {
+                db,
+                void_through: AtomicU64::new(0),
+            })),
+            path: path.clone(),
+            files: Some(self.clone()),
+        }
+        .check_format()?;
+        let void_through = log.lease()?.0.map_or(0, |l| l.epoch);
+        if let Db::Write(shared) = &log.db {
+            shared.void_through.store(void_through, Ordering::Relaxed);
+            share(&path, shared);
+        }
+        Ok(log)
+    }
+}
+
+impl ExecutionsBackend for RedbExecutions {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn create(
+        &self,
+        record: &ExecutionRecord,
+        first: &LogEvent,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<(Box<dyn LogBackend>, Lease), ExecutionError> {
+        let path = self.path(&record.id);
+        orchestrator_private::create_dir(&self.dir).map_err(|e| ExecutionError::Unreadable {
+            location: self.dir.display().to_string(),
+            reason: format!("cannot create the directory: {e}"),
+        })?;
+        if path.exists() {
+            return Err(ExecutionError::Exists(record.id.clone()));
+        }
+        // Before the file: an entry whose file is missing is dropped by a
+        // listing; a file without an entry would be missed.
+        self.index
+            .put(&|| self.summaries(), &[Summary::of(record)])?;
+        orchestrator_private::prepare_file(&path).map_err(|e| unreadable(&path, e))?;
+        let db = Database::create(&path).map_err(|e| unreadable(&path, e))?;
+        Self::init(Some(self.clone()), db, path, record, first, owner, ttl_ms)
+    }
+
+    fn open(&self, id: &str, write: bool) -> Result<Box<dyn LogBackend>, ExecutionError> {
+        let path = self.existing(id)?;
+        if let Some(shared) = shared(&path) {
+            return Ok(Box::new(RedbLog {
+                db: Db::Write(shared),
+                path,
+                files: Some(self.clone()),
+            }));
+        }
+        if write {
+            return Ok(Box::new(self.open_write(path, id)?));
+        }
+        match ReadOnlyDatabase::open(&path) {
+            Ok(db) => Ok(Box::new(
+                RedbLog {
+                    db: Db::Read(db),
+                    path,
+                    files: Some(self.clone()),
+                }
+                .check_format()?,
+            )),
+            Err(DatabaseError::DatabaseAlreadyOpen) => Err(ExecutionError::Busy(id.to_owned())),
+            // A file left unclean by a killed process needs the repair only
+            // a writable open does; `open_write` checks the format first.
+            Err(_) => Ok(Box::new(self.open_write(path, id)?)),
+        }
+    }
+
+    fn exists(&self, id: &str) -> bool {
+        self.existing(id).is_ok()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".redb")
+                    .filter(|id| valid_id(id))
+                    .map(str::to_owned)
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn remove(&self, id: &str) -> Result<(), ExecutionError> {
+        let path = self.existing(id)?;
+        std::fs::remove_file(&path).map_err(|e| ExecutionError::Backend {
+            location: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.index.remove(&|| self.summaries(), id)
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Page, ExecutionError> {
+        let mut page = self.index.list(&|| self.summaries(), query)?;
+        // Mend the entries of runs whose process died before its entry
+        // caught up: read their records.
+        let mut mended = Vec::new();
+        page.items.retain_mut(|summary| {
+            if summary.status != ExecutionStatus::Running {
+                return true;
+            }
+            match self.open(&summary.id, false).and_then(|log| log.record()) {
+                Ok(record) => {
+                    let fresh = Summary::of(&record);
+                    if fresh != *summary {
+                        *summary = fresh.clone();
+                        mended.push((summary.id.clone(), Some(fresh)));
+                    }
+                    summary.matches(query)
+                }
+                Err(ExecutionError::Unknown { .. }) => {
+                    mended.push((summary.id.clone(), None));
+                    false
+                }
+                Err(_) => true,
+            }
+        });
+        for (id, fresh) in mended {
+            let _ = match fresh {
+                Some(fresh) => self.index.put(&|| self.summaries(), &[fresh]),
+                None => self.index.remove(&|| self.summaries(), &id),
+            };
+        }
+        Ok(page)
+    }
+
+    fn socket(&self, id: &str) -> Option<PathBuf> {
+        Some(self.dir.join(format!("{id}.sock")))
+    }
+}
+
+/// Whether the file starts with redb's magic number.
+fn redb_file(path: &Path) -> bool {
+    let mut magic = [0u8; 9];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|()| magic == *b"redb\x1a\x0a\xa9\x0d\x0a")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::{record, report};
+    use crate::executions::{ExecutionStatus, Executions};
+    use redb::ReadableTableMetadata;
+
+    #[test]
+    fn large_outputs_are_stored_once_and_the_state_refers_to_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let executions = Executions::beside(&dir.path().join("store.redb"));
+        let log = executions.create(&record("e1")).unwrap();
+        let big = serde_json::json!({ "text": "x".repeat(5000) });
+        log.commit_tasks(&[report("a", Some(big.clone()))]).unwrap();
+        log.commit_tasks(&[report("b", Some(big))]).unwrap();
+        drop(log);
+        let files =
+            RedbExecutions::for_tenant(&dir.path().join("store.redb"), &TenantId::default());
+        let db = ReadOnlyDatabase::open(files.path("e1")).unwrap();
+        let read = db.begin_read().unwrap();
+        assert_eq!(read.open_table(BLOBS).unwrap().len().unwrap(), 1);
+        let stored = read.open_table(LOG).unwrap();
+        let a = stored.get(task_key("a").as_slice()).unwrap().unwrap();
+        assert!(a.value().len() < 1000, "the state refers to the blob");
+    }
+
+    fn finished(executions: &Executions, id: &str, created_at: u64) {
+        let log = executions
+            .create(&ExecutionRecord {
+                created_at,
+                ..record(id)
+            })
+            .unwrap();
+        log.finish(ExecutionStatus::Succeeded, None, serde_json::Map::new())
+            .unwrap();
+    }
+
+    #[test]
+    fn a_missing_index_is_rebuilt_and_a_lagging_entry_mended() {
+        use crate::executions::listing::ListQuery;
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store.redb");
+        let executions = Executions::beside(&store);
+        let files = RedbExecutions::for_tenant(&store, &TenantId::default());
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            finished(&executions, id, 1000 + i as u64);
+        }
+        let all = |status| {
+            executions
+                .list(&ListQuery {
+                    status,
+                    limit: 10,
+                    ..ListQuery::default()
+                })
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|s| (s.id, s.status))
+                .collect::<Vec<_>>()
+        };
+        std::fs::remove_file(dir.path().join("executions/.index.redb")).unwrap();
+        let rebuilt = all(None);
+        assert_eq!(
+            rebuilt,
+            vec![
+                ("c".to_owned(), ExecutionStatus::Succeeded),
+                ("b".to_owned(), ExecutionStatus::Succeeded),
+                ("a".to_owned(), ExecutionStatus::Succeeded),
+            ]
+        );
+        // As if `b`'s process died between its finish and the index entry.
+        let mut lagging = Summary::of(&executions.read("b").unwrap().record().unwrap());
+        lagging.status = ExecutionStatus::Running;
+        lagging.finished_at = None;
+        files.index.put(&Vec::new, &[lagging]).unwrap();
+        assert_eq!(all(None)[1], ("b".to_owned(), ExecutionStatus::Succeeded));
+        assert!(all(Some(ExecutionStatus::Running)).is_empty());
+        let raw = files
+            .index
+            .list(
+                &Vec::new,
+                &ListQuery {
+                    status: Some(ExecutionStatus::Running),
+                    limit: 10,
+                    ..ListQuery::default()
+                },
+            )
+            .unwrap();
+        assert!(raw.items.is_empty(), "the entry itself was mended");
+    }
+}
