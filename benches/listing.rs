@@ -33,6 +33,7 @@ fn summary(i: u64) -> Summary {
         created_at: 1_700_000_000_000 + i * 1000,
         finished_at: Some(1_700_000_000_000 + i * 1000 + 500),
         parent: None,
+        consumed: None,
     }
 }
 
@@ -52,6 +53,7 @@ fn record(s: &Summary) -> ExecutionRecord {
         finished_at: None,
         error: None,
         outputs: Default::default(),
+        consumed: None,
         parent: None,
     }
 }

@@ -171,6 +171,7 @@ fn bench_record(plan: &Plan, n: usize) -> ExecutionRecord {
         finished_at: None,
         error: None,
         outputs: Default::default(),
+        consumed: None,
         parent: None,
     }
 }

@@ -100,6 +100,7 @@ pub fn install(data: &[u8]) {
             ..Grants::default()
         },
         builtin: false,
+        quota: Default::default(),
     };
     let _ = installer.runtime.block_on(plugin::install(
         &installer.store,

@@ -277,6 +277,7 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
             finished_at: None,
             error: None,
             outputs: Default::default(),
+            consumed: None,
             parent: None,
         };
         std::fs::create_dir_all(files.dir()).unwrap();

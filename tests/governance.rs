@@ -548,3 +548,196 @@ fn a_streamed_answer_is_not_shown_before_the_after_policies_pass_it() {
     assert!(!stderr.contains("echo: one two"), "{stderr}");
     assert!(stderr.contains("denied the answer"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_quota_spans_its_runs_and_engines_and_spares_other_tenants() {
+    use orchestrator_engine::store::executions::ExecutionStatus;
+    use orchestrator_engine::{Engine, Task, Workflow, tenant::TenantId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ModelServer::start();
+    let cli = cli_for(dir.path(), &server, "quotas: { tokens: 1 }\n");
+    for tenant in ["acme", "globex"] {
+        common::assert_ok(
+            &cli()
+                .args(["--tenant", tenant])
+                .args(["plugins", "grant", "llm", "--allow-http", "127.0.0.1"])
+                .output()
+                .unwrap(),
+        );
+    }
+    let config_text = std::fs::read_to_string(dir.path().join("config.yaml")).unwrap();
+    let engine_for = |tenant: &str| {
+        let config =
+            orchestrator_engine::config::Config::parse(&config_text, "config.yaml").unwrap();
+        Engine::builder()
+            .store(dir.path().join("store.redb"))
+            .config(config)
+            .tenant(TenantId::new(tenant).unwrap())
+            .build()
+    };
+    let call = |id: &str| {
+        Task::new(id, "llm")
+            .with("base_url", server.base_url())
+            .with("model", "echo")
+            .with("prompt", "hi")
+    };
+    let two_calls = Workflow::builder("two-calls")
+        .task(call("first"))
+        .task(call("second").needs(["first"]))
+        .build()
+        .unwrap();
+
+    // The first call (about 1 token) fits; it spends more, so the second
+    // is refused before it is sent.
+    let acme = engine_for("acme").await.unwrap();
+    let done = acme
+        .start(&two_calls, serde_json::json!({}))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(done.record.status, ExecutionStatus::Failed);
+    let second = done.tasks.iter().find(|t| t.id == "second").unwrap();
+    let error = second.error.as_ref().unwrap();
+    assert_eq!(error.kind, Some(FailureKind::Denied));
+    assert!(
+        error
+            .message
+            .contains("refused by tenant `acme`'s quota before the call")
+            && error
+                .message
+                .contains("of its 1 tokens this period (1day, until"),
+        "{}",
+        error.message
+    );
+    assert_eq!(server.requests().len(), 1, "the second call was never sent");
+
+    // Another engine on the same store reads what acme spent and refuses
+    // its next run before it starts.
+    let again = engine_for("acme").await.unwrap();
+    let refused = again
+        .start(&two_calls, serde_json::json!({}))
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("tenant `acme` has spent") && refused.contains("no run starts"),
+        "{refused}"
+    );
+    assert_eq!(server.requests().len(), 1);
+
+    // Another tenant's quota is its own.
+    let globex = engine_for("globex").await.unwrap();
+    let single = Workflow::builder("one-call")
+        .task(call("only"))
+        .build()
+        .unwrap();
+    let done = globex
+        .start(&single, serde_json::json!({}))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(done.record.status, ExecutionStatus::Succeeded);
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_past_a_tenants_token_rate_hold_its_next_call_to_that_host_only() {
+    use orchestrator_engine::store::executions::{EventKind, ExecutionStatus};
+    use orchestrator_engine::{Engine, Task, Workflow, tenant::TenantId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ModelServer::start();
+    // 20 tokens a second per tenant for the test server's host.
+    let cli = cli_for(
+        dir.path(),
+        &server,
+        "rate_limits: { \"127.0.0.1\": { tokens: 20, per: 1s } }\n",
+    );
+    common::assert_ok(
+        &cli()
+            .args(["--tenant", "globex", "plugins", "grant", "llm"])
+            .args(["--allow-http", "127.0.0.1"])
+            .output()
+            .unwrap(),
+    );
+    let config_text = std::fs::read_to_string(dir.path().join("config.yaml")).unwrap();
+    let config = orchestrator_engine::config::Config::parse(&config_text, "config.yaml").unwrap();
+    let acme = Engine::builder()
+        .store(dir.path().join("store.redb"))
+        .config(config)
+        .build()
+        .await
+        .unwrap();
+    let globex = acme
+        .for_tenant(TenantId::new("globex").unwrap())
+        .await
+        .unwrap();
+    let call = |id: &str, who: &str| {
+        Task::new(id, "llm")
+            .with("base_url", server.base_url())
+            .with("model", "echo")
+            .with("prompt", format!("{who} {}", "word ".repeat(40)))
+    };
+    let two_calls = Workflow::builder("two-calls")
+        .task(call("first", "acme"))
+        .task(call("second", "acme").needs(["first"]))
+        .build()
+        .unwrap();
+    let run = acme.start(&two_calls, serde_json::json!({})).await.unwrap();
+    let mut events = run.events(0);
+    loop {
+        let (_, event) = events.next().await.unwrap().unwrap();
+        if matches!(&event.kind, EventKind::TaskFinished { task, .. } if task == "first") {
+            break;
+        }
+    }
+    // acme owes tokens now; globex does not.
+    let single = Workflow::builder("one-call")
+        .task(call("only", "globex"))
+        .build()
+        .unwrap();
+    let other = globex.start(&single, serde_json::json!({})).await.unwrap();
+    let done = run.wait().await.unwrap();
+    assert_eq!(done.record.status, ExecutionStatus::Succeeded);
+    assert_eq!(
+        other.wait().await.unwrap().record.status,
+        ExecutionStatus::Succeeded
+    );
+
+    let first_tokens = {
+        let first = done.tasks.iter().find(|t| t.id == "first").unwrap();
+        let usage = first.usage.as_ref().unwrap();
+        usage.input_tokens + usage.output_tokens
+    };
+    assert!(
+        first_tokens > 40,
+        "the first call used {first_tokens} tokens"
+    );
+    let owed_ms = (first_tokens - 20) * 1000 / 20;
+    let arrival = |who: &str| -> Vec<std::time::Instant> {
+        server
+            .requests()
+            .into_iter()
+            .filter(|r| r.body.to_string().contains(&format!("{who} word")))
+            .map(|r| r.at)
+            .collect()
+    };
+    let (acme_at, globex_at) = (arrival("acme"), arrival("globex"));
+    assert_eq!((acme_at.len(), globex_at.len()), (2, 1));
+    let held = acme_at[1].duration_since(acme_at[0]).as_millis() as u64;
+    assert!(
+        held >= owed_ms * 8 / 10,
+        "acme's second call went {held} ms after its first, owing {owed_ms} ms of tokens"
+    );
+    let globex_after = globex_at[0].duration_since(acme_at[0]).as_millis() as u64;
+    assert!(
+        globex_after < held,
+        "globex's call ({globex_after} ms) waited behind acme's tokens ({held} ms)"
+    );
+}

@@ -413,3 +413,73 @@ async fn requests_past_a_tenants_rate_limit_wait_their_turn_and_others_do_not() 
         .as_millis();
     assert!(globex_after < 400, "globex waited {globex_after} ms");
 }
+
+/// The test guest with a custom section appended: still a valid component,
+/// with other bytes (another digest).
+fn another_build(dir: &Path) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(GUEST).unwrap();
+    // Custom section (id 0): 5 bytes, a name of 4 bytes, "note".
+    bytes.extend_from_slice(&[0, 5, 4, b'n', b'o', b't', b'e']);
+    let path = dir.join("another.wasm");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_tenant_at_its_plugin_quota_is_refused_and_others_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let size = std::fs::metadata(GUEST).unwrap().len();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("quotas: {{ plugins: 2, plugin_bytes: {} }}\n", size + 3),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let install = |tenant: &str, file: &str, name: &str| {
+        as_tenant(
+            dir,
+            tenant,
+            &[
+                "--config",
+                config,
+                "install",
+                file,
+                "--name",
+                name,
+                "--version",
+                "1",
+            ],
+        )
+    };
+    ok(&install("acme", GUEST, "one"));
+    // The same bytes again take no more room.
+    ok(&install("acme", GUEST, "two"));
+    ok(&install("acme", GUEST, "two"));
+    let third = install("acme", GUEST, "three");
+    let error = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        error.contains("tenant `acme` is at its quota of 2 installed plugins (it has 2)")
+            && error.contains("quotas.plugins"),
+        "{error}"
+    );
+    let listed = ok(&as_tenant(dir, "acme", &["plugins", "list"]));
+    assert!(!listed.contains("three"), "nothing was written: {listed}");
+    // Another tenant has a quota of its own.
+    ok(&install("globex", GUEST, "one"));
+
+    // Other bytes would pass the bytes quota.
+    let other = another_build(dir);
+    let other = other.to_str().unwrap();
+    ok(&as_tenant(dir, "acme", &["plugins", "remove", "two@1"]));
+    let bigger = install("acme", other, "other");
+    let error = String::from_utf8_lossy(&bigger.stderr);
+    assert!(
+        error.contains(&format!(
+            "at its quota of {} bytes of installed plugins",
+            size + 3
+        )) && error.contains("quotas.plugin_bytes"),
+        "{error}"
+    );
+}

@@ -87,6 +87,7 @@ impl Host {
                 version: None,
                 grants,
                 builtin: false,
+                quota: Default::default(),
             },
         )
         .await

@@ -40,8 +40,15 @@ use orchestrator_core::workflow::{PluginCatalog, Policies, PoliciesSpec, plan_po
 use orchestrator_sandbox::capacity::CapacityLimits;
 pub use orchestrator_sandbox::secrets::{Secret, Secrets};
 
+use crate::breakers::Breakers;
 use crate::governance::{Price, Prices};
+use crate::quotas::{Quotas, QuotasSpec};
 use crate::rate_limits::{RateLimits, RateSpec};
+use crate::service::{Runner, ServiceError};
+use orchestrator_core::expr::Expressions;
+use orchestrator_core::tenant::TenantId;
+use orchestrator_sandbox::Sandbox;
+use orchestrator_store::Store;
 
 /// The config names plugins before any store is open.
 struct AnyPlugin;
@@ -69,6 +76,8 @@ pub struct Config {
     pub policies: Policies,
     /// Requests each tenant may send to a host per period.
     pub rate_limits: Arc<RateLimits>,
+    /// What each tenant may keep and spend.
+    pub quotas: Arc<Quotas>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +93,8 @@ struct ConfigFile {
     policies: PoliciesSpec,
     #[serde(default)]
     rate_limits: BTreeMap<String, RateSpec>,
+    #[serde(default)]
+    quotas: QuotasSpec,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +116,28 @@ struct SecretSpec {
 }
 
 impl Config {
+    /// A runner for `tenant` on `sandbox` with everything this
+    /// configuration sets (secrets, prices, rate limits, host policies,
+    /// quotas), the tenant's circuit breakers as recorded in `store`, and
+    /// the response cache beside it. Every front end runs with this.
+    pub fn runner(
+        &self,
+        sandbox: Arc<Sandbox>,
+        expressions: Expressions,
+        store: &Store,
+        tenant: &TenantId,
+    ) -> Result<Runner, ServiceError> {
+        let breakers = Breakers::recorded(store, tenant.as_str())?;
+        Ok(Runner::on(sandbox, expressions)
+            .with_secrets(self.secrets.clone())
+            .with_breakers(Arc::new(breakers))
+            .with_prices(self.prices.clone())
+            .with_rate_limits(Arc::clone(&self.rate_limits))
+            .with_host_policies(self.policies.clone())
+            .with_quotas(Arc::clone(&self.quotas))
+            .with_response_cache(store.path()))
+    }
+
     /// The file used when neither `--config` nor `ORCHESTRATOR_CONFIG` names one:
     /// `config.yaml` under the user's config directory (absent is fine).
     pub fn default_path() -> PathBuf {
@@ -213,6 +246,7 @@ impl Config {
             prices,
             policies,
             rate_limits: Arc::new(rate_limits),
+            quotas: Arc::new(Quotas::new(spec.quotas).map_err(|p| format!("{file}: {p}"))?),
         })
     }
 }

@@ -23,6 +23,7 @@ pub mod dead_letters;
 pub mod executions;
 pub mod governance;
 pub mod plugin;
+pub mod quotas;
 pub mod rate_limits;
 pub mod sdk;
 pub mod service;

@@ -24,6 +24,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 use super::Plugin;
 use super::bindings::{self, State, TaskContext};
 use super::egress::{Denials, Egress};
+use super::host_guard::AttemptId;
 use super::limiter::MemoryLimiter;
 use super::outcome::{self, Failure};
 use super::quota::{LogBudget, MAX_RESOURCES, Requests};
@@ -209,6 +210,11 @@ fn new_store(
                 denials: Arc::clone(denials),
                 hosts: plugin.host_guard.clone(),
                 gate: plugin.gate.clone(),
+                attempt: Arc::new(AttemptId {
+                    execution: Arc::clone(execution_id),
+                    task: task_id.to_owned(),
+                    attempt,
+                }),
                 cassette: plugin.cassette.clone(),
                 requests: Requests::default(),
             },

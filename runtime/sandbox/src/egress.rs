@@ -45,7 +45,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 use super::addresses;
 use super::cassette::{Cassette, Exchange};
 use super::quota::{InFlight, Requests};
-use crate::host_guard::{HostGuard, RequestGate};
+use crate::host_guard::{AttemptId, HostGuard, RequestGate};
 use crate::secrets::Secrets;
 use orchestrator_core::plugin::Allowed;
 
@@ -77,6 +77,8 @@ pub(super) struct Egress {
     pub(super) hosts: Option<Arc<dyn HostGuard>>,
     /// Set when rate limits pace the hosts it calls.
     pub(super) gate: Option<Arc<dyn RequestGate>>,
+    /// The attempt, as the gate counts it.
+    pub(super) attempt: Arc<AttemptId>,
     /// Set when exchanges are recorded or replayed.
     pub(super) cassette: Option<Arc<Cassette>>,
     /// The attempt's requests, at once and in all.
@@ -115,6 +117,7 @@ impl WasiHttpHooks for Egress {
         let denials = Arc::clone(&self.denials);
         let hosts = self.hosts.clone();
         let gate = self.gate.clone();
+        let attempt = Arc::clone(&self.attempt);
         let cassette = self.cassette.clone();
         Box::new(async move {
             let ((request, target), slot) = checked?;
@@ -134,7 +137,7 @@ impl WasiHttpHooks for Egress {
                 }
             };
             if let Some(gate) = &gate {
-                gate.turn(&target.host).await;
+                gate.turn(&target.host, &attempt).await;
             }
             let call = match &hosts {
                 Some(hosts) => Some(hosts.admit(&target.host, target.port).map_err(|message| {

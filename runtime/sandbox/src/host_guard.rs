@@ -6,6 +6,19 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+/// The task attempt a request belongs to, so a gate can count what one
+/// attempt sent (rate limits by tokens charge the hosts it called).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AttemptId {
+    /// The execution.
+    pub execution: Arc<str>,
+    /// The task (or `for_each` item).
+    pub task: String,
+    /// The attempt's number.
+    pub attempt: u32,
+}
 
 /// Asked before each outgoing request of a guarded plugin.
 pub trait HostGuard: Send + Sync {
@@ -19,8 +32,12 @@ pub trait HostGuard: Send + Sync {
 /// delays a call instead of letting the provider refuse it. The attempt's
 /// deadline bounds the wait.
 pub trait RequestGate: Send + Sync {
-    /// Resolves when a request to `host` may go out.
-    fn turn<'a>(&'a self, host: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+    /// Resolves when a request of `attempt` to `host` may go out.
+    fn turn<'a>(
+        &'a self,
+        host: &'a str,
+        attempt: &'a AttemptId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
 /// A request a [`HostGuard`] let through. Dropped without [`HostCall::end`],

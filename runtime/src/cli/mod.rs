@@ -37,8 +37,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::telemetry::{self, LogFormat};
-use orchestrator_engine::breakers::Breakers;
-use orchestrator_engine::config::{CONFIG_ENV, Config, Secrets};
+use orchestrator_engine::config::{CONFIG_ENV, Config};
 use orchestrator_engine::expr::Expressions;
 use orchestrator_engine::sandbox::Sandbox;
 use orchestrator_engine::sandbox::artifacts::ArtifactCache;
@@ -254,51 +253,22 @@ impl Context {
     /// A runner with this host's secrets and the circuit breakers recorded
     /// in `store`.
     fn runner(&self, store: &Store) -> Result<Runner, ServiceError> {
-        let breakers = Breakers::recorded(store, self.tenant.as_str())?;
-        Ok(
-            Runner::on(Arc::clone(&self.sandbox), self.expressions.clone())
-                .with_secrets(self.secrets()?)
-                .with_breakers(Arc::new(breakers))
-                .with_emitter(orchestrator_engine::sandbox::Emitter::new(run::stream_text))
-                .with_prices(self.prices()?)
-                .with_rate_limits(self.rate_limits()?)
-                .with_host_policies(self.policies()?)
-                .with_response_cache(&self.store_path),
-        )
+        Ok(self
+            .config()?
+            .runner(
+                Arc::clone(&self.sandbox),
+                self.expressions.clone(),
+                store,
+                &self.tenant,
+            )?
+            .with_emitter(orchestrator_engine::sandbox::Emitter::new(run::stream_text)))
     }
 
-    /// The rate limits of the configuration file.
-    fn rate_limits(
-        &self,
-    ) -> Result<Arc<orchestrator_engine::rate_limits::RateLimits>, ServiceError> {
-        match &self.config {
-            Ok(config) => Ok(Arc::clone(&config.rate_limits)),
-            Err(problem) => Err(ServiceError::Plugin(problem.clone())),
-        }
-    }
-
-    /// The price table of the configuration file.
-    fn prices(&self) -> Result<orchestrator_engine::governance::Prices, ServiceError> {
-        match &self.config {
-            Ok(config) => Ok(config.prices.clone()),
-            Err(problem) => Err(ServiceError::Plugin(problem.clone())),
-        }
-    }
-
-    /// The policies of the configuration file.
-    fn policies(&self) -> Result<orchestrator_engine::workflow::Policies, ServiceError> {
-        match &self.config {
-            Ok(config) => Ok(config.policies.clone()),
-            Err(problem) => Err(ServiceError::Plugin(problem.clone())),
-        }
-    }
-
-    /// The secrets of the configuration file.
-    fn secrets(&self) -> Result<Secrets, ServiceError> {
-        match &self.config {
-            Ok(config) => Ok(config.secrets.clone()),
-            Err(problem) => Err(ServiceError::Plugin(problem.clone())),
-        }
+    /// The configuration file, or why it cannot be used.
+    fn config(&self) -> Result<&Config, ServiceError> {
+        self.config
+            .as_ref()
+            .map_err(|problem| ServiceError::Plugin(problem.clone()))
     }
 }
 

@@ -100,6 +100,7 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
         version: args.version,
         grants,
         builtin: false,
+        quota: ctx.config()?.quotas.plugins(),
     };
     let report = ctx.tokio.block_on(plugin::install(
         &store,
@@ -115,11 +116,14 @@ fn print_report(ctx: &Context, report: &plugin::InstallReport) -> Result<ExitCod
     let what = match report.outcome {
         Installed::New => "installed",
         Installed::GrantsChanged => "updated the grants of",
-        Installed::Unchanged | Installed::Conflict { .. } => "already installed:",
+        // An install reports conflicts and quotas as errors.
+        Installed::Unchanged | Installed::Conflict { .. } | Installed::OverQuota { .. } => {
+            "already installed:"
+        }
     };
     out!("{what} {}@{}", record.name, record.version);
     print_details(record, &report.allowed);
-    let secrets = ctx.secrets()?;
+    let secrets = ctx.config()?.secrets.clone();
     for name in report
         .allowed
         .secrets
@@ -287,6 +291,7 @@ fn grant(
         version: Some(record.version.clone()),
         grants: all,
         builtin: record.builtin,
+        quota: ctx.config()?.quotas.plugins(),
     };
     let report = ctx.tokio.block_on(plugin::install(
         store,

@@ -92,6 +92,7 @@ pub fn record(id: &str) -> ExecutionRecord {
         finished_at: None,
         error: None,
         outputs: serde_json::Map::new(),
+        consumed: None,
         parent: None,
     }
 }

@@ -65,17 +65,38 @@ pub enum Installed {
         /// The digest already installed.
         existing: String,
     },
+    /// The tenant's quota has no room for it; nothing was written.
+    OverQuota {
+        /// Which limit: `plugins` or `plugin_bytes`.
+        limit: &'static str,
+        /// The limit.
+        max: u64,
+        /// What the tenant's installed plugins take now.
+        used: u64,
+    },
+}
+
+/// How much of the store one tenant's plugins may take (built-ins not
+/// counted); `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginQuota {
+    /// Installed name@versions.
+    pub plugins: Option<u64>,
+    /// Bytes of their components, each stored component once.
+    pub bytes: Option<u64>,
 }
 
 impl Store {
     /// Stores a plugin's bytes (once per digest), its artifact and its name
-    /// record in one write transaction.
+    /// record in one write transaction, if a new one fits in `quota`
+    /// (checked in that transaction).
     pub fn install_plugin(
         &self,
         tenant: &str,
         record: &PluginRecord,
         blob: &[u8],
         artifact: Artifact<'_>,
+        quota: PluginQuota,
     ) -> Result<Installed, StoreError> {
         let json = serde_json::to_string(record).map_err(|e| self.corrupt(e.to_string()))?;
         let write = self.db().begin_write().map_err(|e| self.redb(e))?;
@@ -91,6 +112,11 @@ impl Store {
                     existing: old.digest,
                 },
                 Some(old) if old.grants == record.grants => Installed::Unchanged,
+                None if !record.builtin
+                    && let Some(over) = self.over_quota(&names, tenant, record, quota)? =>
+                {
+                    over
+                }
                 existing => {
                     let mut blobs = write.open_table(BLOBS).map_err(|e| self.redb(e))?;
                     if blobs
@@ -122,11 +148,63 @@ impl Store {
             Installed::New | Installed::GrantsChanged => {
                 write.commit().map_err(|e| self.redb(e))?;
             }
-            Installed::Unchanged | Installed::Conflict { .. } => {
+            Installed::Unchanged | Installed::Conflict { .. } | Installed::OverQuota { .. } => {
                 write.abort().map_err(|e| self.redb(e))?;
             }
         }
         Ok(outcome)
+    }
+
+    /// Whether a new `record` would take `tenant` past `quota`, counting
+    /// its plugins in `names` (inside the install's transaction).
+    fn over_quota(
+        &self,
+        names: &impl ReadableTable<(&'static str, &'static str, &'static str), &'static str>,
+        tenant: &str,
+        record: &PluginRecord,
+        quota: PluginQuota,
+    ) -> Result<Option<Installed>, StoreError> {
+        if quota == PluginQuota::default() {
+            return Ok(None);
+        }
+        let mut count = 0u64;
+        let mut digests = std::collections::HashMap::new();
+        for entry in names.range((tenant, "", "")..).map_err(|e| self.redb(e))? {
+            let (key, value) = entry.map_err(|e| self.redb(e))?;
+            if key.value().0 != tenant {
+                break;
+            }
+            let installed: PluginRecord = self.decode(value.value())?;
+            if !installed.builtin {
+                count += 1;
+                digests.insert(installed.digest, installed.size);
+            }
+        }
+        let bytes: u64 = digests.values().sum();
+        if let Some(max) = quota.plugins
+            && count >= max
+        {
+            return Ok(Some(Installed::OverQuota {
+                limit: "plugins",
+                max,
+                used: count,
+            }));
+        }
+        let added = if digests.contains_key(&record.digest) {
+            0
+        } else {
+            record.size
+        };
+        if let Some(max) = quota.bytes
+            && bytes.saturating_add(added) > max
+        {
+            return Ok(Some(Installed::OverQuota {
+                limit: "plugin_bytes",
+                max,
+                used: bytes,
+            }));
+        }
+        Ok(None)
     }
 
     /// Every installed name@version of a tenant, ordered by name then version text.

@@ -32,7 +32,7 @@ pub use attempts::{Outcome, PendingRetry};
 pub use executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess, Usage};
 pub use journal::{Cancel, Journal, NoJournal, Signals, WaitOutcome};
 pub use plugin_key::{PluginKey, PolicyStage};
-pub use report::{Event, RunReport, RunStatus, TaskError, TaskReport, TaskStatus};
+pub use report::{Consumption, Event, RunReport, RunStatus, TaskError, TaskReport, TaskStatus};
 
 use attempts::{Attempter, TaskAttempts};
 use fan_out::FanOut;

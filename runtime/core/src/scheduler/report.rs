@@ -184,3 +184,60 @@ pub enum Event<'a> {
     /// A task reached its final state.
     Finished(&'a TaskReport),
 }
+
+/// What runs consumed: model tokens (in and out, cached answers not
+/// counted), what they cost, and fuel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Consumption {
+    /// Model tokens, in and out.
+    pub tokens: u64,
+    /// Their cost in US dollars, where a price was known.
+    pub cost_usd: f64,
+    /// Fuel the plugins burned.
+    pub fuel: u64,
+}
+
+impl Consumption {
+    /// What the final states `tasks` consumed: each task once, a
+    /// `for_each` through its own state (which adds its items up), or
+    /// through its finished items while it has none.
+    pub fn of(tasks: &[TaskReport]) -> Self {
+        let finished: std::collections::HashSet<&str> = tasks
+            .iter()
+            .filter(|r| super::parse_item_id(&r.id).is_none())
+            .map(|r| r.id.as_str())
+            .collect();
+        let mut total = Self::default();
+        for report in tasks {
+            if super::parse_item_id(&report.id).is_some_and(|(task, _)| finished.contains(task)) {
+                continue;
+            }
+            total.add(Self::from_parts(
+                report.usage.as_ref(),
+                report.metering.fuel,
+            ));
+        }
+        total
+    }
+
+    /// What one answer consumed: its usage (nothing when it came from the
+    /// cache) and `fuel`.
+    pub fn from_parts(usage: Option<&Usage>, fuel: u64) -> Self {
+        let usage = usage.filter(|u| !u.cached);
+        Self {
+            tokens: usage.map_or(0, |u| u.input_tokens.saturating_add(u.output_tokens)),
+            cost_usd: usage
+                .and_then(|u| u.cost_usd)
+                .filter(|c| c.is_finite() && *c >= 0.0)
+                .unwrap_or(0.0),
+            fuel,
+        }
+    }
+
+    /// Adds `other` in (counts saturate).
+    pub fn add(&mut self, other: Self) {
+        self.tokens = self.tokens.saturating_add(other.tokens);
+        self.cost_usd += other.cost_usd;
+        self.fuel = self.fuel.saturating_add(other.fuel);
+    }
+}

@@ -15,6 +15,9 @@
 //! and `messages` of its `with:`, plus its `max_tokens`. After a call, an
 //! answer whose actual usage takes the run past a limit is refused too.
 //!
+//! The tenant's `quotas:` (`crate::quotas`) count and refuse the same way,
+//! across all the tenant's runs in a period.
+//!
 //! A workflow's `policies:` run around the calls they guard, outside all
 //! of that (`policies.rs`).
 
@@ -26,8 +29,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use orchestrator_core::scheduler::{
-    Executor, FailureKind, Metering, TaskFailure, TaskReport, TaskRequest, TaskSuccess, Usage,
-    parse_item_id,
+    Consumption, Executor, FailureKind, Metering, TaskFailure, TaskReport, TaskRequest,
+    TaskSuccess, Usage, parse_item_id,
 };
 use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::Budget;
@@ -36,6 +39,10 @@ use orchestrator_store::responses::{CachedAnswer, ResponseCache};
 
 mod policies;
 mod prices;
+
+use crate::quotas::TenantSpend;
+use crate::rate_limits::RateLimits;
+use orchestrator_sandbox::host_guard::AttemptId;
 
 pub use policies::{PolicyHook, PolicyHooks};
 pub use prices::{Price, Prices};
@@ -63,6 +70,10 @@ pub struct Governed<E> {
     budget: Option<Budget>,
     spent: Mutex<Spent>,
     policies: PolicyHooks,
+    /// The run's hold on its tenant's quota (`quotas:`).
+    quota: Option<Arc<TenantSpend>>,
+    /// Token rate limits to charge what each call used to, and the tenant.
+    rate_limits: Option<(Arc<RateLimits>, TenantId)>,
 }
 
 /// What a run has spent, and what calls in flight are expected to.
@@ -91,7 +102,24 @@ impl<E> Governed<E> {
             budget: None,
             spent: Mutex::default(),
             policies: PolicyHooks::default(),
+            quota: None,
+            rate_limits: None,
         }
+    }
+
+    /// The same executor, charging the tokens each call used to the token
+    /// rate limits of the hosts it called, for the run's tenant.
+    pub fn with_rate_limits(self, rate_limits: Option<(Arc<RateLimits>, TenantId)>) -> Self {
+        Self {
+            rate_limits,
+            ..self
+        }
+    }
+
+    /// The same executor, counting what its calls spend against its
+    /// tenant's quota and refusing calls past it.
+    pub fn with_quota(self, quota: Option<Arc<TenantSpend>>) -> Self {
+        Self { quota, ..self }
     }
 
     /// The same executor, running `policies` around the calls they guard.
@@ -259,19 +287,62 @@ impl<E: Executor> Governed<E> {
             Some(budget) => Some((budget, self.reserve(budget, &request)?)),
             None => None,
         };
+        let quota = match &self.quota {
+            Some(quota) => {
+                let (tokens, cost) = estimate(&request.input, &self.prices);
+                match quota.reserve(tokens, cost) {
+                    Ok(reservation) => Some((quota, reservation)),
+                    Err(message) => {
+                        if let Some((budget, reservation)) = reserved {
+                            let _ = self.settle(budget, reservation, None);
+                        }
+                        return Err(TaskFailure {
+                            kind: FailureKind::Denied,
+                            message,
+                            metering: Metering::default(),
+                        });
+                    }
+                }
+            }
+            None => None,
+        };
+        let attempt = AttemptId {
+            execution: Arc::clone(&request.execution_id),
+            task: request.task_id.clone(),
+            attempt: request.attempt,
+        };
         let result = self.inner.execute(request).await;
-        let mut success = match (result, reserved) {
-            (Ok(success), _) => success,
-            (Err(failure), Some((budget, reservation))) => {
-                let _ = self.settle(budget, reservation, None);
+        if let Some((limits, tenant)) = &self.rate_limits {
+            let used = result
+                .as_ref()
+                .ok()
+                .and_then(|s| s.usage.as_ref())
+                .map_or(0, |u| Consumption::from_parts(Some(u), 0).tokens);
+            limits.charge(tenant, &attempt, used);
+        }
+        let mut success = match result {
+            Ok(success) => success,
+            Err(failure) => {
+                if let Some((budget, reservation)) = reserved {
+                    let _ = self.settle(budget, reservation, None);
+                }
+                if let Some((quota, reservation)) = quota {
+                    quota.settle(
+                        reservation,
+                        Consumption::from_parts(None, failure.metering.fuel),
+                    );
+                }
                 return Err(failure);
             }
-            (Err(failure), None) => return Err(failure),
         };
         if let Some(usage) = &mut success.usage
             && usage.cost_usd.is_none()
         {
             usage.cost_usd = self.prices.cost(usage);
+        }
+        if let Some((quota, reservation)) = quota {
+            let consumed = Consumption::from_parts(success.usage.as_ref(), success.metering.fuel);
+            quota.settle(reservation, consumed);
         }
         if let Some((budget, reservation)) = reserved
             && let Err(message) = self.settle(budget, reservation, success.usage.as_ref())

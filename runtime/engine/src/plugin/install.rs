@@ -18,7 +18,7 @@ use orchestrator_core::plugin::valid_label;
 use orchestrator_core::scheduler::FailureKind;
 use orchestrator_core::workflow::Limits;
 use orchestrator_sandbox::{Sandbox, SandboxError, hex};
-use orchestrator_store::plugins::{Artifact, Installed, PluginRecord};
+use orchestrator_store::plugins::{Artifact, Installed, PluginQuota, PluginRecord};
 use orchestrator_store::{Store, StoreError};
 
 /// Limits `describe()` runs under at install.
@@ -44,6 +44,8 @@ pub struct InstallRequest<'a> {
     pub grants: Grants,
     /// Whether this is a built-in plugin.
     pub builtin: bool,
+    /// How much the tenant's plugins may take (`quotas:`).
+    pub quota: PluginQuota,
 }
 
 /// What an install did.
@@ -81,6 +83,24 @@ pub enum InstallError {
         version: String,
         /// The digest already installed.
         existing: String,
+    },
+    /// The tenant's quota has no room for another plugin.
+    #[error(
+        "cannot install {file}: tenant `{tenant}` is at its quota of {max} {what} (it has {used}); remove a plugin (`runtime plugins remove NAME@VERSION`) or raise `quotas.{limit}` in the configuration"
+    )]
+    OverQuota {
+        /// The file.
+        file: String,
+        /// The tenant.
+        tenant: String,
+        /// The limit's name in `quotas:`.
+        limit: &'static str,
+        /// What it counts.
+        what: &'static str,
+        /// The limit.
+        max: u64,
+        /// What the tenant has.
+        used: u64,
     },
     /// The store failed.
     #[error(transparent)]
@@ -165,7 +185,22 @@ pub async fn install(
             engine: sandbox.engine_hash(),
             bytes: &artifact,
         },
+        request.quota,
     )?;
+    if let Installed::OverQuota { limit, max, used } = outcome {
+        return Err(InstallError::OverQuota {
+            file: request.source.clone(),
+            tenant: tenant.to_owned(),
+            limit,
+            what: if limit == "plugins" {
+                "installed plugins"
+            } else {
+                "bytes of installed plugins"
+            },
+            max,
+            used,
+        });
+    }
     if let Installed::Conflict { existing } = outcome {
         return Err(InstallError::Conflict {
             file: request.source.clone(),
@@ -217,6 +252,7 @@ pub async fn install_builtins(
             version: None,
             grants,
             builtin: true,
+            quota: PluginQuota::default(),
         };
         // An older build of this built-in under the same version is replaced.
         match install(store, sandbox, tenant, request.clone()).await {

@@ -13,7 +13,6 @@ use serde_json::Value;
 
 use super::handle::{Ending, ExecutionHandle, Running};
 use super::workflow::Workflow;
-use crate::breakers::Breakers;
 use crate::config::Config;
 use crate::control::ControlServer;
 use crate::executions;
@@ -319,15 +318,11 @@ impl Engine {
     /// A runner with this engine's configuration and the breakers recorded
     /// in `store`.
     fn runner(&self, store: &Store) -> Result<Runner, ServiceError> {
-        let breakers = Breakers::recorded(store, self.tenant.as_str())?;
-        Ok(
-            Runner::on(Arc::clone(&self.sandbox), self.expressions.clone())
-                .with_secrets(self.config.secrets.clone())
-                .with_breakers(Arc::new(breakers))
-                .with_prices(self.config.prices.clone())
-                .with_rate_limits(Arc::clone(&self.config.rate_limits))
-                .with_host_policies(self.config.policies.clone())
-                .with_response_cache(&self.store_path),
+        self.config.runner(
+            Arc::clone(&self.sandbox),
+            self.expressions.clone(),
+            store,
+            &self.tenant,
         )
     }
 }

@@ -190,18 +190,45 @@ impl ExecutionHandle {
     /// retries, signals and what its plugins emit (streamed text).
     /// Dropping the stream stops the following.
     pub fn events(&self, from: u64) -> EventStream {
-        if let Some(log) = self.running.as_ref().and_then(|r| r.live()) {
-            return EventStream(follow_log(&log, from));
-        }
         let (send, receive) = tokio::sync::mpsc::channel(256);
         let (executions, id) = (self.executions.clone(), self.id.clone());
-        tokio::task::spawn_blocking(move || {
-            let followed = executions::follow(&executions, &id, from, |seq, event| {
-                send.blocking_send(Ok((seq, event.clone()))).is_ok()
-            });
-            if let Err(e) = followed {
-                let _ = send.blocking_send(Err(e.to_string()));
+        let live = self.running.as_ref().and_then(|r| r.live());
+        tokio::spawn(async move {
+            let mut next = from;
+            if let Some(log) = live {
+                // Followed through the run's own log while it runs here.
+                let mut events = follow_log(&log, from);
+                drop(log);
+                while let Some(item) = events.recv().await {
+                    let finished = matches!(
+                        &item,
+                        Ok((
+                            _,
+                            LogEvent {
+                                kind: EventKind::ExecutionFinished { .. },
+                                ..
+                            }
+                        ))
+                    );
+                    if let Ok((seq, _)) = &item {
+                        next = seq + 1;
+                    }
+                    if send.send(item).await.is_err() || finished {
+                        return;
+                    }
+                }
             }
+            // Not running here, or its run let go of its log before this
+            // follower read the end: read on from storage.
+            let _ = tokio::task::spawn_blocking(move || {
+                let followed = executions::follow(&executions, &id, next, |seq, event| {
+                    send.blocking_send(Ok((seq, event.clone()))).is_ok()
+                });
+                if let Err(e) = followed {
+                    let _ = send.blocking_send(Err(e.to_string()));
+                }
+            })
+            .await;
         });
         EventStream(receive)
     }

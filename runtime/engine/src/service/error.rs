@@ -44,4 +44,7 @@ pub enum ServiceError {
     /// Too many executions are running and waiting in this process.
     #[error(transparent)]
     Busy(#[from] Busy),
+    /// The tenant has spent what its quota allows this period.
+    #[error("{0}")]
+    Quota(String),
 }

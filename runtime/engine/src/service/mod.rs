@@ -32,6 +32,7 @@ use crate::breakers::{BreakerExecutor, Breakers, Guard, HostBreakers};
 use crate::config::Secrets;
 use crate::governance::{CacheRule, Governed, Prices};
 use crate::plugin::{self, Allowed, Resolved};
+use crate::quotas::{Quotas, TenantSpend};
 use crate::rate_limits::RateLimits;
 use orchestrator_core::expr::Expressions;
 use orchestrator_core::scheduler::{Event, RunReport, Scheduler};
@@ -80,6 +81,8 @@ pub struct Runner {
     responses: ResponsesAt,
     /// The host's policies, run around every model call of every run.
     host_policies: Policies,
+    /// What each tenant may spend (`quotas:`).
+    quotas: Option<Arc<Quotas>>,
 }
 
 /// Where the response cache is kept, opened the first time a workflow
@@ -124,6 +127,15 @@ impl Runner {
             prices: Arc::default(),
             responses: ResponsesAt::default(),
             host_policies: Policies::default(),
+            quotas: None,
+        }
+    }
+
+    /// The same runner, holding each tenant's runs to `quotas`.
+    pub fn with_quotas(self, quotas: Arc<Quotas>) -> Self {
+        Self {
+            quotas: Some(quotas),
+            ..self
         }
     }
 
@@ -248,7 +260,17 @@ impl Runner {
         workflow: &LoadedWorkflow,
         store: &Store,
     ) -> Result<TaskExecutor, ServiceError> {
-        self.prepare_nested(workflow, store, 0, &self.host_policies)
+        let quota = match &self.quotas {
+            Some(quotas) => {
+                let executions = Executions::for_tenant(store.path(), &workflow.tenant);
+                quotas
+                    .admit(&workflow.tenant, &executions)
+                    .map_err(ServiceError::Quota)?
+                    .map(Arc::new)
+            }
+            None => None,
+        };
+        self.prepare_nested(workflow, store, 0, &self.host_policies, quota.as_ref())
     }
 
     fn prepare_nested(
@@ -257,6 +279,7 @@ impl Runner {
         store: &Store,
         depth: usize,
         inherited: &Policies,
+        quota: Option<&Arc<TenantSpend>>,
     ) -> Result<TaskExecutor, ServiceError> {
         // A child runs under every policy its parent runs under, its own after.
         let for_children = Policies {
@@ -293,7 +316,7 @@ impl Runner {
                             &workflow.tenant,
                         )?;
                         let executor =
-                            self.prepare_nested(&child, store, depth + 1, &for_children)?;
+                            self.prepare_nested(&child, store, depth + 1, &for_children, quota)?;
                         let record = ChildRecord {
                             executions: Executions::for_tenant(store.path(), &child.tenant),
                             tenant: child.tenant.clone(),
@@ -368,6 +391,12 @@ impl Runner {
             rules,
         )
         .with_budget(workflow.plan.budget)
+        .with_quota(quota.cloned())
+        .with_rate_limits(
+            self.rate_limits
+                .as_ref()
+                .map(|limits| (Arc::clone(limits), workflow.tenant.clone())),
+        )
         .with_policies(policies);
         Ok(TaskExecutor::new(governed, children))
     }

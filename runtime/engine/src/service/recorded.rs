@@ -118,6 +118,7 @@ pub fn running_record(
         finished_at: None,
         error: None,
         outputs: serde_json::Map::new(),
+        consumed: None,
         parent,
     }
 }

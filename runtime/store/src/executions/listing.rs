@@ -4,10 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use orchestrator_core::scheduler::Consumption;
+
 use super::{ExecutionRecord, ExecutionStatus};
 
 /// One execution, as a listing shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// The id.
     pub id: String,
@@ -24,6 +26,9 @@ pub struct Summary {
     /// The parent execution, for a sub-workflow's run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// What it consumed, once it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed: Option<Consumption>,
 }
 
 impl Summary {
@@ -36,6 +41,7 @@ impl Summary {
             created_at: record.created_at,
             finished_at: record.finished_at,
             parent: record.parent.as_ref().map(|p| p.execution.clone()),
+            consumed: record.consumed,
         }
     }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use orchestrator_core::scheduler::{PendingRetry, TaskReport};
+use orchestrator_core::scheduler::{Consumption, PendingRetry, TaskReport};
 use orchestrator_core::tenant::TenantId;
 
 pub mod backend;
@@ -244,6 +244,30 @@ impl Executions {
     /// A page of executions, newest first ([`listing::ListQuery`]).
     pub fn list(&self, query: &listing::ListQuery) -> Result<listing::Page, ExecutionError> {
         self.backend.list(query)
+    }
+
+    /// What the executions started at or after `since` (ms since the
+    /// epoch) consumed, as far as their records say: finished ones, each
+    /// once (sub-workflow runs are counted in their parents' tasks).
+    pub fn consumed_since(&self, since: u64) -> Result<Consumption, ExecutionError> {
+        let mut total = Consumption::default();
+        let mut query = listing::ListQuery {
+            since: Some(since),
+            limit: listing::MAX_PAGE,
+            ..listing::ListQuery::default()
+        };
+        loop {
+            let page = self.list(&query)?;
+            for summary in &page.items {
+                if let Some(consumed) = summary.consumed {
+                    total.add(consumed);
+                }
+            }
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(total),
+            }
+        }
     }
 
     /// Removes execution `id`; [`ExecutionError::Busy`] while it is held.
@@ -566,6 +590,7 @@ impl ExecutionLog {
         outputs: serde_json::Map<String, Value>,
     ) -> Result<(), ExecutionError> {
         let mut record = self.record()?;
+        record.consumed = Some(Consumption::of(&self.tasks()?));
         record.status = status;
         record.finished_at = Some(now_ms());
         record.error.clone_from(&error);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use orchestrator_core::scheduler::{FailureKind, TaskStatus};
+use orchestrator_core::scheduler::{Consumption, FailureKind, TaskStatus};
 use orchestrator_core::workflow::Durability as WorkflowDurability;
 
 /// Where an execution stands.
@@ -68,6 +68,9 @@ pub struct ExecutionRecord {
     pub error: Option<String>,
     /// The workflow's outputs, once it succeeded.
     pub outputs: serde_json::Map<String, Value>,
+    /// What it consumed, once it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed: Option<Consumption>,
     /// Set for the run of a sub-workflow: the task that ran it (its parent
     /// resumes it, not `runtime resume`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,381 @@
+//! What each tenant may keep and spend (`quotas:` in the configuration),
+//! every tenant counted on its own:
+//!
+//! - `plugins`, `plugin_bytes`: installed plugins and the bytes of their
+//!   components (built-ins not counted), checked by the store in the
+//!   install's own transaction, so two installs at once cannot both
+//!   squeeze past a limit.
+//! - `tokens`, `cost`, `fuel` per `period` (default `1d`; periods are
+//!   fixed windows from the Unix epoch): what the tenant's runs spent.
+//!   A run is refused before it starts once a limit is reached; within a
+//!   run, a model call is refused before it is sent when what was spent,
+//!   what calls in flight are expected to spend and its own estimate (as
+//!   for a workflow's `budget:`) would pass the limit, and any task is
+//!   refused once the fuel is spent. An answer that takes the tenant past
+//!   a limit is kept (it was paid for, and its usage is recorded); the
+//!   calls after it are refused.
+//!
+//! What was spent is read from the index of the tenant's executions (the
+//! consumption each finished one recorded, counted in the period it
+//! started in) whenever no run of the tenant is in flight in this process,
+//! and counted here as tasks finish. Runs in other processes are counted
+//! once they finish, so processes running at once can pass a limit
+//! together by what they have in flight.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use orchestrator_core::scheduler::Consumption;
+use orchestrator_core::tenant::TenantId;
+use orchestrator_store::executions::{Executions, now_ms};
+use orchestrator_store::plugins::PluginQuota;
+
+/// `quotas:` as the configuration file writes it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasSpec {
+    /// Installed plugins (name@versions).
+    #[serde(default)]
+    pub plugins: Option<u64>,
+    /// Bytes of the tenant's installed components, each stored once.
+    #[serde(default)]
+    pub plugin_bytes: Option<u64>,
+    /// Model tokens (in and out) per period.
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    /// US dollars per period.
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// Fuel per period.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// The period, for example `1h` or `1d` (default `1d`).
+    #[serde(default)]
+    pub period: Option<String>,
+}
+
+/// Every tenant's quota, and what each spent in this process.
+#[derive(Debug, Default)]
+pub struct Quotas {
+    spec: QuotasSpec,
+    period_ms: u64,
+    ledgers: Mutex<HashMap<TenantId, Ledger>>,
+}
+
+/// What one tenant spent in the current period.
+#[derive(Debug, Default)]
+struct Ledger {
+    period_start: u64,
+    spent: Consumption,
+    /// Expected from model calls in flight.
+    reserved: Consumption,
+    /// Its runs in flight in this process.
+    runs: usize,
+}
+
+impl Quotas {
+    /// The quotas `spec` gives; the message says what is wrong.
+    pub fn new(spec: QuotasSpec) -> Result<Self, String> {
+        if let Some(cost) = spec.cost
+            && !(cost.is_finite() && cost >= 0.0)
+        {
+            return Err(format!(
+                "`quotas.cost` must be a number of dollars, 0 or more (not {cost})"
+            ));
+        }
+        let period = match &spec.period {
+            Some(text) => orchestrator_core::workflow::parse_duration(text)
+                .map_err(|e| format!("`quotas.period`: {e}"))?,
+            None => Duration::from_secs(24 * 3600),
+        };
+        let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+        if period_ms < 1000 {
+            return Err("`quotas.period` must be at least 1s".into());
+        }
+        Ok(Self {
+            spec,
+            period_ms,
+            ledgers: Mutex::default(),
+        })
+    }
+
+    /// What an install may add.
+    pub fn plugins(&self) -> PluginQuota {
+        PluginQuota {
+            plugins: self.spec.plugins,
+            bytes: self.spec.plugin_bytes,
+        }
+    }
+
+    fn limits_spending(&self) -> bool {
+        self.spec.tokens.is_some() || self.spec.cost.is_some() || self.spec.fuel.is_some()
+    }
+
+    /// Takes a run of `tenant` in, whose executions are `executions`: what
+    /// the tenant spent this period is read again when none of its runs is
+    /// in flight here, and the run is refused once a limit is reached.
+    /// `None` when no spending limit is set.
+    pub fn admit(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        executions: &Executions,
+    ) -> Result<Option<TenantSpend>, String> {
+        if !self.limits_spending() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let period_start = now - now % self.period_ms;
+        let idle = self
+            .ledgers
+            .lock()
+            .expect("quota lock")
+            .get(tenant)
+            .is_none_or(|l| l.runs == 0 || l.period_start != period_start);
+        // Read outside the lock: it reads the index.
+        let recorded = if idle {
+            Some(
+                executions
+                    .consumed_since(period_start)
+                    .map_err(|e| format!("cannot read what tenant `{tenant}` spent: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let mut ledgers = self.ledgers.lock().expect("quota lock");
+        let ledger = ledgers.entry(tenant.clone()).or_default();
+        if ledger.period_start != period_start {
+            *ledger = Ledger {
+                period_start,
+                runs: ledger.runs,
+                ..Ledger::default()
+            };
+        }
+        if let Some(recorded) = recorded
+            && ledger.runs == 0
+        {
+            ledger.spent = recorded;
+        }
+        if let Some(reached) = self.reached(tenant, ledger) {
+            return Err(format!("{reached}; no run starts until then"));
+        }
+        ledger.runs += 1;
+        Ok(Some(TenantSpend {
+            quotas: Arc::clone(self),
+            tenant: tenant.clone(),
+        }))
+    }
+
+    /// Which limit `ledger` has reached, in words, if any.
+    fn reached(&self, tenant: &TenantId, ledger: &Ledger) -> Option<String> {
+        let spent = &ledger.spent;
+        let over = [
+            self.spec
+                .tokens
+                .filter(|max| spent.tokens >= *max)
+                .map(|max| (format!("{} of its {max} tokens", spent.tokens), "tokens")),
+            self.spec
+                .cost
+                .filter(|max| spent.cost_usd >= *max)
+                .map(|max| (format!("${:.6} of its ${max}", spent.cost_usd), "cost")),
+            self.spec
+                .fuel
+                .filter(|max| spent.fuel >= *max)
+                .map(|max| (format!("{} of its {max} fuel", spent.fuel), "fuel")),
+        ];
+        let (used, limit) = over.into_iter().flatten().next()?;
+        Some(format!(
+            "tenant `{tenant}` has spent {used} {}; raise `quotas.{limit}` or wait for the next period",
+            self.period_words(ledger.period_start)
+        ))
+    }
+
+    /// "this period (1day, until 2026-12-02T00:00:00Z)".
+    fn period_words(&self, start: u64) -> String {
+        let end =
+            std::time::UNIX_EPOCH + Duration::from_millis(start.saturating_add(self.period_ms));
+        format!(
+            "this period ({}, until {})",
+            humantime::format_duration(Duration::from_millis(self.period_ms)),
+            humantime::format_rfc3339_seconds(end)
+        )
+    }
+}
+
+/// A run's hold on its tenant's quota: what its tasks spend is counted
+/// here. Dropping it ends the run's part.
+#[derive(Debug)]
+pub struct TenantSpend {
+    quotas: Arc<Quotas>,
+    tenant: TenantId,
+}
+
+impl Drop for TenantSpend {
+    fn drop(&mut self) {
+        if let Some(ledger) = self
+            .quotas
+            .ledgers
+            .lock()
+            .expect("quota lock")
+            .get_mut(&self.tenant)
+        {
+            ledger.runs = ledger.runs.saturating_sub(1);
+        }
+    }
+}
+
+impl TenantSpend {
+    /// Reserves a call's expected `tokens` and `cost`, or says which limit
+    /// refuses it; a task of any kind is refused once the fuel is spent.
+    pub fn reserve(&self, tokens: u64, cost: f64) -> Result<Consumption, String> {
+        let quotas = &self.quotas;
+        let mut ledgers = quotas.ledgers.lock().expect("quota lock");
+        let ledger = ledgers.entry(self.tenant.clone()).or_default();
+        let words = quotas.period_words(ledger.period_start);
+        let tenant = &self.tenant;
+        if let Some(max) = quotas.spec.fuel
+            && ledger.spent.fuel >= max
+        {
+            return Err(format!(
+                "refused by tenant `{tenant}`'s quota: it has spent {} of its {max} fuel {words}; raise `quotas.fuel`",
+                ledger.spent.fuel
+            ));
+        }
+        if let Some(max) = quotas.spec.tokens {
+            let committed = ledger.spent.tokens.saturating_add(ledger.reserved.tokens);
+            if tokens > 0 && committed.saturating_add(tokens) > max {
+                return Err(format!(
+                    "refused by tenant `{tenant}`'s quota before the call: it has spent {} of its {max} tokens {words} ({} more expected from calls in flight), and this call would take about {tokens}; raise `quotas.tokens`",
+                    ledger.spent.tokens, ledger.reserved.tokens
+                ));
+            }
+        }
+        if let Some(max) = quotas.spec.cost {
+            let committed = ledger.spent.cost_usd + ledger.reserved.cost_usd;
+            if cost > 0.0 && committed + cost > max {
+                return Err(format!(
+                    "refused by tenant `{tenant}`'s quota before the call: it has spent ${:.6} of its ${max} {words}, and this call would cost about ${cost:.6}; raise `quotas.cost`",
+                    ledger.spent.cost_usd
+                ));
+            }
+        }
+        let reserved = Consumption {
+            tokens,
+            cost_usd: cost,
+            fuel: 0,
+        };
+        ledger.reserved.add(reserved);
+        Ok(reserved)
+    }
+
+    /// Releases `reserved` and counts what the call `consumed`. An answer
+    /// that takes the tenant past a limit is kept (it was paid for); the
+    /// calls after it are refused.
+    pub fn settle(&self, reserved: Consumption, consumed: Consumption) {
+        let mut ledgers = self.quotas.ledgers.lock().expect("quota lock");
+        let ledger = ledgers.entry(self.tenant.clone()).or_default();
+        ledger.reserved.tokens = ledger.reserved.tokens.saturating_sub(reserved.tokens);
+        ledger.reserved.cost_usd = (ledger.reserved.cost_usd - reserved.cost_usd).max(0.0);
+        ledger.spent.add(consumed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchestrator_store::conformance::{record, report};
+    use orchestrator_store::executions::ExecutionStatus;
+    use orchestrator_store::executions::memory::MemoryExecutions;
+
+    fn quotas(yaml: &str) -> Arc<Quotas> {
+        Arc::new(Quotas::new(serde_saphyr::from_str(yaml).unwrap()).unwrap())
+    }
+
+    /// A finished execution of `tenant` that consumed `tokens`, `cost`
+    /// and `fuel`.
+    fn spent(executions: &Executions, id: &str, tokens: u64, cost: f64, fuel: u64) {
+        let log = executions.create(&record(id)).unwrap();
+        let mut done = report("a", None);
+        done.usage = Some(orchestrator_core::scheduler::Usage {
+            input_tokens: tokens,
+            output_tokens: 0,
+            model: None,
+            cost_usd: Some(cost),
+            cached: false,
+        });
+        done.metering.fuel = fuel;
+        log.commit_tasks(&[done]).unwrap();
+        log.finish(ExecutionStatus::Succeeded, None, serde_json::Map::new())
+            .unwrap();
+    }
+
+    #[test]
+    fn what_finished_runs_spent_counts_and_a_run_past_a_limit_is_refused() {
+        let memory = MemoryExecutions::new();
+        let acme = TenantId::new("acme").unwrap();
+        let executions = Executions::in_memory(&memory, &acme);
+        let quotas = quotas("{ tokens: 100, cost: 1.0, fuel: 1000 }");
+        spent(&executions, "e1", 60, 0.5, 10);
+        let run = quotas.admit(&acme, &executions).unwrap().unwrap();
+        // 60 spent: an estimate of 40 fits, 41 does not.
+        let fits = run.reserve(40, 0.0).unwrap();
+        let error = run.reserve(1, 0.0).unwrap_err();
+        assert!(
+            error.contains("spent 60 of its 100 tokens") && error.contains("40 more expected"),
+            "{error}"
+        );
+        run.settle(fits, Consumption::default());
+        let error = run.reserve(0, 0.6).map(|_| ()).unwrap_err();
+        assert!(error.contains("$0.500000 of its $1"), "{error}");
+        assert!(error.contains("quotas.cost"), "{error}");
+        // A task with no model call is refused only once the fuel is spent.
+        let free = run.reserve(0, 0.0).unwrap();
+        run.settle(
+            free,
+            Consumption {
+                fuel: 990,
+                ..Consumption::default()
+            },
+        );
+        let error = run.reserve(0, 0.0).map(|_| ()).unwrap_err();
+        assert!(error.contains("1000 of its 1000 fuel"), "{error}");
+        drop(run);
+        // With no run in flight, what the tenant spent is read again from
+        // its executions: the run above recorded its fuel when it finished.
+        spent(&executions, "e2", 0, 0.0, 990);
+        let error = quotas.admit(&acme, &executions).map(|_| ()).unwrap_err();
+        assert!(
+            error.contains("tenant `acme` has spent") && error.contains("no run starts"),
+            "{error}"
+        );
+
+        // Another tenant counts on its own.
+        let globex = TenantId::new("globex").unwrap();
+        let theirs = Executions::in_memory(&memory, &globex);
+        assert!(quotas.admit(&globex, &theirs).unwrap().is_some());
+    }
+
+    #[test]
+    fn bad_quotas_are_refused_and_no_limit_costs_nothing() {
+        assert!(
+            Quotas::new(serde_saphyr::from_str("{ cost: -1 }").unwrap())
+                .unwrap_err()
+                .contains("quotas.cost")
+        );
+        assert!(
+            Quotas::new(serde_saphyr::from_str("{ tokens: 1, period: 1ms }").unwrap())
+                .unwrap_err()
+                .contains("at least 1s")
+        );
+        let memory = MemoryExecutions::new();
+        let executions = Executions::in_memory(&memory, &TenantId::default());
+        let none = quotas("{ plugins: 3 }");
+        assert!(
+            none.admit(&TenantId::default(), &executions)
+                .unwrap()
+                .is_none()
+        );
+    }
+}
