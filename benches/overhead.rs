@@ -149,8 +149,11 @@ fn recorded_run<E: Executor>(
     let report = tokio.block_on(scheduler.run_with(plan, &json!({}), "bench", options));
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
     let took = started.elapsed() / TASKS as u32;
+    drop(journal);
     drop(log);
-    let _ = executions.remove(&record.id);
+    executions
+        .remove(&record.id)
+        .expect("the bench's execution is removed");
     took
 }
 
@@ -196,7 +199,9 @@ fn step_commit_latency(plan: &Plan, reports: &[TaskReport], dir: &Path) -> Durat
     }
     let took = started.elapsed() / reports.len() as u32;
     drop(log);
-    let _ = executions.remove(&record.id);
+    executions
+        .remove(&record.id)
+        .expect("the bench's execution is removed");
     took
 }
 

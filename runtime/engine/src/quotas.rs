@@ -5,6 +5,8 @@
 //!   components (built-ins not counted), checked by the store in the
 //!   install's own transaction, so two installs at once cannot both
 //!   squeeze past a limit.
+//! - `storage_bytes`: what the tenant keeps, its executions and its
+//!   plugins; a run is refused before it starts while it is at the limit.
 //! - `tokens`, `cost`, `fuel` per `period` (default `1d`; periods are
 //!   fixed windows from the Unix epoch): what the tenant's runs spent.
 //!   A run is refused before it starts once a limit is reached; within a
@@ -43,6 +45,9 @@ pub struct QuotasSpec {
     /// Bytes of the tenant's installed components, each stored once.
     #[serde(default)]
     pub plugin_bytes: Option<u64>,
+    /// Bytes the tenant keeps: its executions and its installed plugins.
+    #[serde(default)]
+    pub storage_bytes: Option<u64>,
     /// Model tokens (in and out) per period.
     #[serde(default)]
     pub tokens: Option<u64>,
@@ -112,6 +117,26 @@ impl Quotas {
 
     fn limits_spending(&self) -> bool {
         self.spec.tokens.is_some() || self.spec.cost.is_some() || self.spec.fuel.is_some()
+    }
+
+    /// Refuses a run of `tenant` while what it keeps, `plugin_bytes` of
+    /// installed plugins and its `executions`, is at `storage_bytes`.
+    pub fn check_storage(
+        &self,
+        tenant: &TenantId,
+        executions: &Executions,
+        plugin_bytes: impl FnOnce() -> u64,
+    ) -> Result<(), String> {
+        let Some(max) = self.spec.storage_bytes else {
+            return Ok(());
+        };
+        let kept = executions.stored_bytes().saturating_add(plugin_bytes());
+        if kept >= max {
+            return Err(format!(
+                "tenant `{tenant}` keeps {kept} bytes (executions and plugins), at its quota of {max}; no run starts until it keeps less: `runtime gc` removes finished executions, `runtime plugins remove` plugins; or raise `quotas.storage_bytes`"
+            ));
+        }
+        Ok(())
     }
 
     /// Takes a run of `tenant` in, whose executions are `executions`: what
@@ -355,6 +380,31 @@ mod tests {
         let globex = TenantId::new("globex").unwrap();
         let theirs = Executions::in_memory(&memory, &globex);
         assert!(quotas.admit(&globex, &theirs).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_tenant_keeping_its_storage_quota_starts_no_run() {
+        let memory = MemoryExecutions::new();
+        let acme = TenantId::new("acme").unwrap();
+        let executions = Executions::in_memory(&memory, &acme);
+        let quotas = quotas("{ storage_bytes: 50000 }");
+        assert!(quotas.check_storage(&acme, &executions, || 0).is_ok());
+        let log = executions.create(&record("big")).unwrap();
+        log.commit_tasks(&[report("a", Some(serde_json::json!("x".repeat(30_000))))])
+            .unwrap();
+        drop(log);
+        // 30 kB of executions: under the quota, until 20 kB of plugins.
+        assert!(quotas.check_storage(&acme, &executions, || 0).is_ok());
+        let error = quotas
+            .check_storage(&acme, &executions, || 20_000)
+            .unwrap_err();
+        assert!(
+            error.contains("tenant `acme` keeps") && error.contains("quotas.storage_bytes"),
+            "{error}"
+        );
+        let globex = TenantId::new("globex").unwrap();
+        let theirs = Executions::in_memory(&memory, &globex);
+        assert!(quotas.check_storage(&globex, &theirs, || 20_000).is_ok());
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("removed_executions_are_gone", removed_executions_are_gone),
     ("listing_pages_newest_first", listing_pages_newest_first),
     ("listing_filters", listing_filters),
+    (
+        "stored_bytes_count_what_is_kept",
+        stored_bytes_count_what_is_kept,
+    ),
 ];
 
 /// Runs every check, each on a fresh backend from `fresh`.
@@ -608,4 +612,24 @@ fn listing_filters(backend: &Backend) {
         ..ListQuery::default()
     });
     assert_eq!(all.first().map(String::as_str), Some("child"));
+}
+
+fn stored_bytes_count_what_is_kept(backend: &Backend) {
+    let executions = backend(&tenant());
+    let others = backend(&TenantId::new("others").unwrap());
+    let empty = executions.stored_bytes();
+    let log = executions.create(&record("e1")).unwrap();
+    log.commit_tasks(&[report("a", Some(json!("x".repeat(100_000))))])
+        .unwrap();
+    log.finish(ExecutionStatus::Succeeded, None, serde_json::Map::new())
+        .unwrap();
+    drop(log);
+    let kept = executions.stored_bytes();
+    assert!(kept >= empty + 100_000, "{empty} then {kept}");
+    assert!(
+        others.stored_bytes() < 100_000,
+        "another tenant's bytes are its own"
+    );
+    executions.remove("e1").unwrap();
+    assert!(executions.stored_bytes() < kept);
 }

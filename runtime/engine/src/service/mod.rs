@@ -65,6 +65,18 @@ pub async fn open_store(
     Ok(store)
 }
 
+/// Bytes of `tenant`'s installed components, each stored once (built-ins
+/// not counted); 0 if the store cannot say.
+fn plugin_bytes(store: &Store, tenant: &TenantId) -> u64 {
+    let mut sizes = HashMap::new();
+    for record in store.plugins(tenant.as_str()).unwrap_or_default() {
+        if !record.builtin {
+            sizes.insert(record.digest, record.size);
+        }
+    }
+    sizes.values().sum()
+}
+
 /// Runs workflows in one sandbox.
 #[derive(Debug, Clone)]
 pub struct Runner {
@@ -263,6 +275,11 @@ impl Runner {
         let quota = match &self.quotas {
             Some(quotas) => {
                 let executions = Executions::for_tenant(store.path(), &workflow.tenant);
+                quotas
+                    .check_storage(&workflow.tenant, &executions, || {
+                        plugin_bytes(store, &workflow.tenant)
+                    })
+                    .map_err(ServiceError::Quota)?;
                 quotas
                     .admit(&workflow.tenant, &executions)
                     .map_err(ServiceError::Quota)?

@@ -146,6 +146,8 @@ pub trait ExecutionsBackend: Send + Sync + std::fmt::Debug {
     fn exists(&self, id: &str) -> bool;
     /// Every id, in order.
     fn ids(&self) -> Vec<String>;
+    /// About how many bytes these executions take where they are kept.
+    fn stored_bytes(&self) -> u64;
     /// A page of the listing `query` asks for, from an index (newest
     /// first; a `running` execution whose owner died is listed `running`).
     fn list(&self, query: &ListQuery) -> Result<Page, ExecutionError>;

@@ -151,6 +151,30 @@ impl ExecutionsBackend for MemoryTenant {
             .collect()
     }
 
+    fn stored_bytes(&self) -> u64 {
+        let stored: Vec<Shared> = {
+            let all = self.all.all.lock().expect("executions lock");
+            all.by_id
+                .iter()
+                .filter(|((tenant, _), _)| *tenant == self.tenant)
+                .map(|(_, stored)| Arc::clone(stored))
+                .collect()
+        };
+        stored
+            .iter()
+            .map(|stored| {
+                let s = stored.lock().expect("execution lock");
+                json(&s.record)
+                    + json(&s.events)
+                    + json(&s.tasks)
+                    + json(&s.signals)
+                    + json(&s.retries)
+                    + json(&s.dead_letters)
+                    + json(&s.overrides)
+            })
+            .sum()
+    }
+
     fn list(&self, query: &ListQuery) -> Result<Page, ExecutionError> {
         let all = self.all.all.lock().expect("executions lock");
         let Some(by_time) = all.by_time.get(&self.tenant) else {
@@ -203,6 +227,12 @@ impl ExecutionsBackend for MemoryTenant {
     fn socket(&self, _id: &str) -> Option<std::path::PathBuf> {
         None
     }
+}
+
+/// The length of `value` as JSON: what the memory backend counts as the
+/// bytes it keeps.
+fn json(value: &impl serde::Serialize) -> u64 {
+    serde_json::to_vec(value).map_or(0, |v| v.len() as u64)
 }
 
 /// One execution in memory.

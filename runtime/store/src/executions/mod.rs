@@ -270,6 +270,11 @@ impl Executions {
         }
     }
 
+    /// About how many bytes these executions take where they are kept.
+    pub fn stored_bytes(&self) -> u64 {
+        self.backend.stored_bytes()
+    }
+
     /// Removes execution `id`; [`ExecutionError::Busy`] while it is held.
     pub fn remove(&self, id: &str) -> Result<(), ExecutionError> {
         drop(self.read(id)?);

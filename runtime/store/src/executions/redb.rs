@@ -759,6 +759,21 @@ impl ExecutionsBackend for RedbExecutions {
         ids
     }
 
+    fn stored_bytes(&self) -> u64 {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        // The files of this tenant, its index included; not the
+        // directories of other tenants below the default one's.
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".redb"))
+            .filter_map(|e| e.metadata().ok())
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
+            .sum()
+    }
+
     fn remove(&self, id: &str) -> Result<(), ExecutionError> {
         let path = self.existing(id)?;
         std::fs::remove_file(&path).map_err(|e| ExecutionError::Backend {
