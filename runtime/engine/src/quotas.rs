@@ -20,9 +20,12 @@
 //! What was spent is read from the index of the tenant's executions (the
 //! consumption each finished one recorded, counted in the period it
 //! started in) whenever no run of the tenant is in flight in this process,
-//! and counted here as tasks finish. Runs in other processes are counted
-//! once they finish, so processes running at once can pass a limit
-//! together by what they have in flight.
+//! and counted here as tasks finish. So runs in other processes are
+//! counted once they have finished and this process starts a run of the
+//! tenant with none in flight; processes running at once can pass a limit
+//! together. Removing executions (`runtime gc`) removes what they spent.
+//! A call whose spending cannot be estimated (no prompt) is not refused by
+//! `tokens` or `cost`; it is counted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -254,7 +257,7 @@ impl Drop for TenantSpend {
 impl TenantSpend {
     /// Reserves a call's expected `tokens` and `cost`, or says which limit
     /// refuses it; a task of any kind is refused once the fuel is spent.
-    pub fn reserve(&self, tokens: u64, cost: f64) -> Result<Consumption, String> {
+    pub fn reserve(self: &Arc<Self>, tokens: u64, cost: f64) -> Result<Reservation, String> {
         let quotas = &self.quotas;
         let mut ledgers = quotas.ledgers.lock().expect("quota lock");
         let ledger = ledgers.entry(self.tenant.clone()).or_default();
@@ -292,18 +295,48 @@ impl TenantSpend {
             fuel: 0,
         };
         ledger.reserved.add(reserved);
-        Ok(reserved)
+        Ok(Reservation {
+            spend: Arc::clone(self),
+            amount: reserved,
+            settled: false,
+        })
     }
 
-    /// Releases `reserved` and counts what the call `consumed`. An answer
-    /// that takes the tenant past a limit is kept (it was paid for); the
-    /// calls after it are refused.
-    pub fn settle(&self, reserved: Consumption, consumed: Consumption) {
+    /// Releases `reserved` and counts what the call `consumed`.
+    fn release(&self, reserved: Consumption, consumed: Consumption) {
         let mut ledgers = self.quotas.ledgers.lock().expect("quota lock");
         let ledger = ledgers.entry(self.tenant.clone()).or_default();
         ledger.reserved.tokens = ledger.reserved.tokens.saturating_sub(reserved.tokens);
         ledger.reserved.cost_usd = (ledger.reserved.cost_usd - reserved.cost_usd).max(0.0);
         ledger.spent.add(consumed);
+    }
+}
+
+/// A call's expected spending, held while the call runs: settled with what
+/// it consumed, or given back when dropped (the call was cut off by a
+/// timeout or a cancel), so calls in flight never outlive their call.
+#[derive(Debug)]
+pub struct Reservation {
+    spend: Arc<TenantSpend>,
+    amount: Consumption,
+    settled: bool,
+}
+
+impl Reservation {
+    /// Counts what the call `consumed`. An answer that takes the tenant
+    /// past a limit is kept (it was paid for); the calls after it that are
+    /// expected to spend are refused.
+    pub fn settle(mut self, consumed: Consumption) {
+        self.settled = true;
+        self.spend.release(self.amount, consumed);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.spend.release(self.amount, Consumption::default());
+        }
     }
 }
 
@@ -343,7 +376,7 @@ mod tests {
         let executions = Executions::in_memory(&memory, &acme);
         let quotas = quotas("{ tokens: 100, cost: 1.0, fuel: 1000 }");
         spent(&executions, "e1", 60, 0.5, 10);
-        let run = quotas.admit(&acme, &executions).unwrap().unwrap();
+        let run = Arc::new(quotas.admit(&acme, &executions).unwrap().unwrap());
         // 60 spent: an estimate of 40 fits, 41 does not.
         let fits = run.reserve(40, 0.0).unwrap();
         let error = run.reserve(1, 0.0).unwrap_err();
@@ -351,19 +384,17 @@ mod tests {
             error.contains("spent 60 of its 100 tokens") && error.contains("40 more expected"),
             "{error}"
         );
-        run.settle(fits, Consumption::default());
+        // A call cut off gives its reservation back.
+        drop(fits);
+        run.reserve(40, 0.0).unwrap().settle(Consumption::default());
         let error = run.reserve(0, 0.6).map(|_| ()).unwrap_err();
         assert!(error.contains("$0.500000 of its $1"), "{error}");
         assert!(error.contains("quotas.cost"), "{error}");
         // A task with no model call is refused only once the fuel is spent.
-        let free = run.reserve(0, 0.0).unwrap();
-        run.settle(
-            free,
-            Consumption {
-                fuel: 990,
-                ..Consumption::default()
-            },
-        );
+        run.reserve(0, 0.0).unwrap().settle(Consumption {
+            fuel: 990,
+            ..Consumption::default()
+        });
         let error = run.reserve(0, 0.0).map(|_| ()).unwrap_err();
         assert!(error.contains("1000 of its 1000 fuel"), "{error}");
         drop(run);

@@ -96,6 +96,16 @@ impl Bucket {
     }
 }
 
+/// The longest a request is told to wait (its attempt's deadline ends it
+/// sooner).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// How long `owed` takes to refill at `refill` a second, at most
+/// [`MAX_WAIT`]: what a plugin reports (tokens) may be absurd.
+fn wait_for(owed: f64, refill: f64) -> Duration {
+    Duration::try_from_secs_f64(owed / refill).map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
+}
+
 /// Attempts whose tokens were never charged (a policy plugin's, one cut
 /// off) are forgotten after this long.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
@@ -165,7 +175,7 @@ impl RateLimits {
         if bucket.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-bucket.tokens / rate.refill)
+            wait_for(-bucket.tokens, rate.refill)
         }
     }
 
@@ -200,7 +210,7 @@ impl RateLimits {
         if bucket.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-bucket.tokens / rate.refill)
+            wait_for(-bucket.tokens, rate.refill)
         }
     }
 
@@ -223,7 +233,9 @@ impl RateLimits {
             bucket.refill(rate, now);
             #[allow(clippy::cast_precision_loss, reason = "a token count far below 2^52")]
             let used = tokens as f64;
-            bucket.tokens -= used;
+            // At most a day's worth owed, however much a plugin reports.
+            let floor = -(rate.refill * MAX_WAIT.as_secs_f64());
+            bucket.tokens = (bucket.tokens - used).max(floor);
         }
     }
 

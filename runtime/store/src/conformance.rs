@@ -584,6 +584,22 @@ fn listing_filters(backend: &Backend) {
         ..ListQuery::default()
     });
     assert_eq!(running, vec!["e11"]);
+    // Empty windows are empty, not errors.
+    let backwards = ids(ListQuery {
+        since: Some(1_006_000),
+        until: Some(1_003_000),
+        ..ListQuery::default()
+    });
+    assert!(backwards.is_empty());
+    let before_since = ids(ListQuery {
+        since: Some(1_006_000),
+        after: Some(Position {
+            created_at: 1_002_000,
+            id: "e02".into(),
+        }),
+        ..ListQuery::default()
+    });
+    assert!(before_since.is_empty());
     logs[11]
         .finish(ExecutionStatus::Cancelled, None, serde_json::Map::new())
         .unwrap();

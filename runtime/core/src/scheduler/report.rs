@@ -237,7 +237,8 @@ impl Consumption {
     /// Adds `other` in (counts saturate).
     pub fn add(&mut self, other: Self) {
         self.tokens = self.tokens.saturating_add(other.tokens);
-        self.cost_usd += other.cost_usd;
+        // Costs come from plugins: a sum stays a finite number.
+        self.cost_usd = (self.cost_usd + other.cost_usd).min(f64::MAX);
         self.fuel = self.fuel.saturating_add(other.fuel);
     }
 }

@@ -291,7 +291,8 @@ impl<E: Executor> Governed<E> {
             Some(quota) => {
                 let (tokens, cost) = estimate(&request.input, &self.prices);
                 match quota.reserve(tokens, cost) {
-                    Ok(reservation) => Some((quota, reservation)),
+                    // Given back if this call is cut off before it settles.
+                    Ok(reservation) => Some(reservation),
                     Err(message) => {
                         if let Some((budget, reservation)) = reserved {
                             let _ = self.settle(budget, reservation, None);
@@ -326,11 +327,8 @@ impl<E: Executor> Governed<E> {
                 if let Some((budget, reservation)) = reserved {
                     let _ = self.settle(budget, reservation, None);
                 }
-                if let Some((quota, reservation)) = quota {
-                    quota.settle(
-                        reservation,
-                        Consumption::from_parts(None, failure.metering.fuel),
-                    );
+                if let Some(reservation) = quota {
+                    reservation.settle(Consumption::from_parts(None, failure.metering.fuel));
                 }
                 return Err(failure);
             }
@@ -340,9 +338,11 @@ impl<E: Executor> Governed<E> {
         {
             usage.cost_usd = self.prices.cost(usage);
         }
-        if let Some((quota, reservation)) = quota {
-            let consumed = Consumption::from_parts(success.usage.as_ref(), success.metering.fuel);
-            quota.settle(reservation, consumed);
+        if let Some(reservation) = quota {
+            reservation.settle(Consumption::from_parts(
+                success.usage.as_ref(),
+                success.metering.fuel,
+            ));
         }
         if let Some((budget, reservation)) = reserved
             && let Err(message) = self.settle(budget, reservation, success.usage.as_ref())

@@ -548,12 +548,20 @@ impl Runner {
         concurrency: Option<usize>,
         observe: &(dyn Fn(Event<'_>) + Sync),
     ) -> Result<RunReport, ServiceError> {
-        let _slot = self.sandbox.capacity().admit_run(&execution.tenant).await?;
-        executor.count_spent(&execution.done);
-        let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
+        // Registered first: the lease is renewed while the run waits for
+        // its slot, so no other owner takes the execution meanwhile.
         let emits = self
             .emits
             .register(&execution.id, Arc::clone(&execution.log));
+        let _slot = match self.sandbox.capacity().admit_run(&execution.tenant).await {
+            Ok(slot) => slot,
+            Err(busy) => {
+                emits.close().await;
+                return Err(busy.into());
+            }
+        };
+        executor.count_spent(&execution.done);
+        let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
         let report =
             run_recorded(&scheduler, &workflow.plan, execution, concurrency, observe).await;
         emits.close().await;

@@ -189,6 +189,13 @@ impl ExecutionsBackend for MemoryTenant {
         {
             upper = Some((after.created_at, after.id.clone()));
         }
+        // An empty window (since after until, a cursor before since).
+        if upper
+            .as_ref()
+            .is_some_and(|(t, id)| (*t, id.as_str()) <= (query.since.unwrap_or(0), ""))
+        {
+            return Ok(Page::default());
+        }
         let upper = upper.map_or(Bound::Unbounded, Bound::Excluded);
         let summaries = by_time.range((lower, upper)).rev().filter_map(|(_, id)| {
             let stored = all.by_id.get(&self.key(id))?;

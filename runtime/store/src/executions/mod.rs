@@ -60,8 +60,9 @@ pub enum ExecutionError {
     /// The id is taken.
     #[error("an execution `{0}` exists already; choose another id")]
     Exists(String),
-    /// Another owner holds it (a live process runs it).
-    #[error("execution `{0}` is running in another process")]
+    /// Another owner holds it: a run in another process, or another
+    /// engine or handle in this one.
+    #[error("execution `{0}` is held by a run (in this or another process); wait for it or ask it")]
     Busy(String),
     /// This handle no longer holds the lease: another owner took the
     /// execution over, and nothing was written.
@@ -370,7 +371,12 @@ impl ExecutionLog {
             .lease()
             .ok_or_else(|| ExecutionError::ReadOnly(self.location()))?;
         let notes = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
-        let change = build(notes.clone());
+        let mut change = build(notes.clone());
+        // A renewal that comes after the finish gave the lease up does not
+        // take it again.
+        if lease.expires_at == 0 && change.lease.as_ref().is_some_and(|l| l.expires_at != 0) {
+            change.lease = None;
+        }
         if let Err(e) = self.backend.apply(&lease, &change) {
             // Kept for the next commit, in front of what was noted since.
             let mut pending = self.notes.lock().expect("notes lock");

@@ -706,6 +706,11 @@ impl ExecutionsBackend for RedbExecutions {
         // listing; a file without an entry would be missed.
         self.index
             .put(&|| self.summaries(), &[Summary::of(record)])?;
+        // Created by another process meanwhile: refused; if the entry above
+        // replaced that execution's, the next listing mends it.
+        if path.exists() {
+            return Err(ExecutionError::Exists(record.id.clone()));
+        }
         orchestrator_private::prepare_file(&path).map_err(|e| unreadable(&path, e))?;
         let db = Database::create(&path).map_err(|e| unreadable(&path, e))?;
         Self::init(Some(self.clone()), db, path, record, first, owner, ttl_ms)
@@ -786,9 +791,14 @@ impl ExecutionsBackend for RedbExecutions {
     fn list(&self, query: &ListQuery) -> Result<Page, ExecutionError> {
         let mut page = self.index.list(&|| self.summaries(), query)?;
         // Mend the entries of runs whose process died before its entry
-        // caught up: read their records.
+        // caught up (or whose index write failed): read their records.
         let mut mended = Vec::new();
         page.items.retain_mut(|summary| {
+            // Removed while its entry stayed (a removal cut short).
+            if !self.path(&summary.id).is_file() {
+                mended.push((summary.id.clone(), None));
+                return false;
+            }
             if summary.status != ExecutionStatus::Running {
                 return true;
             }

@@ -9,9 +9,10 @@
 //! | `by_status` | (status byte, start time, id) | nothing |
 //!
 //! An entry is written before its execution file is created and after each
-//! change of its record, so it can only lag behind a file whose process
-//! died in between: a listing reads the record of every entry that says
-//! `running` and mends the entry. The file is opened for one operation at
+//! change of its record, outside the execution's transaction, so it lags
+//! when its process dies in between or the write fails: a listing drops
+//! entries whose file is gone and reads the record of every entry that
+//! says `running`, mending the entry. The file is opened for one operation at
 //! a time (other processes wait their turn), and built from the files when
 //! it is missing: delete it to have it rebuilt.
 
