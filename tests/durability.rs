@@ -580,6 +580,13 @@ outputs:
         "the resumed wait kept its recorded deadline: {events:?}"
     );
     assert!(events.contains(&"signal_received") && events.contains(&"execution_resumed"));
+
+    // Ownership moved by lease: the killed run held epoch 1 (its lease had
+    // not run out: the file lock told the next process it was gone), the
+    // signal took epoch 2, the resume 3, and this open takes 4.
+    let executions = Executions::beside(&dir.join("store.redb"));
+    let log = executions.open(&id).unwrap();
+    assert_eq!(log.lease().unwrap().epoch, 4);
 }
 
 #[test]
