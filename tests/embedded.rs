@@ -244,3 +244,40 @@ async fn two_starts_with_the_same_id_at_once_make_one_execution() {
     let done = a.execution.wait().await.unwrap();
     assert_eq!(done.record.outputs["result"], "approved by b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_in_memory_runs_follows_and_signals_its_own_executions() {
+    let engine = Engine::builder().in_memory().build().await.unwrap();
+    assert!(engine.store_path().is_none());
+    let execution = engine.start(&waiting(), json!({})).await.unwrap();
+    let mut events = execution.events(0);
+    loop {
+        let (_, event) = events.next().await.unwrap().unwrap();
+        if matches!(event.kind, EventKind::WaitStarted { .. }) {
+            break;
+        }
+    }
+    let status = execution.status().await.unwrap();
+    assert!(status.live);
+    execution
+        .signal("go", json!({ "by": "grace" }))
+        .await
+        .unwrap();
+    let done = execution.wait().await.unwrap();
+    assert_eq!(done.record.status, ExecutionStatus::Succeeded);
+    assert_eq!(done.record.outputs["result"], "approved by grace");
+
+    // Found again by id once it finished, with every event.
+    let id = execution.id().to_owned();
+    let again = engine.execution(&id).await.unwrap();
+    let view = again.status().await.unwrap();
+    assert!(!view.live);
+    assert!(
+        view.events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::SignalReceived { .. }))
+    );
+    // Another engine in memory has executions of its own.
+    let other = Engine::builder().in_memory().build().await.unwrap();
+    assert!(other.execution(&id).await.is_err());
+}

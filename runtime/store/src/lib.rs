@@ -32,6 +32,9 @@ pub const STORE_ENV: &str = "ORCHESTRATOR_STORE";
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const FORMAT_KEY: &str = "format_version";
 
+/// What an in-memory store gives as its path.
+const MEMORY: &str = "(memory)";
+
 /// How long to wait for another process that has the file open.
 const OPEN_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -136,7 +139,27 @@ impl Store {
         Ok(store)
     }
 
-    /// The file.
+    /// A store in memory (redb's in-memory backend): nothing survives the
+    /// process. For embedding and tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from(MEMORY);
+        let db = redb::Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| StoreError::Open {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let store = Self { db, path };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    /// Whether it is kept in memory ([`Store::in_memory`]).
+    pub fn is_in_memory(&self) -> bool {
+        self.path.as_os_str() == MEMORY
+    }
+
+    /// The file (`(memory)` for a store in memory).
     pub fn path(&self) -> &Path {
         &self.path
     }

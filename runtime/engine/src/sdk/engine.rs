@@ -1,8 +1,9 @@
 //! [`Engine`]: the runtime embedded in a Rust program. It keeps what the
 //! `runtime` binary keeps (the store with its plugins, one file per
-//! execution beside it) and starts executions that run on the caller's
-//! tokio runtime, each reachable through an [`ExecutionHandle`] and, like
-//! any execution, from other processes (`runtime status ID`).
+//! execution beside it), or keeps it all in memory
+//! ([`EngineBuilder::in_memory`]), and starts executions that run on the
+//! caller's tokio runtime, each reachable through an [`ExecutionHandle`]
+//! and, when kept in files, from other processes (`runtime status ID`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,14 +23,62 @@ use orchestrator_core::tenant::TenantId;
 use orchestrator_sandbox::Sandbox;
 use orchestrator_sandbox::artifacts::ArtifactCache;
 use orchestrator_store::Store;
-use orchestrator_store::executions::{ExecutionRecord, Executions, valid_id};
+use orchestrator_store::executions::memory::MemoryExecutions;
+use orchestrator_store::executions::{ExecutionRecord, Executions, ExecutionsAt, valid_id};
 
 /// Builds an [`Engine`].
 #[derive(Debug, Default)]
 pub struct EngineBuilder {
     store: Option<PathBuf>,
+    in_memory: bool,
     config: Option<Config>,
     tenant: TenantId,
+}
+
+/// Where an engine keeps plugins and executions.
+#[derive(Debug, Clone)]
+enum Keeping {
+    /// The store file, and execution files beside it.
+    Files(PathBuf),
+    /// Memory: nothing survives the process.
+    Memory {
+        store: Arc<Store>,
+        executions: MemoryExecutions,
+    },
+}
+
+impl Keeping {
+    fn executions_at(&self) -> ExecutionsAt {
+        match self {
+            Self::Files(path) => ExecutionsAt::Beside(path.clone()),
+            Self::Memory { executions, .. } => ExecutionsAt::Memory(executions.clone()),
+        }
+    }
+
+    /// Runs `work` on the store: the file, opened for it (other processes
+    /// use it between), or the one in memory. Blocks.
+    fn with_store<T>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        match self {
+            Self::Files(path) => work(&Store::open(path)?),
+            Self::Memory { store, .. } => work(store),
+        }
+    }
+
+    /// Installs the built-in plugins `tenant` lacks.
+    async fn install_builtins(
+        &self,
+        sandbox: &Sandbox,
+        tenant: &TenantId,
+    ) -> Result<(), ServiceError> {
+        match self {
+            Self::Files(path) => drop(service::open_store(path, sandbox, tenant).await?),
+            Self::Memory { store, .. } => service::install_builtins(store, sandbox, tenant).await?,
+        }
+        Ok(())
+    }
 }
 
 impl EngineBuilder {
@@ -39,6 +88,24 @@ impl EngineBuilder {
     pub fn store(self, path: impl Into<PathBuf>) -> Self {
         Self {
             store: Some(path.into()),
+            ..self
+        }
+    }
+
+    /// Keeps plugins, executions and breakers in memory instead of a
+    /// store file (no response cache; compiled plugins still use the
+    /// artifact cache). Nothing it keeps survives the process, and no other
+    /// process can see its executions.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// assert!(engine.store_path().is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn in_memory(self) -> Self {
+        Self {
+            in_memory: true,
             ..self
         }
     }
@@ -62,15 +129,22 @@ impl EngineBuilder {
     /// built-in plugins the tenant lacks.
     pub async fn build(self) -> Result<Engine, ServiceError> {
         let config = self.config.unwrap_or_default();
-        let store_path = self.store.unwrap_or_else(Store::default_path);
+        let keeping = if self.in_memory {
+            Keeping::Memory {
+                store: Arc::new(Store::in_memory()?),
+                executions: MemoryExecutions::new(),
+            }
+        } else {
+            Keeping::Files(self.store.unwrap_or_else(Store::default_path))
+        };
         let sandbox = Sandbox::with_options(config.capacity, ArtifactCache::from_env())?;
-        drop(service::open_store(&store_path, &sandbox, &self.tenant).await?);
+        keeping.install_builtins(&sandbox, &self.tenant).await?;
         Ok(Engine {
-            executions: Executions::for_tenant(&store_path, &self.tenant),
+            executions: keeping.executions_at().tenant(&self.tenant),
             tenant: self.tenant,
             sandbox,
             expressions: Expressions::new(),
-            store_path,
+            keeping,
             config: Arc::new(config),
             started: Arc::default(),
             starting: Arc::default(),
@@ -98,7 +172,7 @@ impl EngineBuilder {
 pub struct Engine {
     sandbox: Arc<Sandbox>,
     expressions: Expressions,
-    store_path: PathBuf,
+    keeping: Keeping,
     executions: Executions,
     config: Arc<Config>,
     /// Whose plugins, workflows and executions it works with.
@@ -138,9 +212,12 @@ impl Engine {
         EngineBuilder::default()
     }
 
-    /// The store file.
-    pub fn store_path(&self) -> &Path {
-        &self.store_path
+    /// The store file; `None` for an engine in memory.
+    pub fn store_path(&self) -> Option<&Path> {
+        match &self.keeping {
+            Keeping::Files(path) => Some(path),
+            Keeping::Memory { .. } => None,
+        }
     }
 
     /// The tenant it works for.
@@ -151,9 +228,11 @@ impl Engine {
     /// The same engine (sandbox, store, configuration) working for
     /// `tenant`, whose built-in plugins are installed if it lacks them.
     pub async fn for_tenant(&self, tenant: TenantId) -> Result<Engine, ServiceError> {
-        drop(service::open_store(&self.store_path, &self.sandbox, &tenant).await?);
+        self.keeping
+            .install_builtins(&self.sandbox, &tenant)
+            .await?;
         Ok(Engine {
-            executions: Executions::for_tenant(&self.store_path, &tenant),
+            executions: self.keeping.executions_at().tenant(&tenant),
             tenant,
             started: Arc::default(),
             ..self.clone()
@@ -194,17 +273,18 @@ impl Engine {
             let source = workflow.source().to_owned();
             let label = workflow.label().to_owned();
             blocking(move || {
-                let store = Store::open(&engine.store_path)?;
-                let runner = engine.runner(&store)?;
-                let loaded = service::load_text(
-                    source,
-                    &label,
-                    &engine.expressions,
-                    &store,
-                    &engine.tenant,
-                )?;
-                let executor = runner.prepare(&loaded, &store)?;
-                Ok((runner, loaded, executor))
+                engine.keeping.with_store(|store| {
+                    let runner = engine.runner(store)?;
+                    let loaded = service::load_text(
+                        source,
+                        &label,
+                        &engine.expressions,
+                        store,
+                        &engine.tenant,
+                    )?;
+                    let executor = runner.prepare(&loaded, store)?;
+                    Ok((runner, loaded, executor))
+                })
             })
             .await?
         };
@@ -318,12 +398,15 @@ impl Engine {
     /// A runner with this engine's configuration and the breakers recorded
     /// in `store`.
     fn runner(&self, store: &Store) -> Result<Runner, ServiceError> {
-        self.config.runner(
-            Arc::clone(&self.sandbox),
-            self.expressions.clone(),
-            store,
-            &self.tenant,
-        )
+        Ok(self
+            .config
+            .runner(
+                Arc::clone(&self.sandbox),
+                self.expressions.clone(),
+                store,
+                &self.tenant,
+            )?
+            .with_executions_at(self.keeping.executions_at()))
     }
 }
 

@@ -41,7 +41,7 @@ use orchestrator_core::workflow::Policies;
 use orchestrator_sandbox::cassette::Cassette;
 use orchestrator_sandbox::{Compiled, Emitter, Sandbox, SandboxExecutor};
 use orchestrator_store::Store;
-use orchestrator_store::executions::Executions;
+use orchestrator_store::executions::{Executions, ExecutionsAt};
 use orchestrator_store::plugins::{Artifact, PluginRecord};
 use orchestrator_store::responses::ResponseCache;
 use subworkflow::{Child, ChildRecord, MAX_DEPTH, TaskExecutor};
@@ -54,7 +54,17 @@ pub async fn open_store(
     tenant: &TenantId,
 ) -> Result<Store, ServiceError> {
     let store = Store::open(path)?;
-    for report in plugin::install_builtins(&store, sandbox, tenant.as_str()).await? {
+    install_builtins(&store, sandbox, tenant).await?;
+    Ok(store)
+}
+
+/// Installs the built-in plugins `tenant` lacks in `store`.
+pub async fn install_builtins(
+    store: &Store,
+    sandbox: &Sandbox,
+    tenant: &TenantId,
+) -> Result<(), ServiceError> {
+    for report in plugin::install_builtins(store, sandbox, tenant.as_str()).await? {
         tracing::debug!(
             plugin = %report.record.name,
             version = %report.record.version,
@@ -62,7 +72,7 @@ pub async fn open_store(
             "installed built-in plugin"
         );
     }
-    Ok(store)
+    Ok(())
 }
 
 /// Bytes of `tenant`'s installed components, each stored once (built-ins
@@ -95,6 +105,8 @@ pub struct Runner {
     host_policies: Policies,
     /// What each tenant may spend (`quotas:`).
     quotas: Option<Arc<Quotas>>,
+    /// Where executions are kept (default: beside the store file).
+    executions_at: Option<ExecutionsAt>,
 }
 
 /// Where the response cache is kept, opened the first time a workflow
@@ -140,6 +152,24 @@ impl Runner {
             responses: ResponsesAt::default(),
             host_policies: Policies::default(),
             quotas: None,
+            executions_at: None,
+        }
+    }
+
+    /// The same runner, keeping executions (sub-workflow runs included)
+    /// `at` this place rather than beside the store file.
+    pub fn with_executions_at(self, at: ExecutionsAt) -> Self {
+        Self {
+            executions_at: Some(at),
+            ..self
+        }
+    }
+
+    /// `tenant`'s executions, where this runner keeps them.
+    fn executions(&self, store: &Store, tenant: &TenantId) -> Executions {
+        match &self.executions_at {
+            Some(at) => at.tenant(tenant),
+            None => Executions::for_tenant(store.path(), tenant),
         }
     }
 
@@ -274,7 +304,7 @@ impl Runner {
     ) -> Result<TaskExecutor, ServiceError> {
         let quota = match &self.quotas {
             Some(quotas) => {
-                let executions = Executions::for_tenant(store.path(), &workflow.tenant);
+                let executions = self.executions(store, &workflow.tenant);
                 quotas
                     .check_storage(&workflow.tenant, &executions, || {
                         plugin_bytes(store, &workflow.tenant)
@@ -335,7 +365,7 @@ impl Runner {
                         let executor =
                             self.prepare_nested(&child, store, depth + 1, &for_children, quota)?;
                         let record = ChildRecord {
-                            executions: Executions::for_tenant(store.path(), &child.tenant),
+                            executions: self.executions(store, &child.tenant),
                             tenant: child.tenant.clone(),
                             emits: Arc::clone(&self.emits),
                             plugins: child.plugin_digests()?,

@@ -128,6 +128,25 @@ fn process_owner() -> &'static str {
     OWNER.get_or_init(|| format!("pid{}-{:x}", std::process::id(), now_ms()))
 }
 
+/// Where every tenant's executions are kept.
+#[derive(Debug, Clone)]
+pub enum ExecutionsAt {
+    /// Files beside this store file ([`redb::RedbExecutions`]).
+    Beside(PathBuf),
+    /// Memory ([`memory::MemoryExecutions`]).
+    Memory(memory::MemoryExecutions),
+}
+
+impl ExecutionsAt {
+    /// `tenant`'s executions there.
+    pub fn tenant(&self, tenant: &TenantId) -> Executions {
+        match self {
+            Self::Beside(store) => Executions::for_tenant(store, tenant),
+            Self::Memory(memory) => Executions::in_memory(memory, tenant),
+        }
+    }
+}
+
 /// One tenant's executions in one backend.
 #[derive(Debug, Clone)]
 pub struct Executions {
