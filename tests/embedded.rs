@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use orchestrator_engine::store::executions::{EventKind, ExecutionStatus};
-use orchestrator_engine::{Engine, StartOptions, Task, Workflow};
+use orchestrator_engine::{Engine, EventStream, StartOptions, Task, Workflow};
 use serde_json::{Value, json};
 
 const GUEST: &str = env!("TEST_GUEST_WASM");
@@ -85,6 +85,16 @@ fn waiting() -> Workflow {
         .unwrap()
 }
 
+/// Reads `events` as they come until the wait started.
+async fn until_the_wait_starts(events: &mut EventStream) {
+    loop {
+        let (_, event) = events.next().await.unwrap().unwrap();
+        if matches!(event.kind, EventKind::WaitStarted { .. }) {
+            return;
+        }
+    }
+}
+
 async fn engine(dir: &std::path::Path) -> Engine {
     Engine::builder()
         .store(dir.join("store.redb"))
@@ -99,13 +109,7 @@ async fn a_handle_signals_follows_and_awaits_its_execution() {
     let engine = engine(dir.path()).await;
     let execution = engine.start(&waiting(), json!({})).await.unwrap();
     let mut events = execution.events(0);
-    // Wait until the wait started, reading events as they come.
-    loop {
-        let (_, event) = events.next().await.unwrap().unwrap();
-        if matches!(event.kind, EventKind::WaitStarted { .. }) {
-            break;
-        }
-    }
+    until_the_wait_starts(&mut events).await;
     let status = execution.status().await.unwrap();
     assert!(status.live);
     assert_eq!(status.record.status, ExecutionStatus::Running);
@@ -251,12 +255,7 @@ async fn an_engine_in_memory_runs_follows_and_signals_its_own_executions() {
     assert!(engine.store_path().is_none());
     let execution = engine.start(&waiting(), json!({})).await.unwrap();
     let mut events = execution.events(0);
-    loop {
-        let (_, event) = events.next().await.unwrap().unwrap();
-        if matches!(event.kind, EventKind::WaitStarted { .. }) {
-            break;
-        }
-    }
+    until_the_wait_starts(&mut events).await;
     let status = execution.status().await.unwrap();
     assert!(status.live);
     execution
