@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::run::{finished_line, print_event, print_summary};
+use super::run::{finished_line, print_summary};
 use super::summary::{run_total, run_usage, usage_text, verdicts};
 use super::{Context, EXIT_INVALID, EXIT_RUN_FAILED};
 use orchestrator_engine::control::ControlServer;
@@ -356,7 +356,7 @@ pub(super) fn drive(
         .map(|t| t.id.len())
         .max()
         .unwrap_or(0);
-    let observe = move |event: Event<'_>| print_event(event, width);
+    let observe = move |event: Event<'_>| ctx.progress.event(event, width);
     ctx.tokio
         .block_on(runner.drive(workflow, executor, execution, concurrency, &observe))
 }

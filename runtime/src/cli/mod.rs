@@ -238,6 +238,8 @@ struct Context {
     config: Result<Config, String>,
     /// Whose data the command works with.
     tenant: TenantId,
+    /// Where a run's progress and streamed text are printed.
+    progress: Arc<run::Progress>,
 }
 
 impl Context {
@@ -261,7 +263,10 @@ impl Context {
                 store,
                 &self.tenant,
             )?
-            .with_emitter(orchestrator_engine::sandbox::Emitter::new(run::stream_text)))
+            .with_emitter({
+                let progress = Arc::clone(&self.progress);
+                orchestrator_engine::sandbox::Emitter::new(move |emit| progress.stream_text(emit))
+            }))
     }
 
     /// The configuration file, or why it cannot be used.
@@ -369,5 +374,6 @@ fn context(cli: &Cli) -> Result<Context, ServiceError> {
         store_path: cli.store.clone().unwrap_or_else(Store::default_path),
         config,
         tenant: cli.tenant.clone(),
+        progress: Arc::default(),
     })
 }

@@ -153,36 +153,46 @@ fn collect_inputs(
     Ok(inputs)
 }
 
-pub(super) fn print_event(event: Event<'_>, width: usize) {
-    let line = match event {
-        Event::Started { id, uses, .. } => format!("  started  {id:width$}  {uses}"),
-        Event::Finished(report) => finished_line(report, width),
-    };
-    let mut streaming = STREAMING.lock().unwrap_or_else(|e| e.into_inner());
-    let open = if streaming.take().is_some() { "\n" } else { "" };
-    // Progress is best effort: a closed stderr must not stop the run.
-    let _ = writeln!(std::io::stderr(), "{open}{line}");
+/// What `runtime run` and `resume` print on stderr while a run goes on:
+/// a line per task started and finished, and text plugins stream, on a
+/// line of its own per task. One per command; the stream and the progress
+/// lines share it so a streamed line is closed before the next line.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    /// The task whose streamed text is being printed, its line still open.
+    streaming: std::sync::Mutex<Option<String>>,
 }
 
-/// The task whose streamed text is being printed, its line still open.
-static STREAMING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+impl Progress {
+    /// Prints a task's start or end.
+    pub(super) fn event(&self, event: Event<'_>, width: usize) {
+        let line = match event {
+            Event::Started { id, uses, .. } => format!("  started  {id:width$}  {uses}"),
+            Event::Finished(report) => finished_line(report, width),
+        };
+        let mut streaming = self.streaming.lock().unwrap_or_else(|e| e.into_inner());
+        let open = if streaming.take().is_some() { "\n" } else { "" };
+        // Progress is best effort: a closed stderr must not stop the run.
+        let _ = writeln!(std::io::stderr(), "{open}{line}");
+    }
 
-/// Prints text a plugin streams (`emit("text", ...)`) as it arrives, on a
-/// line of its own per task; other kinds go to the log only.
-pub(super) fn stream_text(emit: &Emit<'_>) {
-    let (task, data) = (emit.task, emit.data);
-    if emit.kind != "text" {
-        return;
+    /// Prints text a plugin streams (`emit("text", ...)`) as it arrives;
+    /// other kinds go to the log only.
+    pub(super) fn stream_text(&self, emit: &Emit<'_>) {
+        let (task, data) = (emit.task, emit.data);
+        if emit.kind != "text" {
+            return;
+        }
+        let mut streaming = self.streaming.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stderr = std::io::stderr().lock();
+        if streaming.as_deref() != Some(task) {
+            let open = if streaming.is_some() { "\n" } else { "" };
+            let _ = write!(stderr, "{open}   stream  {task}  ");
+            *streaming = Some(task.to_owned());
+        }
+        let _ = write!(stderr, "{}", data.replace('\n', "\n           "));
+        let _ = stderr.flush();
     }
-    let mut streaming = STREAMING.lock().unwrap_or_else(|e| e.into_inner());
-    let mut stderr = std::io::stderr().lock();
-    if streaming.as_deref() != Some(task) {
-        let open = if streaming.is_some() { "\n" } else { "" };
-        let _ = write!(stderr, "{open}   stream  {task}  ");
-        *streaming = Some(task.to_owned());
-    }
-    let _ = write!(stderr, "{}", data.replace('\n', "\n           "));
-    let _ = stderr.flush();
 }
 
 pub(super) fn finished_line(report: &TaskReport, width: usize) -> String {
