@@ -20,7 +20,7 @@ use super::{DeadLetter, ExecutionError, ExecutionRecord, LogEvent};
 /// the lease is refused even if it carries the same owner name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
-    /// The engine holding it ([`super::Executions::owner`]).
+    /// The engine holding it ([`super::Executions::with_owner`]).
     pub owner: String,
     /// Bumped each time the lease is taken.
     pub epoch: u64,

@@ -109,6 +109,22 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
+impl ListQuery {
+    /// Where the listing stops, exclusive: the older of `until` and the
+    /// cursor (`None`: no bound).
+    pub fn upper(&self) -> Option<Position> {
+        let until = self.until.map(|created_at| Position {
+            created_at,
+            id: String::new(),
+        });
+        match (&self.after, until) {
+            (Some(after), Some(until)) => Some(after.clone().min(until)),
+            (Some(after), None) => Some(after.clone()),
+            (None, until) => until,
+        }
+    }
+}
+
 /// Most executions one page holds.
 pub const MAX_PAGE: usize = 1000;
 

@@ -181,14 +181,7 @@ impl ExecutionsBackend for MemoryTenant {
             return Ok(Page::default());
         };
         let lower = Bound::Included((query.since.unwrap_or(0), String::new()));
-        let mut upper = query.until.map(|t| (t, String::new()));
-        if let Some(after) = &query.after
-            && upper
-                .as_ref()
-                .is_none_or(|u| (after.created_at, &after.id) < (u.0, &u.1))
-        {
-            upper = Some((after.created_at, after.id.clone()));
-        }
+        let upper = query.upper().map(|p| (p.created_at, p.id));
         // An empty window (since after until, a cursor before since).
         if upper
             .as_ref()

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
 
-use super::listing::{ListQuery, Page, Summary, page};
-use super::{ExecutionError, ExecutionStatus, json};
+use crate::executions::listing::{ListQuery, Page, Summary, page};
+use crate::executions::{ExecutionError, ExecutionStatus, json};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const SUMMARIES: TableDefinition<&str, &str> = TableDefinition::new("summaries");
@@ -157,17 +157,7 @@ impl Index {
         self.with(all, |db| {
             let read = db.begin_read()?;
             let summaries = read.open_table(SUMMARIES)?;
-            let upper = match &query.after {
-                Some(after) => {
-                    let until = query.until.unwrap_or(u64::MAX);
-                    if after.created_at < until {
-                        Some((after.created_at, after.id.clone(), true))
-                    } else {
-                        query.until.map(|t| (t, String::new(), true))
-                    }
-                }
-                None => query.until.map(|t| (t, String::new(), true)),
-            };
+            let upper = query.upper();
             let lower = query.since.unwrap_or(0);
             let failed = std::cell::RefCell::new(None::<redb::Error>);
             let keep = |e: redb::Error| {
@@ -188,7 +178,7 @@ impl Index {
                 let table = read.open_table(BY_STATUS)?;
                 let s = code(status);
                 let end = match &upper {
-                    Some((t, id, _)) => Bound::Excluded((s, *t, id.as_str())),
+                    Some(p) => Bound::Excluded((s, p.created_at, p.id.as_str())),
                     None => Bound::Excluded((s + 1, 0, "")),
                 };
                 let range =
@@ -206,7 +196,7 @@ impl Index {
             } else {
                 let table = read.open_table(BY_TIME)?;
                 let end = match &upper {
-                    Some((t, id, _)) => Bound::Excluded((*t, id.as_str())),
+                    Some(p) => Bound::Excluded((p.created_at, p.id.as_str())),
                     None => Bound::Unbounded,
                 };
                 let range = table.range::<(u64, &str)>((Bound::Included((lower, "")), end))?;
