@@ -12,6 +12,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use orchestrator_engine::executions::ExecutionView;
 use orchestrator_engine::store::executions::{EventKind, ExecutionStatus};
 use orchestrator_engine::{Engine, EventStream, StartOptions, Task, Workflow};
 use serde_json::{Value, json};
@@ -279,4 +280,34 @@ async fn an_engine_in_memory_runs_follows_and_signals_its_own_executions() {
     // Another engine in memory has executions of its own.
     let other = Engine::builder().in_memory().build().await.unwrap();
     assert!(other.execution(&id).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_in_memory_keeps_cached_answers_between_starts() {
+    let engine = Engine::builder().in_memory().build().await.unwrap();
+    let workflow = Workflow::builder("cached")
+        .task(
+            Task::new("greet", "transform")
+                .with("script", r#""hello""#)
+                .set("cache", json!({ "ttl": "1h" })),
+        )
+        .output("greeting", "${{ tasks.greet.output }}")
+        .build()
+        .unwrap();
+    let cached = |view: &ExecutionView| {
+        let greet = view.tasks.iter().find(|t| t.id == "greet").unwrap();
+        greet.usage.as_ref().is_some_and(|u| u.cached)
+    };
+    let first = engine.start(&workflow, json!({})).await.unwrap();
+    let first = first.wait().await.unwrap();
+    assert_eq!(first.record.outputs["greeting"], "hello");
+    assert!(!cached(&first), "the first run computes its answer");
+    let second = engine.start(&workflow, json!({})).await.unwrap();
+    let second = second.wait().await.unwrap();
+    assert_eq!(second.record.outputs["greeting"], "hello");
+    assert!(cached(&second), "the second run is answered from the cache");
+    // Another engine in memory has a cache of its own.
+    let other = Engine::builder().in_memory().build().await.unwrap();
+    let third = other.start(&workflow, json!({})).await.unwrap();
+    assert!(!cached(&third.wait().await.unwrap()));
 }

@@ -49,7 +49,7 @@ impl Host {
             .with_secrets(config.secrets)
             .with_prices(config.prices)
             .with_host_policies(config.policies)
-            .with_response_cache(&dir.path().join("store.redb"));
+            .with_response_cache(store.responses());
         Self { dir, store, runner }
     }
 

@@ -13,13 +13,13 @@
 //! or calling the same host, shares it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use orchestrator_core::fault::{Admission, Breaker, BreakerPolicy, Refusal, counts};
 use orchestrator_core::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
 use orchestrator_sandbox::host_guard::{HostCall as SandboxHostCall, HostGuard};
 use orchestrator_store::Store;
+use orchestrator_store::breakers::BreakersBackend;
 use orchestrator_store::executions::now_ms;
 
 /// The breakers of one tenant in this process.
@@ -27,7 +27,7 @@ use orchestrator_store::executions::now_ms;
 pub struct Breakers {
     tenant: String,
     /// Where changes of state are written; `None` keeps them in memory.
-    store: Option<PathBuf>,
+    log: Option<Arc<dyn BreakersBackend>>,
     states: Mutex<BTreeMap<String, Breaker>>,
 }
 
@@ -36,17 +36,17 @@ impl Breakers {
     pub fn in_memory() -> Self {
         Self {
             tenant: String::new(),
-            store: None,
+            log: None,
             states: Mutex::default(),
         }
     }
 
     /// The breakers of `tenant` recorded in `store`; changes are written
-    /// back to the store's file.
+    /// back through the store's breaker log.
     pub fn recorded(store: &Store, tenant: &str) -> Result<Self, orchestrator_store::StoreError> {
         Ok(Self {
             tenant: tenant.to_owned(),
-            store: Some(store.path().to_owned()),
+            log: Some(store.breaker_log()),
             states: Mutex::new(store.breakers(tenant)?),
         })
     }
@@ -93,13 +93,12 @@ impl Breakers {
     /// Writes a change of state to the store, off the caller's thread; a
     /// failed write is logged (the state in memory still holds).
     fn persist(&self, key: &str, breaker: Breaker) {
-        let Some(path) = self.store.clone() else {
+        let Some(log) = self.log.clone() else {
             return;
         };
         let (tenant, key) = (self.tenant.clone(), key.to_owned());
         let write = move || {
-            let result = Store::open(&path).and_then(|s| s.put_breaker(&tenant, &key, &breaker));
-            if let Err(e) = result {
+            if let Err(e) = log.put_breaker(&tenant, &key, &breaker) {
                 tracing::warn!(breaker = key, "recording the breaker's state failed: {e}");
             }
         };

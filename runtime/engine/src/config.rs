@@ -119,8 +119,7 @@ impl Config {
     /// A runner for `tenant` on `sandbox` with everything this
     /// configuration sets (secrets, prices, rate limits, host policies,
     /// quotas), the tenant's circuit breakers as recorded in `store`, and
-    /// the response cache beside it (a store in memory: breakers in memory,
-    /// no response cache). Every front end runs with this.
+    /// the response cache that goes with it. Every front end runs with this.
     pub fn runner(
         &self,
         sandbox: Arc<Sandbox>,
@@ -128,20 +127,15 @@ impl Config {
         store: &Store,
         tenant: &TenantId,
     ) -> Result<Runner, ServiceError> {
-        let runner = Runner::on(sandbox, expressions)
+        let breakers = Breakers::recorded(store, tenant.as_str())?;
+        Ok(Runner::on(sandbox, expressions)
             .with_secrets(self.secrets.clone())
             .with_prices(self.prices.clone())
             .with_rate_limits(Arc::clone(&self.rate_limits))
             .with_host_policies(self.policies.clone())
-            .with_quotas(Arc::clone(&self.quotas));
-        // A store in memory keeps breakers in memory and caches no answers.
-        if store.is_in_memory() {
-            return Ok(runner.with_breakers(Arc::new(Breakers::in_memory())));
-        }
-        let breakers = Breakers::recorded(store, tenant.as_str())?;
-        Ok(runner
+            .with_quotas(Arc::clone(&self.quotas))
             .with_breakers(Arc::new(breakers))
-            .with_response_cache(store.path()))
+            .with_response_cache(store.responses()))
     }
 
     /// The file used when neither `--config` nor `ORCHESTRATOR_CONFIG` names one:

@@ -1,24 +1,35 @@
-//! The redb file: what survives the process.
+//! What survives the process, behind one boundary.
 //!
-//! One [`Store`] wraps one redb database. Every table is keyed by tenant first,
-//! so many tenants can share a file; embedded mode uses [`DEFAULT_TENANT`].
-//! A `meta` table records the file's format version: a file written by a newer
-//! release is refused rather than misread. The tables are documented in
-//! `docs/storage.md`; [`plugins`] owns the plugin tables, [`breakers`] the
-//! circuit breaker states, [`workflows`] registered sub-workflows,
-//! [`executions`] the per-execution files beside the store.
+//! A [`Store`] is a handle on one backend ([`StoreBackend`]) keeping every
+//! tenant's plugins ([`plugins`]), registered workflows ([`workflows`]),
+//! circuit breaker states ([`breakers`]) and cached answers
+//! ([`responses`]); executions, with their event logs, are kept by an
+//! [`executions`] backend of their own. Every operation names its tenant
+//! and every key starts with it. Two backends keep the same contract
+//! ([`conformance`] checks it): [`file`], the redb store file (the
+//! default), and [`memory`], for embedding and tests. Errors say where and
+//! what ([`StoreError`]), never which database library failed.
 
+pub mod backend;
 pub mod breakers;
 pub mod conformance;
 pub mod executions;
+pub mod file;
+pub mod memory;
 pub mod plugins;
 pub mod responses;
 pub mod workflows;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
+pub use backend::StoreBackend;
+use breakers::BreakersBackend;
+use orchestrator_core::fault::Breaker;
+use plugins::{Artifact, Installed, PluginQuota, PluginRecord};
+use responses::ResponsesBackend;
+use workflows::StoredWorkflow;
 
 /// The tenant of embedded mode (`runtime run`, `runtime install`).
 pub const DEFAULT_TENANT: &str = "default";
@@ -29,64 +40,50 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Environment variable naming the store file.
 pub const STORE_ENV: &str = "ORCHESTRATOR_STORE";
 
-const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
-const FORMAT_KEY: &str = "format_version";
-
-/// What an in-memory store gives as its path.
-const MEMORY: &str = "(memory)";
-
-/// How long to wait for another process that has the file open.
-const OPEN_PATIENCE: Duration = Duration::from_secs(30);
-
-/// Why the store could not be used.
+/// Why the store could not be used. `location` is the store file, or
+/// `(memory)`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The file could not be opened or created.
-    #[error("cannot open the store {path}: {reason}")]
+    /// The store could not be opened or created.
+    #[error("cannot open the store {location}: {reason}")]
     Open {
-        /// The file.
-        path: PathBuf,
+        /// Where it is.
+        location: String,
         /// What went wrong and what to do.
         reason: String,
     },
     /// The file was written by a release that uses a newer format.
     #[error(
-        "the store {path} has format version {found}; this runtime reads version {FORMAT_VERSION}. Use a newer runtime, or point --store at another file"
+        "the store {location} has format version {found}; this runtime reads version {FORMAT_VERSION}. Use a newer runtime, or point --store at another file"
     )]
     NewerFormat {
-        /// The file.
-        path: PathBuf,
+        /// Where it is.
+        location: String,
         /// Its version.
         found: u32,
     },
     /// A read or write failed.
-    #[error("store {path}: {source}")]
-    Redb {
-        /// The file.
-        path: PathBuf,
-        /// redb's error.
-        source: redb::Error,
+    #[error("store {location}: {reason}")]
+    Failed {
+        /// Where it is.
+        location: String,
+        /// What the backend said.
+        reason: String,
     },
     /// A stored record could not be decoded.
-    #[error("store {path}: a stored record is damaged ({reason})")]
+    #[error("store {location}: a stored record is damaged ({reason})")]
     Corrupt {
-        /// The file.
-        path: PathBuf,
+        /// Where it is.
+        location: String,
         /// What could not be read.
         reason: String,
     },
 }
 
-/// The open database.
+/// A handle on the store: cheap to clone, every clone the same backend.
+#[derive(Debug, Clone)]
 pub struct Store {
-    db: Database,
-    path: PathBuf,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
-    }
+    backend: Arc<dyn StoreBackend>,
 }
 
 impl Store {
@@ -99,119 +96,136 @@ impl Store {
             .join("store.redb")
     }
 
-    /// Opens (or creates) the store at `path`. If another process has it
-    /// open, waits for it up to half a minute.
+    /// Opens (or creates) the store file at `path` ([`file::FileStore`]).
+    /// If another process has it open, waits for it up to half a minute.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_error = |reason: String| StoreError::Open {
-            path: path.to_owned(),
-            reason,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            orchestrator_private::create_dir(dir)
-                .map_err(|e| open_error(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        orchestrator_private::prepare_file(path)
-            .map_err(|e| open_error(format!("cannot create it: {e}")))?;
-        let started = Instant::now();
-        let db = loop {
-            match Database::create(path) {
-                Ok(db) => break db,
-                Err(DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < OPEN_PATIENCE => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(DatabaseError::DatabaseAlreadyOpen) => {
-                    return Err(open_error(
-                        "another runtime process has kept it open for 30 s; wait for it to finish, or use another file with --store".into(),
-                    ));
-                }
-                Err(e) => {
-                    return Err(open_error(format!(
-                        "{e}; it is not a store this runtime wrote (or it is damaged): point --store at another file"
-                    )));
-                }
-            }
-        };
-        let store = Self {
-            db,
-            path: path.to_owned(),
-        };
-        store.check_format()?;
-        Ok(store)
+        Ok(Self::on(Arc::new(file::FileStore::open(path)?)))
     }
 
-    /// A store in memory (redb's in-memory backend): nothing survives the
+    /// A store in memory ([`memory::MemoryStore`]): nothing survives the
     /// process. For embedding and tests.
-    pub fn in_memory() -> Result<Self, StoreError> {
-        let path = PathBuf::from(MEMORY);
-        let db = redb::Builder::new()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| StoreError::Open {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        let store = Self { db, path };
-        store.check_format()?;
-        Ok(store)
+    pub fn in_memory() -> Self {
+        Self::on(Arc::new(memory::MemoryStore::default()))
     }
 
-    /// Whether it is kept in memory ([`Store::in_memory`]).
+    /// A store on any backend that keeps the contract.
+    pub fn on(backend: Arc<dyn StoreBackend>) -> Self {
+        Self { backend }
+    }
+
+    /// Whether it is kept in memory, with no file.
     pub fn is_in_memory(&self) -> bool {
-        self.path.as_os_str() == MEMORY
+        self.backend.file().is_none()
     }
 
-    /// The file (`(memory)` for a store in memory).
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The store file; `None` in memory.
+    pub fn file(&self) -> Option<&Path> {
+        self.backend.file()
     }
 
-    fn check_format(&self) -> Result<(), StoreError> {
-        let found = {
-            let read = self.db.begin_read().map_err(|e| self.redb(e))?;
-            match read.open_table(META) {
-                Ok(table) => table
-                    .get(FORMAT_KEY)
-                    .map_err(|e| self.redb(e))?
-                    .map(|v| v.value().to_owned()),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(self.redb(e)),
-            }
-        };
-        match found {
-            None => {
-                let write = self.db.begin_write().map_err(|e| self.redb(e))?;
-                {
-                    let mut meta = write.open_table(META).map_err(|e| self.redb(e))?;
-                    meta.insert(FORMAT_KEY, FORMAT_VERSION.to_string().as_str())
-                        .map_err(|e| self.redb(e))?;
-                }
-                write.commit().map_err(|e| self.redb(e))
-            }
-            Some(text) => match text.parse::<u32>() {
-                Ok(v) if v <= FORMAT_VERSION => Ok(()),
-                Ok(found) => Err(StoreError::NewerFormat {
-                    path: self.path.clone(),
-                    found,
-                }),
-                Err(_) => Err(self.corrupt(format!("format version `{text}`"))),
-            },
-        }
+    /// Where it is, for messages: the file, or `(memory)`.
+    pub fn location(&self) -> String {
+        self.backend.location()
     }
 
-    pub(crate) fn redb(&self, e: impl Into<redb::Error>) -> StoreError {
-        StoreError::Redb {
-            path: self.path.clone(),
-            source: e.into(),
-        }
+    /// Where the circuit breakers of a running process are written as they
+    /// change (see [`StoreBackend::breaker_log`]).
+    pub fn breaker_log(&self) -> Arc<dyn BreakersBackend> {
+        self.backend.breaker_log()
     }
 
-    pub(crate) fn corrupt(&self, reason: String) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            reason,
-        }
+    /// The response cache that goes with this store.
+    pub fn responses(&self) -> Arc<dyn ResponsesBackend> {
+        self.backend.responses()
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+    /// Stores a plugin (see [`plugins::PluginsBackend::install_plugin`]).
+    pub fn install_plugin(
+        &self,
+        tenant: &str,
+        record: &PluginRecord,
+        blob: &[u8],
+        artifact: Artifact<'_>,
+        quota: PluginQuota,
+    ) -> Result<Installed, StoreError> {
+        self.backend
+            .install_plugin(tenant, record, blob, artifact, quota)
+    }
+
+    /// Every installed name@version of a tenant, ordered by name then version text.
+    pub fn plugins(&self, tenant: &str) -> Result<Vec<PluginRecord>, StoreError> {
+        self.backend.plugins(tenant)
+    }
+
+    /// The component bytes with this digest.
+    pub fn plugin_blob(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.plugin_blob(tenant, digest)
+    }
+
+    /// The precompiled artifact of `digest` for the engine with hash `engine`.
+    pub fn plugin_artifact(
+        &self,
+        tenant: &str,
+        digest: &str,
+        engine: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.plugin_artifact(tenant, digest, engine)
+    }
+
+    /// Adds an artifact for an installed digest (after an engine upgrade).
+    pub fn put_plugin_artifact(
+        &self,
+        tenant: &str,
+        digest: &str,
+        artifact: Artifact<'_>,
+    ) -> Result<(), StoreError> {
+        self.backend.put_plugin_artifact(tenant, digest, artifact)
+    }
+
+    /// Removes one name@version (see [`plugins::PluginsBackend::remove_plugin`]).
+    pub fn remove_plugin(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<(PluginRecord, bool)>, StoreError> {
+        self.backend.remove_plugin(tenant, name, version)
+    }
+
+    /// How many blobs and artifacts a tenant holds.
+    pub fn plugin_blob_count(&self, tenant: &str) -> Result<(usize, usize), StoreError> {
+        self.backend.plugin_blob_count(tenant)
+    }
+
+    /// Every version of every registered workflow of `tenant`.
+    pub fn workflows(&self, tenant: &str) -> Result<Vec<StoredWorkflow>, StoreError> {
+        self.backend.workflows(tenant)
+    }
+
+    /// Registers `source` as the next version of workflow `name` (see
+    /// [`workflows::WorkflowsBackend::add_workflow`]).
+    pub fn add_workflow(
+        &self,
+        tenant: &str,
+        name: &str,
+        file: &str,
+        source: &str,
+    ) -> Result<(u64, bool), StoreError> {
+        self.backend.add_workflow(tenant, name, file, source)
+    }
+
+    /// Every breaker of `tenant`, by key.
+    pub fn breakers(&self, tenant: &str) -> Result<BTreeMap<String, Breaker>, StoreError> {
+        self.backend.breakers(tenant)
+    }
+
+    /// Records breaker `key` of `tenant`.
+    pub fn put_breaker(
+        &self,
+        tenant: &str,
+        key: &str,
+        breaker: &Breaker,
+    ) -> Result<(), StoreError> {
+        self.backend.put_breaker(tenant, key, breaker)
     }
 }

@@ -35,7 +35,7 @@ use orchestrator_core::scheduler::{
 use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::Budget;
 use orchestrator_store::executions::now_ms;
-use orchestrator_store::responses::{CachedAnswer, ResponseCache};
+use orchestrator_store::responses::{CachedAnswer, ResponsesBackend};
 
 mod policies;
 mod prices;
@@ -64,7 +64,7 @@ pub struct Governed<E> {
     prices: Arc<Prices>,
     /// The response cache, and the tenant whose answers this run reads
     /// and writes: its keys start with it.
-    cache: Option<(Arc<ResponseCache>, TenantId)>,
+    cache: Option<(Arc<dyn ResponsesBackend>, TenantId)>,
     /// By plugin key (task id, or its fallback's key).
     rules: HashMap<String, CacheRule>,
     budget: Option<Budget>,
@@ -91,7 +91,7 @@ impl<E> Governed<E> {
     pub fn new(
         inner: E,
         prices: Arc<Prices>,
-        cache: Option<(Arc<ResponseCache>, TenantId)>,
+        cache: Option<(Arc<dyn ResponsesBackend>, TenantId)>,
         rules: HashMap<String, CacheRule>,
     ) -> Self {
         Self {
@@ -225,21 +225,34 @@ impl<E> Governed<E> {
         Ok(())
     }
 
-    /// The cache and the key of `request`, when its task caches answers.
-    fn cached(&self, request: &TaskRequest) -> Option<(Arc<ResponseCache>, String, Duration)> {
+    /// Where the answer of `request` is cached, when its task caches
+    /// answers.
+    fn cached(&self, request: &TaskRequest) -> Option<CacheEntry> {
         let (cache, tenant) = self.cache.as_ref()?;
         let rule = self.rules.get(request.plugin_key().as_ref())?;
         let input: Value = serde_json::from_str(&request.input).ok()?;
         let mut hasher = Sha256::new();
-        // A tenant id holds no newline: the parts cannot run together.
-        hasher.update(tenant.as_str().as_bytes());
-        hasher.update(b"\n");
         hasher.update(rule.digest.as_bytes());
         hasher.update(b"\n");
         hasher.update(canonical(&input).as_bytes());
-        let key = orchestrator_sandbox::hex(&hasher.finalize().into());
-        Some((Arc::clone(cache), key, rule.ttl))
+        Some(CacheEntry {
+            cache: Arc::clone(cache),
+            tenant: tenant.as_str().to_owned(),
+            key: orchestrator_sandbox::hex(&hasher.finalize().into()),
+            ttl: rule.ttl,
+        })
     }
+}
+
+/// Where one request's answer is cached: the cache, the tenant whose
+/// answers it is among, its key (the plugin's digest and the request), and
+/// how long it is reused.
+#[derive(Debug, Clone)]
+struct CacheEntry {
+    cache: Arc<dyn ResponsesBackend>,
+    tenant: String,
+    key: String,
+    ttl: Duration,
 }
 
 impl<E: Executor> Executor for Governed<E> {
@@ -260,10 +273,12 @@ impl<E: Executor> Governed<E> {
     /// The call itself: from the cache, or within the budget, priced.
     async fn governed(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
         let cached = self.cached(&request);
-        if let Some((cache, key, ttl)) = &cached {
-            let (cache, key) = (Arc::clone(cache), key.clone());
-            let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-            let found = tokio::task::spawn_blocking(move || cache.get(&key, now_ms(), ttl)).await;
+        if let Some(entry) = cached.clone() {
+            let ttl = u64::try_from(entry.ttl.as_millis()).unwrap_or(u64::MAX);
+            let found = tokio::task::spawn_blocking(move || {
+                entry.cache.get(&entry.tenant, &entry.key, now_ms(), ttl)
+            })
+            .await;
             match found {
                 Ok(Ok(Some(hit))) => {
                     return Ok(TaskSuccess {
@@ -353,13 +368,16 @@ impl<E: Executor> Governed<E> {
                 metering: success.metering,
             });
         }
-        if let Some((cache, key, _)) = cached {
+        if let Some(entry) = cached {
             let answer = CachedAnswer {
                 output: success.output.clone(),
                 model: success.usage.as_ref().and_then(|u| u.model.clone()),
                 stored_at: now_ms(),
             };
-            let stored = tokio::task::spawn_blocking(move || cache.put(&key, &answer)).await;
+            let stored = tokio::task::spawn_blocking(move || {
+                entry.cache.put(&entry.tenant, &entry.key, &answer)
+            })
+            .await;
             if let Ok(Err(e)) = stored {
                 tracing::warn!("{e}; the answer was not cached");
             }

@@ -42,7 +42,7 @@ enum Keeping {
     Files(PathBuf),
     /// Memory: nothing survives the process.
     Memory {
-        store: Arc<Store>,
+        store: Store,
         executions: MemoryExecutions,
     },
 }
@@ -92,9 +92,9 @@ impl EngineBuilder {
         }
     }
 
-    /// Keeps plugins, executions and breakers in memory instead of a
-    /// store file (no response cache; compiled plugins still use the
-    /// artifact cache). Nothing it keeps survives the process, and no other
+    /// Keeps plugins, executions, breakers and cached answers in memory
+    /// instead of a store file (compiled plugins still use the artifact
+    /// cache). Nothing it keeps survives the process, and no other
     /// process can see its executions.
     ///
     /// ```no_run
@@ -131,7 +131,7 @@ impl EngineBuilder {
         let config = self.config.unwrap_or_default();
         let keeping = if self.in_memory {
             Keeping::Memory {
-                store: Arc::new(Store::in_memory()?),
+                store: Store::in_memory(),
                 executions: MemoryExecutions::new(),
             }
         } else {

@@ -22,7 +22,7 @@ pub use recorded::{
 };
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -41,9 +41,10 @@ use orchestrator_core::workflow::Policies;
 use orchestrator_sandbox::cassette::Cassette;
 use orchestrator_sandbox::{Compiled, Emitter, Sandbox, SandboxExecutor};
 use orchestrator_store::Store;
+use orchestrator_store::executions::memory::MemoryExecutions;
 use orchestrator_store::executions::{Executions, ExecutionsAt};
 use orchestrator_store::plugins::{Artifact, PluginRecord};
-use orchestrator_store::responses::ResponseCache;
+use orchestrator_store::responses::ResponsesBackend;
 use subworkflow::{Child, ChildRecord, MAX_DEPTH, TaskExecutor};
 
 /// Opens the store and installs the built-in plugins `tenant` lacks (its
@@ -100,36 +101,14 @@ pub struct Runner {
     /// Paces plugins' requests per tenant and host.
     rate_limits: Option<Arc<RateLimits>>,
     prices: Arc<Prices>,
-    responses: ResponsesAt,
+    /// Where tasks with `cache:` keep their answers; `None`: no cache.
+    responses: Option<Arc<dyn ResponsesBackend>>,
     /// The host's policies, run around every model call of every run.
     host_policies: Policies,
     /// What each tenant may spend (`quotas:`).
     quotas: Option<Arc<Quotas>>,
     /// Where executions are kept (default: beside the store file).
     executions_at: Option<ExecutionsAt>,
-}
-
-/// Where the response cache is kept, opened the first time a workflow
-/// asks for `cache:` and shared by every clone of the runner.
-#[derive(Debug, Clone, Default)]
-struct ResponsesAt {
-    store: Option<PathBuf>,
-    open: Arc<std::sync::OnceLock<Option<Arc<ResponseCache>>>>,
-}
-
-impl ResponsesAt {
-    fn cache(&self) -> Option<Arc<ResponseCache>> {
-        let store = self.store.as_ref()?;
-        self.open
-            .get_or_init(|| match ResponseCache::beside(store) {
-                Ok(cache) => Some(Arc::new(cache)),
-                Err(e) => {
-                    tracing::warn!("{e}; tasks with `cache:` run without it");
-                    None
-                }
-            })
-            .clone()
-    }
 }
 
 impl Runner {
@@ -149,7 +128,7 @@ impl Runner {
             emits: Arc::default(),
             rate_limits: None,
             prices: Arc::default(),
-            responses: ResponsesAt::default(),
+            responses: None,
             host_policies: Policies::default(),
             quotas: None,
             executions_at: None,
@@ -165,11 +144,16 @@ impl Runner {
         }
     }
 
-    /// `tenant`'s executions, where this runner keeps them.
+    /// `tenant`'s executions, where this runner keeps them: beside the
+    /// store file unless [`Runner::with_executions_at`] says otherwise (a
+    /// store in memory has no file: without it, they last for the call).
     fn executions(&self, store: &Store, tenant: &TenantId) -> Executions {
         match &self.executions_at {
             Some(at) => at.tenant(tenant),
-            None => Executions::for_tenant(store.path(), tenant),
+            None => match store.file() {
+                Some(file) => Executions::for_tenant(file, tenant),
+                None => ExecutionsAt::Memory(MemoryExecutions::new()).tenant(tenant),
+            },
         }
     }
 
@@ -181,14 +165,11 @@ impl Runner {
         }
     }
 
-    /// The same runner, keeping the answers of tasks with `cache:` in the
-    /// response cache beside the store file `store`.
-    pub fn with_response_cache(self, store: &Path) -> Self {
+    /// The same runner, keeping the answers of tasks with `cache:` in
+    /// `cache`.
+    pub fn with_response_cache(self, cache: Arc<dyn ResponsesBackend>) -> Self {
         Self {
-            responses: ResponsesAt {
-                store: Some(store.to_owned()),
-                open: Arc::default(),
-            },
+            responses: Some(cache),
             ..self
         }
     }
@@ -425,11 +406,10 @@ impl Runner {
         )?;
         let sandboxed = SandboxExecutor::new(Arc::clone(&self.sandbox), plugins);
         let rules = Self::cache_rules(workflow)?;
-        // The file is opened only by a process whose workflows use it.
         let cache = if rules.is_empty() {
             None
         } else {
-            self.responses.cache()
+            self.responses.clone()
         };
         let governed = Governed::new(
             self.guarded(workflow, sandboxed)?,

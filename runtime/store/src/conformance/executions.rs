@@ -1,9 +1,5 @@
-//! The contract every executions backend keeps, as a suite of checks a
-//! backend's tests run: `conformance::run(&fresh)` where `fresh()` gives a
-//! new, empty backend as a function from tenant to [`Executions`]. Each
-//! check panics, naming itself, when the backend breaks the contract.
-//! `runtime/store/tests/conformance.rs` runs it on redb and in memory; a
-//! new backend is done when it passes.
+//! The executions contract: `run(&fresh)` where `fresh()` gives a new,
+//! empty backend as a function from tenant to [`Executions`].
 
 // A test suite: a broken contract is a panic that names it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
