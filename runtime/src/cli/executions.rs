@@ -2,16 +2,17 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::run::{finished_line, print_summary};
+use super::run::{TaskNames, finished_line, print_summary};
 use super::summary::{run_total, run_usage, usage_text, verdicts};
 use super::{Context, EXIT_INVALID, EXIT_RUN_FAILED};
 use orchestrator_engine::control::ControlServer;
 use orchestrator_engine::executions::{self as ops, Delivery, HistoryNote, LetterState, State};
-use orchestrator_engine::scheduler::{Event, RunStatus, TaskStatus, Usage, parse_item_id};
+use orchestrator_engine::scheduler::{RunStatus, TaskStatus, Usage, parse_item_id};
 use orchestrator_engine::service::{self, Runner, ServiceError};
 use orchestrator_engine::store::executions::{ExecutionStatus, Executions, LogEvent, now_ms};
 
@@ -349,14 +350,34 @@ pub(super) fn drive(
 ) -> Result<orchestrator_engine::scheduler::RunReport, ServiceError> {
     let _entered = ctx.tokio.enter();
     let _control = ControlServer::serve(&executions(ctx), &execution)?;
-    let width = workflow
-        .plan
-        .tasks
-        .iter()
-        .map(|t| t.id.len())
-        .max()
-        .unwrap_or(0);
-    let observe = move |event: Event<'_>| ctx.progress.event(event, width);
-    ctx.tokio
-        .block_on(runner.drive(workflow, executor, execution, concurrency, &observe))
+    // Progress comes from the execution's events, from where they stand
+    // now (a resumed run does not print its past again).
+    let log = Arc::clone(&execution.log);
+    let from = log.events()?.len() as u64;
+    let mut printer = {
+        let mut events = ops::follow_log(&log, from);
+        let (progress, tasks) = (Arc::clone(&ctx.progress), TaskNames::of(&workflow.plan));
+        ctx.tokio.spawn(async move {
+            while let Some(Ok((_, event))) = events.recv().await {
+                progress.event(&event, &tasks);
+            }
+        })
+    };
+    let report =
+        ctx.tokio
+            .block_on(runner.drive(workflow, executor, execution, concurrency, &|_| {}));
+    ctx.tokio.block_on(async {
+        // A run that finished has its last event committed: the printer
+        // ends once it has printed it. One that never started has none.
+        if report.is_ok() {
+            let _ = tokio::time::timeout(PRINTER_PATIENCE, &mut printer).await;
+        }
+        printer.abort();
+    });
+    drop(log);
+    report
 }
+
+/// How long the progress printer may take to print a finished run's last
+/// events.
+const PRINTER_PATIENCE: Duration = Duration::from_secs(5);

@@ -255,18 +255,12 @@ impl Context {
     /// A runner with this host's secrets and the circuit breakers recorded
     /// in `store`.
     fn runner(&self, store: &Store) -> Result<Runner, ServiceError> {
-        Ok(self
-            .config()?
-            .runner(
-                Arc::clone(&self.sandbox),
-                self.expressions.clone(),
-                store,
-                &self.tenant,
-            )?
-            .with_emitter({
-                let progress = Arc::clone(&self.progress);
-                orchestrator_engine::sandbox::Emitter::new(move |emit| progress.stream_text(emit))
-            }))
+        self.config()?.runner(
+            Arc::clone(&self.sandbox),
+            self.expressions.clone(),
+            store,
+            &self.tenant,
+        )
     }
 
     /// The configuration file, or why it cannot be used.

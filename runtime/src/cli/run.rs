@@ -1,6 +1,7 @@
 //! `runtime run | validate | graph`: workflows, progress lines and summaries.
 //! `run` records the execution (see `executions.rs` for the other verbs on it).
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,10 +14,13 @@ use serde_json::Value;
 use super::summary::{run_usage, usage_text, verdicts};
 use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
 use orchestrator_engine::graph::Format;
-use orchestrator_engine::sandbox::Emit;
 use orchestrator_engine::sandbox::cassette::Cassette;
-use orchestrator_engine::scheduler::{Event, RunReport, RunStatus, TaskReport, TaskStatus};
+use orchestrator_engine::scheduler::{
+    RunReport, RunStatus, TaskError, TaskReport, TaskStatus, parse_item_id,
+};
 use orchestrator_engine::service::{self, ServiceError};
+use orchestrator_engine::store::executions::{EventKind, LogEvent, TaskEnd};
+use orchestrator_engine::workflow::Plan;
 
 pub(super) fn validate(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;
@@ -153,45 +157,137 @@ fn collect_inputs(
     Ok(inputs)
 }
 
-/// What `runtime run` and `resume` print on stderr while a run goes on:
-/// a line per task started and finished, and text plugins stream, on a
-/// line of its own per task. One per command; the stream and the progress
-/// lines share it so a streamed line is closed before the next line.
+/// What `runtime run` and `resume` print on stderr while a run goes on,
+/// read from the execution's event stream like any follower's: a line per
+/// task started and finished, and text plugins stream, on a line of its
+/// own per task. One per command; the stream and the progress lines share
+/// it so a streamed line is closed before the next line.
 #[derive(Debug, Default)]
 pub(super) struct Progress {
+    state: std::sync::Mutex<Printed>,
+}
+
+/// What the printer has printed so far.
+#[derive(Debug, Default)]
+struct Printed {
     /// The task whose streamed text is being printed, its line still open.
-    streaming: std::sync::Mutex<Option<String>>,
+    streaming: Option<String>,
+    /// Tasks whose start was printed (a `for_each` task starts with its
+    /// first item).
+    started: HashSet<String>,
+}
+
+/// The tasks of a workflow as progress lines name them: each id's plugin,
+/// and the width of the longest id.
+#[derive(Debug)]
+pub(super) struct TaskNames {
+    uses: HashMap<String, String>,
+    width: usize,
+}
+
+impl TaskNames {
+    pub(super) fn of(plan: &Plan) -> Self {
+        Self {
+            uses: plan
+                .tasks
+                .iter()
+                .map(|t| (t.id.clone(), t.uses.clone()))
+                .collect(),
+            width: plan.tasks.iter().map(|t| t.id.len()).max().unwrap_or(0),
+        }
+    }
 }
 
 impl Progress {
-    /// Prints a task's start or end.
-    pub(super) fn event(&self, event: Event<'_>, width: usize) {
-        let line = match event {
-            Event::Started { id, uses, .. } => format!("  started  {id:width$}  {uses}"),
-            Event::Finished(report) => finished_line(report, width),
+    /// Prints what `event` says: a task of the workflow started (its first
+    /// attempt, or its wait) or finished, or a plugin streamed text (other
+    /// emitted kinds go to the log only). `for_each` items and retries
+    /// show in the task's finished line.
+    pub(super) fn event(&self, event: &LogEvent, tasks: &TaskNames) {
+        let width = tasks.width;
+        let mut printed = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let line = match &event.kind {
+            EventKind::AttemptStarted {
+                task,
+                attempt: 1,
+                fallback: false,
+            }
+            | EventKind::WaitStarted { task, .. } => {
+                let task = parse_item_id(task).map_or(task.as_str(), |(task, _)| task);
+                match tasks.uses.get(task) {
+                    Some(uses) if printed.started.insert(task.to_owned()) => {
+                        format!("  started  {task:width$}  {uses}")
+                    }
+                    _ => return,
+                }
+            }
+            EventKind::TaskFinished {
+                task,
+                status,
+                error,
+                end,
+            } => match tasks.uses.get(task) {
+                Some(uses) => {
+                    finished_line(&report_of(task, uses, *status, error, end.as_ref()), width)
+                }
+                None => return,
+            },
+            EventKind::Emitted {
+                task, kind, data, ..
+            } if kind == "text" => return stream_text(&mut printed, task, data),
+            _ => return,
         };
-        let mut streaming = self.streaming.lock().unwrap_or_else(|e| e.into_inner());
-        let open = if streaming.take().is_some() { "\n" } else { "" };
+        let open = if printed.streaming.take().is_some() {
+            "\n"
+        } else {
+            ""
+        };
         // Progress is best effort: a closed stderr must not stop the run.
         let _ = writeln!(std::io::stderr(), "{open}{line}");
     }
+}
 
-    /// Prints text a plugin streams (`emit("text", ...)`) as it arrives;
-    /// other kinds go to the log only.
-    pub(super) fn stream_text(&self, emit: &Emit<'_>) {
-        let (task, data) = (emit.task, emit.data);
-        if emit.kind != "text" {
-            return;
-        }
-        let mut streaming = self.streaming.lock().unwrap_or_else(|e| e.into_inner());
-        let mut stderr = std::io::stderr().lock();
-        if streaming.as_deref() != Some(task) {
-            let open = if streaming.is_some() { "\n" } else { "" };
-            let _ = write!(stderr, "{open}   stream  {task}  ");
-            *streaming = Some(task.to_owned());
-        }
-        let _ = write!(stderr, "{}", data.replace('\n', "\n           "));
-        let _ = stderr.flush();
+/// Prints text a plugin streamed as it arrives.
+fn stream_text(printed: &mut Printed, task: &str, data: &str) {
+    let mut stderr = std::io::stderr().lock();
+    if printed.streaming.as_deref() != Some(task) {
+        let open = if printed.streaming.is_some() {
+            "\n"
+        } else {
+            ""
+        };
+        let _ = write!(stderr, "{open}   stream  {task}  ");
+        printed.streaming = Some(task.to_owned());
+    }
+    let _ = write!(stderr, "{}", data.replace('\n', "\n           "));
+    let _ = stderr.flush();
+}
+
+/// The report a `task_finished` event describes, output aside.
+fn report_of(
+    task: &str,
+    uses: &str,
+    status: TaskStatus,
+    error: &Option<String>,
+    end: Option<&TaskEnd>,
+) -> TaskReport {
+    let end = end.cloned().unwrap_or_default();
+    TaskReport {
+        id: task.to_owned(),
+        uses: uses.to_owned(),
+        status,
+        output: None,
+        error: error.as_ref().map(|message| TaskError {
+            kind: end.kind,
+            message: message.clone(),
+        }),
+        usage: end.usage,
+        metering: end.metering,
+        attempts: end.attempts,
+        fallback: end.fallback,
+        degraded: end.degraded,
+        tolerated: end.tolerated,
+        input: None,
     }
 }
 

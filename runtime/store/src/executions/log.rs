@@ -14,7 +14,7 @@ use orchestrator_core::scheduler::{Consumption, PendingRetry, TaskReport};
 use super::backend::LogBackend;
 use super::{
     Change, DeadLetter, EventKind, ExecutionError, ExecutionRecord, ExecutionStatus, Lease,
-    LogEvent, millis, now_ms,
+    LogEvent, TaskEnd, millis, now_ms,
 };
 
 /// One open execution: reads, and (holding its lease) writes.
@@ -215,6 +215,7 @@ impl ExecutionLog {
                         task: report.id.clone(),
                         status: report.status,
                         error: report.error.as_ref().map(|e| e.message.clone()),
+                        end: Some(TaskEnd::of(report)),
                     },
                 });
                 if let Some(letter) = DeadLetter::of(report) {

@@ -35,7 +35,7 @@ pub use backend::{Change, Lease};
 pub use dead_letters::{DeadLetter, DeadLetterState};
 pub use journal::ExecutionJournal;
 pub use log::ExecutionLog;
-pub use record::{EventKind, ExecutionRecord, ExecutionStatus, LogEvent, ParentTask};
+pub use record::{EventKind, ExecutionRecord, ExecutionStatus, LogEvent, ParentTask, TaskEnd};
 
 use backend::ExecutionsBackend;
 

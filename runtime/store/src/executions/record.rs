@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use orchestrator_core::scheduler::{Consumption, FailureKind, TaskStatus};
+use orchestrator_core::scheduler::{
+    Consumption, FailureKind, Metering, TaskReport, TaskStatus, Usage,
+};
 use orchestrator_core::workflow::Durability as WorkflowDurability;
 
 /// Where an execution stands.
@@ -96,6 +98,48 @@ pub struct LogEvent {
     pub kind: EventKind,
 }
 
+/// How a task came to its final state, beside the state itself: what a
+/// progress line or a console shows without reading the task's state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskEnd {
+    /// The class of its failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FailureKind>,
+    /// Token usage the plugin reported, priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// What running it cost.
+    #[serde(default)]
+    pub metering: Metering,
+    /// Attempts it took, fallback included.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Its output came from its fallback.
+    #[serde(default)]
+    pub fallback: bool,
+    /// Its output is the task's `default:`.
+    #[serde(default)]
+    pub degraded: bool,
+    /// It failed and `continue_on_error` let its dependents run.
+    #[serde(default)]
+    pub tolerated: bool,
+}
+
+impl TaskEnd {
+    /// How `report` got to its state.
+    pub fn of(report: &TaskReport) -> Self {
+        Self {
+            kind: report.error.as_ref().and_then(|e| e.kind),
+            usage: report.usage.clone(),
+            metering: report.metering,
+            attempts: report.attempts,
+            fallback: report.fallback,
+            degraded: report.degraded,
+            tolerated: report.tolerated,
+        }
+    }
+}
+
 /// What can happen to an execution.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -143,6 +187,9 @@ pub enum EventKind {
         /// Why it failed or did not run.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// How it got there (absent in logs of earlier releases).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<TaskEnd>,
     },
     /// `runtime cancel` reached the process running the execution.
     CancelRequested,
