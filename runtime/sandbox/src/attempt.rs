@@ -1,11 +1,7 @@
 //! One call into a plugin: a fresh `Store` with its limits and capabilities.
 //!
-//! The store's WASI context holds exactly what the plugin was allowed: the
-//! granted directories (preopened through cap-std, read-only unless writable
-//! was both asked for and granted), the granted environment variables (values
-//! read from the host's environment), no sockets, stdin empty, stdout
-//! discarded, stderr captured for error messages. `wasi:http` goes through
-//! the egress policy (`egress`). A memory limiter, a fuel budget and an epoch
+//! The store's WASI context and outgoing HTTP hold exactly what the plugin
+//! was allowed, built by `capabilities` (one module per capability). A memory limiter, a fuel budget and an epoch
 //! deadline bound the call; the epoch callback yields to tokio at every tick,
 //! so a busy plugin cannot starve its neighbours, and interrupts it past the
 //! deadline or once its run is cancelled; a tokio timeout covers time spent
@@ -18,16 +14,15 @@ use tokio::sync::Notify;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, WasiCtx};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::Plugin;
 use super::bindings::{self, State, TaskContext};
-use super::egress::{Denials, Egress};
+use super::capabilities::{self, http::Denials, http::Egress};
 use super::host_guard::AttemptId;
 use super::limiter::MemoryLimiter;
 use super::outcome::{self, Failure};
-use super::quota::{LogBudget, MAX_RESOURCES, Requests};
+use super::quota::{LogBudget, MAX_RESOURCES};
 use orchestrator_core::plugin::Manifest;
 use orchestrator_core::scheduler::{
     Cancel, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess,
@@ -173,51 +168,17 @@ fn new_store(
     cancel: Option<Arc<Cancel>>,
 ) -> Result<Store<State>, Failure> {
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-    let mut wasi = WasiCtx::builder();
-    wasi.stderr(stderr.clone())
-        .allow_tcp(false)
-        .allow_udp(false);
-    for name in &plugin.allowed.env {
-        if let Ok(value) = std::env::var(name) {
-            wasi.env(name, value);
-        }
-    }
-    for dir in &plugin.allowed.dirs {
-        let perms = if dir.writable {
-            FsPerms::ReadWrite
-        } else {
-            FsPerms::ReadOnly
-        };
-        wasi.preopened_dir(&dir.host_dir, &dir.path, perms)
-            .map_err(|e| Failure {
-                kind: FailureKind::Plugin,
-                message: format!(
-                    "the directory granted at `{}` ({}) cannot be opened: {e:#}; fix the grant with `runtime install`",
-                    dir.path,
-                    dir.host_dir.display()
-                ),
-            })?;
-    }
+    let attempt_id = AttemptId {
+        execution: Arc::clone(execution_id),
+        task: task_id.to_owned(),
+        attempt,
+    };
     let mut store = Store::new(
         engine,
         State {
-            wasi: wasi.build(),
+            wasi: capabilities::wasi(&plugin.allowed, stderr.clone())?,
             http: WasiHttpCtx::new(),
-            egress: Egress {
-                plugin: Arc::clone(&plugin.name),
-                allowed: Arc::clone(&plugin.allowed),
-                secrets: Arc::clone(&plugin.secrets),
-                denials: Arc::clone(denials),
-                hosts: plugin.host_guard.clone(),
-                gate: plugin.gate.clone(),
-                attempt: Arc::new(AttemptId {
-                    execution: Arc::clone(execution_id),
-                    task: task_id.to_owned(),
-                    attempt,
-                }),
-                cassette: plugin.cassette.clone(),
-                requests: Requests::default(),
-            },
+            egress: Egress::new(plugin, attempt_id, denials),
             table: {
                 let mut table = ResourceTable::new();
                 table.set_max_capacity(MAX_RESOURCES);

@@ -13,7 +13,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::egress::Egress;
+use super::capabilities::http::Egress;
 use super::limiter::MemoryLimiter;
 use orchestrator_core::plugin::{Capabilities, FsAccess, Manifest};
 

@@ -11,13 +11,12 @@
 //! task slot before its store is made, and one that still finds the
 //! instance pool full waits for another attempt to end rather than fail.
 
-mod addresses;
 pub mod artifacts;
 mod attempt;
 mod bindings;
+pub mod capabilities;
 pub mod capacity;
 pub mod cassette;
-pub mod egress;
 pub mod fair;
 pub mod host_guard;
 mod limiter;

@@ -7,7 +7,7 @@ use wasmtime::component::ResourceTableError;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::bindings::{TaskError, TaskOutput};
-use super::egress::Refused;
+use super::capabilities::http::Refused;
 use super::limiter::MemoryLimitExceeded;
 use orchestrator_core::scheduler::{FailureKind, Metering, TaskFailure, TaskSuccess, Usage};
 use orchestrator_core::workflow::Limits;
@@ -42,7 +42,7 @@ impl Failure {
         } else {
             FailureKind::Denied
         };
-        // Distinct already (`egress::refuse` keeps each message once).
+        // Distinct already (`capabilities::http::refuse` keeps each message once).
         let refused: Vec<&str> = refusals.iter().map(|r| r.message.as_str()).collect();
         Self {
             kind,
