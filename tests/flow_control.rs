@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{
     Host, assert_ok, cli, failure, install_marking_guest, run_cli, spawn_run, status_json, task,
 };
-use orchestrator_engine::scheduler::RunStatus;
+use orchestrator_engine::scheduler::{RunStatus, TaskRef};
 use serde_json::{Value, json};
 
 const GUEST: &str = env!("TEST_GUEST_WASM");
@@ -27,7 +27,7 @@ fn item_runs(data: &std::path::Path) -> std::collections::BTreeMap<usize, usize>
         .filter_map(|e| {
             let e = e.unwrap();
             let name = e.file_name().into_string().unwrap();
-            let (_, index) = orchestrator_engine::scheduler::parse_item_id(&name)?;
+            let index = TaskRef::parse(&name).item()?;
             let runs = std::fs::read_to_string(e.path()).unwrap().lines().count();
             Some((index, runs))
         })
@@ -87,9 +87,7 @@ outputs:
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|t| {
-            orchestrator_engine::scheduler::parse_item_id(t["id"].as_str()?).map(|(_, i)| i)
-        })
+        .filter_map(|t| TaskRef::parse(t["id"].as_str()?).item())
         .collect();
     assert!(
         committed.len() >= 150 && committed.len() < 1000,

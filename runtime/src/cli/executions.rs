@@ -12,7 +12,7 @@ use super::summary::{run_total, run_usage, usage_text, verdicts};
 use super::{Context, EXIT_INVALID, EXIT_RUN_FAILED};
 use orchestrator_engine::control::ControlServer;
 use orchestrator_engine::executions::{self as ops, Delivery, HistoryNote, LetterState, State};
-use orchestrator_engine::scheduler::{RunStatus, TaskStatus, Usage, parse_item_id};
+use orchestrator_engine::scheduler::{RunStatus, TaskRef, TaskStatus, Usage};
 use orchestrator_engine::service::{self, Runner, ServiceError};
 use orchestrator_engine::store::executions::{ExecutionStatus, Executions, LogEvent, now_ms};
 
@@ -130,14 +130,14 @@ pub(super) fn status(
         "  tasks ({} of {} finished):",
         view.tasks
             .iter()
-            .filter(|t| parse_item_id(&t.id).is_none())
+            .filter(|t| !TaskRef::is_item(&t.id))
             .count(),
         r.tasks.len()
     );
     // `for_each` items are summed up per task, not listed one by one.
     let mut items: BTreeMap<&str, (usize, usize, u32)> = BTreeMap::new();
     for task in &view.tasks {
-        if let Some((parent, _)) = parse_item_id(&task.id) {
+        if let TaskRef::Item { task: parent, .. } = TaskRef::parse(&task.id) {
             let entry = items.entry(parent).or_default();
             match task.status {
                 TaskStatus::Succeeded => entry.0 += 1,

@@ -16,7 +16,7 @@ use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
 use orchestrator_engine::graph::Format;
 use orchestrator_engine::sandbox::cassette::Cassette;
 use orchestrator_engine::scheduler::{
-    RunReport, RunStatus, TaskError, TaskReport, TaskStatus, parse_item_id,
+    RunReport, RunStatus, TaskError, TaskRef, TaskReport, TaskStatus,
 };
 use orchestrator_engine::service::{self, ServiceError};
 use orchestrator_engine::store::executions::{EventKind, LogEvent, TaskEnd};
@@ -213,7 +213,7 @@ impl Progress {
                 fallback: false,
             }
             | EventKind::WaitStarted { task, .. } => {
-                let task = parse_item_id(task).map_or(task.as_str(), |(task, _)| task);
+                let task = TaskRef::parse(task).task();
                 match tasks.uses.get(task) {
                     Some(uses) if printed.started.insert(task.to_owned()) => {
                         format!("  started  {task:width$}  {uses}")

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use orchestrator_engine::scheduler::{TaskReport, Usage, parse_item_id};
+use orchestrator_engine::scheduler::{TaskRef, TaskReport, Usage};
 
 /// Tokens and cost of a task, or of a whole run.
 pub(super) fn usage_text(usage: &Usage) -> String {
@@ -27,7 +27,7 @@ pub(super) fn run_usage(tasks: &[TaskReport]) -> Option<String> {
     let total = run_total(tasks)?;
     let hits = tasks
         .iter()
-        .filter(|t| parse_item_id(&t.id).is_none())
+        .filter(|t| !TaskRef::is_item(&t.id))
         .filter(|t| t.usage.as_ref().is_some_and(|u| u.cached))
         .count();
     let cached = if hits > 0 {
@@ -43,7 +43,7 @@ pub(super) fn run_total(tasks: &[TaskReport]) -> Option<Usage> {
     let total = Usage::total(
         tasks
             .iter()
-            .filter(|t| parse_item_id(&t.id).is_none())
+            .filter(|t| !TaskRef::is_item(&t.id))
             .filter_map(|t| t.usage.as_ref()),
     )?;
     Some(Usage {
@@ -57,7 +57,7 @@ pub(super) fn run_total(tasks: &[TaskReport]) -> Option<Usage> {
 pub(super) fn verdicts(tasks: &[TaskReport]) -> Vec<String> {
     let mut lines = Vec::new();
     let (mut passed, mut failed) = (0, 0);
-    for task in tasks.iter().filter(|t| parse_item_id(&t.id).is_none()) {
+    for task in tasks.iter().filter(|t| !TaskRef::is_item(&t.id)) {
         let outputs: Vec<&Value> = match &task.output {
             Some(Value::Array(items)) => items.iter().collect(),
             Some(output) => vec![output],

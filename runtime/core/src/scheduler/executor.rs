@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::fan_out::parse_item_id;
 use super::journal::Cancel;
 use super::plugin_key::PluginKey;
+use super::task_ref::TaskRef;
 use crate::tenant::TenantId;
 use crate::workflow::Limits;
 
@@ -46,7 +46,7 @@ impl TaskRequest {
     /// fallback's, in its text form (the key executors keep plugins under).
     pub fn plugin_key(&self) -> std::borrow::Cow<'_, str> {
         // An item of a `for_each` (`task[3]`) runs its task's plugin.
-        let task = parse_item_id(&self.task_id).map_or(self.task_id.as_str(), |(task, _)| task);
+        let task = TaskRef::parse(&self.task_id).task();
         if self.fallback {
             PluginKey::Fallback(task.to_owned()).to_string().into()
         } else {

@@ -15,22 +15,12 @@ use super::executor::{
 };
 use super::journal::Journal;
 use super::report::{TaskReport, TaskStatus};
+use super::task_ref::TaskRef;
 use crate::expr::{Bindings, Template};
 
 /// The most items one `for_each` may have: a list longer than this is an
 /// error rather than unbounded memory.
 pub const MAX_ITEMS: usize = 100_000;
-
-/// The id under which item `index` of task `task` is recorded.
-pub fn item_id(task: &str, index: usize) -> String {
-    format!("{task}[{index}]")
-}
-
-/// The task and item index of an item id, if `id` is one.
-pub fn parse_item_id(id: &str) -> Option<(&str, usize)> {
-    let (task, rest) = id.split_once('[')?;
-    Some((task, rest.strip_suffix(']')?.parse().ok()?))
-}
 
 /// One fan-out, owned so it can be spawned.
 pub(super) struct FanOut<E, J> {
@@ -91,7 +81,7 @@ impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
                         .render(template, &bindings)
                         .map(|v| v.to_string())
                 };
-                let id = item_id(&task, index);
+                let id = TaskRef::Item { task: &task, index }.to_string();
                 let item_request = match render(&input) {
                     Ok(input) => TaskRequest {
                         task_id: id.clone(),
@@ -149,7 +139,7 @@ impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
                         })))
                     });
                     let Some(slot) = results.get_mut(index) else { continue };
-                    let report = TaskReport::from_outcome(&item_id(&task, index), &request.uses, outcome);
+                    let report = TaskReport::from_outcome(&TaskRef::Item { task: &task, index }.to_string(), &request.uses, outcome);
                     if journal.is_some() {
                         unrecorded.push(report.clone());
                     }
@@ -228,20 +218,5 @@ fn gather(results: Vec<Option<TaskReport>>, min_success_ratio: f64) -> Outcome {
         attempts,
         fallback: false,
         input: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn item_ids_round_trip() {
-        assert_eq!(
-            parse_item_id(&item_id("summarize", 42)),
-            Some(("summarize", 42))
-        );
-        assert_eq!(parse_item_id("summarize"), None);
-        assert_eq!(parse_item_id("a[x]"), None);
     }
 }

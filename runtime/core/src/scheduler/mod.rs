@@ -18,6 +18,7 @@ mod plugin_key;
 mod ready;
 mod report;
 mod run;
+mod task_ref;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,8 +37,9 @@ pub use report::{Consumption, Event, RunReport, RunStatus, TaskError, TaskReport
 
 use attempts::{Attempter, TaskAttempts};
 use fan_out::FanOut;
-pub use fan_out::{MAX_ITEMS, item_id, parse_item_id};
+pub use fan_out::MAX_ITEMS;
 use run::{Resume, Run, Stop};
+pub use task_ref::TaskRef;
 
 use crate::expr::Expressions;
 use crate::tenant::TenantId;

@@ -204,12 +204,14 @@ impl Consumption {
     pub fn of(tasks: &[TaskReport]) -> Self {
         let finished: std::collections::HashSet<&str> = tasks
             .iter()
-            .filter(|r| super::parse_item_id(&r.id).is_none())
+            .filter(|r| !super::TaskRef::is_item(&r.id))
             .map(|r| r.id.as_str())
             .collect();
         let mut total = Self::default();
         for report in tasks {
-            if super::parse_item_id(&report.id).is_some_and(|(task, _)| finished.contains(task)) {
+            if let super::TaskRef::Item { task, .. } = super::TaskRef::parse(&report.id)
+                && finished.contains(task)
+            {
                 continue;
             }
             total.add(Self::from_parts(

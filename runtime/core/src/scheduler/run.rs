@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::ready::ReadyQueue;
 use super::{
     Cancel, Event, FailureKind, MAX_ITEMS, Metering, Outcome, PendingRetry, RunReport, RunStatus,
-    TaskError, TaskReport, TaskRequest, TaskStatus, parse_item_id,
+    TaskError, TaskRef, TaskReport, TaskRequest, TaskStatus,
 };
 use crate::expr::{Bindings, ConvertedValue, Expressions, Template};
 use crate::tenant::TenantId;
@@ -112,7 +112,7 @@ impl<'a> Run<'a> {
         for report in done {
             if let Some(&i) = index.get(report.id.as_str()) {
                 run.finish(i, report, &|_| {});
-            } else if let Some((task, item)) = parse_item_id(&report.id)
+            } else if let TaskRef::Item { task, index: item } = TaskRef::parse(&report.id)
                 && let Some(&i) = index.get(task)
             {
                 run.done_items.entry(i).or_default().push((item, report));

@@ -29,8 +29,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use orchestrator_core::scheduler::{
-    Consumption, Executor, FailureKind, Metering, TaskFailure, TaskReport, TaskRequest,
-    TaskSuccess, Usage, parse_item_id,
+    Consumption, Executor, FailureKind, Metering, TaskFailure, TaskRef, TaskReport, TaskRequest,
+    TaskSuccess, Usage,
 };
 use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::Budget;
@@ -138,12 +138,12 @@ impl<E> Governed<E> {
     pub fn count_spent(&self, done: &[TaskReport]) {
         let finished: HashSet<&str> = done
             .iter()
-            .filter(|r| parse_item_id(&r.id).is_none())
+            .filter(|r| !TaskRef::is_item(&r.id))
             .map(|r| r.id.as_str())
             .collect();
-        let counted = done.iter().filter(|r| match parse_item_id(&r.id) {
-            Some((task, _)) => !finished.contains(task),
-            None => true,
+        let counted = done.iter().filter(|r| match TaskRef::parse(&r.id) {
+            TaskRef::Item { task, .. } => !finished.contains(task),
+            TaskRef::Task(_) => true,
         });
         if let Some(total) = Usage::total(counted.filter_map(|r| r.usage.as_ref())) {
             let mut spent = self.spent.lock().expect("budget lock");

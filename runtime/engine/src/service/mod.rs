@@ -5,6 +5,7 @@
 //! to. Dependencies inside point one way: `Runner` (here) -> `policies`,
 //! `subworkflow` -> `recorded` -> `load` -> `error`.
 
+mod child_id;
 mod emits;
 mod error;
 mod load;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use super::child_id::ChildId;
 use super::error::ServiceError;
 use super::recorded::{Execution, run_recorded, running_record};
 use crate::breakers::BreakerExecutor;
@@ -27,7 +28,7 @@ use crate::governance::Governed;
 use orchestrator_core::expr::Expressions;
 use orchestrator_core::scheduler::{
     Executor, FailureKind, Metering, NoJournal, RunOptions, RunReport, RunStatus, Scheduler,
-    TaskFailure, TaskRequest, TaskSuccess, parse_item_id,
+    TaskFailure, TaskRequest, TaskSuccess,
 };
 use orchestrator_core::workflow::Plan;
 use orchestrator_sandbox::SandboxExecutor;
@@ -238,22 +239,18 @@ impl Child {
     /// the one to create.
     async fn latest_try(&self, request: &TaskRequest) -> Result<Found, ServiceError> {
         let executions = self.record.executions.clone();
-        let base = child_id(request);
+        let child = ChildId::of(request);
         blocking(move || {
             let mut latest = None;
             for n in 1u32.. {
-                let id = if n == 1 {
-                    base.clone()
-                } else {
-                    format!("{base}-try{n}")
-                };
+                let id = child.try_n(n).to_string();
                 if !executions.exists(&id) {
                     break;
                 }
                 latest = Some((n, id));
             }
             let Some((n, id)) = latest else {
-                return Ok(Found::New(base));
+                return Ok(Found::New(child.to_string()));
             };
             let log = executions.open(&id)?;
             let record = log.record()?;
@@ -271,7 +268,7 @@ impl Child {
                     duration_us: 0,
                 }),
                 ExecutionStatus::Failed | ExecutionStatus::Cancelled => {
-                    Found::New(format!("{base}-try{}", n + 1))
+                    Found::New(child.try_n(n + 1).to_string())
                 }
             })
         })
@@ -314,17 +311,6 @@ enum Found {
     Unfinished(Execution),
     /// There is none to go on with: the id of a new one.
     New(String),
-}
-
-/// The id of the first recorded run of the child of `request`'s task.
-/// Task ids hold no `-`, so the parts stay apart.
-fn child_id(request: &TaskRequest) -> String {
-    let task = match parse_item_id(&request.task_id) {
-        Some((task, index)) => format!("{task}-{index}"),
-        None => request.task_id.clone(),
-    };
-    let fallback = if request.fallback { "-fallback" } else { "" };
-    format!("{}-{task}{fallback}", request.execution_id)
 }
 
 /// Runs file work off the async threads.
