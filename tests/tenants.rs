@@ -14,7 +14,7 @@ use std::process::Output;
 
 use common::cli;
 use orchestrator_engine::{Engine, Task, Workflow, tenant::TenantId};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const GUEST: &str = env!("TEST_GUEST_WASM");
 
@@ -76,6 +76,35 @@ fn a_tenant_cannot_use_see_or_detect_another_tenants_data() {
         refusal(&unknown, "marker"),
         refusal(&nothing, "nothing-here"),
         "an unknown plugin and another tenant's look the same"
+    );
+    let listed: Value =
+        serde_json::from_str(&ok(&as_tenant(dir, "acme", &["plugins", "list", "--json"]))).unwrap();
+    let version = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "marker")
+        .unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let theirs = format!("marker@{version}");
+    let none = format!("nothing-here@{version}");
+    for (verb, extra) in [("grant", &["--allow-env", "HOME"][..]), ("remove", &[][..])] {
+        let ask = |plugin: &str| {
+            let mut args = vec!["plugins", verb, plugin];
+            args.extend_from_slice(extra);
+            as_tenant(dir, "globex", &args)
+        };
+        assert_eq!(
+            refusal(&ask(&theirs), "marker"),
+            refusal(&ask(&none), "nothing-here"),
+            "plugins {verb}"
+        );
+    }
+    assert!(
+        ok(&as_tenant(dir, "acme", &["plugins", "list"])).contains("marker"),
+        "acme's plugin is still there"
     );
 
     // Executions: acme's is invisible to globex, and indistinguishable from

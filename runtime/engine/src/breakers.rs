@@ -9,8 +9,9 @@
 //!   to a host whose breaker is open and counts how the others end.
 //!
 //! A plugin breaker is keyed `plugin:<sha256>`, a host breaker
-//! `host:<name>:<port>`, so every task and workflow using the same plugin,
-//! or calling the same host, shares it.
+//! `host:<name>:<port>` ([`BreakerKey`]), so every task and workflow using
+//! the same plugin, or calling the same host, shares it. [`list`] is what
+//! front ends show of them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -144,7 +145,11 @@ impl HostBreakers {
 
 impl HostGuard for HostBreakers {
     fn admit(&self, host: &str, port: u16) -> Result<Box<dyn SandboxHostCall>, String> {
-        let key = format!("host:{host}:{port}");
+        let key = BreakerKey::Host {
+            host: host.to_owned(),
+            port,
+        }
+        .to_string();
         match self.breakers.admit(&key) {
             Ok(admission) => Ok(Box::new(HostCall {
                 guard: self.clone(),
@@ -189,7 +194,7 @@ impl Drop for HostCall {
 /// Which breaker guards a plugin key, under which policy.
 #[derive(Debug, Clone)]
 pub struct Guard {
-    /// The breaker's key: `plugin:<sha256>`.
+    /// The breaker's key (`BreakerKey::Plugin`, as text).
     pub key: String,
     /// The plugin, for messages.
     pub label: String,
@@ -262,5 +267,116 @@ impl<E: Executor> Executor for BreakerExecutor<E> {
         self.breakers
             .record(&guard.key, admission, failed, &guard.policy);
         result
+    }
+}
+
+/// What a breaker guards, as a type. Breakers are kept under its text
+/// form, written by its `Display` and read by [`BreakerKey::parse`] alone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BreakerKey {
+    /// A plugin, by the sha256 of its component: `plugin:<sha256>`.
+    Plugin {
+        /// The component's digest.
+        digest: String,
+    },
+    /// A host a plugin calls: `host:<name>:<port>`.
+    Host {
+        /// Its name or address.
+        host: String,
+        /// Its port.
+        port: u16,
+    },
+}
+
+impl BreakerKey {
+    /// Reads a key's text form; `None` if it is not one.
+    pub fn parse(text: &str) -> Option<Self> {
+        if let Some(digest) = text.strip_prefix("plugin:") {
+            return Some(Self::Plugin {
+                digest: digest.to_owned(),
+            });
+        }
+        let (host, port) = text.strip_prefix("host:")?.rsplit_once(':')?;
+        Some(Self::Host {
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for BreakerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plugin { digest } => write!(f, "plugin:{digest}"),
+            Self::Host { host, port } => write!(f, "host:{host}:{port}"),
+        }
+    }
+}
+
+/// One breaker as front ends show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BreakerView {
+    /// Its key, as stored.
+    pub key: String,
+    /// What it guards, in words: `host api.example.com:443`, the
+    /// `name@version`s installed with the plugin's digest, or that no
+    /// installed plugin has it (a plugin named by path).
+    pub guards: String,
+    /// Its state.
+    pub breaker: Breaker,
+}
+
+/// Every breaker of `tenant`, with what each guards.
+pub fn list(
+    store: &Store,
+    tenant: &str,
+) -> Result<Vec<BreakerView>, orchestrator_store::StoreError> {
+    let breakers = store.breakers(tenant)?;
+    let plugins = store.plugins(tenant)?;
+    let guards = |key: &str| match BreakerKey::parse(key) {
+        Some(BreakerKey::Host { host, port }) => format!("host {host}:{port}"),
+        Some(BreakerKey::Plugin { digest }) => {
+            let named: Vec<String> = plugins
+                .iter()
+                .filter(|p| p.digest == digest)
+                .map(|p| format!("{}@{}", p.name, p.version))
+                .collect();
+            if named.is_empty() {
+                format!("{key} (not installed: a plugin named by path)")
+            } else {
+                named.join(", ")
+            }
+        }
+        None => key.to_owned(),
+    };
+    Ok(breakers
+        .into_iter()
+        .map(|(key, breaker)| BreakerView {
+            guards: guards(&key),
+            key,
+            breaker,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_keys_round_trip() {
+        for key in [
+            BreakerKey::Plugin {
+                digest: "ab12".into(),
+            },
+            BreakerKey::Host {
+                host: "::1".into(),
+                port: 8080,
+            },
+        ] {
+            assert_eq!(BreakerKey::parse(&key.to_string()), Some(key));
+        }
+        assert_eq!(BreakerKey::parse("host:x"), None);
+        assert_eq!(BreakerKey::parse("other"), None);
     }
 }

@@ -27,6 +27,7 @@ pub mod quotas;
 pub mod rate_limits;
 pub mod sdk;
 pub mod service;
+pub mod workflows;
 
 pub use orchestrator_core::{expr, fault, graph, scheduler, tenant, workflow};
 pub use orchestrator_sandbox as sandbox;

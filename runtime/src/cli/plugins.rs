@@ -5,10 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{Context, EXIT_INVALID};
-use orchestrator_engine::plugin::{
-    self, Allowed, Capabilities, DirGrant, Grants, InstallRequest, PluginRef,
-};
+use super::Context;
+use orchestrator_engine::plugin::{self, Allowed, Capabilities, DirGrant, Grants, InstallRequest};
 use orchestrator_engine::service::ServiceError;
 use orchestrator_engine::store::plugins::{Installed, PluginRecord};
 
@@ -166,9 +164,9 @@ fn grants(args: &GrantArgs) -> Result<Grants, String> {
 
 pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;
-    let records = store.plugins(ctx.tenant.as_str())?;
     match command {
         PluginsCommand::List { json } => {
+            let records = store.plugins(ctx.tenant.as_str())?;
             if json {
                 out!("{}", to_json(&records));
                 return Ok(ExitCode::SUCCESS);
@@ -193,120 +191,46 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         PluginsCommand::Show { plugin, json } => {
-            let Some(record) = find(&records, &plugin) else {
-                note!(
-                    "error: no installed plugin matches `{plugin}`; `runtime plugins list` shows what is installed"
-                );
-                return Ok(ExitCode::from(EXIT_INVALID));
-            };
+            let record = plugin::find(&store, &ctx.tenant, &plugin)?;
             if json {
-                out!("{}", to_json(record));
+                out!("{}", to_json(&record));
                 return Ok(ExitCode::SUCCESS);
             }
             out!("{}@{}", record.name, record.version);
             out!("  description  {}", record.manifest.description);
             let allowed = Allowed::intersect(&record.manifest.capabilities, &record.grants);
-            print_details(record, &allowed);
+            print_details(&record, &allowed);
             out!("  input schema   {}", record.manifest.input_schema);
             out!("  output schema  {}", record.manifest.output_schema);
             Ok(ExitCode::SUCCESS)
         }
-        PluginsCommand::Grant { plugin, grants } => grant(ctx, &store, &records, &plugin, &grants),
+        PluginsCommand::Grant {
+            plugin,
+            grants: more,
+        } => {
+            let more =
+                grants(&more).map_err(|e| ServiceError::Plugin(format!("cannot grant: {e}")))?;
+            let report = ctx.tokio.block_on(plugin::grant(
+                &store,
+                &ctx.sandbox,
+                &ctx.tenant,
+                &plugin,
+                more,
+                ctx.config()?.quotas.plugins(),
+            ))?;
+            print_report(ctx, &report)
+        }
         PluginsCommand::Remove { plugin } => {
-            let PluginRef::Name {
-                name,
-                version: Some(version),
-            } = PluginRef::parse(&plugin)
-            else {
-                note!("error: name the plugin as `name@version` to remove it");
-                return Ok(ExitCode::from(EXIT_INVALID));
+            let removed = plugin::remove(&store, &ctx.tenant, &plugin)?;
+            let blob = if removed.component_deleted {
+                "its component was deleted (no other name uses it)"
+            } else {
+                "its component stays (another name uses it)"
             };
-            match store.remove_plugin(ctx.tenant.as_str(), name, version)? {
-                None => {
-                    note!(
-                        "error: `{plugin}` is not installed; `runtime plugins list` shows what is"
-                    );
-                    Ok(ExitCode::from(EXIT_INVALID))
-                }
-                Some((record, blob_removed)) => {
-                    let blob = if blob_removed {
-                        "its component was deleted (no other name uses it)"
-                    } else {
-                        "its component stays (another name uses it)"
-                    };
-                    out!("removed {}@{}; {blob}", record.name, record.version);
-                    Ok(ExitCode::SUCCESS)
-                }
-            }
+            let record = &removed.record;
+            out!("removed {}@{}; {blob}", record.name, record.version);
+            Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// `runtime plugins grant`: installs the same component under the same
-/// name and version with the union of its grants and the new ones.
-fn grant(
-    ctx: &Context,
-    store: &orchestrator_engine::store::Store,
-    records: &[PluginRecord],
-    plugin: &str,
-    more: &GrantArgs,
-) -> Result<ExitCode, ServiceError> {
-    let Some(record) = find(records, plugin) else {
-        note!(
-            "error: no installed plugin matches `{plugin}`; `runtime plugins list` shows what is installed"
-        );
-        return Ok(ExitCode::from(EXIT_INVALID));
-    };
-    let more = grants(more).map_err(|e| ServiceError::Plugin(format!("cannot grant: {e}")))?;
-    let mut all = record.grants.clone();
-    all.model |= more.model;
-    for (have, add) in [
-        (&mut all.http_hosts, more.http_hosts),
-        (&mut all.env, more.env),
-        (&mut all.secrets, more.secrets),
-    ] {
-        for item in add {
-            if !have.contains(&item) {
-                have.push(item);
-            }
-        }
-    }
-    for dir in more.dirs {
-        if !all.dirs.contains(&dir) {
-            all.dirs.push(dir);
-        }
-    }
-    let bytes = store
-        .plugin_blob(ctx.tenant.as_str(), &record.digest)?
-        .ok_or_else(|| {
-            ServiceError::Plugin(format!(
-                "{}@{}: its component is missing from the store; reinstall it",
-                record.name, record.version
-            ))
-        })?;
-    let request = InstallRequest {
-        bytes: &bytes,
-        source: format!("{}@{}", record.name, record.version),
-        name: Some(record.name.clone()),
-        version: Some(record.version.clone()),
-        grants: all,
-        builtin: record.builtin,
-        quota: ctx.config()?.quotas.plugins(),
-    };
-    let report = ctx.tokio.block_on(plugin::install(
-        store,
-        &ctx.sandbox,
-        ctx.tenant.as_str(),
-        request,
-    ))?;
-    print_report(ctx, &report)
-}
-
-fn find<'a>(records: &'a [PluginRecord], text: &str) -> Option<&'a PluginRecord> {
-    let catalog = plugin::Catalog::new(".", records.to_vec());
-    match catalog.resolve(text) {
-        Ok(plugin::Resolved::Installed(found)) => records.iter().find(|r| **r == *found),
-        _ => None,
     }
 }
 
@@ -391,30 +315,11 @@ fn to_json(value: &impl serde::Serialize) -> String {
 /// `runtime breakers`: every circuit breaker, named by the plugins or the
 /// host it guards.
 pub(super) fn breakers(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
-    let store = ctx.open_store()?;
-    let breakers = store.breakers(ctx.tenant.as_str())?;
-    let plugins = store.plugins(ctx.tenant.as_str())?;
-    drop(store);
-    let names = |key: &str| -> String {
-        if let Some(host) = key.strip_prefix("host:") {
-            return format!("host {host}");
-        }
-        let digest = key.strip_prefix("plugin:").unwrap_or(key);
-        let named: Vec<String> = plugins
-            .iter()
-            .filter(|p| p.digest == digest)
-            .map(|p| format!("{}@{}", p.name, p.version))
-            .collect();
-        if named.is_empty() {
-            format!("{key} (not installed: a plugin named by path)")
-        } else {
-            named.join(", ")
-        }
-    };
+    let breakers = orchestrator_engine::breakers::list(&ctx.open_store()?, ctx.tenant.as_str())?;
     if json {
         let list: Vec<serde_json::Value> = breakers
             .iter()
-            .map(|(key, b)| serde_json::json!({ "key": key, "plugins": names(key), "breaker": b }))
+            .map(|b| serde_json::json!({ "key": b.key, "plugins": b.guards, "breaker": b.breaker }))
             .collect();
         out!("{}", serde_json::to_string_pretty(&list).expect("JSON"));
         return Ok(ExitCode::SUCCESS);
@@ -423,7 +328,8 @@ pub(super) fn breakers(ctx: &Context, json: bool) -> Result<ExitCode, ServiceErr
         out!("no circuit breakers yet (a workflow asks for them with `breaker:`)");
     }
     let now = orchestrator_engine::store::executions::now_ms();
-    for (key, b) in &breakers {
+    for view in &breakers {
+        let b = &view.breaker;
         let detail = match b.state {
             orchestrator_engine::fault::BreakerState::Open { until } => format!(
                 "open for {} more ({})",
@@ -443,7 +349,7 @@ pub(super) fn breakers(ctx: &Context, json: bool) -> Result<ExitCode, ServiceErr
                 )
             }
         };
-        out!("{:<9}  {}  {detail}", b.state_name(), names(key));
+        out!("{:<9}  {}  {detail}", b.state_name(), view.guards);
     }
     Ok(ExitCode::SUCCESS)
 }

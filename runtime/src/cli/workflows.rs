@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::Context;
-use orchestrator_engine::service::{self, ServiceError};
+use orchestrator_engine::service::ServiceError;
+use orchestrator_engine::workflows::{self as registry, Registered};
 
 /// What to do with registered workflows.
 #[derive(Debug, Subcommand)]
@@ -38,16 +39,8 @@ pub(super) fn workflows(
 
 fn add(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;
-    let workflow = service::load(file, &ctx.expressions, &store, &ctx.tenant)?;
-    // Relative `.wasm` paths keep working from wherever the parent runs.
-    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
-    let name = &workflow.plan.name;
-    let (version, new) = store.add_workflow(
-        ctx.tenant.as_str(),
-        name,
-        &absolute.display().to_string(),
-        &workflow.source,
-    )?;
+    let Registered { name, version, new } =
+        registry::add(&store, &ctx.expressions, &ctx.tenant, file)?;
     if new {
         out!("registered workflow {name}@{version}; tasks run it with `uses: workflow:{name}`");
     } else {
@@ -57,7 +50,7 @@ fn add(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
 }
 
 fn list(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
-    let workflows = ctx.open_store()?.workflows(ctx.tenant.as_str())?;
+    let workflows = registry::list(&ctx.open_store()?, &ctx.tenant)?;
     if json {
         let list: Vec<serde_json::Value> = workflows
             .iter()

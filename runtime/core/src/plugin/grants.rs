@@ -42,6 +42,26 @@ pub struct Grants {
     pub model: bool,
 }
 
+impl Grants {
+    /// These grants and `more`: each host, directory, variable and secret
+    /// once, in the order they were first granted; `model` if either says so.
+    pub fn merge(mut self, more: Self) -> Self {
+        fn add<T: PartialEq>(have: &mut Vec<T>, more: Vec<T>) {
+            for item in more {
+                if !have.contains(&item) {
+                    have.push(item);
+                }
+            }
+        }
+        add(&mut self.http_hosts, more.http_hosts);
+        add(&mut self.dirs, more.dirs);
+        add(&mut self.env, more.env);
+        add(&mut self.secrets, more.secrets);
+        self.model |= more.model;
+        self
+    }
+}
+
 /// A host directory shown to a plugin at a path of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirGrant {
@@ -555,5 +575,25 @@ mod tests {
                 .unwrap_err()
                 .contains("writing to `/data`")
         );
+    }
+
+    #[test]
+    fn merged_grants_keep_each_grant_once_in_order() {
+        let have = Grants {
+            http_hosts: vec!["a.example".into()],
+            env: vec!["HOME".into()],
+            ..Grants::default()
+        };
+        let more = Grants {
+            http_hosts: vec!["a.example".into(), "b.example".into()],
+            secrets: vec!["key".into()],
+            model: true,
+            ..Grants::default()
+        };
+        let merged = have.merge(more);
+        assert_eq!(merged.http_hosts, ["a.example", "b.example"]);
+        assert_eq!(merged.env, ["HOME"]);
+        assert_eq!(merged.secrets, ["key"]);
+        assert!(merged.model);
     }
 }

@@ -1,5 +1,6 @@
 //! Plugins in the engine: resolving `uses:` against the store, installing
-//! components, and the built-ins embedded in the binary.
+//! components, finding, granting and removing installed ones
+//! (`manage.rs`), and the built-ins embedded in the binary.
 //!
 //! The model (how `uses:` names a plugin, manifests, grants) is
 //! [`orchestrator_core::plugin`], re-exported here. Built-in plugins
@@ -8,9 +9,11 @@
 
 mod catalog;
 mod install;
+mod manage;
 
 pub use catalog::{Catalog, Resolved};
 pub use install::{InstallError, InstallReport, InstallRequest, install, install_builtins};
+pub use manage::{Removed, find, grant, remove};
 pub use orchestrator_core::plugin::*;
 
 include!(concat!(env!("OUT_DIR"), "/builtin.rs"));

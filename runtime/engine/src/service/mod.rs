@@ -29,7 +29,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use crate::breakers::{BreakerExecutor, Breakers, Guard, HostBreakers};
+use crate::breakers::{BreakerExecutor, BreakerKey, Breakers, Guard, HostBreakers};
 use crate::config::Secrets;
 use crate::governance::{CacheRule, Governed, Prices};
 use crate::plugin::{self, Allowed, Resolved};
@@ -248,7 +248,10 @@ impl Runner {
             guards.insert(
                 key,
                 Guard {
-                    key: format!("plugin:{digest}"),
+                    key: BreakerKey::Plugin {
+                        digest: digest.clone(),
+                    }
+                    .to_string(),
                     label: uses.to_owned(),
                     policy,
                 },
