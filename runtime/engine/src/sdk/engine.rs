@@ -85,6 +85,16 @@ impl EngineBuilder {
     /// Keeps plugins in the store file `path` and executions beside it
     /// (default: where `runtime` keeps them, `ORCHESTRATOR_STORE` or the
     /// user's data directory).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder()
+    ///     .store("/srv/orchestrator/store.redb")
+    ///     .build()
+    ///     .await?;
+    /// assert!(engine.store_path().is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn store(self, path: impl Into<PathBuf>) -> Self {
         Self {
             store: Some(path.into()),
@@ -112,6 +122,16 @@ impl EngineBuilder {
 
     /// Uses this host configuration: secrets, capacity, prices, policies
     /// (default: none, and the default capacity).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// use orchestrator_engine::config::Config;
+    /// let config = Config::parse("capacity: { tasks: 8 }\n", "config.yaml")
+    ///     .map_err(orchestrator_engine::service::ServiceError::Plugin)?;
+    /// let engine = orchestrator_engine::Engine::builder().config(config).in_memory().build().await?;
+    /// # let _ = engine;
+    /// # Ok(()) }
+    /// ```
     pub fn config(self, config: Config) -> Self {
         Self {
             config: Some(config),
@@ -121,12 +141,28 @@ impl EngineBuilder {
 
     /// Works for `tenant` (default: `default`): its plugins, workflows and
     /// executions, and no other tenant's.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// use orchestrator_engine::tenant::TenantId;
+    /// let acme = TenantId::new("acme").map_err(orchestrator_engine::service::ServiceError::Inputs)?;
+    /// let engine = orchestrator_engine::Engine::builder().tenant(acme).in_memory().build().await?;
+    /// assert_eq!(engine.tenant().as_str(), "acme");
+    /// # Ok(()) }
+    /// ```
     pub fn tenant(self, tenant: TenantId) -> Self {
         Self { tenant, ..self }
     }
 
     /// Starts the sandbox and opens the store once, installing the
     /// built-in plugins the tenant lacks.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let _ = engine;
+    /// # Ok(()) }
+    /// ```
     pub async fn build(self) -> Result<Engine, ServiceError> {
         let config = self.config.unwrap_or_default();
         let keeping = if self.in_memory {
@@ -188,6 +224,19 @@ pub struct Engine {
 
 /// How to start an execution.
 #[derive(Debug, Clone, Default)]
+///
+/// ```no_run
+/// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+/// use orchestrator_engine::{Engine, StartOptions};
+/// # let engine = Engine::builder().in_memory().build().await?;
+/// # let workflow = orchestrator_engine::Workflow::builder("hi")
+/// #     .task(orchestrator_engine::Task::new("a", "transform").with("script", "1"))
+/// #     .build()?;
+/// let options = StartOptions { execution_id: Some("order-1234".into()) };
+/// let started = engine.start_with(&workflow, serde_json::json!({}), options).await?;
+/// assert_eq!(started.execution.id(), "order-1234");
+/// # Ok(()) }
+/// ```
 pub struct StartOptions {
     /// The execution's id, chosen by the caller (1 to 200 letters, digits,
     /// `-` and `_`): starting again with the same id, workflow and inputs
@@ -198,6 +247,20 @@ pub struct StartOptions {
 
 /// What [`Engine::start_with`] did.
 #[derive(Debug)]
+///
+/// ```no_run
+/// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+/// use orchestrator_engine::{Engine, StartOptions};
+/// # let engine = Engine::builder().in_memory().build().await?;
+/// # let workflow = orchestrator_engine::Workflow::builder("hi")
+/// #     .task(orchestrator_engine::Task::new("a", "transform").with("script", "1"))
+/// #     .build()?;
+/// let once = || StartOptions { execution_id: Some("order-1234".into()) };
+/// let first = engine.start_with(&workflow, serde_json::json!({}), once()).await?;
+/// let again = engine.start_with(&workflow, serde_json::json!({}), once()).await?;
+/// assert!(first.created && !again.created);
+/// # Ok(()) }
+/// ```
 pub struct Started {
     /// The execution.
     pub execution: ExecutionHandle,
@@ -208,11 +271,25 @@ pub struct Started {
 
 impl Engine {
     /// Starts building an engine.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let _ = engine;
+    /// # Ok(()) }
+    /// ```
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
     }
 
     /// The store file; `None` for an engine in memory.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().store("/tmp/demo/store.redb").build().await?;
+    /// assert_eq!(engine.store_path(), Some(std::path::Path::new("/tmp/demo/store.redb")));
+    /// # Ok(()) }
+    /// ```
     pub fn store_path(&self) -> Option<&Path> {
         match &self.keeping {
             Keeping::Files(path) => Some(path),
@@ -221,12 +298,29 @@ impl Engine {
     }
 
     /// The tenant it works for.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// assert_eq!(engine.tenant().as_str(), "default");
+    /// # Ok(()) }
+    /// ```
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
     }
 
     /// The same engine (sandbox, store, configuration) working for
     /// `tenant`, whose built-in plugins are installed if it lacks them.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// use orchestrator_engine::tenant::TenantId;
+    /// let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// let globex = TenantId::new("globex").map_err(orchestrator_engine::service::ServiceError::Inputs)?;
+    /// let theirs = engine.for_tenant(globex).await?;
+    /// assert_eq!(theirs.tenant().as_str(), "globex");
+    /// # Ok(()) }
+    /// ```
     pub async fn for_tenant(&self, tenant: TenantId) -> Result<Engine, ServiceError> {
         self.keeping
             .install_builtins(&self.sandbox, &tenant)
@@ -241,6 +335,17 @@ impl Engine {
 
     /// Starts `workflow` with `inputs` (a JSON object) as a new execution
     /// and returns at once; it runs on this tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let workflow = orchestrator_engine::Workflow::builder("hi")
+    /// #     .task(orchestrator_engine::Task::new("a", "transform").with("script", "1"))
+    /// #     .build()?;
+    /// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+    /// println!("started {}", execution.id());
+    /// # Ok(()) }
+    /// ```
     pub async fn start(
         &self,
         workflow: &Workflow,
@@ -253,6 +358,19 @@ impl Engine {
     }
 
     /// Starts `workflow` with `inputs` as `options` say.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// use orchestrator_engine::StartOptions;
+    /// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let workflow = orchestrator_engine::Workflow::builder("hi")
+    /// #     .task(orchestrator_engine::Task::new("a", "transform").with("script", "1"))
+    /// #     .build()?;
+    /// let options = StartOptions { execution_id: Some("nightly-2026-12-01".into()) };
+    /// let started = engine.start_with(&workflow, serde_json::json!({}), options).await?;
+    /// println!("{} (new: {})", started.execution.id(), started.created);
+    /// # Ok(()) }
+    /// ```
     pub async fn start_with(
         &self,
         workflow: &Workflow,
@@ -391,6 +509,15 @@ impl Engine {
     }
 
     /// A handle on execution `id`, whichever process runs it.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().build().await?;
+    /// // An execution another process (or `runtime run`) started.
+    /// let execution = engine.execution("18ed02e9c1cb11ba-2a4f").await?;
+    /// println!("{:?}", execution.status().await?.record.status);
+    /// # Ok(()) }
+    /// ```
     pub async fn execution(&self, id: &str) -> Result<ExecutionHandle, ServiceError> {
         Ok(self.find(id).await?.0)
     }

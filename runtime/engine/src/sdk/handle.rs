@@ -24,6 +24,19 @@ type Outcome = Option<Result<(), String>>;
 
 /// One execution. Cheap to clone; every clone reaches the same execution.
 #[derive(Debug, Clone)]
+///
+/// ```no_run
+/// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+/// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+/// # let workflow = orchestrator_engine::Workflow::builder("approval")
+/// #     .task(orchestrator_engine::Task::wait("approve", "go"))
+/// #     .build()?;
+/// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+/// execution.signal("go", serde_json::json!({ "by": "grace" })).await?;
+/// let done = execution.wait().await?;
+/// println!("{:?}", done.record.status);
+/// # Ok(()) }
+/// ```
 pub struct ExecutionHandle {
     id: String,
     executions: Executions,
@@ -116,12 +129,36 @@ impl ExecutionHandle {
     }
 
     /// The execution's id (what `runtime status` takes).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let workflow = orchestrator_engine::Workflow::builder("approval")
+    /// #     .task(orchestrator_engine::Task::wait("approve", "go"))
+    /// #     .build()?;
+    /// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+    /// println!("runtime status {}", execution.id());
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> &str {
         &self.id
     }
 
     /// Waits until it finished and returns how it ended: its record
     /// (status, outputs, first error), task states and events.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let workflow = orchestrator_engine::Workflow::builder("approval")
+    /// #     .task(orchestrator_engine::Task::wait("approve", "go"))
+    /// #     .build()?;
+    /// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+    /// # execution.signal("go", serde_json::json!({})).await?;
+    /// let done = execution.wait().await?;
+    /// println!("{:?}: {}", done.record.status, serde_json::json!(done.record.outputs));
+    /// # Ok(()) }
+    /// ```
     pub async fn wait(&self) -> Result<ExecutionView, ServiceError> {
         if let Some(running) = &self.running {
             let mut outcome = running.outcome.subscribe();
@@ -145,6 +182,19 @@ impl ExecutionHandle {
 
     /// Stops it: its tasks are interrupted and it ends `cancelled`. One
     /// that finished already is refused.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let workflow = orchestrator_engine::Workflow::builder("approval")
+    /// #     .task(orchestrator_engine::Task::wait("approve", "go"))
+    /// #     .build()?;
+    /// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+    /// execution.cancel().await?;
+    /// let done = execution.wait().await?;
+    /// assert_eq!(done.record.status, orchestrator_engine::store::executions::ExecutionStatus::Cancelled);
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel(&self) -> Result<(), ServiceError> {
         if let Some(running) = &self.running
             && let Some(log) = running.live()
@@ -159,6 +209,17 @@ impl ExecutionHandle {
 
     /// Sends signal `name` with `payload`: a `wait:` task for it completes
     /// with the payload. One that finished already is refused.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let workflow = orchestrator_engine::Workflow::builder("approval")
+    /// #     .task(orchestrator_engine::Task::wait("approve", "go"))
+    /// #     .build()?;
+    /// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+    /// execution.signal("go", serde_json::json!({ "approved": true })).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn signal(&self, name: &str, payload: Value) -> Result<(), ServiceError> {
         let name = name.to_owned();
         if let Some(log) = self.running.as_ref().and_then(|r| r.live()) {
@@ -169,6 +230,18 @@ impl ExecutionHandle {
     }
 
     /// How it stands now: record, task states, events.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let workflow = orchestrator_engine::Workflow::builder("approval")
+    /// #     .task(orchestrator_engine::Task::wait("approve", "go"))
+    /// #     .build()?;
+    /// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+    /// let view = execution.status().await?;
+    /// println!("live: {}, {} events", view.live, view.events.len());
+    /// # Ok(()) }
+    /// ```
     pub async fn status(&self) -> Result<ExecutionView, ServiceError> {
         if let Some(log) = self.running.as_ref().and_then(|r| r.live()) {
             return blocking(move || {
@@ -189,6 +262,22 @@ impl ExecutionHandle {
     /// it is committed, until it finished: state changes, attempts,
     /// retries, signals and what its plugins emit (streamed text).
     /// Dropping the stream stops the following.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let workflow = orchestrator_engine::Workflow::builder("approval")
+    /// #     .task(orchestrator_engine::Task::wait("approve", "go"))
+    /// #     .build()?;
+    /// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+    /// let mut events = execution.events(0);
+    /// # execution.signal("go", serde_json::json!({})).await?;
+    /// while let Some(event) = events.next().await {
+    ///     let (number, event) = event?;
+    ///     println!("{number}: {:?}", event.kind);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn events(&self, from: u64) -> EventStream {
         let (send, receive) = tokio::sync::mpsc::channel(256);
         let (executions, id) = (self.executions.clone(), self.id.clone());
@@ -236,11 +325,39 @@ impl ExecutionHandle {
 
 /// The events of one execution, in order; see [`ExecutionHandle::events`].
 #[derive(Debug)]
+///
+/// ```no_run
+/// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+/// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+/// # let workflow = orchestrator_engine::Workflow::builder("approval")
+/// #     .task(orchestrator_engine::Task::wait("approve", "go"))
+/// #     .build()?;
+/// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+/// let mut events = execution.events(0);
+/// if let Some(first) = events.next().await {
+///     println!("{:?}", first?.1.kind);
+/// }
+/// # Ok(()) }
+/// ```
 pub struct EventStream(tokio::sync::mpsc::Receiver<Result<(u64, LogEvent), String>>);
 
 impl EventStream {
     /// The next event and its number; `None` once the execution finished
     /// (after its `execution_finished` event).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let workflow = orchestrator_engine::Workflow::builder("approval")
+    /// #     .task(orchestrator_engine::Task::wait("approve", "go"))
+    /// #     .build()?;
+    /// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+    /// let mut events = execution.events(0);
+    /// while let Some(Ok((number, event))) = events.next().await {
+    ///     println!("{number} at {}", event.at);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn next(&mut self) -> Option<Result<(u64, LogEvent), ServiceError>> {
         self.0
             .recv()

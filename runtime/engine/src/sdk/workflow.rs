@@ -67,16 +67,43 @@ impl Workflow {
     }
 
     /// Its name.
+    ///
+    /// ```
+    /// let workflow = orchestrator_engine::Workflow::builder("hi")
+    ///     .task(orchestrator_engine::Task::new("a", "transform").with("script", "1"))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(workflow.name(), "hi");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The text it is recorded as.
+    ///
+    /// ```
+    /// let workflow = orchestrator_engine::Workflow::builder("hi")
+    ///     .task(orchestrator_engine::Task::new("a", "transform").with("script", "1"))
+    ///     .build()
+    ///     .unwrap();
+    /// // A workflow built in code is recorded as the JSON a file would hold.
+    /// let text: serde_json::Value = serde_json::from_str(workflow.source()).unwrap();
+    /// assert_eq!(text["tasks"][0]["id"], "a");
+    /// ```
     pub fn source(&self) -> &str {
         &self.source
     }
 
     /// What messages call it.
+    ///
+    /// ```
+    /// let workflow = orchestrator_engine::Workflow::from_text(
+    ///     "name: hi\ntasks:\n  - { id: a, uses: transform, with: { script: '1' } }\n",
+    ///     "hi.yaml",
+    /// )
+    /// .unwrap();
+    /// assert_eq!(workflow.label(), "hi.yaml");
+    /// ```
     pub fn label(&self) -> &str {
         &self.label
     }
@@ -101,11 +128,31 @@ pub struct WorkflowBuilder {
 impl WorkflowBuilder {
     /// Declares input `name` of JSON type `kind` (`string`, `number`,
     /// `integer`, `boolean`, `object`, `array` or `any`); it is required.
+    ///
+    /// ```
+    /// use orchestrator_engine::{Task, Workflow};
+    /// let workflow = Workflow::builder("greet")
+    ///     .input("who", "string")
+    ///     .task(Task::new("hi", "transform").with("who", "${{ inputs.who }}").with("script", r#""hi " + who"#))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(workflow.source().contains(r#""who""#));
+    /// ```
     pub fn input(self, name: &str, kind: &str) -> Self {
         self.input_spec(name, json!({ "type": kind }))
     }
 
     /// Declares input `name` with a default value (so it is optional).
+    ///
+    /// ```
+    /// use orchestrator_engine::{Task, Workflow};
+    /// let workflow = Workflow::builder("greet")
+    ///     .input_with_default("who", "string", serde_json::json!("world"))
+    ///     .task(Task::new("hi", "transform").with("who", "${{ inputs.who }}").with("script", r#""hi " + who"#))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(workflow.source().contains(r#""default": "world""#));
+    /// ```
     pub fn input_with_default(self, name: &str, kind: &str, default: Value) -> Self {
         self.input_spec(name, json!({ "type": kind, "default": default }))
     }
@@ -122,12 +169,32 @@ impl WorkflowBuilder {
     }
 
     /// Adds a task.
+    ///
+    /// ```
+    /// use orchestrator_engine::{Task, Workflow};
+    /// let workflow = Workflow::builder("two")
+    ///     .task(Task::new("a", "transform").with("script", "1"))
+    ///     .task(Task::new("b", "transform").needs(["a"]).with("script", "2"))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(workflow.name(), "two");
+    /// ```
     pub fn task(mut self, task: Task) -> Self {
         self.tasks.push(Value::Object(task.0));
         self
     }
 
     /// Adds output `name`: an expression or a `${{ }}` template.
+    ///
+    /// ```
+    /// use orchestrator_engine::{Task, Workflow};
+    /// let workflow = Workflow::builder("out")
+    ///     .task(Task::new("a", "transform").with("script", "41 + 1"))
+    ///     .output("answer", "${{ tasks.a.output }}")
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(workflow.source().contains(r#""answer""#));
+    /// ```
     pub fn output(mut self, name: &str, value: impl Into<Value>) -> Self {
         let outputs = self
             .document
@@ -141,6 +208,16 @@ impl WorkflowBuilder {
 
     /// Sets any other workflow field as the file would (`durability`,
     /// `retry`, `timeout`, `limits`, `budget`, `policies`, ...).
+    ///
+    /// ```
+    /// use orchestrator_engine::{Task, Workflow};
+    /// let workflow = Workflow::builder("fast")
+    ///     .set("durability", "batched")
+    ///     .task(Task::new("a", "transform").with("script", "1"))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(workflow.source().contains(r#""durability": "batched""#));
+    /// ```
     pub fn set(mut self, field: &str, value: impl Into<Value>) -> Self {
         self.document.insert(field.to_owned(), value.into());
         self
@@ -148,6 +225,15 @@ impl WorkflowBuilder {
 
     /// The workflow, validated as a file is: a problem is an error naming
     /// the task and field (and the line of the generated text).
+    ///
+    /// ```
+    /// use orchestrator_engine::{Task, Workflow};
+    /// let error = Workflow::builder("bad")
+    ///     .task(Task::new("a", "transform").needs(["missing"]))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(error.to_string().contains("missing"), "{error}");
+    /// ```
     pub fn build(self) -> Result<Workflow, ServiceError> {
         let mut document = self.document;
         document.insert("tasks".to_owned(), Value::Array(self.tasks));
@@ -176,6 +262,11 @@ pub struct Task(Map<String, Value>);
 impl Task {
     /// Task `id` run by plugin `uses` (`name`, `name@version`,
     /// `sha256:<digest>`, a `.wasm` path or `workflow:NAME`).
+    ///
+    /// ```
+    /// let task = orchestrator_engine::Task::new("shout", "transform").with("script", r#""HI""#);
+    /// # let _ = task;
+    /// ```
     pub fn new(id: &str, uses: &str) -> Self {
         Self(Map::from_iter([
             ("id".to_owned(), Value::from(id)),
@@ -184,6 +275,15 @@ impl Task {
     }
 
     /// Task `id` that waits for signal `signal` (its output is the payload).
+    ///
+    /// ```
+    /// use orchestrator_engine::{Task, Workflow};
+    /// let workflow = Workflow::builder("approval")
+    ///     .task(Task::wait("approve", "go").set("timeout", "1h"))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(workflow.source().contains(r#""signal": "go""#));
+    /// ```
     pub fn wait(id: &str, signal: &str) -> Self {
         Self(Map::from_iter([
             ("id".to_owned(), Value::from(id)),
@@ -192,6 +292,13 @@ impl Task {
     }
 
     /// Sets input `key` of its `with:` (strings may hold `${{ }}`).
+    ///
+    /// ```
+    /// let task = orchestrator_engine::Task::new("ask", "llm")
+    ///     .with("model", "gpt-4o-mini")
+    ///     .with("prompt", "Summarize: ${{ inputs.text }}");
+    /// # let _ = task;
+    /// ```
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         let with = self
             .0
@@ -204,6 +311,11 @@ impl Task {
     }
 
     /// The tasks that must finish first.
+    ///
+    /// ```
+    /// let task = orchestrator_engine::Task::new("join", "transform").needs(["left", "right"]);
+    /// # let _ = task;
+    /// ```
     pub fn needs<'a>(mut self, tasks: impl IntoIterator<Item = &'a str>) -> Self {
         let needs = tasks.into_iter().map(Value::from).collect();
         self.0.insert("needs".to_owned(), Value::Array(needs));
@@ -211,12 +323,26 @@ impl Task {
     }
 
     /// A Rhai condition; the task is skipped when it is false.
+    ///
+    /// ```
+    /// let task = orchestrator_engine::Task::new("notify", "transform")
+    ///     .when("tasks.check.output.score < 0.5")
+    ///     .with("script", r#""low score""#);
+    /// # let _ = task;
+    /// ```
     pub fn when(self, condition: &str) -> Self {
         self.set("when", condition)
     }
 
     /// Sets any other task field as the file would (`retry`, `timeout`,
     /// `fallback`, `for_each`, `limits`, `cache`, ...).
+    ///
+    /// ```
+    /// let task = orchestrator_engine::Task::new("ask", "llm")
+    ///     .set("timeout", "30s")
+    ///     .set("retry", serde_json::json!({ "max_attempts": 3 }));
+    /// # let _ = task;
+    /// ```
     pub fn set(mut self, field: &str, value: impl Into<Value>) -> Self {
         self.0.insert(field.to_owned(), value.into());
         self
