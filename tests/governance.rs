@@ -224,6 +224,30 @@ tasks:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cut_off_gives_its_budget_back() {
+    let server = ModelServer::start();
+    let host = host(&server).await;
+    // `slow` is estimated at 50 of the run's 60 tokens and cut off by its
+    // timeout; `after`, estimated at 25, fits only if those 50 came back.
+    let yaml = format!(
+        r#"name: frugal
+budget: {{ max_tokens: 60 }}
+tasks:
+  - {{ id: slow, uses: llm, timeout: 1s, continue_on_error: true, with: {{ base_url: "{url}", model: slow, prompt: "{slow}" }} }}
+  - {{ id: after, uses: llm, needs: [slow], with: {{ base_url: "{url}", model: echo, prompt: "{after}" }} }}
+"#,
+        url = server.base_url(),
+        slow = "word ".repeat(40),
+        after = "word ".repeat(20),
+    );
+    let report = host.run(&yaml).await;
+    let (kind, _) = failure(&report, "slow");
+    assert_eq!(kind, FailureKind::TaskTimeout);
+    let after = task(&report, "after");
+    assert_eq!(after.status, TaskStatus::Succeeded, "{:?}", after.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_refuses_calls_before_and_after_they_are_made() {
     let server = ModelServer::start();
     let host = host(&server).await;

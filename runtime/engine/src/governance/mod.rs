@@ -155,7 +155,11 @@ impl<E> Governed<E> {
     }
 
     /// Reserves `request`'s estimate, or says why the budget refuses it.
-    fn reserve(&self, budget: &Budget, request: &TaskRequest) -> Result<(u64, f64), TaskFailure> {
+    fn reserve<'a>(
+        &'a self,
+        budget: &'a Budget,
+        request: &TaskRequest,
+    ) -> Result<BudgetHold<'a>, TaskFailure> {
         let (tokens, cost) = estimate(&request.input, &self.prices);
         let mut spent = self.spent.lock().expect("budget lock");
         let denied = |message: String| TaskFailure {
@@ -183,20 +187,62 @@ impl<E> Governed<E> {
         }
         spent.reserved_tokens = spent.reserved_tokens.saturating_add(tokens);
         spent.reserved_cost += cost;
-        Ok((tokens, cost))
+        Ok(BudgetHold {
+            spent: &self.spent,
+            budget,
+            tokens,
+            cost,
+            settled: false,
+        })
     }
 
-    /// Releases a reservation and counts what the call spent; says why
-    /// the budget refuses its answer when that passed a limit.
-    fn settle(
-        &self,
-        budget: &Budget,
-        (tokens, cost): (u64, f64),
-        usage: Option<&Usage>,
-    ) -> Result<(), String> {
-        let mut spent = self.spent.lock().expect("budget lock");
-        spent.reserved_tokens = spent.reserved_tokens.saturating_sub(tokens);
-        spent.reserved_cost = (spent.reserved_cost - cost).max(0.0);
+    /// Where the answer of `request` is cached, when its task caches
+    /// answers.
+    fn cached(&self, request: &TaskRequest) -> Option<CacheEntry> {
+        let (cache, tenant) = self.cache.as_ref()?;
+        let rule = self.rules.get(request.plugin_key().as_ref())?;
+        let input: Value = serde_json::from_str(&request.input).ok()?;
+        let mut hasher = Sha256::new();
+        hasher.update(rule.digest.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(canonical(&input).as_bytes());
+        Some(CacheEntry {
+            cache: Arc::clone(cache),
+            tenant: tenant.as_str().to_owned(),
+            key: orchestrator_sandbox::hex(&hasher.finalize().into()),
+            ttl: rule.ttl,
+        })
+    }
+}
+
+/// A call's share of the run's budget, held while the call is in flight;
+/// dropped unsettled (the call was cut off: cancelled, timed out), it is
+/// given back.
+struct BudgetHold<'a> {
+    spent: &'a Mutex<Spent>,
+    budget: &'a Budget,
+    tokens: u64,
+    cost: f64,
+    settled: bool,
+}
+
+impl BudgetHold<'_> {
+    /// Gives the hold back.
+    fn release(&mut self, spent: &mut Spent) {
+        if !self.settled {
+            self.settled = true;
+            spent.reserved_tokens = spent.reserved_tokens.saturating_sub(self.tokens);
+            spent.reserved_cost = (spent.reserved_cost - self.cost).max(0.0);
+        }
+    }
+
+    /// Gives the hold back and counts what the call spent; says why the
+    /// budget refuses its answer when that passed a limit.
+    fn settle(mut self, usage: Option<&Usage>) -> Result<(), String> {
+        let spent_lock = self.spent;
+        let mut spent = spent_lock.lock().expect("budget lock");
+        self.release(&mut spent);
+        let budget = self.budget;
         let Some(usage) = usage.filter(|u| !u.cached) else {
             return Ok(());
         };
@@ -224,23 +270,14 @@ impl<E> Governed<E> {
         }
         Ok(())
     }
+}
 
-    /// Where the answer of `request` is cached, when its task caches
-    /// answers.
-    fn cached(&self, request: &TaskRequest) -> Option<CacheEntry> {
-        let (cache, tenant) = self.cache.as_ref()?;
-        let rule = self.rules.get(request.plugin_key().as_ref())?;
-        let input: Value = serde_json::from_str(&request.input).ok()?;
-        let mut hasher = Sha256::new();
-        hasher.update(rule.digest.as_bytes());
-        hasher.update(b"\n");
-        hasher.update(canonical(&input).as_bytes());
-        Some(CacheEntry {
-            cache: Arc::clone(cache),
-            tenant: tenant.as_str().to_owned(),
-            key: orchestrator_sandbox::hex(&hasher.finalize().into()),
-            ttl: rule.ttl,
-        })
+impl Drop for BudgetHold<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            let spent = self.spent;
+            self.release(&mut spent.lock().expect("budget lock"));
+        }
     }
 }
 
@@ -298,8 +335,8 @@ impl<E: Executor> Governed<E> {
                 Err(e) => tracing::warn!("the response cache lookup failed: {e}; the task runs"),
             }
         }
-        let reserved = match &self.budget {
-            Some(budget) => Some((budget, self.reserve(budget, &request)?)),
+        let held = match &self.budget {
+            Some(budget) => Some(self.reserve(budget, &request)?),
             None => None,
         };
         let quota = match &self.quota {
@@ -308,10 +345,8 @@ impl<E: Executor> Governed<E> {
                 match quota.reserve(tokens, cost) {
                     // Given back if this call is cut off before it settles.
                     Ok(reservation) => Some(reservation),
+                    // The budget's hold is given back as it drops.
                     Err(message) => {
-                        if let Some((budget, reservation)) = reserved {
-                            let _ = self.settle(budget, reservation, None);
-                        }
                         return Err(TaskFailure {
                             kind: FailureKind::Denied,
                             message,
@@ -339,9 +374,7 @@ impl<E: Executor> Governed<E> {
         let mut success = match result {
             Ok(success) => success,
             Err(failure) => {
-                if let Some((budget, reservation)) = reserved {
-                    let _ = self.settle(budget, reservation, None);
-                }
+                drop(held);
                 if let Some(reservation) = quota {
                     reservation.settle(Consumption::from_parts(None, failure.metering.fuel));
                 }
@@ -359,8 +392,8 @@ impl<E: Executor> Governed<E> {
                 success.metering.fuel,
             ));
         }
-        if let Some((budget, reservation)) = reserved
-            && let Err(message) = self.settle(budget, reservation, success.usage.as_ref())
+        if let Some(hold) = held
+            && let Err(message) = hold.settle(success.usage.as_ref())
         {
             return Err(TaskFailure {
                 kind: FailureKind::Denied,
