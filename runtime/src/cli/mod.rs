@@ -27,6 +27,7 @@ mod dlq;
 mod executions;
 mod plugins;
 mod run;
+mod serve;
 mod summary;
 mod workflows;
 
@@ -183,6 +184,14 @@ pub enum Command {
         #[command(subcommand)]
         command: workflows::WorkflowsCommand,
     },
+    /// Serves the control API (gRPC, with health and reflection) for many
+    /// tenants: `runtime serve --listen 127.0.0.1:7233`. On its first start
+    /// it prints an admin API key.
+    Serve {
+        /// The address to listen on (loopback only; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7233")]
+        listen: std::net::SocketAddr,
+    },
     /// Lists the circuit breakers of plugins and where each stands.
     Breakers {
         /// Print JSON.
@@ -332,6 +341,7 @@ pub fn main() -> ExitCode {
         Command::Gc { older_than } => executions::gc(&ctx, older_than),
         Command::Dlq { command } => dlq::dlq(&ctx, command),
         Command::Breakers { json } => plugins::breakers(&ctx, json),
+        Command::Serve { listen } => serve::serve(ctx, listen),
         Command::Workflows { command } => workflows::workflows(&ctx, command),
         Command::Install(args) => plugins::install(&ctx, args),
         Command::Plugins { command } => plugins::plugins(&ctx, command),

@@ -15,6 +15,7 @@ pub mod breakers;
 pub mod conformance;
 pub mod executions;
 pub mod file;
+pub mod keys;
 pub mod memory;
 pub mod plugins;
 pub mod responses;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 pub use backend::StoreBackend;
 use breakers::BreakersBackend;
+use keys::ApiKeyRecord;
 use orchestrator_core::fault::Breaker;
 use plugins::{Artifact, Installed, PluginQuota, PluginRecord};
 use responses::ResponsesBackend;
@@ -227,5 +229,25 @@ impl Store {
         breaker: &Breaker,
     ) -> Result<(), StoreError> {
         self.backend.put_breaker(tenant, key, breaker)
+    }
+
+    /// Keeps API key `key` (see [`keys::KeysBackend::put_key`]).
+    pub fn put_key(&self, key: &ApiKeyRecord) -> Result<bool, StoreError> {
+        self.backend.put_key(key)
+    }
+
+    /// The API key with id `id`.
+    pub fn key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.backend.key(id)
+    }
+
+    /// Every API key.
+    pub fn keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.backend.keys()
+    }
+
+    /// Revokes API key `id` at `at` (ms since the epoch).
+    pub fn revoke_key(&self, id: &str, at: u64) -> Result<bool, StoreError> {
+        self.backend.revoke_key(id, at)
     }
 }

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::StoreError;
 use crate::backend::{
-    BreakersBackend, PluginsBackend, ResponsesBackend, StoreBackend, WorkflowsBackend,
+    BreakersBackend, KeysBackend, PluginsBackend, ResponsesBackend, StoreBackend, WorkflowsBackend,
 };
+use crate::keys::ApiKeyRecord;
 use crate::plugins::{Artifact, Installed, PluginQuota, PluginRecord, install_decision};
 use crate::responses::{CachedAnswer, fresh};
 use crate::workflows::{StoredWorkflow, next_version};
@@ -42,6 +43,8 @@ struct State {
     breakers: BTreeMap<Key2, Breaker>,
     /// (tenant, key) -> answer.
     answers: BTreeMap<Key2, CachedAnswer>,
+    /// key id -> API key.
+    api_keys: BTreeMap<String, ApiKeyRecord>,
 }
 
 impl State {
@@ -244,6 +247,35 @@ impl ResponsesBackend for MemoryStore {
             .answers
             .insert(key2(tenant, key), answer.clone());
         Ok(())
+    }
+}
+
+impl KeysBackend for MemoryStore {
+    fn put_key(&self, key: &ApiKeyRecord) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if state.api_keys.contains_key(&key.id) {
+            return Ok(false);
+        }
+        state.api_keys.insert(key.id.clone(), key.clone());
+        Ok(true)
+    }
+
+    fn key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Ok(self.state().api_keys.get(id).cloned())
+    }
+
+    fn keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        Ok(self.state().api_keys.values().cloned().collect())
+    }
+
+    fn revoke_key(&self, id: &str, at: u64) -> Result<bool, StoreError> {
+        Ok(match self.state().api_keys.get_mut(id) {
+            Some(key) => {
+                key.revoked_at.get_or_insert(at);
+                true
+            }
+            None => false,
+        })
     }
 }
 

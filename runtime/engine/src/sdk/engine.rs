@@ -16,7 +16,7 @@ use super::handle::{Ending, ExecutionHandle, Running};
 use super::workflow::Workflow;
 use crate::config::Config;
 use crate::control::ControlServer;
-use crate::executions;
+use crate::executions::{self, ListFilter, Listing};
 use crate::service::{self, Runner, ServiceError};
 use orchestrator_core::expr::Expressions;
 use orchestrator_core::tenant::TenantId;
@@ -465,7 +465,7 @@ impl Engine {
     ) -> Result<Started, ServiceError> {
         let (execution, record) = self.find(id).await?;
         if record.source != source || &record.inputs != inputs {
-            return Err(ServiceError::Inputs(format!(
+            return Err(ServiceError::Conflict(format!(
                 "execution `{id}` exists already, started with another workflow or other inputs; choose another id"
             )));
         }
@@ -520,6 +520,26 @@ impl Engine {
     /// ```
     pub async fn execution(&self, id: &str) -> Result<ExecutionHandle, ServiceError> {
         Ok(self.find(id).await?.0)
+    }
+
+    /// A page of this tenant's executions, newest first, as `filter` says
+    /// (sub-workflow runs left out).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// use orchestrator_engine::executions::ListFilter;
+    /// let engine = orchestrator_engine::Engine::builder().build().await?;
+    /// let page = engine
+    ///     .list(ListFilter { state: Some("failed".into()), ..ListFilter::default() })
+    ///     .await?;
+    /// for view in &page.views {
+    ///     println!("{} {}", view.record.id, view.record.workflow);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn list(&self, filter: ListFilter) -> Result<Listing, ServiceError> {
+        let executions = self.executions.clone();
+        blocking(move || executions::list(&executions, &filter)).await
     }
 
     /// A runner with this engine's configuration and the breakers recorded

@@ -29,6 +29,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("workflows_keep_versions", workflows_keep_versions),
     ("breakers_round_trip", breakers_round_trip),
     ("answers_expire", answers_expire),
+    (
+        "api_keys_are_kept_and_revoked",
+        api_keys_are_kept_and_revoked,
+    ),
 ];
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -295,4 +299,31 @@ fn answers_expire(fresh: &dyn Fn() -> Store) {
         Some(answer),
         "every handle of the store sees the same cache"
     );
+}
+
+fn api_keys_are_kept_and_revoked(fresh: &dyn Fn() -> Store) {
+    let store = fresh();
+    let key = crate::keys::ApiKeyRecord {
+        id: "k1".into(),
+        tenant: "acme".into(),
+        role: "operator".into(),
+        name: "ci".into(),
+        salt: "00".into(),
+        hash: "ff".into(),
+        created_at: 1,
+        revoked_at: None,
+    };
+    assert!(store.put_key(&key).unwrap());
+    assert!(!store.put_key(&key).unwrap(), "an id is taken once");
+    assert_eq!(store.key("k1").unwrap(), Some(key.clone()));
+    assert_eq!(store.key("k2").unwrap(), None);
+    assert!(store.revoke_key("k1", 5).unwrap());
+    assert!(store.revoke_key("k1", 9).unwrap());
+    assert_eq!(
+        store.key("k1").unwrap().unwrap().revoked_at,
+        Some(5),
+        "the first revocation stands"
+    );
+    assert!(!store.revoke_key("k2", 5).unwrap());
+    assert_eq!(store.keys().unwrap().len(), 1);
 }

@@ -7,6 +7,7 @@
 //! and closes it; another waits for it up to half a minute.
 
 mod breakers;
+mod keys;
 mod plugins;
 mod responses;
 mod workflows;

@@ -1,0 +1,59 @@
+//! A client of `runtime serve`: the generated clients on one channel, with
+//! the API key sent on every call.
+
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::pb::admin_client::AdminClient;
+use crate::pb::executions_client::ExecutionsClient;
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Debug, Clone)]
+pub struct ApiKey(AsciiMetadataValue);
+
+impl Interceptor for ApiKey {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A connection to a server, as one key.
+#[derive(Debug, Clone)]
+pub struct Client {
+    channel: Channel,
+    key: ApiKey,
+}
+
+impl Client {
+    /// Connects to `url` (`http://127.0.0.1:7233`) with API key `key`.
+    pub async fn connect(url: &str, key: &str) -> Result<Self, String> {
+        let key = format!("Bearer {key}")
+            .parse()
+            .map_err(|_| "the API key holds characters a header cannot".to_owned())?;
+        let channel = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| format!("`{url}` is not a server address: {e}"))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        Ok(Self {
+            channel,
+            key: ApiKey(key),
+        })
+    }
+
+    /// The Executions service.
+    pub fn executions(&self) -> ExecutionsClient<InterceptedService<Channel, ApiKey>> {
+        ExecutionsClient::with_interceptor(self.channel.clone(), self.key.clone())
+    }
+
+    /// The Admin service.
+    pub fn admin(&self) -> AdminClient<InterceptedService<Channel, ApiKey>> {
+        AdminClient::with_interceptor(self.channel.clone(), self.key.clone())
+    }
+}

@@ -1,0 +1,142 @@
+//! `runtime serve`: the control API over the engine, for many tenants.
+//!
+//! One [`Host`] holds the engine (one per tenant, made on first use and
+//! kept, so a tenant's running executions are driven in this process) and
+//! the [`auth::KeyRing`]. [`serve`] puts the services on one port: the
+//! `orchestrator.v1` services, `grpc.health.v1` health and gRPC reflection
+//! (both without credentials, for probes and `grpcurl`).
+
+pub mod admin;
+pub mod auth;
+pub mod executions;
+mod status;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::{Request, Status};
+
+use crate::pb;
+use auth::{KeyRing, Principal, Role};
+use orchestrator_engine::config::Config;
+use orchestrator_engine::store::Store;
+use orchestrator_engine::tenant::TenantId;
+use orchestrator_engine::{Engine, service::ServiceError};
+
+/// What the server runs with.
+#[derive(Debug)]
+pub struct ServerOptions {
+    /// The store file (executions beside it).
+    pub store: PathBuf,
+    /// The host's configuration.
+    pub config: Config,
+}
+
+/// The server's state: engines by tenant, and the keys.
+#[derive(Debug)]
+pub struct Host {
+    /// Tenant `default`'s; the others share its sandbox and configuration.
+    base: Engine,
+    engines: tokio::sync::Mutex<HashMap<TenantId, Engine>>,
+    keys: KeyRing,
+}
+
+impl Host {
+    /// A host on `options` (its sandbox started, the built-in plugins
+    /// installed), with the keys its store holds.
+    pub async fn new(options: ServerOptions) -> Result<Self, ServiceError> {
+        let base = Engine::builder()
+            .store(&options.store)
+            .config(options.config)
+            .build()
+            .await?;
+        let path = options.store;
+        let keys = KeyRing::load(Box::new(move || Store::open(&path)))
+            .map_err(|e| ServiceError::Plugin(e.message().to_owned()))?;
+        Ok(Self {
+            base,
+            engines: tokio::sync::Mutex::default(),
+            keys,
+        })
+    }
+
+    /// Makes an admin key for tenant `default` when no key exists, so the
+    /// first operator can get in: the key, to print once.
+    pub fn bootstrap(&self) -> Result<Option<String>, Status> {
+        if !self.keys.is_empty() {
+            return Ok(None);
+        }
+        let made = self
+            .keys
+            .create(&TenantId::default(), Role::Admin, "bootstrap")?;
+        Ok(Some(made.key))
+    }
+
+    /// The caller of `request`, if it may call `rpc`.
+    pub fn authorize<T>(&self, request: &Request<T>, rpc: &str) -> Result<Principal, Status> {
+        let who = self.keys.authorize(request.metadata(), rpc);
+        match &who {
+            Ok(who) => {
+                tracing::debug!(rpc, tenant = %who.tenant.as_str(), key = %who.key_id, "authorized")
+            }
+            Err(refused) => tracing::info!(rpc, code = ?refused.code(), "refused"),
+        }
+        who
+    }
+
+    /// The engine of `tenant`, made on first use.
+    pub async fn engine(&self, tenant: &TenantId) -> Result<Engine, Status> {
+        if tenant == self.base.tenant() {
+            return Ok(self.base.clone());
+        }
+        let mut engines = self.engines.lock().await;
+        if let Some(engine) = engines.get(tenant) {
+            return Ok(engine.clone());
+        }
+        let engine = self
+            .base
+            .for_tenant(tenant.clone())
+            .await
+            .map_err(status::of)?;
+        engines.insert(tenant.clone(), engine.clone());
+        Ok(engine)
+    }
+}
+
+/// Serves `host` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    host: Arc<Host>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<pb::executions_server::ExecutionsServer<executions::ExecutionsService>>()
+        .await;
+    reporter
+        .set_serving::<pb::admin_server::AdminServer<admin::AdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServiceError::Plugin(format!("reflection: {e}")))?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(pb::executions_server::ExecutionsServer::new(
+            executions::ExecutionsService {
+                host: Arc::clone(&host),
+            },
+        ))
+        .add_service(pb::admin_server::AdminServer::new(admin::AdminService {
+            host,
+        }))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| ServiceError::Plugin(format!("the server stopped: {e}")))
+}

@@ -1,0 +1,446 @@
+//! `runtime serve`: the real binary on 127.0.0.1, driven through the real
+//! gRPC client (`orchestrator_host_api::client`): keys and roles, tenants
+//! kept apart, watching an execution across a disconnect, signals,
+//! cancels, idempotent starts, health, reflection, and a drain on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+
+use orchestrator_host_api::client::Client;
+use orchestrator_host_api::pb;
+use orchestrator_host_api::server::auth::{PERMISSIONS, Role, permitted};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+/// A running `runtime serve`, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    admin_key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = common::cli(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let (mut admin_key, mut url) = (None, None);
+        while url.is_none() {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "the server ended");
+            if let Some((_, key)) = line.trim().split_once("make others with it): ") {
+                admin_key = Some(key.to_owned());
+            }
+            if let Some(address) = line.trim().strip_prefix("serving on ") {
+                url = Some(address.to_owned());
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Self {
+            child,
+            url: url.unwrap(),
+            admin_key: admin_key.expect("a first start prints an admin key"),
+            _dir: dir,
+        }
+    }
+
+    async fn client(&self, key: &str) -> Client {
+        Client::connect(&self.url, key).await.unwrap()
+    }
+
+    /// A new key for `tenant` in `role`.
+    async fn key(&self, tenant: &str, role: &str) -> String {
+        let admin = self.client(&self.admin_key).await;
+        admin
+            .admin()
+            .create_api_key(pb::CreateApiKeyRequest {
+                tenant: tenant.into(),
+                role: role.into(),
+                name: format!("{tenant} {role}"),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const WAITING: &str = "name: approval\ntasks:\n  - { id: approve, wait: { signal: go, timeout: 1h } }\n  - { id: publish, uses: transform, needs: [approve], with: { by: '${{ tasks.approve.output.by }}', script: '\"approved by \" + by' } }\noutputs:\n  result: ${{ tasks.publish.output }}\n";
+
+fn start(text: &str, id: &str) -> pb::StartRequest {
+    pb::StartRequest {
+        workflow_text: text.into(),
+        inputs_json: String::new(),
+        execution_id: id.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_runs_tenants_workflows_apart_and_drains_on_sigterm() {
+    let mut server = Server::start();
+    let acme = server.client(&server.key("acme", "operator").await).await;
+    let globex = server.client(&server.key("globex", "operator").await).await;
+
+    // Health answers without credentials; reflection lists the services.
+    let channel = tonic::transport::Endpoint::from_shared(server.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "orchestrator.v1.Executions".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let services = list_services(channel).await;
+    for service in [
+        "orchestrator.v1.Executions",
+        "orchestrator.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.contains(&service.to_owned()), "{services:?}");
+    }
+
+    // Start, watch part of the events, disconnect, resume from the next
+    // number: every event once, in order, to the end.
+    let started = acme
+        .executions()
+        .start(start(WAITING, "order-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(started.created);
+    let id = started.execution_id;
+    let mut seen = Vec::new();
+    {
+        let mut events = acme
+            .executions()
+            .watch(pb::WatchRequest {
+                execution_id: id.clone(),
+                from: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(event) = events.next().await {
+            let event = event.unwrap();
+            let waiting = event.kind == "wait_started";
+            seen.push(event);
+            if waiting {
+                break;
+            }
+        }
+    }
+    acme.executions()
+        .signal(pb::SignalRequest {
+            execution_id: id.clone(),
+            name: "go".into(),
+            payload_json: r#"{"by":"grace"}"#.into(),
+        })
+        .await
+        .unwrap();
+    let mut events = acme
+        .executions()
+        .watch(pb::WatchRequest {
+            execution_id: id.clone(),
+            from: seen.last().unwrap().number + 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(event) = events.next().await {
+        seen.push(event.unwrap());
+    }
+    let numbers: Vec<u64> = seen.iter().map(|e| e.number).collect();
+    assert_eq!(
+        numbers,
+        (0..seen.len() as u64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    assert_eq!(seen.last().unwrap().kind, "execution_finished");
+    let done = acme
+        .executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: id.clone(),
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.outputs_json, r#"{"result":"approved by grace"}"#);
+
+    // A start repeated with the same id and workflow is the same execution;
+    // with another workflow it is refused.
+    let again = acme
+        .executions()
+        .start(start(WAITING, "order-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created);
+    let other = acme
+        .executions()
+        .start(start(&WAITING.replace("approval", "other"), "order-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists, "{other:?}");
+    let invalid = acme
+        .executions()
+        .start(start("name: broken\ntasks: []\n", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument, "{invalid:?}");
+
+    // Globex cannot see or touch acme's execution: every call answers as
+    // for an execution that does not exist.
+    for execution in [id.as_str(), "made-up"] {
+        let ex = || globex.executions();
+        let codes = [
+            ex().get(pb::GetRequest {
+                execution_id: execution.into(),
+            })
+            .await
+            .map(|_| ()),
+            ex().signal(pb::SignalRequest {
+                execution_id: execution.into(),
+                name: "go".into(),
+                payload_json: String::new(),
+            })
+            .await
+            .map(|_| ()),
+            ex().cancel(pb::CancelRequest {
+                execution_id: execution.into(),
+            })
+            .await
+            .map(|_| ()),
+            ex().await_result(pb::AwaitRequest {
+                execution_id: execution.into(),
+                timeout_ms: 1,
+            })
+            .await
+            .map(|_| ()),
+            ex().watch(pb::WatchRequest {
+                execution_id: execution.into(),
+                from: 0,
+            })
+            .await
+            .map(|_| ()),
+        ];
+        for code in codes {
+            assert_eq!(code.unwrap_err().code(), Code::NotFound, "{execution}");
+        }
+    }
+    let listed = globex
+        .executions()
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.executions.is_empty());
+    let listed = acme
+        .executions()
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.executions.len(), 1);
+
+    // A cancel ends a waiting execution.
+    let waiting = acme
+        .executions()
+        .start(start(WAITING, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution_id;
+    acme.executions()
+        .cancel(pb::CancelRequest {
+            execution_id: waiting.clone(),
+        })
+        .await
+        .unwrap();
+    let cancelled = acme
+        .executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: waiting,
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status, "cancelled");
+
+    // SIGTERM: the server stops and says so.
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_checks_the_key_and_the_role() {
+    let server = Server::start();
+    let mut keys = Vec::new();
+    for role in Role::ALL {
+        keys.push((role, server.key("acme", role.as_str()).await));
+    }
+    for (rpc, _) in PERMISSIONS {
+        for (role, key) in &keys {
+            let code = call(&server.client(key).await, rpc).await;
+            if permitted(rpc, *role) {
+                assert!(
+                    !matches!(code, Code::PermissionDenied | Code::Unauthenticated),
+                    "{rpc} as {}: {code:?}",
+                    role.as_str()
+                );
+            } else {
+                assert_eq!(code, Code::PermissionDenied, "{rpc} as {}", role.as_str());
+            }
+        }
+        // No key, a made-up key, a revoked key: refused, streams included.
+        let code = call(&server.client("").await, rpc).await;
+        assert_eq!(code, Code::Unauthenticated, "{rpc} without a key");
+        let made_up = format!("oo_0123456789abcdef_{}", "0".repeat(64));
+        let code = call(&server.client(&made_up).await, rpc).await;
+        assert_eq!(code, Code::Unauthenticated, "{rpc} with a made-up key");
+    }
+    let admin = server.client(&server.admin_key).await;
+    let (_, operator) = &keys[1];
+    let id = operator.split('_').nth(1).unwrap().to_owned();
+    admin
+        .admin()
+        .revoke_api_key(pb::RevokeApiKeyRequest { key_id: id })
+        .await
+        .unwrap();
+    for rpc in [
+        "orchestrator.v1.Executions/Start",
+        "orchestrator.v1.Executions/Watch",
+    ] {
+        let code = call(&server.client(operator).await, rpc).await;
+        assert_eq!(code, Code::Unauthenticated, "{rpc} with a revoked key");
+    }
+    // The keys listed carry no secret.
+    let listed = admin
+        .admin()
+        .list_api_keys(pb::ListApiKeysRequest {
+            tenant: "acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.keys.len(), 4);
+    let text = format!("{listed:?}");
+    for (_, key) in &keys {
+        assert!(!text.contains(key.rsplit('_').next().unwrap()));
+    }
+}
+
+/// Calls `rpc` with an empty request as `client`; its status code (`Ok`
+/// when it answered).
+async fn call(client: &Client, rpc: &str) -> Code {
+    let ex = client.executions();
+    let admin = client.admin();
+    let result = match rpc.rsplit('/').next().unwrap() {
+        "Start" => ex.clone().start(start("", "")).await.map(|_| ()),
+        "Get" => ex.clone().get(pb::GetRequest::default()).await.map(|_| ()),
+        "List" => ex
+            .clone()
+            .list(pb::ListRequest::default())
+            .await
+            .map(|_| ()),
+        "Watch" => ex
+            .clone()
+            .watch(pb::WatchRequest::default())
+            .await
+            .map(|_| ()),
+        "AwaitResult" => ex
+            .clone()
+            .await_result(pb::AwaitRequest::default())
+            .await
+            .map(|_| ()),
+        "Signal" => ex
+            .clone()
+            .signal(pb::SignalRequest::default())
+            .await
+            .map(|_| ()),
+        "Cancel" => ex
+            .clone()
+            .cancel(pb::CancelRequest::default())
+            .await
+            .map(|_| ()),
+        "CreateApiKey" => admin
+            .clone()
+            .create_api_key(pb::CreateApiKeyRequest::default())
+            .await
+            .map(|_| ()),
+        "ListApiKeys" => admin
+            .clone()
+            .list_api_keys(pb::ListApiKeysRequest::default())
+            .await
+            .map(|_| ()),
+        "RevokeApiKey" => admin
+            .clone()
+            .revoke_api_key(pb::RevokeApiKeyRequest::default())
+            .await
+            .map(|_| ()),
+        other => panic!("the test does not know how to call {other}"),
+    };
+    match result {
+        Ok(()) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// The services the server lists through reflection.
+async fn list_services(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.next().await.unwrap().unwrap();
+    match answer.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("not a list of services: {other:?}"),
+    }
+}
