@@ -21,20 +21,28 @@ struct Server {
     child: Child,
     url: String,
     admin_key: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = common::cli(dir.path())
+        let mut server = Self::start_in(dir.path(), None);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on the store in `dir`; `admin_key` is the key an earlier
+    /// start printed (a later one prints none).
+    fn start_in(dir: &std::path::Path, admin_key: Option<String>) -> Self {
+        let mut child = common::cli(dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let (mut admin_key, mut url) = (None, None);
+        let (mut admin_key, mut url) = (admin_key, None);
         while url.is_none() {
             let mut line = String::new();
             assert!(stderr.read_line(&mut line).unwrap() > 0, "the server ended");
@@ -50,7 +58,7 @@ impl Server {
             child,
             url: url.unwrap(),
             admin_key: admin_key.expect("a first start prints an admin key"),
-            _dir: dir,
+            _dir: None,
         }
     }
 
@@ -305,6 +313,90 @@ async fn a_server_runs_tenants_workflows_apart_and_drains_on_sigterm() {
     // SIGTERM: the server stops and says so.
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_run_finishes_the_run_when_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), None);
+    let key = server.key("acme", "operator").await;
+    let admin_key = server.admin_key.clone();
+    let flow = "name: twostep\ntasks:\n  - { id: first, uses: transform, with: { script: '1 + 1' } }\n  - { id: approve, needs: [first], wait: { signal: go, timeout: 1h } }\noutputs:\n  first: ${{ tasks.first.output }}\n  by: ${{ tasks.approve.output.by }}\n";
+    let client = server.client(&key).await;
+    let id = client
+        .executions()
+        .start(start(flow, "killed"))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution_id;
+    let mut events = client
+        .executions()
+        .watch(pb::WatchRequest {
+            execution_id: id.clone(),
+            from: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(event) = events.next().await {
+        if event.unwrap().kind == "wait_started" {
+            break;
+        }
+    }
+    drop(events);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let server = Server::start_in(dir.path(), Some(admin_key));
+    let client = server.client(&key).await;
+    client
+        .executions()
+        .signal(pb::SignalRequest {
+            execution_id: id.clone(),
+            name: "go".into(),
+            payload_json: r#"{"by":"the second server"}"#.into(),
+        })
+        .await
+        .unwrap();
+    let done = client
+        .executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: id.clone(),
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    assert_eq!(done.outputs_json, r#"{"first":2,"by":"the second server"}"#);
+    let mut events = client
+        .executions()
+        .watch(pb::WatchRequest {
+            execution_id: id,
+            from: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut kinds = Vec::new();
+    while let Some(event) = events.next().await {
+        let event = event.unwrap();
+        if event.kind == "attempt_started" {
+            kinds.push(format!("attempt {}", event.fields_json));
+        } else {
+            kinds.push(event.kind);
+        }
+    }
+    let first_attempts = kinds
+        .iter()
+        .filter(|k| k.contains(r#""task":"first""#))
+        .count();
+    assert_eq!(
+        first_attempts, 1,
+        "the finished task did not run again: {kinds:?}"
+    );
+    assert!(kinds.contains(&"execution_resumed".to_owned()), "{kinds:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,9 @@
 //! kept, so a tenant's running executions are driven in this process) and
 //! the [`auth::KeyRing`]. [`serve`] puts the services on one port: the
 //! `orchestrator.v1` services, `grpc.health.v1` health and gRPC reflection
-//! (both without credentials, for probes and `grpcurl`).
+//! (both without credentials, for probes and `grpcurl`). Started again
+//! after a crash, the host takes up the executions left unfinished
+//! ([`Host::resume_interrupted`]).
 
 pub mod admin;
 pub mod auth;
@@ -73,6 +75,32 @@ impl Host {
             .keys
             .create(&TenantId::default(), Role::Admin, "bootstrap")?;
         Ok(Some(made.key))
+    }
+
+    /// Takes up the executions a previous run of the server (or any process)
+    /// left unfinished, of tenant `default` and every tenant with a key,
+    /// and runs them to their end here. Returns how many.
+    pub async fn resume_interrupted(&self) -> Result<usize, ServiceError> {
+        let mut tenants = vec![self.base.tenant().clone()];
+        for key in self.keys.list() {
+            if let Ok(tenant) = TenantId::new(&key.tenant)
+                && !tenants.contains(&tenant)
+            {
+                tenants.push(tenant);
+            }
+        }
+        let mut resumed = 0;
+        for tenant in tenants {
+            let engine = self
+                .engine(&tenant)
+                .await
+                .map_err(|e| ServiceError::Plugin(e.message().to_owned()))?;
+            for execution in engine.resume_interrupted().await? {
+                tracing::info!(tenant = %tenant.as_str(), execution = execution.id(), "resumed");
+                resumed += 1;
+            }
+        }
+        Ok(resumed)
     }
 
     /// The caller of `request`, if it may call `rpc`.

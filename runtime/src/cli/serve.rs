@@ -26,6 +26,10 @@ pub(super) fn serve(ctx: Context, listen: SocketAddr) -> Result<ExitCode, Servic
                 "bootstrap admin key (shown once, kept only as a hash; make others with it): {key}"
             );
         }
+        let resumed = host.resume_interrupted().await?;
+        if resumed > 0 {
+            note!("resumed {resumed} interrupted executions");
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| ServiceError::Inputs(format!("cannot listen on {listen}: {e}")))?;

@@ -432,6 +432,74 @@ impl Engine {
             })
             .await?
         };
+        Ok(Started {
+            execution: self.launch(runner, loaded, executor, execution)?,
+            created: true,
+        })
+    }
+
+    /// Takes up execution `id`, which no process runs any more (its
+    /// process stopped or was killed), and runs it to its end on this
+    /// tokio runtime: finished tasks are not run again.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().build().await?;
+    /// let execution = engine.resume("18ed02e9c1cb11ba-2a4f").await?;
+    /// println!("{:?}", execution.wait().await?.record.status);
+    /// # Ok(()) }
+    /// ```
+    pub async fn resume(&self, id: &str) -> Result<ExecutionHandle, ServiceError> {
+        let engine = self.clone();
+        let id = id.to_owned();
+        let (runner, loaded, executor, execution) = blocking(move || {
+            engine.keeping.with_store(|store| {
+                let runner = engine.runner(store)?;
+                let (execution, loaded) =
+                    service::reopen_execution(&engine.executions, &id, &engine.expressions, store)?;
+                let executor = runner.prepare(&loaded, store)?;
+                Ok((runner, loaded, executor, execution))
+            })
+        })
+        .await?;
+        self.launch(runner, loaded, executor, execution)
+    }
+
+    /// Takes up every execution of this tenant that no process runs and
+    /// that has not finished (sub-workflow runs are taken up by their
+    /// parents), as [`Engine::resume`]: what a server does when it starts.
+    /// One that cannot be taken up is skipped with a warning.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().build().await?;
+    /// for execution in engine.resume_interrupted().await? {
+    ///     println!("resumed {}", execution.id());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn resume_interrupted(&self) -> Result<Vec<ExecutionHandle>, ServiceError> {
+        let executions = self.executions.clone();
+        let ids = blocking(move || Ok(executions::interrupted(&executions))).await?;
+        let mut resumed = Vec::new();
+        for id in ids {
+            match self.resume(&id).await {
+                Ok(handle) => resumed.push(handle),
+                Err(e) => tracing::warn!(execution = %id, "not resumed: {e}"),
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Runs `execution` on this tokio runtime, answering other processes
+    /// through its control socket, and hands back its handle.
+    fn launch(
+        &self,
+        runner: Runner,
+        loaded: service::LoadedWorkflow,
+        executor: service::subworkflow::TaskExecutor,
+        execution: service::Execution,
+    ) -> Result<ExecutionHandle, ServiceError> {
         let control = ControlServer::serve(&self.executions, &execution)?;
         let handle = ExecutionHandle::running(self.executions.clone(), &execution);
         let run = handle.run().expect("a handle on the run just started");
@@ -449,10 +517,7 @@ impl Engine {
             drop(control);
             ending.0.end(report.map(|_| ()).map_err(|e| e.to_string()));
         });
-        Ok(Started {
-            execution: handle,
-            created: true,
-        })
+        Ok(handle)
     }
 
     /// The execution `id` that exists: the same one if it was started with
