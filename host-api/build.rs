@@ -7,6 +7,8 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "proto/orchestrator/v1/executions.proto",
     "proto/orchestrator/v1/admin.proto",
+    "proto/orchestrator/v1/plugins.proto",
+    "proto/orchestrator/v1/workflows.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

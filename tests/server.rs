@@ -400,6 +400,174 @@ async fn a_server_killed_mid_run_finishes_the_run_when_started_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_and_workflows_are_each_tenants_own() {
+    let server = Server::start();
+    let acme = server.client(&server.key("acme", "developer").await).await;
+    let acme_runs = server.client(&server.key("acme", "operator").await).await;
+    let globex = server
+        .client(&server.key("globex", "developer").await)
+        .await;
+
+    // Install the test guest in chunks, as acme.
+    let bytes = std::fs::read(env!("TEST_GUEST_WASM")).unwrap();
+    let mut chunks = vec![pb::InstallChunk {
+        header: Some(pb::InstallHeader {
+            name: "guest".into(),
+            version: "1.0.0".into(),
+            grants: Some(pb::Grants {
+                http_hosts: vec!["api.example.com".into()],
+                ..pb::Grants::default()
+            }),
+        }),
+        data: Vec::new(),
+    }];
+    chunks.extend(bytes.chunks(1 << 20).map(|data| pb::InstallChunk {
+        header: None,
+        data: data.to_vec(),
+    }));
+    let installed = acme
+        .plugins()
+        .install(tokio_stream::iter(chunks))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (installed.name.as_str(), installed.outcome.as_str()),
+        ("guest", "installed")
+    );
+
+    // Not a component: INVALID_ARGUMENT, naming what is wrong.
+    let junk = tokio_stream::iter([pb::InstallChunk {
+        header: Some(pb::InstallHeader::default()),
+        data: b"not wasm".to_vec(),
+    }]);
+    let status = acme.plugins().install(junk).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("not WebAssembly"), "{status:?}");
+
+    // A tenant's key grants host names, not the host's addresses or secrets.
+    for refused in [
+        pb::Grants {
+            http_hosts: vec!["127.0.0.1".into()],
+            ..pb::Grants::default()
+        },
+        pb::Grants {
+            secrets: vec!["openai".into()],
+            ..pb::Grants::default()
+        },
+        pb::Grants {
+            env: vec!["HOME".into()],
+            ..pb::Grants::default()
+        },
+    ] {
+        let status = acme
+            .plugins()
+            .grant(pb::GrantRequest {
+                plugin: "guest".into(),
+                grants: Some(refused),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+
+    // Globex sees none of it: its list has built-ins only, and acme's
+    // plugin answers as one that does not exist.
+    let listed = globex
+        .plugins()
+        .list(pb::ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.plugins.iter().all(|p| p.builtin), "{listed:?}");
+    let theirs = globex
+        .plugins()
+        .get(pb::GetPluginRequest {
+            plugin: "guest".into(),
+        })
+        .await
+        .unwrap_err();
+    let none = globex
+        .plugins()
+        .get(pb::GetPluginRequest {
+            plugin: "nothing".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(theirs.code(), Code::NotFound);
+    assert_eq!(
+        theirs.message().replace("guest", "X"),
+        none.message().replace("nothing", "X")
+    );
+
+    // A registered workflow runs acme's plugin as a task of another.
+    let child = "name: echoing\ntasks:\n  - { id: echo, uses: guest, with: { mode: echo, value: 7 } }\noutputs:\n  value: ${{ tasks.echo.output }}\n";
+    let registered = acme
+        .workflows()
+        .register(pb::RegisterRequest {
+            text: child.into(),
+            label: "echoing.yaml".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((registered.version, registered.new), (1, true));
+    let parent = "name: parent\ntasks:\n  - { id: child, uses: 'workflow:echoing' }\noutputs:\n  got: ${{ tasks.child.output }}\n";
+    let id = acme_runs
+        .executions()
+        .start(start(parent, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution_id;
+    let done = acme_runs
+        .executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: id,
+            timeout_ms: 60_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    let listed = globex
+        .workflows()
+        .list(pb::ListWorkflowsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.workflows.is_empty());
+
+    // Text sent to the server cannot name files on its host, and its
+    // answer is the same whether the file exists or not.
+    let uses = |path: &str| format!("name: probe\ntasks:\n  - {{ id: p, uses: '{path}' }}\n");
+    let mut messages = Vec::new();
+    for path in [env!("TEST_GUEST_WASM"), "/nowhere/at/all.wasm"] {
+        let status = acme
+            .workflows()
+            .validate(pb::ValidateRequest {
+                text: uses(path),
+                label: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().contains("names a component file"),
+            "{status:?}"
+        );
+        messages.push(status.message().replace(path, "PATH"));
+        let started = acme_runs
+            .executions()
+            .start(start(&uses(path), ""))
+            .await
+            .unwrap_err();
+        assert_eq!(started.code(), Code::InvalidArgument);
+    }
+    assert_eq!(messages[0], messages[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_checks_the_key_and_the_role() {
     let server = Server::start();
     let mut keys = Vec::new();
@@ -462,45 +630,87 @@ async fn every_rpc_checks_the_key_and_the_role() {
 async fn call(client: &Client, rpc: &str) -> Code {
     let ex = client.executions();
     let admin = client.admin();
-    let result = match rpc.rsplit('/').next().unwrap() {
-        "Start" => ex.clone().start(start("", "")).await.map(|_| ()),
-        "Get" => ex.clone().get(pb::GetRequest::default()).await.map(|_| ()),
-        "List" => ex
+    let result = match rpc {
+        "orchestrator.v1.Executions/Start" => ex.clone().start(start("", "")).await.map(|_| ()),
+        "orchestrator.v1.Executions/Get" => {
+            ex.clone().get(pb::GetRequest::default()).await.map(|_| ())
+        }
+        "orchestrator.v1.Executions/List" => ex
             .clone()
             .list(pb::ListRequest::default())
             .await
             .map(|_| ()),
-        "Watch" => ex
+        "orchestrator.v1.Executions/Watch" => ex
             .clone()
             .watch(pb::WatchRequest::default())
             .await
             .map(|_| ()),
-        "AwaitResult" => ex
+        "orchestrator.v1.Executions/AwaitResult" => ex
             .clone()
             .await_result(pb::AwaitRequest::default())
             .await
             .map(|_| ()),
-        "Signal" => ex
+        "orchestrator.v1.Executions/Signal" => ex
             .clone()
             .signal(pb::SignalRequest::default())
             .await
             .map(|_| ()),
-        "Cancel" => ex
+        "orchestrator.v1.Executions/Cancel" => ex
             .clone()
             .cancel(pb::CancelRequest::default())
             .await
             .map(|_| ()),
-        "CreateApiKey" => admin
+        "orchestrator.v1.Plugins/Install" => client
+            .plugins()
+            .install(tokio_stream::iter([pb::InstallChunk::default()]))
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Plugins/Get" => client
+            .plugins()
+            .get(pb::GetPluginRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Plugins/List" => client
+            .plugins()
+            .list(pb::ListPluginsRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Plugins/Grant" => client
+            .plugins()
+            .grant(pb::GrantRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Plugins/Remove" => client
+            .plugins()
+            .remove(pb::RemovePluginRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Workflows/Register" => client
+            .workflows()
+            .register(pb::RegisterRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Workflows/List" => client
+            .workflows()
+            .list(pb::ListWorkflowsRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Workflows/Validate" => client
+            .workflows()
+            .validate(pb::ValidateRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Admin/CreateApiKey" => admin
             .clone()
             .create_api_key(pb::CreateApiKeyRequest::default())
             .await
             .map(|_| ()),
-        "ListApiKeys" => admin
+        "orchestrator.v1.Admin/ListApiKeys" => admin
             .clone()
             .list_api_keys(pb::ListApiKeysRequest::default())
             .await
             .map(|_| ()),
-        "RevokeApiKey" => admin
+        "orchestrator.v1.Admin/RevokeApiKey" => admin
             .clone()
             .revoke_api_key(pb::RevokeApiKeyRequest::default())
             .await

@@ -9,6 +9,8 @@ use tonic::{Request, Status};
 
 use crate::pb::admin_client::AdminClient;
 use crate::pb::executions_client::ExecutionsClient;
+use crate::pb::plugins_client::PluginsClient;
+use crate::pb::workflows_client::WorkflowsClient;
 
 /// Adds `authorization: Bearer <key>` to every call.
 #[derive(Debug, Clone)]
@@ -55,5 +57,15 @@ impl Client {
     /// The Admin service.
     pub fn admin(&self) -> AdminClient<InterceptedService<Channel, ApiKey>> {
         AdminClient::with_interceptor(self.channel.clone(), self.key.clone())
+    }
+
+    /// The Plugins service.
+    pub fn plugins(&self) -> PluginsClient<InterceptedService<Channel, ApiKey>> {
+        PluginsClient::with_interceptor(self.channel.clone(), self.key.clone())
+    }
+
+    /// The Workflows service.
+    pub fn workflows(&self) -> WorkflowsClient<InterceptedService<Channel, ApiKey>> {
+        WorkflowsClient::with_interceptor(self.channel.clone(), self.key.clone())
     }
 }

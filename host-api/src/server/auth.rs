@@ -81,6 +81,26 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ),
     ("orchestrator.v1.Executions/Signal", &[Operator, Admin]),
     ("orchestrator.v1.Executions/Cancel", &[Operator, Admin]),
+    ("orchestrator.v1.Plugins/Install", &[Developer, Admin]),
+    (
+        "orchestrator.v1.Plugins/List",
+        &[Viewer, Operator, Developer, Admin],
+    ),
+    (
+        "orchestrator.v1.Plugins/Get",
+        &[Viewer, Operator, Developer, Admin],
+    ),
+    ("orchestrator.v1.Plugins/Grant", &[Developer, Admin]),
+    ("orchestrator.v1.Plugins/Remove", &[Developer, Admin]),
+    ("orchestrator.v1.Workflows/Register", &[Developer, Admin]),
+    (
+        "orchestrator.v1.Workflows/List",
+        &[Viewer, Operator, Developer, Admin],
+    ),
+    (
+        "orchestrator.v1.Workflows/Validate",
+        &[Viewer, Operator, Developer, Admin],
+    ),
     ("orchestrator.v1.Admin/CreateApiKey", &[Admin]),
     ("orchestrator.v1.Admin/ListApiKeys", &[Admin]),
     ("orchestrator.v1.Admin/RevokeApiKey", &[Admin]),

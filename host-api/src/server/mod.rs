@@ -11,7 +11,9 @@
 pub mod admin;
 pub mod auth;
 pub mod executions;
+pub mod plugins;
 mod status;
+pub mod workflows;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,6 +55,7 @@ impl Host {
         let base = Engine::builder()
             .store(&options.store)
             .config(options.config)
+            .without_files()
             .build()
             .await?;
         let path = options.store;
@@ -147,6 +150,12 @@ pub async fn serve(
     reporter
         .set_serving::<pb::admin_server::AdminServer<admin::AdminService>>()
         .await;
+    reporter
+        .set_serving::<pb::plugins_server::PluginsServer<plugins::PluginsService>>()
+        .await;
+    reporter
+        .set_serving::<pb::workflows_server::WorkflowsServer<workflows::WorkflowsService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -158,6 +167,17 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(pb::executions_server::ExecutionsServer::new(
             executions::ExecutionsService {
+                host: Arc::clone(&host),
+            },
+        ))
+        .add_service(
+            pb::plugins_server::PluginsServer::new(plugins::PluginsService {
+                host: Arc::clone(&host),
+            })
+            .max_decoding_message_size(plugins::MAX_COMPONENT_BYTES),
+        )
+        .add_service(pb::workflows_server::WorkflowsServer::new(
+            workflows::WorkflowsService {
                 host: Arc::clone(&host),
             },
         ))

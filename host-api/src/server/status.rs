@@ -3,6 +3,7 @@
 
 use tonic::Status;
 
+use orchestrator_engine::plugin::InstallError;
 use orchestrator_engine::service::ServiceError;
 use orchestrator_engine::store::executions::ExecutionError;
 
@@ -25,8 +26,12 @@ pub fn of(error: ServiceError) -> Status {
             _ => Status::internal(message),
         },
         ServiceError::Plugin(_) => Status::failed_precondition(message),
-        ServiceError::Sandbox(_) | ServiceError::Store(_) | ServiceError::Install(_) => {
-            Status::internal(message)
-        }
+        ServiceError::Install(e) => match e {
+            InstallError::Invalid { .. } => Status::invalid_argument(message),
+            InstallError::Conflict { .. } => Status::already_exists(message),
+            InstallError::OverQuota { .. } => Status::resource_exhausted(message),
+            InstallError::Store(_) => Status::internal(message),
+        },
+        ServiceError::Sandbox(_) | ServiceError::Store(_) => Status::internal(message),
     }
 }

@@ -45,6 +45,22 @@ pub fn add(
     Ok(Registered { name, version, new })
 }
 
+/// Validates workflow text a caller sent (it may not name `.wasm` files:
+/// [`service::load_sent_text`]) and keeps it as the next version of its
+/// name, `label` standing for its file.
+pub fn add_sent(
+    store: &Store,
+    expressions: &Expressions,
+    tenant: &TenantId,
+    text: String,
+    label: &str,
+) -> Result<Registered, ServiceError> {
+    let workflow = service::load_sent_text(text, label, expressions, store, tenant)?;
+    let name = workflow.plan.name.clone();
+    let (version, new) = store.add_workflow(tenant.as_str(), &name, label, &workflow.source)?;
+    Ok(Registered { name, version, new })
+}
+
 /// Every version of every workflow `tenant` registered, by name then
 /// version.
 pub fn list(store: &Store, tenant: &TenantId) -> Result<Vec<StoredWorkflow>, ServiceError> {

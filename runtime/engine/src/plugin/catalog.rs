@@ -25,6 +25,8 @@ pub struct Catalog {
     base_dir: PathBuf,
     installed: Vec<PluginRecord>,
     workflows: Vec<StoredWorkflow>,
+    /// Whether `uses:` may name a component file.
+    files: bool,
 }
 
 impl Catalog {
@@ -35,6 +37,16 @@ impl Catalog {
             base_dir: base_dir.into(),
             installed,
             workflows: Vec::new(),
+            files: true,
+        }
+    }
+
+    /// The same catalog, refusing `.wasm` paths without looking at the
+    /// disk: for workflows sent by callers who may not name files here.
+    pub fn without_files(self) -> Self {
+        Self {
+            files: false,
+            ..self
         }
     }
 
@@ -52,6 +64,9 @@ impl Catalog {
     pub fn resolve(&self, uses: &str) -> Result<Resolved, String> {
         match PluginRef::parse(uses) {
             PluginRef::Workflow { name, version } => self.workflow(name, version),
+            PluginRef::Path(path) if !self.files => Err(format!(
+                "`{path}` names a component file, which a workflow sent to a server cannot run; install it and name it instead"
+            )),
             PluginRef::Path(path) => {
                 let path = self.base_dir.join(path);
                 if path.is_file() {

@@ -33,11 +33,13 @@ pub struct EngineBuilder {
     in_memory: bool,
     config: Option<Config>,
     tenant: TenantId,
+    /// Refuse workflows that name `.wasm` files.
+    no_files: bool,
 }
 
 /// Where an engine keeps plugins and executions.
 #[derive(Debug, Clone)]
-enum Keeping {
+pub(super) enum Keeping {
     /// The store file, and execution files beside it.
     Files(PathBuf),
     /// Memory: nothing survives the process.
@@ -57,7 +59,7 @@ impl Keeping {
 
     /// Runs `work` on the store: the file, opened for it (other processes
     /// use it between), or the one in memory. Blocks.
-    fn with_store<T>(
+    pub(super) fn with_store<T>(
         &self,
         work: impl FnOnce(&Store) -> Result<T, ServiceError>,
     ) -> Result<T, ServiceError> {
@@ -154,6 +156,23 @@ impl EngineBuilder {
         Self { tenant, ..self }
     }
 
+    /// Refuses workflows whose `uses:` names a `.wasm` file, without
+    /// looking at the disk: for a server, whose callers may not run (or
+    /// probe for) files on its host. They install plugins instead.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().without_files().build().await?;
+    /// # let _ = engine;
+    /// # Ok(()) }
+    /// ```
+    pub fn without_files(self) -> Self {
+        Self {
+            no_files: true,
+            ..self
+        }
+    }
+
     /// Starts the sandbox and opens the store once, installing the
     /// built-in plugins the tenant lacks.
     ///
@@ -184,6 +203,7 @@ impl EngineBuilder {
             config: Arc::new(config),
             started: Arc::default(),
             starting: Arc::default(),
+            files: !self.no_files,
         })
     }
 }
@@ -206,13 +226,13 @@ impl EngineBuilder {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Engine {
-    sandbox: Arc<Sandbox>,
-    expressions: Expressions,
-    keeping: Keeping,
+    pub(super) sandbox: Arc<Sandbox>,
+    pub(super) expressions: Expressions,
+    pub(super) keeping: Keeping,
     executions: Executions,
-    config: Arc<Config>,
+    pub(super) config: Arc<Config>,
     /// Whose plugins, workflows and executions it works with.
-    tenant: TenantId,
+    pub(super) tenant: TenantId,
     /// Runs this engine started whose handles are still held: their files
     /// are open here, so they are read through the handle, not the file.
     started: Arc<Mutex<HashMap<String, Weak<Running>>>>,
@@ -220,6 +240,8 @@ pub struct Engine {
     /// execution of that id until the one it creates is known: two such
     /// starts never race to create the same execution.
     starting: Arc<tokio::sync::Mutex<()>>,
+    /// Whether workflows may name `.wasm` files.
+    files: bool,
 }
 
 /// How to start an execution.
@@ -393,13 +415,12 @@ impl Engine {
             blocking(move || {
                 engine.keeping.with_store(|store| {
                     let runner = engine.runner(store)?;
-                    let loaded = service::load_text(
-                        source,
-                        &label,
-                        &engine.expressions,
-                        store,
-                        &engine.tenant,
-                    )?;
+                    let load = if engine.files {
+                        service::load_text
+                    } else {
+                        service::load_sent_text
+                    };
+                    let loaded = load(source, &label, &engine.expressions, store, &engine.tenant)?;
                     let executor = runner.prepare(&loaded, store)?;
                     Ok((runner, loaded, executor))
                 })

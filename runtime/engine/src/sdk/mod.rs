@@ -30,8 +30,10 @@
 
 mod engine;
 mod handle;
+mod registry;
 mod workflow;
 
 pub use engine::{Engine, EngineBuilder, StartOptions, Started};
 pub use handle::{EventStream, ExecutionHandle};
+pub use registry::Install;
 pub use workflow::{Task, Workflow, WorkflowBuilder};

@@ -139,8 +139,34 @@ pub fn load_text(
     let base_dir = Path::new(file)
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let catalog = Catalog::new(base_dir, store.plugins(tenant.as_str())?)
-        .with_workflows(store.workflows(tenant.as_str())?);
+    let catalog = Catalog::new(base_dir, store.plugins(tenant.as_str())?);
+    load_with(source, file, expressions, store, tenant, catalog)
+}
+
+/// Validates workflow text from someone who may not name files on this
+/// host (a server's caller): a `.wasm` path in `uses:` is refused without
+/// looking at the disk, so its answer says nothing of what exists there.
+/// `label` names the text in messages.
+pub fn load_sent_text(
+    source: String,
+    label: &str,
+    expressions: &Expressions,
+    store: &Store,
+    tenant: &TenantId,
+) -> Result<LoadedWorkflow, ServiceError> {
+    let catalog = Catalog::new(".", store.plugins(tenant.as_str())?).without_files();
+    load_with(source, label, expressions, store, tenant, catalog)
+}
+
+fn load_with(
+    source: String,
+    file: &str,
+    expressions: &Expressions,
+    store: &Store,
+    tenant: &TenantId,
+    catalog: Catalog,
+) -> Result<LoadedWorkflow, ServiceError> {
+    let catalog = catalog.with_workflows(store.workflows(tenant.as_str())?);
     let plan = workflow::load(&source, file, expressions, &catalog)?;
     Ok(LoadedWorkflow {
         plan,

@@ -15,7 +15,7 @@ pub mod subworkflow;
 
 pub use emits::{EmitRoutes, FLUSH_INTERVAL, Registration};
 pub use error::ServiceError;
-pub use load::{LoadedWorkflow, load, load_text};
+pub use load::{LoadedWorkflow, load, load_sent_text, load_text};
 
 pub use recorded::{
     Execution, load_recorded, new_execution_id, reopen_execution, run_recorded, running_record,
