@@ -103,8 +103,8 @@ const WAITING: &str = "name: approval\ntasks:\n  - { id: approve, wait: { signal
 fn start(text: &str, id: &str) -> pb::StartRequest {
     pb::StartRequest {
         workflow_text: text.into(),
-        inputs_json: String::new(),
         execution_id: id.into(),
+        ..pb::StartRequest::default()
     }
 }
 
@@ -175,6 +175,7 @@ async fn a_server_runs_tenants_workflows_apart_and_drains_on_sigterm() {
             execution_id: id.clone(),
             name: "go".into(),
             payload_json: r#"{"by":"grace"}"#.into(),
+            ..pb::SignalRequest::default()
         })
         .await
         .unwrap();
@@ -244,7 +245,7 @@ async fn a_server_runs_tenants_workflows_apart_and_drains_on_sigterm() {
             ex().signal(pb::SignalRequest {
                 execution_id: execution.into(),
                 name: "go".into(),
-                payload_json: String::new(),
+                ..pb::SignalRequest::default()
             })
             .await
             .map(|_| ()),
@@ -356,6 +357,7 @@ async fn a_server_killed_mid_run_finishes_the_run_when_started_again() {
             execution_id: id.clone(),
             name: "go".into(),
             payload_json: r#"{"by":"the second server"}"#.into(),
+            ..pb::SignalRequest::default()
         })
         .await
         .unwrap();
@@ -567,6 +569,442 @@ async fn plugins_and_workflows_are_each_tenants_own() {
     assert_eq!(messages[0], messages[1]);
 }
 
+const BROKEN: &str = "name: broken\ntasks:\n  - { id: check, uses: transform, with: { script: 'throw \"broken\"' }, retry: { max_attempts: 1 } }\n  - { id: after, uses: transform, needs: [check], with: { script: '\"after\"' } }\noutputs:\n  got: ${{ tasks.check.output }}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_events_and_retried_requests_over_the_api() {
+    let server = Server::start();
+    let acme = server.client(&server.key("acme", "operator").await).await;
+    let acme_dev = server.client(&server.key("acme", "developer").await).await;
+    let globex = server.client(&server.key("globex", "operator").await).await;
+    let ex = || acme.executions();
+
+    // A task that fails for good is a dead letter; replayed with another
+    // input it runs, and so does the task its failure kept from running.
+    let id = ex()
+        .start(start(BROKEN, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution_id;
+    let failed = ex()
+        .await_result(pb::AwaitRequest {
+            execution_id: id.clone(),
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed.status, "failed", "{failed:?}");
+    let letters = ex()
+        .list_dead_letters(pb::ListDeadLettersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.id, format!("{id}/check"));
+    assert_eq!(
+        (letter.task.as_str(), letter.uses.as_str()),
+        ("check", "transform")
+    );
+    assert!(letter.error.contains("broken"), "{letter:?}");
+    // Globex sees none, and cannot replay or purge acme's.
+    let theirs = globex
+        .executions()
+        .list_dead_letters(pb::ListDeadLettersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(theirs.dead_letters.is_empty());
+    let replay = |id: &str| pb::ReplayDeadLetterRequest {
+        id: id.into(),
+        input_json: r#"{"script":"\"mended\""}"#.into(),
+    };
+    let refused = globex
+        .executions()
+        .replay_dead_letter(replay(&letter.id))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    let refused = globex
+        .executions()
+        .purge(pb::PurgeRequest {
+            ids: vec![letter.id.clone()],
+            all: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    let replayed = ex()
+        .replay_dead_letter(replay(&letter.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (replayed.task.as_str(), replayed.cleared.as_slice()),
+        ("check", ["after".to_owned()].as_slice())
+    );
+    let mended = ex()
+        .await_result(pb::AwaitRequest {
+            execution_id: id.clone(),
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mended.status, "succeeded", "{mended:?}");
+    assert_eq!(mended.outputs_json, r#"{"got":"mended"}"#);
+    let letters = ex()
+        .list_dead_letters(pb::ListDeadLettersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(letters.dead_letters.is_empty(), "{letters:?}");
+
+    // Another failure, purged: gone from the queue, kept in the record.
+    let other = ex()
+        .start(start(BROKEN, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution_id;
+    ex().await_result(pb::AwaitRequest {
+        execution_id: other.clone(),
+        timeout_ms: 30_000,
+    })
+    .await
+    .unwrap();
+    let purged = ex()
+        .purge(pb::PurgeRequest {
+            ids: Vec::new(),
+            all: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(purged.purged, 1);
+    assert!(
+        ex().list_dead_letters(pb::ListDeadLettersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .dead_letters
+            .is_empty()
+    );
+
+    // The event log, a page at a time, is the log `Watch` gives.
+    let mut paged = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = ex()
+            .get_events(pb::GetEventsRequest {
+                execution_id: id.clone(),
+                from,
+                page_size: 3,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.events.len() <= 3);
+        if page.events.is_empty() {
+            assert_eq!(page.next_from, from);
+            break;
+        }
+        from = page.next_from;
+        paged.extend(page.events);
+    }
+    let mut watched = Vec::new();
+    let mut events = ex()
+        .watch(pb::WatchRequest {
+            execution_id: id.clone(),
+            from: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(event) = events.next().await {
+        watched.push(event.unwrap());
+    }
+    assert!(paged.len() > 6, "{paged:?}");
+    assert_eq!(paged, watched);
+
+    // A start retried with the same request id is the same execution; with
+    // another workflow under that id it is refused.
+    let registered = acme_dev
+        .workflows()
+        .register(pb::RegisterRequest {
+            text: WAITING.into(),
+            label: "approval.yaml".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let by_name = |request_id: &str| pb::StartRequest {
+        workflow: format!("approval@{}", registered.version),
+        request_id: request_id.into(),
+        ..pb::StartRequest::default()
+    };
+    let first = ex().start(by_name("req-1")).await.unwrap().into_inner();
+    let again = ex().start(by_name("req-1")).await.unwrap().into_inner();
+    assert!(first.created && !again.created);
+    assert_eq!(first.execution_id, again.execution_id);
+    let clash = ex()
+        .start(pb::StartRequest {
+            workflow_text: BROKEN.into(),
+            request_id: "req-1".into(),
+            ..pb::StartRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(clash.code(), Code::AlreadyExists, "{clash:?}");
+    let unknown = ex()
+        .start(pb::StartRequest {
+            workflow: "nothing@3".into(),
+            ..pb::StartRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let got = acme_dev
+        .workflows()
+        .get(pb::GetWorkflowRequest {
+            name: "approval".into(),
+            version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.text, WAITING);
+    let hidden = globex
+        .workflows()
+        .get(pb::GetWorkflowRequest {
+            name: "approval".into(),
+            version: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+
+    // A signal retried with the same request id is recorded once.
+    let waiting = first.execution_id;
+    for _ in 0..2 {
+        ex().signal(pb::SignalRequest {
+            execution_id: waiting.clone(),
+            name: "go".into(),
+            payload_json: r#"{"by":"ada"}"#.into(),
+            request_id: "sig-1".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let done = ex()
+        .await_result(pb::AwaitRequest {
+            execution_id: waiting.clone(),
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    let events = ex()
+        .get_events(pb::GetEventsRequest {
+            execution_id: waiting,
+            from: 0,
+            page_size: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let signals = events
+        .iter()
+        .filter(|e| e.kind == "signal_received")
+        .count();
+    assert_eq!(signals, 1, "{events:?}");
+
+    // Resume of an execution that runs here is refused; of one that
+    // finished, too.
+    let finished = ex()
+        .resume(pb::ResumeRequest { execution_id: id })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            finished.code(),
+            Code::FailedPrecondition | Code::InvalidArgument
+        ),
+        "{finished:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_keeps_each_tenants_changes_and_refusals() {
+    let server = Server::start();
+    let acme_admin = server.client(&server.key("acme", "admin").await).await;
+    let acme = server.client(&server.key("acme", "operator").await).await;
+    let globex_admin = server.client(&server.key("globex", "admin").await).await;
+    let host = server.client(&server.admin_key).await;
+
+    let id = acme
+        .executions()
+        .start(start(WAITING, "audited"))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution_id;
+    acme.executions()
+        .cancel(pb::CancelRequest {
+            execution_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    // Refused: an operator may not register; globex may not reach acme.
+    let refused = acme
+        .workflows()
+        .register(pb::RegisterRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let made_up = format!("oo_0123456789abcdef_{}", "0".repeat(64));
+    let stranger = server.client(&made_up).await;
+    let refused = stranger
+        .executions()
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    let audit = |client: &Client, tenant: &str, host: bool| {
+        let mut admin = client.admin();
+        let request = pb::ListAuditRequest {
+            tenant: tenant.into(),
+            host,
+            ..pb::ListAuditRequest::default()
+        };
+        async move { admin.list_audit(request).await }
+    };
+    let entries = audit(&acme_admin, "", false)
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let seen: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| (e.rpc.as_str(), e.target.as_str(), e.outcome.as_str()))
+        .collect();
+    assert!(
+        seen.contains(&("orchestrator.v1.Executions/Start", "audited", "OK")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&("orchestrator.v1.Executions/Cancel", "audited", "OK")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(
+            "orchestrator.v1.Workflows/Register",
+            "",
+            "PERMISSION_DENIED"
+        )),
+        "{seen:?}"
+    );
+    assert!(entries.iter().all(|e| e.tenant == "acme"), "{entries:?}");
+    let numbers: Vec<u64> = entries.iter().map(|e| e.number).collect();
+    assert_eq!(numbers, (1..=entries.len() as u64).collect::<Vec<_>>());
+    // Reads are not audited.
+    assert!(
+        !seen.iter().any(|(rpc, ..)| rpc.ends_with("/ListAudit")),
+        "{seen:?}"
+    );
+
+    // Globex's admin sees its own log only, and no other tenant's keys.
+    let own = audit(&globex_admin, "", false)
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(own.iter().all(|e| e.tenant == "globex"), "{own:?}");
+    for refused in [
+        audit(&globex_admin, "acme", false).await.unwrap_err(),
+        audit(&globex_admin, "", true).await.unwrap_err(),
+        globex_admin
+            .admin()
+            .list_api_keys(pb::ListApiKeysRequest {
+                tenant: "acme".into(),
+            })
+            .await
+            .unwrap_err(),
+        globex_admin
+            .admin()
+            .create_api_key(pb::CreateApiKeyRequest {
+                tenant: "acme".into(),
+                role: "admin".into(),
+                name: "takeover".into(),
+            })
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    }
+    let acme_keys = host
+        .admin()
+        .list_api_keys(pb::ListApiKeysRequest {
+            tenant: "acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    let revoke = globex_admin
+        .admin()
+        .revoke_api_key(pb::RevokeApiKeyRequest {
+            key_id: acme_keys[0].key_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(revoke.code(), Code::NotFound, "{revoke:?}");
+    let listed = globex_admin
+        .admin()
+        .list_api_keys(pb::ListApiKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert!(listed.iter().all(|k| k.tenant == "globex"), "{listed:?}");
+
+    // The host's admin reads any tenant's log, and the host's own entries:
+    // the call with a key that does not exist.
+    let theirs = audit(&host, "acme", false)
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(theirs.len(), entries.len(), "{theirs:?}");
+    let hosts = audit(&host, "", true).await.unwrap().into_inner().entries;
+    assert!(
+        hosts
+            .iter()
+            .any(|e| e.rpc == "orchestrator.v1.Executions/List"
+                && e.outcome == "UNAUTHENTICATED"
+                && e.tenant.is_empty()),
+        "{hosts:?}"
+    );
+    // The refused takeover is in globex's log.
+    let own = audit(&globex_admin, "", false)
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(
+        own.iter()
+            .any(|e| e.rpc == "orchestrator.v1.Admin/CreateApiKey"
+                && e.outcome == "PERMISSION_DENIED"),
+        "{own:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_checks_the_key_and_the_role() {
     let server = Server::start();
@@ -660,6 +1098,31 @@ async fn call(client: &Client, rpc: &str) -> Code {
             .cancel(pb::CancelRequest::default())
             .await
             .map(|_| ()),
+        "orchestrator.v1.Executions/GetEvents" => ex
+            .clone()
+            .get_events(pb::GetEventsRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Executions/Resume" => ex
+            .clone()
+            .resume(pb::ResumeRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Executions/ListDeadLetters" => ex
+            .clone()
+            .list_dead_letters(pb::ListDeadLettersRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Executions/ReplayDeadLetter" => ex
+            .clone()
+            .replay_dead_letter(pb::ReplayDeadLetterRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Executions/Purge" => ex
+            .clone()
+            .purge(pb::PurgeRequest::default())
+            .await
+            .map(|_| ()),
         "orchestrator.v1.Plugins/Install" => client
             .plugins()
             .install(tokio_stream::iter([pb::InstallChunk::default()]))
@@ -695,6 +1158,11 @@ async fn call(client: &Client, rpc: &str) -> Code {
             .list(pb::ListWorkflowsRequest::default())
             .await
             .map(|_| ()),
+        "orchestrator.v1.Workflows/Get" => client
+            .workflows()
+            .get(pb::GetWorkflowRequest::default())
+            .await
+            .map(|_| ()),
         "orchestrator.v1.Workflows/Validate" => client
             .workflows()
             .validate(pb::ValidateRequest::default())
@@ -713,6 +1181,11 @@ async fn call(client: &Client, rpc: &str) -> Code {
         "orchestrator.v1.Admin/RevokeApiKey" => admin
             .clone()
             .revoke_api_key(pb::RevokeApiKeyRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Admin/ListAudit" => admin
+            .clone()
+            .list_audit(pb::ListAuditRequest::default())
             .await
             .map(|_| ()),
         other => panic!("the test does not know how to call {other}"),

@@ -19,9 +19,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use orchestrator_engine::store::Store;
 use orchestrator_engine::store::executions::now_ms;
 use orchestrator_engine::store::keys::ApiKeyRecord;
-use orchestrator_engine::store::{Store, StoreError};
 use orchestrator_engine::tenant::TenantId;
 
 /// What a key may do.
@@ -81,6 +81,20 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ),
     ("orchestrator.v1.Executions/Signal", &[Operator, Admin]),
     ("orchestrator.v1.Executions/Cancel", &[Operator, Admin]),
+    (
+        "orchestrator.v1.Executions/GetEvents",
+        &[Viewer, Operator, Developer, Admin],
+    ),
+    ("orchestrator.v1.Executions/Resume", &[Operator, Admin]),
+    (
+        "orchestrator.v1.Executions/ListDeadLetters",
+        &[Viewer, Operator, Developer, Admin],
+    ),
+    (
+        "orchestrator.v1.Executions/ReplayDeadLetter",
+        &[Operator, Admin],
+    ),
+    ("orchestrator.v1.Executions/Purge", &[Operator, Admin]),
     ("orchestrator.v1.Plugins/Install", &[Developer, Admin]),
     (
         "orchestrator.v1.Plugins/List",
@@ -98,12 +112,17 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         &[Viewer, Operator, Developer, Admin],
     ),
     (
+        "orchestrator.v1.Workflows/Get",
+        &[Viewer, Operator, Developer, Admin],
+    ),
+    (
         "orchestrator.v1.Workflows/Validate",
         &[Viewer, Operator, Developer, Admin],
     ),
     ("orchestrator.v1.Admin/CreateApiKey", &[Admin]),
     ("orchestrator.v1.Admin/ListApiKeys", &[Admin]),
     ("orchestrator.v1.Admin/RevokeApiKey", &[Admin]),
+    ("orchestrator.v1.Admin/ListAudit", &[Admin]),
 ];
 
 /// Whether `role` may call `rpc`.
@@ -176,14 +195,10 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Opens the store for a moment: the store file is held by one process at
-/// a time, so the server opens it for each change rather than keep it.
-pub type OpenStore = Box<dyn Fn() -> Result<Store, StoreError> + Send + Sync>;
-
 /// The host's keys, held in memory (loaded from the store at start, and
 /// written through to it when they change).
 pub struct KeyRing {
-    store: OpenStore,
+    store: Store,
     keys: RwLock<HashMap<String, ApiKeyRecord>>,
 }
 
@@ -194,10 +209,9 @@ impl std::fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
-    /// The keys kept in the store `store` opens.
-    pub fn load(store: OpenStore) -> Result<Self, Status> {
-        let keys = store()
-            .map_err(|e| Status::internal(e.to_string()))?
+    /// The keys kept in `store` (which the host holds open).
+    pub fn load(store: Store) -> Result<Self, Status> {
+        let keys = store
             .keys()
             .map_err(|e| Status::internal(e.to_string()))?
             .into_iter()
@@ -221,8 +235,9 @@ impl KeyRing {
     /// Makes and keeps a key.
     pub fn create(&self, tenant: &TenantId, role: Role, name: &str) -> Result<NewKey, Status> {
         let made = new_key(tenant, role, name)?;
-        let kept = (self.store)()
-            .and_then(|s| s.put_key(&made.record))
+        let kept = self
+            .store
+            .put_key(&made.record)
             .map_err(|e| Status::internal(e.to_string()))?;
         if !kept {
             return Err(Status::internal("a new key's id was taken; try again"));
@@ -244,8 +259,9 @@ impl KeyRing {
     /// Revokes key `id`; `false` if there is none.
     pub fn revoke(&self, id: &str) -> Result<bool, Status> {
         let at = now_ms();
-        let found = (self.store)()
-            .and_then(|s| s.revoke_key(id, at))
+        let found = self
+            .store
+            .revoke_key(id, at)
             .map_err(|e| Status::internal(e.to_string()))?;
         if let Some(key) = self
             .keys
@@ -270,6 +286,18 @@ impl KeyRing {
             )));
         }
         Ok(principal)
+    }
+
+    /// The key a request with `metadata` names, if one by that id exists,
+    /// whether or not its secret is right or it was revoked: for auditing a
+    /// refusal under the key's tenant.
+    pub fn claimed(&self, metadata: &MetadataMap) -> Option<ApiKeyRecord> {
+        let header = metadata.get("authorization")?.to_str().ok()?;
+        let key = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))?;
+        let (id, _) = key.strip_prefix("oo_")?.split_once('_')?;
+        self.read().get(id).cloned()
     }
 
     fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
@@ -312,7 +340,7 @@ mod tests {
     #[test]
     fn a_key_verifies_and_a_changed_one_does_not() {
         let store = Store::in_memory();
-        let ring = KeyRing::load(Box::new(move || Ok(store.clone()))).unwrap();
+        let ring = KeyRing::load(store.clone()).unwrap();
         let tenant = TenantId::new("acme").unwrap();
         let made = ring.create(&tenant, Role::Operator, "ci").unwrap();
         assert!(

@@ -8,14 +8,19 @@ use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::auth::Principal;
 use super::{Host, status};
 use crate::pb;
 use orchestrator_engine::executions::{ExecutionView, ListFilter};
+use orchestrator_engine::sdk::Letter;
 use orchestrator_engine::store::executions::LogEvent;
-use orchestrator_engine::{ExecutionHandle, StartOptions, Workflow};
+use orchestrator_engine::{Engine, ExecutionHandle, StartOptions, Workflow};
 
 /// How long `AwaitResult` waits when the request says nothing.
 const DEFAULT_AWAIT: Duration = Duration::from_secs(60);
+
+/// Events in a `GetEvents` page when the request says nothing, and at most.
+const EVENTS_PAGE: (usize, usize) = (100, 1000);
 
 /// Serves `orchestrator.v1.Executions`.
 #[derive(Debug, Clone)]
@@ -24,17 +29,18 @@ pub struct ExecutionsService {
 }
 
 impl ExecutionsService {
-    /// The caller's handle on execution `id`, if the caller may call `rpc`:
-    /// among its tenant's executions only.
+    /// The caller, and its handle on execution `id`, if the caller may
+    /// call `rpc`: among its tenant's executions only.
     async fn execution<T>(
         &self,
         request: &Request<T>,
         rpc: &str,
         id: &str,
-    ) -> Result<ExecutionHandle, Status> {
-        let who = self.host.authorize(request, rpc)?;
+    ) -> Result<(Principal, Result<ExecutionHandle, Status>), Status> {
+        let who = self.host.authorize(request, rpc).await?;
         let engine = self.host.engine(&who.tenant).await?;
-        engine.execution(id).await.map_err(status::of)
+        let handle = engine.execution(id).await.map_err(status::of);
+        Ok((who, handle))
     }
 }
 
@@ -45,6 +51,85 @@ fn json(text: &str, field: &str, default: serde_json::Value) -> Result<serde_jso
     }
     serde_json::from_str(text)
         .map_err(|e| Status::invalid_argument(format!("`{field}` is not JSON: {e}")))
+}
+
+/// The workflow a start names: its text, or a registered one by `name` or
+/// `name@version`.
+async fn workflow_of(engine: &Engine, request: &pb::StartRequest) -> Result<Workflow, Status> {
+    match (
+        request.workflow_text.is_empty(),
+        request.workflow.is_empty(),
+    ) {
+        (false, true) => {
+            Workflow::from_text(&request.workflow_text, "<workflow_text>").map_err(status::of)
+        }
+        (true, false) => {
+            let (name, version) = match request.workflow.split_once('@') {
+                None => (request.workflow.as_str(), None),
+                Some((name, version)) => {
+                    let version = version.parse::<u64>().map_err(|_| {
+                        Status::invalid_argument(format!(
+                            "`workflow`: `{}` is not `name` or `name@version` (a number)",
+                            request.workflow
+                        ))
+                    })?;
+                    (name, Some(version))
+                }
+            };
+            let found = engine.workflow(name, version).await.map_err(status::of)?;
+            let label = format!("workflow:{}@{}", found.name, found.version);
+            Workflow::from_text(&found.source, &label).map_err(status::of)
+        }
+        (true, true) => Err(Status::invalid_argument(
+            "give `workflow_text` (a workflow file's text) or `workflow` (a registered workflow's `name` or `name@version`)",
+        )),
+        (false, false) => Err(Status::invalid_argument(
+            "give `workflow_text` or `workflow`, not both",
+        )),
+    }
+}
+
+/// The execution id a start asks for: the one it names, else one made
+/// from its `request_id` (the same for every retry of the request), else
+/// none (the engine makes one up).
+fn execution_id_of(request: &pb::StartRequest) -> Result<Option<String>, Status> {
+    if !request.execution_id.is_empty() {
+        return Ok(Some(request.execution_id.clone()));
+    }
+    if request.request_id.is_empty() {
+        return Ok(None);
+    }
+    if request.request_id.len() > 200 {
+        return Err(Status::invalid_argument(
+            "`request_id` is longer than 200 characters",
+        ));
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, request.request_id.as_bytes());
+    let hex: String = digest.as_ref()[..20]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Some(format!("req-{hex}")))
+}
+
+/// A dead letter as the API shows it.
+fn dead_letter(letter: &Letter) -> pb::DeadLetter {
+    let dead = &letter.letter;
+    pb::DeadLetter {
+        id: letter.id.clone(),
+        execution_id: letter.execution.clone(),
+        task: dead.task.clone(),
+        uses: dead.uses.clone(),
+        kind: dead.kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+        error: dead.error.clone(),
+        attempts: dead.attempts,
+        input_json: dead
+            .input
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        failed_at_ms: dead.at,
+    }
 }
 
 /// An execution as the API shows it.
@@ -102,21 +187,27 @@ impl pb::executions_server::Executions for ExecutionsService {
         &self,
         request: Request<pb::StartRequest>,
     ) -> Result<Response<pb::StartResponse>, Status> {
-        let who = self
-            .host
-            .authorize(&request, "orchestrator.v1.Executions/Start")?;
+        let rpc = "orchestrator.v1.Executions/Start";
+        let who = self.host.authorize(&request, rpc).await?;
         let request = request.into_inner();
         let engine = self.host.engine(&who.tenant).await?;
-        let workflow =
-            Workflow::from_text(&request.workflow_text, "<workflow_text>").map_err(status::of)?;
-        let inputs = json(&request.inputs_json, "inputs_json", serde_json::json!({}))?;
-        let options = StartOptions {
-            execution_id: (!request.execution_id.is_empty()).then_some(request.execution_id),
+        let started = async {
+            let workflow = workflow_of(&engine, &request).await?;
+            let inputs = json(&request.inputs_json, "inputs_json", serde_json::json!({}))?;
+            let options = StartOptions {
+                execution_id: execution_id_of(&request)?,
+            };
+            engine
+                .start_with(&workflow, inputs, options)
+                .await
+                .map_err(status::of)
+        }
+        .await;
+        let target = match &started {
+            Ok(started) => started.execution.id().to_owned(),
+            Err(_) => request.execution_id.clone(),
         };
-        let started = engine
-            .start_with(&workflow, inputs, options)
-            .await
-            .map_err(status::of)?;
+        let started = self.host.audited(&who, rpc, &target, started).await?;
         Ok(Response::new(pb::StartResponse {
             execution_id: started.execution.id().to_owned(),
             created: started.created,
@@ -129,7 +220,7 @@ impl pb::executions_server::Executions for ExecutionsService {
     ) -> Result<Response<pb::Execution>, Status> {
         let rpc = "orchestrator.v1.Executions/Get";
         let id = &request.get_ref().execution_id;
-        let handle = self.execution(&request, rpc, id).await?;
+        let handle = self.execution(&request, rpc, id).await?.1?;
         let view = handle.status().await.map_err(status::of)?;
         Ok(Response::new(execution(&view)))
     }
@@ -140,7 +231,8 @@ impl pb::executions_server::Executions for ExecutionsService {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let who = self
             .host
-            .authorize(&request, "orchestrator.v1.Executions/List")?;
+            .authorize(&request, "orchestrator.v1.Executions/List")
+            .await?;
         let request = request.into_inner();
         let engine = self.host.engine(&who.tenant).await?;
         let some = |s: String| (!s.is_empty()).then_some(s);
@@ -167,7 +259,7 @@ impl pb::executions_server::Executions for ExecutionsService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let rpc = "orchestrator.v1.Executions/Watch";
         let ask = request.get_ref();
-        let handle = self.execution(&request, rpc, &ask.execution_id).await?;
+        let handle = self.execution(&request, rpc, &ask.execution_id).await?.1?;
         let mut events = handle.events(ask.from);
         let stream = async_stream(move |send| async move {
             while let Some(next) = events.next().await {
@@ -188,7 +280,7 @@ impl pb::executions_server::Executions for ExecutionsService {
     ) -> Result<Response<pb::Execution>, Status> {
         let rpc = "orchestrator.v1.Executions/AwaitResult";
         let ask = request.get_ref();
-        let handle = self.execution(&request, rpc, &ask.execution_id).await?;
+        let handle = self.execution(&request, rpc, &ask.execution_id).await?.1?;
         let patience = match ask.timeout_ms {
             0 => DEFAULT_AWAIT,
             ms => Duration::from_millis(ms),
@@ -206,12 +298,18 @@ impl pb::executions_server::Executions for ExecutionsService {
     ) -> Result<Response<pb::SignalResponse>, Status> {
         let rpc = "orchestrator.v1.Executions/Signal";
         let ask = request.get_ref();
-        let handle = self.execution(&request, rpc, &ask.execution_id).await?;
-        let payload = json(&ask.payload_json, "payload_json", serde_json::Value::Null)?;
-        handle
-            .signal(&ask.name, payload)
-            .await
-            .map_err(status::of)?;
+        let (who, handle) = self.execution(&request, rpc, &ask.execution_id).await?;
+        let sent = async {
+            let payload = json(&ask.payload_json, "payload_json", serde_json::Value::Null)?;
+            let request_id = (!ask.request_id.is_empty()).then(|| ask.request_id.clone());
+            handle?
+                .signal_once(&ask.name, payload, request_id)
+                .await
+                .map_err(status::of)
+        }
+        .await;
+        let target = format!("{}/{}", ask.execution_id, ask.name);
+        self.host.audited(&who, rpc, &target, sent).await?;
         Ok(Response::new(pb::SignalResponse {}))
     }
 
@@ -221,9 +319,104 @@ impl pb::executions_server::Executions for ExecutionsService {
     ) -> Result<Response<pb::CancelResponse>, Status> {
         let rpc = "orchestrator.v1.Executions/Cancel";
         let id = &request.get_ref().execution_id;
-        let handle = self.execution(&request, rpc, id).await?;
-        handle.cancel().await.map_err(status::of)?;
+        let (who, handle) = self.execution(&request, rpc, id).await?;
+        let cancelled = async { handle?.cancel().await.map_err(status::of) }.await;
+        self.host.audited(&who, rpc, id, cancelled).await?;
         Ok(Response::new(pb::CancelResponse {}))
+    }
+
+    async fn get_events(
+        &self,
+        request: Request<pb::GetEventsRequest>,
+    ) -> Result<Response<pb::GetEventsResponse>, Status> {
+        let rpc = "orchestrator.v1.Executions/GetEvents";
+        let ask = request.get_ref();
+        let handle = self.execution(&request, rpc, &ask.execution_id).await?.1?;
+        let size = match ask.page_size as usize {
+            0 => EVENTS_PAGE.0,
+            n => n.min(EVENTS_PAGE.1),
+        };
+        let page = handle
+            .events_page(ask.from, size)
+            .await
+            .map_err(status::of)?;
+        let next_from = page.last().map_or(ask.from, |(n, _)| n + 1);
+        Ok(Response::new(pb::GetEventsResponse {
+            events: page.iter().map(|(n, e)| event(*n, e)).collect(),
+            next_from,
+        }))
+    }
+
+    async fn resume(
+        &self,
+        request: Request<pb::ResumeRequest>,
+    ) -> Result<Response<pb::ResumeResponse>, Status> {
+        let rpc = "orchestrator.v1.Executions/Resume";
+        let who = self.host.authorize(&request, rpc).await?;
+        let id = &request.get_ref().execution_id;
+        let engine = self.host.engine(&who.tenant).await?;
+        let resumed = engine.resume(id).await.map(drop).map_err(status::of);
+        self.host.audited(&who, rpc, id, resumed).await?;
+        Ok(Response::new(pb::ResumeResponse {}))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        let who = self
+            .host
+            .authorize(&request, "orchestrator.v1.Executions/ListDeadLetters")
+            .await?;
+        let engine = self.host.engine(&who.tenant).await?;
+        let letters = engine.dead_letters().await.map_err(status::of)?;
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            dead_letters: letters.iter().map(dead_letter).collect(),
+        }))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        request: Request<pb::ReplayDeadLetterRequest>,
+    ) -> Result<Response<pb::ReplayDeadLetterResponse>, Status> {
+        let rpc = "orchestrator.v1.Executions/ReplayDeadLetter";
+        let who = self.host.authorize(&request, rpc).await?;
+        let ask = request.into_inner();
+        let engine = self.host.engine(&who.tenant).await?;
+        let replayed = async {
+            let input = match ask.input_json.as_str() {
+                "" => None,
+                text => Some(json(text, "input_json", serde_json::Value::Null)?),
+            };
+            engine.replay(&ask.id, input).await.map_err(status::of)
+        }
+        .await;
+        let (replay, _execution) = self.host.audited(&who, rpc, &ask.id, replayed).await?;
+        Ok(Response::new(pb::ReplayDeadLetterResponse {
+            execution_id: replay.execution,
+            task: replay.task,
+            cleared: replay.cleared,
+        }))
+    }
+
+    async fn purge(
+        &self,
+        request: Request<pb::PurgeRequest>,
+    ) -> Result<Response<pb::PurgeResponse>, Status> {
+        let rpc = "orchestrator.v1.Executions/Purge";
+        let who = self.host.authorize(&request, rpc).await?;
+        let ask = request.into_inner();
+        let target = if ask.all {
+            "*".to_owned()
+        } else {
+            ask.ids.join(",")
+        };
+        let engine = self.host.engine(&who.tenant).await?;
+        let purged = engine.purge(ask.ids, ask.all).await.map_err(status::of);
+        let purged = self.host.audited(&who, rpc, &target, purged).await?;
+        Ok(Response::new(pb::PurgeResponse {
+            purged: u32::try_from(purged).unwrap_or(u32::MAX),
+        }))
     }
 }
 

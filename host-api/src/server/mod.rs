@@ -9,6 +9,7 @@
 //! ([`Host::resume_interrupted`]).
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod executions;
 pub mod plugins;
@@ -19,14 +20,15 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::{Request, Status};
 
 use crate::pb;
+use audit::{AuditLog, Caller};
 use auth::{KeyRing, Principal, Role};
 use orchestrator_engine::config::Config;
-use orchestrator_engine::store::Store;
 use orchestrator_engine::tenant::TenantId;
 use orchestrator_engine::{Engine, service::ServiceError};
 
@@ -37,6 +39,8 @@ pub struct ServerOptions {
     pub store: PathBuf,
     /// The host's configuration.
     pub config: Config,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
 }
 
 /// The server's state: engines by tenant, and the keys.
@@ -46,6 +50,15 @@ pub struct Host {
     base: Engine,
     engines: tokio::sync::Mutex<HashMap<TenantId, Engine>>,
     keys: KeyRing,
+    audit: Arc<AuditLog>,
+    /// Removes old audit entries while the host lives.
+    pruning: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.pruning.abort();
+    }
 }
 
 impl Host {
@@ -56,15 +69,20 @@ impl Host {
             .store(&options.store)
             .config(options.config)
             .without_files()
+            .hold_store()
             .build()
             .await?;
-        let path = options.store;
-        let keys = KeyRing::load(Box::new(move || Store::open(&path)))
+        let store = base.store()?;
+        let keys = KeyRing::load(store.clone())
             .map_err(|e| ServiceError::Plugin(e.message().to_owned()))?;
+        let audit = Arc::new(AuditLog::new(store));
+        let pruning = Arc::clone(&audit).prune(options.audit_retention);
         Ok(Self {
             base,
             engines: tokio::sync::Mutex::default(),
             keys,
+            audit,
+            pruning,
         })
     }
 
@@ -106,16 +124,49 @@ impl Host {
         Ok(resumed)
     }
 
-    /// The caller of `request`, if it may call `rpc`.
-    pub fn authorize<T>(&self, request: &Request<T>, rpc: &str) -> Result<Principal, Status> {
+    /// The caller of `request`, if it may call `rpc`. A refusal is
+    /// audited, under the tenant of the key the call claimed when it names
+    /// one that exists.
+    pub async fn authorize<T>(&self, request: &Request<T>, rpc: &str) -> Result<Principal, Status> {
         let who = self.keys.authorize(request.metadata(), rpc);
         match &who {
             Ok(who) => {
                 tracing::debug!(rpc, tenant = %who.tenant.as_str(), key = %who.key_id, "authorized")
             }
-            Err(refused) => tracing::info!(rpc, code = ?refused.code(), "refused"),
+            Err(refused) => {
+                tracing::info!(rpc, code = ?refused.code(), "refused");
+                let caller = match self.keys.claimed(request.metadata()) {
+                    Some(key) => Caller {
+                        tenant: key.tenant,
+                        key_id: key.id,
+                        role: key.role,
+                    },
+                    None => Caller::default(),
+                };
+                self.audit.record(caller, rpc, "", Err(refused)).await;
+            }
         }
         who
+    }
+
+    /// Audits `who`'s call of `rpc` on `target`, which ended as `result`
+    /// says, and hands the result on.
+    pub async fn audited<T>(
+        &self,
+        who: &Principal,
+        rpc: &str,
+        target: &str,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let outcome = result.as_ref().map(drop);
+        self.audit.record(who.into(), rpc, target, outcome).await;
+        result
+    }
+
+    /// Whether `who` administers the host (every tenant's keys, the whole
+    /// audit log): an admin key of tenant `default`, the host's own.
+    pub fn is_host_admin(who: &Principal) -> bool {
+        who.role == Role::Admin && who.tenant == TenantId::default()
     }
 
     /// The engine of `tenant`, made on first use.

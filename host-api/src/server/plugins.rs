@@ -85,36 +85,45 @@ impl pb::plugins_server::Plugins for PluginsService {
         &self,
         request: Request<Streaming<pb::InstallChunk>>,
     ) -> Result<Response<pb::Plugin>, Status> {
-        let who = self
-            .host
-            .authorize(&request, "orchestrator.v1.Plugins/Install")?;
+        let rpc = "orchestrator.v1.Plugins/Install";
+        let who = self.host.authorize(&request, rpc).await?;
         let mut chunks = request.into_inner();
-        let mut header = None;
-        let mut bytes = Vec::new();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            if header.is_none() {
-                header = Some(chunk.header.unwrap_or_default());
-            }
-            if bytes.len() + chunk.data.len() > MAX_COMPONENT_BYTES {
-                return Err(Status::resource_exhausted(format!(
-                    "a component may have at most {} MiB",
-                    MAX_COMPONENT_BYTES >> 20
-                )));
-            }
-            bytes.extend_from_slice(&chunk.data);
-        }
-        let header = header.unwrap_or_default();
-        let some = |s: String| (!s.is_empty()).then_some(s);
-        let install = Install {
-            bytes,
-            source: "the uploaded component".into(),
-            name: some(header.name),
-            version: some(header.version),
-            grants: grants(header.grants, &who)?,
-        };
         let engine = self.host.engine(&who.tenant).await?;
-        let report = engine.install(install).await.map_err(status::of)?;
+        let mut named = String::new();
+        let report = async {
+            let mut header = None;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                if header.is_none() {
+                    header = Some(chunk.header.unwrap_or_default());
+                }
+                if bytes.len() + chunk.data.len() > MAX_COMPONENT_BYTES {
+                    return Err(Status::resource_exhausted(format!(
+                        "a component may have at most {} MiB",
+                        MAX_COMPONENT_BYTES >> 20
+                    )));
+                }
+                bytes.extend_from_slice(&chunk.data);
+            }
+            let header = header.unwrap_or_default();
+            named.clone_from(&header.name);
+            let some = |s: String| (!s.is_empty()).then_some(s);
+            let install = Install {
+                bytes,
+                source: "the uploaded component".into(),
+                name: some(header.name),
+                version: some(header.version),
+                grants: grants(header.grants, &who)?,
+            };
+            engine.install(install).await.map_err(status::of)
+        }
+        .await;
+        let target = match &report {
+            Ok(report) => format!("{}@{}", report.record.name, report.record.version),
+            Err(_) => named,
+        };
+        let report = self.host.audited(&who, rpc, &target, report).await?;
         Ok(Response::new(installed(&report)))
     }
 
@@ -124,7 +133,8 @@ impl pb::plugins_server::Plugins for PluginsService {
     ) -> Result<Response<pb::ListPluginsResponse>, Status> {
         let who = self
             .host
-            .authorize(&request, "orchestrator.v1.Plugins/List")?;
+            .authorize(&request, "orchestrator.v1.Plugins/List")
+            .await?;
         let engine = self.host.engine(&who.tenant).await?;
         let plugins = engine.plugins().await.map_err(status::of)?;
         Ok(Response::new(pb::ListPluginsResponse {
@@ -138,7 +148,8 @@ impl pb::plugins_server::Plugins for PluginsService {
     ) -> Result<Response<pb::Plugin>, Status> {
         let who = self
             .host
-            .authorize(&request, "orchestrator.v1.Plugins/Get")?;
+            .authorize(&request, "orchestrator.v1.Plugins/Get")
+            .await?;
         let engine = self.host.engine(&who.tenant).await?;
         let found = engine
             .plugin(&request.get_ref().plugin)
@@ -151,20 +162,26 @@ impl pb::plugins_server::Plugins for PluginsService {
         &self,
         request: Request<pb::GrantRequest>,
     ) -> Result<Response<pb::Plugin>, Status> {
-        let who = self
-            .host
-            .authorize(&request, "orchestrator.v1.Plugins/Grant")?;
+        let rpc = "orchestrator.v1.Plugins/Grant";
+        let who = self.host.authorize(&request, rpc).await?;
         let request = request.into_inner();
-        let more = grants(request.grants, &who)?;
         let engine = self.host.engine(&who.tenant).await?;
-        engine
-            .plugin(&request.plugin)
-            .await
-            .map_err(|e| Status::not_found(e.to_string()))?;
-        let report = engine
-            .grant(&request.plugin, more)
-            .await
-            .map_err(status::of)?;
+        let report = async {
+            let more = grants(request.grants, &who)?;
+            engine
+                .plugin(&request.plugin)
+                .await
+                .map_err(|e| Status::not_found(e.to_string()))?;
+            engine
+                .grant(&request.plugin, more)
+                .await
+                .map_err(status::of)
+        }
+        .await;
+        let report = self
+            .host
+            .audited(&who, rpc, &request.plugin, report)
+            .await?;
         Ok(Response::new(installed(&report)))
     }
 
@@ -172,14 +189,15 @@ impl pb::plugins_server::Plugins for PluginsService {
         &self,
         request: Request<pb::RemovePluginRequest>,
     ) -> Result<Response<pb::RemovePluginResponse>, Status> {
-        let who = self
-            .host
-            .authorize(&request, "orchestrator.v1.Plugins/Remove")?;
+        let rpc = "orchestrator.v1.Plugins/Remove";
+        let who = self.host.authorize(&request, rpc).await?;
         let engine = self.host.engine(&who.tenant).await?;
+        let target = &request.get_ref().plugin;
         let removed = engine
-            .remove(&request.get_ref().plugin)
+            .remove(target)
             .await
-            .map_err(|e| Status::not_found(e.to_string()))?;
+            .map_err(|e| Status::not_found(e.to_string()));
+        let removed = self.host.audited(&who, rpc, target, removed).await?;
         Ok(Response::new(pb::RemovePluginResponse {
             component_deleted: removed.component_deleted,
         }))

@@ -15,6 +15,7 @@ pub fn of(error: ServiceError) -> Status {
             Status::invalid_argument(message)
         }
         ServiceError::Conflict(_) => Status::already_exists(message),
+        ServiceError::NotFound(_) => Status::not_found(message),
         ServiceError::Busy(_) | ServiceError::Quota(_) => Status::resource_exhausted(message),
         ServiceError::Execution(e) => match e {
             // Its location is the server's business, not the caller's.

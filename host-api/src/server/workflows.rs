@@ -29,15 +29,19 @@ impl pb::workflows_server::Workflows for WorkflowsService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let who = self
-            .host
-            .authorize(&request, "orchestrator.v1.Workflows/Register")?;
+        let rpc = "orchestrator.v1.Workflows/Register";
+        let who = self.host.authorize(&request, rpc).await?;
         let request = request.into_inner();
         let engine = self.host.engine(&who.tenant).await?;
         let registered = engine
             .register(&request.text, &label(request.label))
             .await
-            .map_err(status::of)?;
+            .map_err(status::of);
+        let target = match &registered {
+            Ok(r) => format!("{}@{}", r.name, r.version),
+            Err(_) => String::new(),
+        };
+        let registered = self.host.audited(&who, rpc, &target, registered).await?;
         Ok(Response::new(pb::RegisterResponse {
             name: registered.name,
             version: registered.version,
@@ -51,7 +55,8 @@ impl pb::workflows_server::Workflows for WorkflowsService {
     ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
         let who = self
             .host
-            .authorize(&request, "orchestrator.v1.Workflows/List")?;
+            .authorize(&request, "orchestrator.v1.Workflows/List")
+            .await?;
         let engine = self.host.engine(&who.tenant).await?;
         let workflows = engine.workflows().await.map_err(status::of)?;
         Ok(Response::new(pb::ListWorkflowsResponse {
@@ -66,13 +71,39 @@ impl pb::workflows_server::Workflows for WorkflowsService {
         }))
     }
 
+    async fn get(
+        &self,
+        request: Request<pb::GetWorkflowRequest>,
+    ) -> Result<Response<pb::GetWorkflowResponse>, Status> {
+        let who = self
+            .host
+            .authorize(&request, "orchestrator.v1.Workflows/Get")
+            .await?;
+        let request = request.into_inner();
+        let engine = self.host.engine(&who.tenant).await?;
+        let version = (request.version != 0).then_some(request.version);
+        let found = engine
+            .workflow(&request.name, version)
+            .await
+            .map_err(status::of)?;
+        Ok(Response::new(pb::GetWorkflowResponse {
+            workflow: Some(pb::RegisteredWorkflow {
+                name: found.name,
+                version: found.version,
+                added_at: found.added_at,
+            }),
+            text: found.source,
+        }))
+    }
+
     async fn validate(
         &self,
         request: Request<pb::ValidateRequest>,
     ) -> Result<Response<pb::ValidateResponse>, Status> {
         let who = self
             .host
-            .authorize(&request, "orchestrator.v1.Workflows/Validate")?;
+            .authorize(&request, "orchestrator.v1.Workflows/Validate")
+            .await?;
         let request = request.into_inner();
         let engine = self.host.engine(&who.tenant).await?;
         let (name, tasks) = engine

@@ -3,7 +3,8 @@
 //! The process that owns an execution holds its file open, so others cannot
 //! read it; instead the owner listens on a Unix socket beside the file
 //! (`executions/<id>.sock`). A request is one JSON line (`{"op": "status"}`,
-//! `{"op": "cancel"}` or `{"op": "signal", "name": ..., "payload": ...}`),
+//! `{"op": "cancel"}` or `{"op": "signal", "name": ..., "payload": ...,
+//! "request_id": ...}`),
 //! the answer one JSON line; to `{"op": "follow", "from": N}` the owner
 //! answers with the events numbered `N` onwards, one JSON line each
 //! (`{"seq": N, "at": ..., "event": ...}`), as they are committed, until
@@ -58,6 +59,9 @@ pub enum Request {
         name: String,
         /// Its payload.
         payload: Value,
+        /// The sender's id for this request: sent again, it is not
+        /// recorded again.
+        request_id: Option<String>,
     },
     /// Its events numbered `from` onwards, then each as it is committed.
     Follow {
@@ -92,6 +96,7 @@ impl Request {
                 Some(name) if !name.is_empty() => Ok(Self::Signal {
                     name: name.to_owned(),
                     payload: request["payload"].clone(),
+                    request_id: request["request_id"].as_str().map(str::to_owned),
                 }),
                 _ => Err("a signal request needs a `name`".to_owned()),
             },
@@ -319,13 +324,17 @@ async fn answer(request: Request, log: Arc<ExecutionLog>, cancel: Arc<Cancel>) -
             cancel.cancel();
             json!({ "ok": true })
         }
-        Request::Signal { name, payload } => {
-            tokio::task::spawn_blocking(move || log.signal(&name, &payload))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-                .map_or_else(|e| json!({ "error": e }), |()| json!({ "ok": true }))
-        }
+        Request::Signal {
+            name,
+            payload,
+            request_id,
+        } => tokio::task::spawn_blocking(move || {
+            log.signal_once(&name, &payload, request_id.as_deref())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_or_else(|e| json!({ "error": e }), |_| json!({ "ok": true })),
         Request::Status => tokio::task::spawn_blocking(move || snapshot(&log))
             .await
             .map_err(|e| e.to_string())
@@ -395,7 +404,16 @@ mod tests {
             Request::decode(b"{\"op\":\"signal\",\"name\":\"go\",\"payload\":1}\n"),
             Ok(Request::Signal {
                 name: "go".into(),
-                payload: json!(1)
+                payload: json!(1),
+                request_id: None,
+            })
+        );
+        assert_eq!(
+            Request::decode(b"{\"op\":\"signal\",\"name\":\"go\",\"request_id\":\"r1\"}\n"),
+            Ok(Request::Signal {
+                name: "go".into(),
+                payload: Value::Null,
+                request_id: Some("r1".into()),
             })
         );
         assert!(Request::decode(br#"{"op":"signal"}"#).is_err());

@@ -66,7 +66,7 @@ pub fn find(
         .into_iter()
         .rfind(|l| l.task == task)
         .ok_or_else(|| {
-            ServiceError::Inputs(format!(
+            ServiceError::NotFound(format!(
                 "execution `{execution}` has no dead letter for task `{task}`; `runtime dlq list` shows them"
             ))
         })?;

@@ -332,20 +332,23 @@ pub fn cancel(executions: &Executions, id: &str) -> Result<Delivery, ServiceErro
 
 /// Sends signal `name` with `payload` to execution `id`: recorded in its
 /// file when no process runs it (a resume delivers it), else handed to its
-/// process.
+/// process. With a `request_id` seen before, nothing is recorded again.
 pub fn signal(
     executions: &Executions,
     id: &str,
     name: &str,
     payload: &Value,
+    request_id: Option<&str>,
 ) -> Result<Delivery, ServiceError> {
     match unfinished(executions, id, "the signal was not recorded")? {
         Unfinished::Here(log) => {
-            log.signal(name, payload)?;
+            log.signal_once(name, payload, request_id)?;
             Ok(Delivery::Recorded)
         }
         Unfinished::Live => {
-            let request = serde_json::json!({ "op": "signal", "name": name, "payload": payload });
+            let request = serde_json::json!({
+                "op": "signal", "name": name, "payload": payload, "request_id": request_id,
+            });
             control::request_with(&owner_socket(executions, id)?, request)
                 .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
             Ok(Delivery::Live)

@@ -281,7 +281,7 @@ pub(super) fn signal(
             .map_err(|e| ServiceError::Inputs(format!("--payload is not JSON: {e}")))?,
         None => Value::Null,
     };
-    match ops::signal(&executions(ctx), id, name, &payload)? {
+    match ops::signal(&executions(ctx), id, name, &payload, None)? {
         Delivery::Recorded => out!(
             "recorded signal `{name}` for execution {id}; no process is running it: `runtime resume {id}` continues it"
         ),

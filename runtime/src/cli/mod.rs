@@ -23,6 +23,7 @@ macro_rules! note {
     }};
 }
 
+mod audit;
 mod dlq;
 mod executions;
 mod plugins;
@@ -191,7 +192,13 @@ pub enum Command {
         /// The address to listen on (loopback only; port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:7233")]
         listen: std::net::SocketAddr,
+        /// Days the audit log keeps an entry.
+        #[arg(long, default_value_t = 90, value_name = "DAYS")]
+        audit_days: u32,
     },
+    /// Lists the control API's audit log: calls that changed something and
+    /// refused calls, of the tenant (`--tenant`), oldest first.
+    Audit(audit::AuditArgs),
     /// Lists the circuit breakers of plugins and where each stands.
     Breakers {
         /// Print JSON.
@@ -341,7 +348,8 @@ pub fn main() -> ExitCode {
         Command::Gc { older_than } => executions::gc(&ctx, older_than),
         Command::Dlq { command } => dlq::dlq(&ctx, command),
         Command::Breakers { json } => plugins::breakers(&ctx, json),
-        Command::Serve { listen } => serve::serve(ctx, listen),
+        Command::Serve { listen, audit_days } => serve::serve(ctx, listen, audit_days),
+        Command::Audit(args) => audit::audit(&ctx, args),
         Command::Workflows { command } => workflows::workflows(&ctx, command),
         Command::Install(args) => plugins::install(&ctx, args),
         Command::Plugins { command } => plugins::plugins(&ctx, command),

@@ -3,12 +3,17 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Context;
 use orchestrator_engine::service::ServiceError;
 use orchestrator_host_api::server::{self, Host, ServerOptions};
 
-pub(super) fn serve(ctx: Context, listen: SocketAddr) -> Result<ExitCode, ServiceError> {
+pub(super) fn serve(
+    ctx: Context,
+    listen: SocketAddr,
+    audit_days: u32,
+) -> Result<ExitCode, ServiceError> {
     if !listen.ip().is_loopback() {
         return Err(ServiceError::Inputs(format!(
             "`--listen {listen}`: the server speaks plaintext, so it listens on loopback only (127.0.0.1 or ::1); TLS is not available yet"
@@ -17,7 +22,13 @@ pub(super) fn serve(ctx: Context, listen: SocketAddr) -> Result<ExitCode, Servic
     let config = ctx.config.map_err(ServiceError::Plugin)?;
     let store = ctx.store_path;
     ctx.tokio.block_on(async move {
-        let host = Arc::new(Host::new(ServerOptions { store, config }).await?);
+        let audit_retention = Duration::from_secs(u64::from(audit_days) * 24 * 3600);
+        let options = ServerOptions {
+            store,
+            config,
+            audit_retention,
+        };
+        let host = Arc::new(Host::new(options).await?);
         let bootstrap = host
             .bootstrap()
             .map_err(|e| ServiceError::Plugin(e.message().to_owned()))?;

@@ -1,7 +1,7 @@
 //! The contract of a store backend: everything the engine keeps besides
 //! executions, one trait per concern ([`PluginsBackend`],
 //! [`WorkflowsBackend`], [`BreakersBackend`], [`KeysBackend`],
-//! [`ResponsesBackend`]) and
+//! [`AuditBackend`], [`ResponsesBackend`]) and
 //! [`StoreBackend`] tying them to one place. The decisions that must come
 //! out the same everywhere (what an install does, which version a
 //! workflow gets, whether a cached answer is fresh) are functions beside
@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+pub use crate::audit::AuditBackend;
 pub use crate::breakers::BreakersBackend;
 pub use crate::keys::KeysBackend;
 pub use crate::plugins::PluginsBackend;
@@ -17,9 +18,17 @@ pub use crate::responses::ResponsesBackend;
 pub use crate::workflows::WorkflowsBackend;
 
 /// One backend: plugins, workflows and breakers, every key under its
-/// tenant, the host's API keys, and the response cache that goes with them.
+/// tenant, the host's API keys and audit log, and the response cache that
+/// goes with them.
 pub trait StoreBackend:
-    PluginsBackend + WorkflowsBackend + BreakersBackend + KeysBackend + std::fmt::Debug + Send + Sync
+    PluginsBackend
+    + WorkflowsBackend
+    + BreakersBackend
+    + KeysBackend
+    + AuditBackend
+    + std::fmt::Debug
+    + Send
+    + Sync
 {
     /// Where it is, for messages: a file, a URL, `(memory)`.
     fn location(&self) -> String;

@@ -4,12 +4,14 @@
 //! tenant's plugins ([`plugins`]), registered workflows ([`workflows`]),
 //! circuit breaker states ([`breakers`]) and cached answers
 //! ([`responses`]); executions, with their event logs, are kept by an
-//! [`executions`] backend of their own. Every operation names its tenant
+//! [`executions`] backend of their own; a server keeps its API keys
+//! ([`keys`]) and audit log ([`audit`]) here too. Every operation names its tenant
 //! and every key starts with it. Two backends keep the same contract
 //! ([`conformance`] checks it): [`file`], the redb store file (the
 //! default), and [`memory`], for embedding and tests. Errors say where and
 //! what ([`StoreError`]), never which database library failed.
 
+pub mod audit;
 pub mod backend;
 pub mod breakers;
 pub mod conformance;
@@ -25,6 +27,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use audit::AuditEntry;
 pub use backend::StoreBackend;
 use breakers::BreakersBackend;
 use keys::ApiKeyRecord;
@@ -102,6 +105,14 @@ impl Store {
     /// If another process has it open, waits for it up to half a minute.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self::on(Arc::new(file::FileStore::open(path)?)))
+    }
+
+    /// Opens (or creates) the store file at `path` to keep it open for the
+    /// life of the process ([`file::FileStore::hold`]): for a server, whose
+    /// concurrent requests then share it. Other processes cannot open the
+    /// file until this one ends.
+    pub fn hold(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self::on(Arc::new(file::FileStore::hold(path)?)))
     }
 
     /// A store in memory ([`memory::MemoryStore`]): nothing survives the
@@ -249,5 +260,26 @@ impl Store {
     /// Revokes API key `id` at `at` (ms since the epoch).
     pub fn revoke_key(&self, id: &str, at: u64) -> Result<bool, StoreError> {
         self.backend.revoke_key(id, at)
+    }
+
+    /// Appends `entry` to its tenant's audit log; returns its number.
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
+        self.backend.append_audit(entry)
+    }
+
+    /// `tenant`'s audit entries numbered after `after`, oldest first, at
+    /// most `limit`.
+    pub fn audit(
+        &self,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        self.backend.audit(tenant, after, limit)
+    }
+
+    /// Removes audit entries made before `before` (ms since the epoch).
+    pub fn prune_audit(&self, before: u64) -> Result<usize, StoreError> {
+        self.backend.prune_audit(before)
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::StoreError;
+use crate::audit::{AuditBackend, AuditEntry};
 use crate::backend::{
     BreakersBackend, KeysBackend, PluginsBackend, ResponsesBackend, StoreBackend, WorkflowsBackend,
 };
@@ -45,6 +46,10 @@ struct State {
     answers: BTreeMap<Key2, CachedAnswer>,
     /// key id -> API key.
     api_keys: BTreeMap<String, ApiKeyRecord>,
+    /// (tenant, number) -> audit entry.
+    audit: BTreeMap<(String, u64), AuditEntry>,
+    /// tenant -> the last audit number given.
+    audit_numbers: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -276,6 +281,42 @@ impl KeysBackend for MemoryStore {
             }
             None => false,
         })
+    }
+}
+
+impl AuditBackend for MemoryStore {
+    fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let number = state.audit_numbers.entry(entry.tenant.clone()).or_default();
+        *number += 1;
+        let number = *number;
+        state
+            .audit
+            .insert((entry.tenant.clone(), number), entry.clone());
+        Ok(number)
+    }
+
+    fn audit(
+        &self,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        let state = self.state();
+        let from = (tenant.to_owned(), after.saturating_add(1));
+        Ok(state
+            .audit
+            .range(from..=(tenant.to_owned(), u64::MAX))
+            .take(limit)
+            .map(|((_, n), e)| (*n, e.clone()))
+            .collect())
+    }
+
+    fn prune_audit(&self, before: u64) -> Result<usize, StoreError> {
+        let mut state = self.state();
+        let kept = state.audit.len();
+        state.audit.retain(|_, e| e.at >= before);
+        Ok(kept - state.audit.len())
     }
 }
 

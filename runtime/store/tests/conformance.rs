@@ -42,3 +42,26 @@ fn the_redb_file_keeps_the_store_contract() {
 fn memory_keeps_the_store_contract() {
     store::run(&Store::in_memory);
 }
+
+#[test]
+fn the_held_redb_file_keeps_the_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = AtomicUsize::new(0);
+    store::run(&|| {
+        let n = made.fetch_add(1, Ordering::Relaxed);
+        Store::hold(&dir.path().join(n.to_string()).join("store.redb")).unwrap()
+    });
+}
+
+#[test]
+fn a_held_store_writes_breakers_through_itself() {
+    use orchestrator_core::fault::Breaker;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::hold(&dir.path().join("store.redb")).unwrap();
+    let log = store.breaker_log();
+    // The store is still open here: a log that reopened the file would
+    // wait for it and give up.
+    log.put_breaker("a", "plugin:d1", &Breaker::default())
+        .unwrap();
+    assert!(store.breakers("a").unwrap().contains_key("plugin:d1"));
+}

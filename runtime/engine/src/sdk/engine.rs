@@ -31,6 +31,8 @@ use orchestrator_store::executions::{ExecutionRecord, Executions, ExecutionsAt, 
 pub struct EngineBuilder {
     store: Option<PathBuf>,
     in_memory: bool,
+    /// Keep the store file open for the engine's life.
+    hold: bool,
     config: Option<Config>,
     tenant: TenantId,
     /// Refuse workflows that name `.wasm` files.
@@ -40,8 +42,11 @@ pub struct EngineBuilder {
 /// Where an engine keeps plugins and executions.
 #[derive(Debug, Clone)]
 pub(super) enum Keeping {
-    /// The store file, and execution files beside it.
+    /// The store file, opened for each use, and execution files beside it.
     Files(PathBuf),
+    /// The store file, open for the engine's life, and execution files
+    /// beside it.
+    Held(Store),
     /// Memory: nothing survives the process.
     Memory {
         store: Store,
@@ -53,6 +58,9 @@ impl Keeping {
     fn executions_at(&self) -> ExecutionsAt {
         match self {
             Self::Files(path) => ExecutionsAt::Beside(path.clone()),
+            Self::Held(store) => {
+                ExecutionsAt::Beside(store.file().expect("a held store is a file").to_owned())
+            }
             Self::Memory { executions, .. } => ExecutionsAt::Memory(executions.clone()),
         }
     }
@@ -65,7 +73,7 @@ impl Keeping {
     ) -> Result<T, ServiceError> {
         match self {
             Self::Files(path) => work(&Store::open(path)?),
-            Self::Memory { store, .. } => work(store),
+            Self::Held(store) | Self::Memory { store, .. } => work(store),
         }
     }
 
@@ -77,7 +85,9 @@ impl Keeping {
     ) -> Result<(), ServiceError> {
         match self {
             Self::Files(path) => drop(service::open_store(path, sandbox, tenant).await?),
-            Self::Memory { store, .. } => service::install_builtins(store, sandbox, tenant).await?,
+            Self::Held(store) | Self::Memory { store, .. } => {
+                service::install_builtins(store, sandbox, tenant).await?
+            }
         }
         Ok(())
     }
@@ -102,6 +112,25 @@ impl EngineBuilder {
             store: Some(path.into()),
             ..self
         }
+    }
+
+    /// Keeps the store file open for the engine's life instead of opening
+    /// it for each use: concurrent calls share it (a server's requests do
+    /// not take turns at the file), and no other process can open it
+    /// while the engine lives.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder()
+    ///     .store("/srv/orchestrator/store.redb")
+    ///     .hold_store()
+    ///     .build()
+    ///     .await?;
+    /// # let _ = engine;
+    /// # Ok(()) }
+    /// ```
+    pub fn hold_store(self) -> Self {
+        Self { hold: true, ..self }
     }
 
     /// Keeps plugins, executions, breakers and cached answers in memory
@@ -190,7 +219,15 @@ impl EngineBuilder {
                 executions: MemoryExecutions::new(),
             }
         } else {
-            Keeping::Files(self.store.unwrap_or_else(Store::default_path))
+            let path = self.store.unwrap_or_else(Store::default_path);
+            if self.hold {
+                let held = tokio::task::spawn_blocking(move || Store::hold(&path))
+                    .await
+                    .map_err(|e| ServiceError::Plugin(format!("a storage thread failed: {e}")))??;
+                Keeping::Held(held)
+            } else {
+                Keeping::Files(path)
+            }
         };
         let sandbox = Sandbox::with_options(config.capacity, ArtifactCache::from_env())?;
         keeping.install_builtins(&sandbox, &self.tenant).await?;
@@ -315,8 +352,23 @@ impl Engine {
     pub fn store_path(&self) -> Option<&Path> {
         match &self.keeping {
             Keeping::Files(path) => Some(path),
+            Keeping::Held(store) => store.file(),
             Keeping::Memory { .. } => None,
         }
+    }
+
+    /// The store: the one it holds ([`EngineBuilder::hold_store`]) or keeps
+    /// in memory, or else the file opened now, which other processes wait
+    /// for while the returned handle lives. Blocks.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// assert!(engine.store()?.plugins("default")?.iter().any(|p| p.name == "transform"));
+    /// # Ok(()) }
+    /// ```
+    pub fn store(&self) -> Result<Store, ServiceError> {
+        self.keeping.with_store(|store| Ok(store.clone()))
     }
 
     /// The tenant it works for.
@@ -626,6 +678,11 @@ impl Engine {
     pub async fn list(&self, filter: ListFilter) -> Result<Listing, ServiceError> {
         let executions = self.executions.clone();
         blocking(move || executions::list(&executions, &filter)).await
+    }
+
+    /// The tenant's executions.
+    pub(super) fn executions(&self) -> &Executions {
+        &self.executions
     }
 
     /// A runner with this engine's configuration and the breakers recorded

@@ -221,12 +221,73 @@ impl ExecutionHandle {
     /// # Ok(()) }
     /// ```
     pub async fn signal(&self, name: &str, payload: Value) -> Result<(), ServiceError> {
+        self.signal_once(name, payload, None).await
+    }
+
+    /// Sends signal `name` as [`ExecutionHandle::signal`] does, once per
+    /// `request_id`: sent again with the same id (a retry after a lost
+    /// answer), it is not recorded again.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let workflow = orchestrator_engine::Workflow::builder("approval")
+    /// #     .task(orchestrator_engine::Task::wait("approve", "go"))
+    /// #     .build()?;
+    /// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+    /// for _ in 0..2 {
+    ///     execution.signal_once("go", serde_json::json!(true), Some("req-7".into())).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal_once(
+        &self,
+        name: &str,
+        payload: Value,
+        request_id: Option<String>,
+    ) -> Result<(), ServiceError> {
         let name = name.to_owned();
         if let Some(log) = self.running.as_ref().and_then(|r| r.live()) {
-            return blocking(move || Ok(log.signal(&name, &payload)?)).await;
+            return blocking(move || {
+                Ok(log
+                    .signal_once(&name, &payload, request_id.as_deref())
+                    .map(drop)?)
+            })
+            .await;
         }
         let (executions, id) = (self.executions.clone(), self.id.clone());
-        blocking(move || executions::signal(&executions, &id, &name, &payload).map(|_| ())).await
+        blocking(move || {
+            executions::signal(&executions, &id, &name, &payload, request_id.as_deref()).map(drop)
+        })
+        .await
+    }
+
+    /// The events numbered `from` onwards, at most `limit` of them, as
+    /// committed now (see [`ExecutionHandle::events`] to follow them).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// # let engine = orchestrator_engine::Engine::builder().in_memory().build().await?;
+    /// # let workflow = orchestrator_engine::Workflow::builder("hi")
+    /// #     .task(orchestrator_engine::Task::new("a", "transform").with("script", "1"))
+    /// #     .build()?;
+    /// let execution = engine.start(&workflow, serde_json::json!({})).await?;
+    /// execution.wait().await?;
+    /// let first = execution.events_page(0, 2).await?;
+    /// assert_eq!(first[0].0, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn events_page(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, LogEvent)>, ServiceError> {
+        let events = self.status().await?.events;
+        Ok((0u64..)
+            .zip(events)
+            .skip(usize::try_from(from).unwrap_or(usize::MAX))
+            .take(limit)
+            .collect())
     }
 
     /// How it stands now: record, task states, events.

@@ -30,10 +30,12 @@
 
 mod engine;
 mod handle;
+mod letters;
 mod registry;
 mod workflow;
 
 pub use engine::{Engine, EngineBuilder, StartOptions, Started};
 pub use handle::{EventStream, ExecutionHandle};
+pub use letters::Letter;
 pub use registry::Install;
 pub use workflow::{Task, Workflow, WorkflowBuilder};

@@ -172,6 +172,34 @@ impl Engine {
         .await
     }
 
+    /// Version `version` of registered workflow `name` (`None`: its newest).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().build().await?;
+    /// let newest = engine.workflow("shout", None).await?;
+    /// let workflow = orchestrator_engine::Workflow::from_text(&newest.source, "shout")?;
+    /// # let _ = workflow;
+    /// # Ok(()) }
+    /// ```
+    pub async fn workflow(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<StoredWorkflow, ServiceError> {
+        self.workflows()
+            .await?
+            .into_iter()
+            .filter(|w| w.name == name && version.is_none_or(|v| w.version == v))
+            .max_by_key(|w| w.version)
+            .ok_or_else(|| {
+                ServiceError::NotFound(match version {
+                    Some(v) => format!("no workflow `{name}@{v}` is registered"),
+                    None => format!("no workflow `{name}` is registered"),
+                })
+            })
+    }
+
     /// Checks workflow text sent by a caller against this tenant's plugins
     /// and workflows, as `runtime validate` checks a file: its name and
     /// how many tasks it has, or every problem with its line and column.

@@ -47,6 +47,10 @@ pub enum ServiceError {
     /// The tenant has spent what its quota allows this period.
     #[error("{0}")]
     Quota(String),
+    /// What was asked for does not exist (a registered workflow, a dead
+    /// letter).
+    #[error("{0}")]
+    NotFound(String),
     /// What was asked conflicts with what exists: an execution id taken by
     /// a start with another workflow or other inputs.
     #[error("{0}")]

@@ -297,8 +297,20 @@ fn signals_and_waits(backend: &Backend) {
     );
     assert!(log.events().unwrap().iter().any(|e| matches!(
         &e.kind,
-        EventKind::SignalReceived { signal } if signal == "approve"
+        EventKind::SignalReceived { signal, .. } if signal == "approve"
     )));
+    // A sender's retry with the same request id is recorded once.
+    let received = |log: &crate::executions::ExecutionLog| {
+        log.events()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(&e.kind, EventKind::SignalReceived { .. }))
+            .count()
+    };
+    assert!(log.signal_once("more", &json!(1), Some("r-1")).unwrap());
+    assert!(!log.signal_once("more", &json!(1), Some("r-1")).unwrap());
+    assert!(log.signal_once("more", &json!(2), Some("r-2")).unwrap());
+    assert_eq!(received(&log), 3);
 }
 
 fn dead_letters_replay_and_purge(backend: &Backend) {

@@ -33,6 +33,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         "api_keys_are_kept_and_revoked",
         api_keys_are_kept_and_revoked,
     ),
+    (
+        "audit_entries_are_numbered_per_tenant",
+        audit_entries_are_numbered_per_tenant,
+    ),
 ];
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -326,4 +330,49 @@ fn api_keys_are_kept_and_revoked(fresh: &dyn Fn() -> Store) {
     );
     assert!(!store.revoke_key("k2", 5).unwrap());
     assert_eq!(store.keys().unwrap().len(), 1);
+}
+
+fn audit_entries_are_numbered_per_tenant(fresh: &dyn Fn() -> Store) {
+    let store = fresh();
+    let entry = |tenant: &str, at: u64, rpc: &str| crate::audit::AuditEntry {
+        at,
+        tenant: tenant.into(),
+        key_id: "k1".into(),
+        role: "operator".into(),
+        rpc: rpc.into(),
+        target: "e1".into(),
+        outcome: "OK".into(),
+        detail: String::new(),
+    };
+    assert_eq!(store.append_audit(&entry("a", 10, "Start")).unwrap(), 1);
+    assert_eq!(store.append_audit(&entry("b", 11, "Start")).unwrap(), 1);
+    assert_eq!(store.append_audit(&entry("a", 20, "Cancel")).unwrap(), 2);
+    assert_eq!(store.append_audit(&entry("", 21, "List")).unwrap(), 1);
+    assert_eq!(store.append_audit(&entry("a", 30, "Signal")).unwrap(), 3);
+    let a = store.audit("a", 0, 10).unwrap();
+    let rpcs: Vec<_> = a.iter().map(|(n, e)| (*n, e.rpc.as_str())).collect();
+    assert_eq!(rpcs, [(1, "Start"), (2, "Cancel"), (3, "Signal")]);
+    assert_eq!(a[0].1, entry("a", 10, "Start"));
+    assert_eq!(store.audit("a", 1, 1).unwrap()[0].0, 2, "a page after 1");
+    assert_eq!(store.audit("b", 0, 10).unwrap().len(), 1, "tenants apart");
+    assert_eq!(store.audit("", 0, 10).unwrap()[0].1.rpc, "List");
+    assert_eq!(store.prune_audit(21).unwrap(), 3, "made before 21");
+    let left: Vec<_> = store
+        .audit("a", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(left, [3]);
+    assert_eq!(
+        store.append_audit(&entry("a", 40, "Purge")).unwrap(),
+        4,
+        "numbers are not reused"
+    );
+    assert_eq!(store.prune_audit(u64::MAX).unwrap(), 3);
+    assert_eq!(
+        store.append_audit(&entry("b", 50, "Purge")).unwrap(),
+        2,
+        "not even when every entry was pruned"
+    );
 }

@@ -261,11 +261,39 @@ impl ExecutionLog {
 
     /// Records a signal (durably) and wakes the waits for it.
     pub fn signal(&self, name: &str, payload: &Value) -> Result<(), ExecutionError> {
+        self.signal_once(name, payload, None).map(drop)
+    }
+
+    /// Records a signal as [`ExecutionLog::signal`] does, unless one with
+    /// the same `request_id` was recorded already (a sender's retry): then
+    /// records nothing and returns `false`.
+    pub fn signal_once(
+        &self,
+        name: &str,
+        payload: &Value,
+        request_id: Option<&str>,
+    ) -> Result<bool, ExecutionError> {
+        let mut seen: Result<bool, ExecutionError> = Ok(false);
         self.write(|mut events| {
+            // Looked up under the write lock: two retries racing record once.
+            if let Some(request) = request_id {
+                seen = self.events().map(|kept| {
+                    kept.iter().any(|e| {
+                        matches!(&e.kind, EventKind::SignalReceived { request_id: Some(r), .. } if r == request)
+                    })
+                });
+                if !matches!(seen, Ok(false)) {
+                    return Change {
+                        events,
+                        ..Change::default()
+                    };
+                }
+            }
             events.push(LogEvent {
                 at: now_ms(),
                 kind: EventKind::SignalReceived {
                     signal: name.to_owned(),
+                    request_id: request_id.map(str::to_owned),
                 },
             });
             Change {
@@ -274,8 +302,11 @@ impl ExecutionLog {
                 ..Change::default()
             }
         })?;
+        if seen? {
+            return Ok(false);
+        }
         self.signalled.notify_waiters();
-        Ok(())
+        Ok(true)
     }
 
     /// The payload of signal `name`, if it was recorded.

@@ -236,6 +236,10 @@ pub enum EventKind {
     SignalReceived {
         /// Its name.
         signal: String,
+        /// The id the sender gave the request: a signal sent again with
+        /// the same one is not recorded again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
     /// The execution ended.
     ExecutionFinished {

@@ -3,9 +3,12 @@
 //! `docs/storage.md`), and the response cache in a file of its own beside
 //! it. A `meta` table records the file's format version: a file written by
 //! a newer release is refused rather than misread. redb lets one process
-//! hold a file at a time, so a process opens the store for what it does
-//! and closes it; another waits for it up to half a minute.
+//! hold a file at a time, so a short-lived process opens the store for
+//! what it does and closes it (another waits for it up to half a minute),
+//! and a server holds it for its life ([`FileStore::hold`]), so that its
+//! concurrent requests share one open database instead of taking turns.
 
+mod audit;
 mod breakers;
 mod keys;
 mod plugins;
@@ -29,10 +32,14 @@ const FORMAT_KEY: &str = "format_version";
 /// How long to wait for another process that has the file open.
 const OPEN_PATIENCE: Duration = Duration::from_secs(30);
 
-/// The open store file.
+/// The open store file. Clones share the open database.
+#[derive(Clone)]
 pub struct FileStore {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
+    /// Whether this process keeps the file open for its life: then the
+    /// breakers of a run are written through it, not by reopening it.
+    held: bool,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -77,11 +84,23 @@ impl FileStore {
             }
         };
         let store = Self {
-            db,
+            db: Arc::new(db),
             path: path.to_owned(),
+            held: false,
         };
         store.check_format()?;
         Ok(store)
+    }
+
+    /// Opens the store at `path` as [`FileStore::open`] does, to keep it
+    /// open for the life of the process: every clone, breaker log
+    /// included, uses this one open database, and other processes cannot
+    /// open the file meanwhile.
+    pub fn hold(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            held: true,
+            ..Self::open(path)?
+        })
     }
 
     fn check_format(&self) -> Result<(), StoreError> {
@@ -151,7 +170,11 @@ impl StoreBackend for FileStore {
     }
 
     fn breaker_log(&self) -> Arc<dyn BreakersBackend> {
-        Arc::new(FileBreakerLog::new(&self.path))
+        if self.held {
+            Arc::new(self.clone())
+        } else {
+            Arc::new(FileBreakerLog::new(&self.path))
+        }
     }
 
     fn responses(&self) -> Arc<dyn ResponsesBackend> {
