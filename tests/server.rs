@@ -1003,6 +1003,38 @@ async fn the_audit_log_keeps_each_tenants_changes_and_refusals() {
                 && e.outcome == "PERMISSION_DENIED"),
         "{own:?}"
     );
+    // `runtime audit` asks the running server, and reads the store of a
+    // stopped one: the same entries.
+    let dir = server._dir.as_ref().unwrap().path().to_owned();
+    let acme_admin_key = server.key("acme", "admin").await;
+    let cli = |args: &[&str]| {
+        let out = common::cli(&dir).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let remote = cli(&[
+        "audit",
+        "--server",
+        &server.url,
+        "--api-key",
+        &acme_admin_key,
+    ]);
+    assert!(
+        remote.contains("orchestrator.v1.Executions/Start audited OK"),
+        "{remote}"
+    );
+    let mut server = server;
+    assert!(server.terminate().success());
+    let local = cli(&["audit", "--tenant", "acme"]);
+    assert_eq!(local, remote);
+    let json = cli(&["audit", "--tenant", "acme", "--json", "--limit", "1"]);
+    let first: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(first["number"], 1);
+    assert_eq!(first["tenant"], "acme");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
