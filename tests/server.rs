@@ -1037,6 +1037,432 @@ async fn the_audit_log_keeps_each_tenants_changes_and_refusals() {
     assert_eq!(first["tenant"], "acme");
 }
 
+/// The test guest, installed as `name` with `grants`, in chunks.
+fn guest_chunks(name: &str, grants: pb::Grants) -> Vec<pb::InstallChunk> {
+    let bytes = std::fs::read(env!("TEST_GUEST_WASM")).unwrap();
+    let mut chunks = vec![pb::InstallChunk {
+        header: Some(pb::InstallHeader {
+            name: name.into(),
+            version: "1.0.0".into(),
+            grants: Some(grants),
+        }),
+        data: Vec::new(),
+    }];
+    chunks.extend(bytes.chunks(1 << 20).map(|data| pb::InstallChunk {
+        header: None,
+        data: data.to_vec(),
+    }));
+    chunks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_rpc_reaches_another_tenants_data() {
+    let server = Server::start();
+    let acme = server.client(&server.key("acme", "admin").await).await;
+    // Globex calls with an admin key: every RPC is permitted to it.
+    let globex = server.client(&server.key("globex", "admin").await).await;
+
+    // Acme's things: a waiting execution, a failed one with a dead letter,
+    // a plugin, a registered workflow, keys, audit entries.
+    let acme_grants = pb::Grants {
+        http_hosts: vec!["api.acme.example".into()],
+        ..pb::Grants::default()
+    };
+    acme.plugins()
+        .install(tokio_stream::iter(guest_chunks(
+            "guest",
+            acme_grants.clone(),
+        )))
+        .await
+        .unwrap();
+    acme.workflows()
+        .register(pb::RegisterRequest {
+            text: WAITING.into(),
+            label: String::new(),
+        })
+        .await
+        .unwrap();
+    acme.executions()
+        .start(start(WAITING, "a-wait"))
+        .await
+        .unwrap();
+    acme.executions()
+        .start(start(BROKEN, "a-broken"))
+        .await
+        .unwrap();
+    acme.executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: "a-broken".into(),
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap();
+    let acme_key_id = acme
+        .admin()
+        .list_api_keys(pb::ListApiKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys[0]
+        .key_id
+        .clone();
+    let acme_ids = ["a-wait", "a-broken"];
+
+    let ex = || globex.executions();
+    let not_found = |result: Result<(), tonic::Status>, rpc: &str| {
+        let status = result.expect_err(rpc);
+        assert!(
+            matches!(status.code(), Code::NotFound | Code::PermissionDenied),
+            "{rpc}: {status:?}"
+        );
+    };
+    for (rpc, _) in PERMISSIONS {
+        let rpc = *rpc;
+        match rpc.trim_start_matches("orchestrator.v1.") {
+            "Executions/Start" => {
+                // Acme's registered workflow is not globex's; the same
+                // execution id is globex's own, not acme's.
+                let by_name = ex()
+                    .start(pb::StartRequest {
+                        workflow: "approval".into(),
+                        ..pb::StartRequest::default()
+                    })
+                    .await
+                    .map(drop);
+                not_found(by_name, rpc);
+                let own = ex()
+                    .start(start(BROKEN, "a-wait"))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(own.created, "a start saw acme's execution");
+            }
+            "Executions/Get" => {
+                let r = ex()
+                    .get(pb::GetRequest {
+                        execution_id: "a-broken".into(),
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Executions/List" => {
+                let listed = ex()
+                    .list(pb::ListRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(
+                    listed.executions.iter().all(|e| e.workflow != "approval"),
+                    "{listed:?}"
+                );
+            }
+            "Executions/Watch" => {
+                let r = ex()
+                    .watch(pb::WatchRequest {
+                        execution_id: "a-broken".into(),
+                        from: 0,
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Executions/AwaitResult" => {
+                let r = ex()
+                    .await_result(pb::AwaitRequest {
+                        execution_id: "a-broken".into(),
+                        timeout_ms: 1,
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Executions/Signal" => {
+                let r = ex()
+                    .signal(pb::SignalRequest {
+                        execution_id: "a-broken".into(),
+                        name: "go".into(),
+                        ..pb::SignalRequest::default()
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Executions/Cancel" => {
+                let r = ex()
+                    .cancel(pb::CancelRequest {
+                        execution_id: "a-broken".into(),
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Executions/GetEvents" => {
+                let r = ex()
+                    .get_events(pb::GetEventsRequest {
+                        execution_id: "a-broken".into(),
+                        ..pb::GetEventsRequest::default()
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Executions/Resume" => {
+                let r = ex()
+                    .resume(pb::ResumeRequest {
+                        execution_id: "a-broken".into(),
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Executions/ListDeadLetters" => {
+                let listed = ex()
+                    .list_dead_letters(pb::ListDeadLettersRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(
+                    listed
+                        .dead_letters
+                        .iter()
+                        .all(|l| !l.id.starts_with("a-broken")),
+                    "{listed:?}"
+                );
+            }
+            "Executions/ReplayDeadLetter" => {
+                let r = ex()
+                    .replay_dead_letter(pb::ReplayDeadLetterRequest {
+                        id: "a-broken/check".into(),
+                        input_json: String::new(),
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Executions/Purge" => {
+                let r = ex()
+                    .purge(pb::PurgeRequest {
+                        ids: vec!["a-broken/check".into()],
+                        all: false,
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+                // `all` is all of the caller's own.
+                ex().purge(pb::PurgeRequest {
+                    ids: Vec::new(),
+                    all: true,
+                })
+                .await
+                .unwrap();
+            }
+            "Plugins/Install" => {
+                // Globex's own `guest`, with other grants: acme's stays.
+                globex
+                    .plugins()
+                    .install(tokio_stream::iter(guest_chunks(
+                        "guest",
+                        pb::Grants::default(),
+                    )))
+                    .await
+                    .unwrap();
+            }
+            "Plugins/List" => {
+                let listed = globex
+                    .plugins()
+                    .list(pb::ListPluginsRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
+                for p in &listed.plugins {
+                    let granted = p.granted.clone().unwrap_or_default();
+                    assert!(
+                        !granted.http_hosts.contains(&"api.acme.example".into()),
+                        "{p:?}"
+                    );
+                }
+            }
+            "Plugins/Get" => {
+                // Before globex installs its own, acme's is unknown to it;
+                // afterwards it sees its own grants, not acme's.
+                if let Ok(p) = globex
+                    .plugins()
+                    .get(pb::GetPluginRequest {
+                        plugin: "guest".into(),
+                    })
+                    .await
+                {
+                    let granted = p.into_inner().granted.unwrap_or_default();
+                    assert!(granted.http_hosts.is_empty(), "{granted:?}");
+                }
+            }
+            "Plugins/Grant" => {
+                let r = globex
+                    .plugins()
+                    .grant(pb::GrantRequest {
+                        plugin: "nothing-of-globex".into(),
+                        grants: Some(pb::Grants::default()),
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Plugins/Remove" => {
+                // Removes globex's own `guest`, if it installed one.
+                let _ = globex
+                    .plugins()
+                    .remove(pb::RemovePluginRequest {
+                        plugin: "guest@1.0.0".into(),
+                    })
+                    .await;
+            }
+            "Workflows/Register" => {
+                let text = WAITING.replace("tasks:", "# globex's\ntasks:");
+                let registered = globex
+                    .workflows()
+                    .register(pb::RegisterRequest {
+                        text,
+                        label: String::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(registered.version, 1, "acme's versions are not globex's");
+            }
+            "Workflows/List" => {
+                let listed = globex
+                    .workflows()
+                    .list(pb::ListWorkflowsRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(listed.workflows.len() <= 1, "{listed:?}");
+            }
+            "Workflows/Get" => {
+                if let Ok(got) = globex
+                    .workflows()
+                    .get(pb::GetWorkflowRequest {
+                        name: "approval".into(),
+                        version: 0,
+                    })
+                    .await
+                {
+                    assert!(got.into_inner().text.contains("globex's"));
+                }
+            }
+            "Workflows/Validate" => {
+                let text = "name: p\ntasks:\n  - { id: c, uses: 'workflow:approval@9' }\n";
+                let r = globex
+                    .workflows()
+                    .validate(pb::ValidateRequest {
+                        text: text.into(),
+                        label: String::new(),
+                    })
+                    .await;
+                assert_eq!(r.unwrap_err().code(), Code::InvalidArgument);
+            }
+            "Admin/CreateApiKey" => {
+                let r = globex
+                    .admin()
+                    .create_api_key(pb::CreateApiKeyRequest {
+                        tenant: "acme".into(),
+                        role: "admin".into(),
+                        name: "takeover".into(),
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Admin/ListApiKeys" => {
+                let r = globex
+                    .admin()
+                    .list_api_keys(pb::ListApiKeysRequest {
+                        tenant: "acme".into(),
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+                let own = globex
+                    .admin()
+                    .list_api_keys(pb::ListApiKeysRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(own.keys.iter().all(|k| k.tenant == "globex"), "{own:?}");
+            }
+            "Admin/RevokeApiKey" => {
+                let r = globex
+                    .admin()
+                    .revoke_api_key(pb::RevokeApiKeyRequest {
+                        key_id: acme_key_id.clone(),
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Admin/ListAudit" => {
+                let r = globex
+                    .admin()
+                    .list_audit(pb::ListAuditRequest {
+                        tenant: "acme".into(),
+                        ..pb::ListAuditRequest::default()
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+                let own = globex
+                    .admin()
+                    .list_audit(pb::ListAuditRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(own.entries.iter().all(|e| e.tenant == "globex"), "{own:?}");
+            }
+            other => panic!("the test does not try {other} across tenants"),
+        }
+    }
+
+    // Acme's things are as they were.
+    for id in acme_ids {
+        acme.executions()
+            .get(pb::GetRequest {
+                execution_id: id.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let waiting = acme
+        .executions()
+        .get(pb::GetRequest {
+            execution_id: "a-wait".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(waiting.status, "running");
+    let letters = acme
+        .executions()
+        .list_dead_letters(pb::ListDeadLettersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(letters.dead_letters.len(), 1);
+    let plugin = acme
+        .plugins()
+        .get(pb::GetPluginRequest {
+            plugin: "guest".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plugin.granted.unwrap().http_hosts, acme_grants.http_hosts);
+    let workflows = acme
+        .workflows()
+        .list(pb::ListWorkflowsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(workflows.workflows.len(), 1);
+    let keys = acme
+        .admin()
+        .list_api_keys(pb::ListApiKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        keys.keys
+            .iter()
+            .all(|k| k.revoked_at_ms == 0 && k.tenant == "acme")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_checks_the_key_and_the_role() {
     let server = Server::start();
