@@ -1464,6 +1464,43 @@ async fn no_rpc_reaches_another_tenants_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_and_awaits_all_answer() {
+    // Many clients starting and awaiting at once: every await answers with
+    // the result, also when it asks just as its run lets the file go.
+    let server = Server::start();
+    let key = server.key("busy", "operator").await;
+    let flow = "name: small\ntasks:\n  - { id: add, uses: transform, with: { script: '1 + 1' } }\noutputs:\n  sum: ${{ tasks.add.output }}\n";
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let client = server.client(&key).await;
+        clients.push(tokio::spawn(async move {
+            for _ in 0..4 {
+                let id = client
+                    .executions()
+                    .start(start(flow, ""))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .execution_id;
+                let done = client
+                    .executions()
+                    .await_result(pb::AwaitRequest {
+                        execution_id: id,
+                        timeout_ms: 60_000,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(done.outputs_json, r#"{"sum":2}"#, "{done:?}");
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_checks_the_key_and_the_role() {
     let server = Server::start();
     let mut keys = Vec::new();

@@ -162,19 +162,33 @@ fn owner_socket(executions: &Executions, id: &str) -> Result<std::path::PathBuf,
     })
 }
 
+/// How long [`view`] keeps trying an execution whose owner is finishing:
+/// its control socket is gone a moment before its file is let go.
+const FINISHING: Duration = Duration::from_secs(2);
+
 /// What is known of execution `id` now.
 pub fn view(executions: &Executions, id: &str) -> Result<ExecutionView, ServiceError> {
-    let (snapshot, live) = match executions.read(id) {
-        Ok(log) => (
-            control::snapshot(&log).map_err(ServiceError::Plugin)?,
-            false,
-        ),
-        Err(ExecutionError::Busy(_)) => (
-            control::request(&owner_socket(executions, id)?, "status")
-                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?,
-            true,
-        ),
-        Err(e) => return Err(e.into()),
+    let began = std::time::Instant::now();
+    let (snapshot, live) = loop {
+        match executions.read(id) {
+            Ok(log) => {
+                break (
+                    control::snapshot(&log).map_err(ServiceError::Plugin)?,
+                    false,
+                );
+            }
+            Err(ExecutionError::Busy(_)) => {
+                match control::request(&owner_socket(executions, id)?, "status") {
+                    Ok(snapshot) => break (snapshot, true),
+                    // The owner is letting the file go: read it again.
+                    Err(_) if began.elapsed() < FINISHING => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(ServiceError::Plugin(format!("execution `{id}`: {e}"))),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     let bad = |e: serde_json::Error| ServiceError::Plugin(format!("execution `{id}`: {e}"));
     Ok(ExecutionView {
