@@ -9,6 +9,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 
 use orchestrator_host_api::client::Client;
 use orchestrator_host_api::pb;
@@ -21,6 +22,8 @@ struct Server {
     child: Child,
     url: String,
     admin_key: String,
+    /// What it wrote to stderr after it started serving.
+    log: Arc<Mutex<Vec<String>>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -35,8 +38,14 @@ impl Server {
     /// A server on the store in `dir`; `admin_key` is the key an earlier
     /// start printed (a later one prints none).
     fn start_in(dir: &std::path::Path, admin_key: Option<String>) -> Self {
+        Self::start_with(dir, admin_key, &[])
+    }
+
+    /// The same, with more arguments for `runtime serve`.
+    fn start_with(dir: &std::path::Path, admin_key: Option<String>, args: &[&str]) -> Self {
         let mut child = common::cli(dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -53,11 +62,19 @@ impl Server {
                 url = Some(address.to_owned());
             }
         }
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in stderr.lines() {
+                let Ok(line) = line else { return };
+                kept.lock().unwrap().push(line);
+            }
+        });
         Self {
             child,
             url: url.unwrap(),
             admin_key: admin_key.expect("a first start prints an admin key"),
+            log,
             _dir: None,
         }
     }
@@ -1498,6 +1515,129 @@ async fn concurrent_starts_and_awaits_all_answer() {
     for client in clients {
         client.await.unwrap();
     }
+}
+
+/// A certificate authority and a server certificate it signed for
+/// `localhost` and 127.0.0.1, written to `dir`: the CA's PEM.
+fn certificates(dir: &std::path::Path) -> String {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    ca.pem()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_speaks_tls_and_plaintext_only_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certificates(dir.path());
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let server = Server::start_with(
+        dir.path(),
+        None,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+
+    // A client that trusts the CA is served.
+    let client = Client::connect_with(&server.url, &server.admin_key, Some(ca.as_bytes()))
+        .await
+        .unwrap();
+    let keys = client
+        .admin()
+        .list_api_keys(pb::ListApiKeysRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(keys.into_inner().keys.len(), 1);
+
+    // One that trusts another CA, or speaks plaintext, is not.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = certificates(elsewhere.path());
+    let refused =
+        match Client::connect_with(&server.url, &server.admin_key, Some(other.as_bytes())).await {
+            Err(_) => true,
+            Ok(client) => client
+                .admin()
+                .list_api_keys(pb::ListApiKeysRequest::default())
+                .await
+                .is_err(),
+        };
+    assert!(
+        refused,
+        "a certificate the client does not trust was accepted"
+    );
+    let plain = server.url.replace("https://", "http://");
+    let refused = match Client::connect(&plain, &server.admin_key).await {
+        Err(_) => true,
+        Ok(client) => client
+            .admin()
+            .list_api_keys(pb::ListApiKeysRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "plaintext was answered on the TLS port");
+
+    // Without TLS, only loopback, unless plaintext is allowed outright.
+    let out = common::cli(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("loopback only") && stderr.contains("--tls-cert"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_is_logged_under_its_request_id_and_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), None, &["--log-format", "json"]);
+    let viewer = server.client(&server.key("acme", "viewer").await).await;
+    let mut request = tonic::Request::new(start(WAITING, ""));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-7f3a".parse().unwrap());
+    let refused = viewer.executions().start(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let mut found = None;
+    for _ in 0..100 {
+        found = server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("req-7f3a"))
+            .cloned();
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let line = found.expect("a log line with the request id");
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let span = &record["span"];
+    assert_eq!(span["name"], "rpc", "{line}");
+    assert_eq!(span["request_id"], "req-7f3a", "{line}");
+    assert_eq!(span["tenant"], "acme", "{line}");
+    assert_eq!(span["rpc"], "/orchestrator.v1.Executions/Start", "{line}");
+    assert_eq!(record["fields"]["message"], "refused", "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use crate::pb::admin_client::AdminClient;
@@ -35,11 +35,29 @@ pub struct Client {
 impl Client {
     /// Connects to `url` (`http://127.0.0.1:7233`) with API key `key`.
     pub async fn connect(url: &str, key: &str) -> Result<Self, String> {
+        Self::connect_with(url, key, None).await
+    }
+
+    /// Connects to `url` with API key `key`; an `https://` URL is checked
+    /// against the certificate authority `ca` (PEM), which must be given.
+    pub async fn connect_with(url: &str, key: &str, ca: Option<&[u8]>) -> Result<Self, String> {
         let key = format!("Bearer {key}")
             .parse()
             .map_err(|_| "the API key holds characters a header cannot".to_owned())?;
-        let channel = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("`{url}` is not a server address: {e}"))?
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| format!("`{url}` is not a server address: {e}"))?;
+        if url.starts_with("https://") {
+            let ca = ca.ok_or_else(|| {
+                format!(
+                    "`{url}` speaks TLS: give the certificate authority that signed its certificate"
+                )
+            })?;
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("TLS for {url}: {e}"))?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .map_err(|e| format!("cannot reach {url}: {e}"))?;

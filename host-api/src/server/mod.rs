@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+mod connections;
 pub mod executions;
 pub mod plugins;
 mod status;
@@ -31,6 +32,25 @@ use auth::{KeyRing, Principal, Role};
 use orchestrator_engine::config::Config;
 use orchestrator_engine::tenant::TenantId;
 use orchestrator_engine::{Engine, service::ServiceError};
+
+/// The largest request message, plugin uploads apart (`Plugins/Install`
+/// takes up to [`plugins::MAX_COMPONENT_BYTES`] in chunks).
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+
+/// Connections held open at once; more are closed as they come.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Calls in flight on one connection (HTTP/2 streams).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// The server's certificate chain and private key, PEM.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The certificate chain.
+    pub cert: Vec<u8>,
+    /// Its private key.
+    pub key: Vec<u8>,
+}
 
 /// What the server runs with.
 #[derive(Debug)]
@@ -129,12 +149,14 @@ impl Host {
     /// one that exists.
     pub async fn authorize<T>(&self, request: &Request<T>, rpc: &str) -> Result<Principal, Status> {
         let who = self.keys.authorize(request.metadata(), rpc);
+        let span = tracing::Span::current();
         match &who {
             Ok(who) => {
-                tracing::debug!(rpc, tenant = %who.tenant.as_str(), key = %who.key_id, "authorized")
+                span.record("tenant", tracing::field::display(who.tenant.as_str()));
+                span.record("key", tracing::field::display(&who.key_id));
+                tracing::debug!("authorized");
             }
             Err(refused) => {
-                tracing::info!(rpc, code = ?refused.code(), "refused");
                 let caller = match self.keys.claimed(request.metadata()) {
                     Some(key) => Caller {
                         tenant: key.tenant,
@@ -143,6 +165,9 @@ impl Host {
                     },
                     None => Caller::default(),
                 };
+                span.record("tenant", tracing::field::display(&caller.tenant));
+                span.record("key", tracing::field::display(&caller.key_id));
+                tracing::info!(code = ?refused.code(), "refused");
                 self.audit.record(caller, rpc, "", Err(refused)).await;
             }
         }
@@ -188,10 +213,41 @@ impl Host {
     }
 }
 
-/// Serves `host` on `listener` until `shutdown` resolves.
+/// The span of one call: its RPC, the caller's request id (the
+/// `x-request-id` header, or one made up), and the tenant and key once the
+/// call is authenticated ([`Host::authorize`] records them).
+fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map_or_else(made_up_request_id, str::to_owned);
+    tracing::info_span!(
+        "rpc",
+        rpc = %request.uri().path(),
+        request_id = %request_id,
+        tenant = tracing::field::Empty,
+        key = tracing::field::Empty,
+    )
+}
+
+/// A request id for a call that brought none.
+fn made_up_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    format!("{started:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Serves `host` on `listener` until `shutdown` resolves, over TLS when
+/// `tls` is given.
 pub async fn serve(
     host: Arc<Host>,
     listener: TcpListener,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -212,29 +268,44 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServiceError::Plugin(format!("reflection: {e}")))?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let incoming = connections::limited(listener, MAX_CONNECTIONS);
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .trace_fn(rpc_span);
+    if let Some(tls) = tls {
+        let identity = tonic::transport::Identity::from_pem(tls.cert, tls.key);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServiceError::Inputs(format!("the TLS certificate or key: {e}")))?;
+    }
+    builder
         .add_service(health)
         .add_service(reflection)
-        .add_service(pb::executions_server::ExecutionsServer::new(
-            executions::ExecutionsService {
+        .add_service(
+            pb::executions_server::ExecutionsServer::new(executions::ExecutionsService {
                 host: Arc::clone(&host),
-            },
-        ))
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .add_service(
             pb::plugins_server::PluginsServer::new(plugins::PluginsService {
                 host: Arc::clone(&host),
             })
             .max_decoding_message_size(plugins::MAX_COMPONENT_BYTES),
         )
-        .add_service(pb::workflows_server::WorkflowsServer::new(
-            workflows::WorkflowsService {
+        .add_service(
+            pb::workflows_server::WorkflowsServer::new(workflows::WorkflowsService {
                 host: Arc::clone(&host),
-            },
-        ))
-        .add_service(pb::admin_server::AdminServer::new(admin::AdminService {
-            host,
-        }))
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::admin_server::AdminServer::new(admin::AdminService { host })
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| ServiceError::Plugin(format!("the server stopped: {e}")))

@@ -188,14 +188,7 @@ pub enum Command {
     /// Serves the control API (gRPC, with health and reflection) for many
     /// tenants: `runtime serve --listen 127.0.0.1:7233`. On its first start
     /// it prints an admin API key.
-    Serve {
-        /// The address to listen on (loopback only; port 0 picks a free one).
-        #[arg(long, default_value = "127.0.0.1:7233")]
-        listen: std::net::SocketAddr,
-        /// Days the audit log keeps an entry.
-        #[arg(long, default_value_t = 90, value_name = "DAYS")]
-        audit_days: u32,
-    },
+    Serve(serve::ServeArgs),
     /// Lists the control API's audit log: calls that changed something and
     /// refused calls, of the tenant (`--tenant`), oldest first.
     Audit(audit::AuditArgs),
@@ -348,7 +341,7 @@ pub fn main() -> ExitCode {
         Command::Gc { older_than } => executions::gc(&ctx, older_than),
         Command::Dlq { command } => dlq::dlq(&ctx, command),
         Command::Breakers { json } => plugins::breakers(&ctx, json),
-        Command::Serve { listen, audit_days } => serve::serve(ctx, listen, audit_days),
+        Command::Serve(args) => serve::serve(ctx, args),
         Command::Audit(args) => audit::audit(&ctx, args),
         Command::Workflows { command } => workflows::workflows(&ctx, command),
         Command::Install(args) => plugins::install(&ctx, args),

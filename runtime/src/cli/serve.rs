@@ -1,24 +1,59 @@
 //! `runtime serve`: the control API on a port (`orchestrator-host-api`).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Context;
 use orchestrator_engine::service::ServiceError;
-use orchestrator_host_api::server::{self, Host, ServerOptions};
+use orchestrator_host_api::server::{self, Host, ServerOptions, Tls};
 
-pub(super) fn serve(
-    ctx: Context,
+/// How `runtime serve` listens.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The address to listen on (port 0 picks a free one). Without TLS,
+    /// loopback only unless `--allow-plaintext`.
+    #[arg(long, default_value = "127.0.0.1:7233")]
     listen: SocketAddr,
+    /// The server's TLS certificate chain, PEM (with `--tls-key`).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert`, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Listen without TLS on an address other than loopback: API keys
+    /// then cross the network in the clear.
+    #[arg(long)]
+    allow_plaintext: bool,
+    /// Days the audit log keeps an entry.
+    #[arg(long, default_value_t = 90, value_name = "DAYS")]
     audit_days: u32,
-) -> Result<ExitCode, ServiceError> {
-    if !listen.ip().is_loopback() {
+}
+
+/// Reads a PEM file named by `flag`.
+fn pem(flag: &str, path: &Path) -> Result<Vec<u8>, ServiceError> {
+    std::fs::read(path).map_err(|e| {
+        ServiceError::Inputs(format!("`{flag} {}`: cannot read it: {e}", path.display()))
+    })
+}
+
+pub(super) fn serve(ctx: Context, args: ServeArgs) -> Result<ExitCode, ServiceError> {
+    let listen = args.listen;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls {
+            cert: pem("--tls-cert", cert)?,
+            key: pem("--tls-key", key)?,
+        }),
+        _ => None,
+    };
+    if tls.is_none() && !listen.ip().is_loopback() && !args.allow_plaintext {
         return Err(ServiceError::Inputs(format!(
-            "`--listen {listen}`: the server speaks plaintext, so it listens on loopback only (127.0.0.1 or ::1); TLS is not available yet"
+            "`--listen {listen}`: without TLS the server listens on loopback only (127.0.0.1 or ::1); give --tls-cert and --tls-key, or --allow-plaintext to send API keys in the clear"
         )));
     }
+    let audit_days = args.audit_days;
     let config = ctx.config.map_err(ServiceError::Plugin)?;
     let store = ctx.store_path;
     ctx.tokio.block_on(async move {
@@ -47,8 +82,9 @@ pub(super) fn serve(
         let address = listener
             .local_addr()
             .map_err(|e| ServiceError::Inputs(format!("cannot listen on {listen}: {e}")))?;
-        note!("serving on http://{address}");
-        server::serve(host, listener, stopped()).await
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        note!("serving on {scheme}://{address}");
+        server::serve(host, listener, tls, stopped()).await
     })?;
     note!("stopped");
     Ok(ExitCode::SUCCESS)
