@@ -6,7 +6,9 @@
 //! "not now") is counted apart from the errors that must not happen.
 //!
 //! `cargo bench --bench serve_load` (`LOAD_CLIENTS`, default 100, and
-//! `LOAD_SECONDS`, default 60; `BENCH_DIR` for the store's disk).
+//! `LOAD_SECONDS`, default 60; `BENCH_DIR` for the store's disk;
+//! `LOAD_URL` and `LOAD_ADMIN_KEY` to load a server started by hand, under
+//! a profiler say, instead of starting one).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -121,7 +123,14 @@ fn main() {
     let base = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     let dir = tempfile::tempdir_in(base).expect("a temporary directory");
     std::fs::write(dir.path().join("no-config.yaml"), "{}\n").expect("config");
-    let (mut child, url, admin_key) = serve(dir.path());
+    let (mut child, url, admin_key) =
+        match (std::env::var("LOAD_URL"), std::env::var("LOAD_ADMIN_KEY")) {
+            (Ok(url), Ok(key)) => (None, url, key),
+            _ => {
+                let (child, url, key) = serve(dir.path());
+                (Some(child), url, key)
+            }
+        };
 
     let runtime = tokio::runtime::Runtime::new().expect("tokio");
     let (seen, wall) = runtime.block_on(async {
@@ -159,8 +168,10 @@ fn main() {
         }
         (all, began.elapsed())
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    if let Some(child) = &mut child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
     let mut latencies = seen.latencies;
     latencies.sort();

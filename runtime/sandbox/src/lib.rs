@@ -170,6 +170,10 @@ pub struct Sandbox {
     engine_hash: String,
     linker: Linker<State>,
     cache: Mutex<HashMap<String, ExecutorPre<State>>>,
+    /// Components compiled or loaded in this process, by digest: the same
+    /// bytes are the same code whoever installed them, so a run does not
+    /// read, check and map an artifact again.
+    loaded: Mutex<HashMap<String, Component>>,
     capacity: Capacity,
     /// Where compiled components are kept across stores, if anywhere.
     artifacts: Option<ArtifactCache>,
@@ -241,6 +245,7 @@ impl Sandbox {
             engine_hash,
             linker,
             cache: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
             capacity: Capacity::new(limits),
             artifacts,
             seal: SealKey::for_user(),
@@ -265,6 +270,9 @@ impl Sandbox {
             return Err(compile_error(reason));
         }
         let digest = hex(&Sha256::digest(bytes).into());
+        if let Some(compiled) = self.loaded(name, &digest) {
+            return Ok(compiled);
+        }
         let cached = self
             .artifacts
             .as_ref()
@@ -286,6 +294,7 @@ impl Sandbox {
             let sealed = self.seal.seal(&self.engine_hash, &digest, &artifact);
             cache.put(&self.engine_hash, &digest, &sealed);
         }
+        self.keep(&digest, &component);
         Ok(Compiled {
             name: Arc::from(name),
             digest,
@@ -336,11 +345,30 @@ impl Sandbox {
                 reason: format!("its stored artifact does not load ({e:#}); reinstall it"),
             }
         })?;
+        self.keep(digest, &component);
         Ok(Compiled {
             name: Arc::from(name),
             digest: digest.to_owned(),
             component,
         })
+    }
+
+    /// The component with sha256 `digest`, if this process compiled or
+    /// loaded it already (under any name), as `name`.
+    pub fn loaded(&self, name: &str, digest: &str) -> Option<Compiled> {
+        let component = self.loaded.lock().expect("loaded lock").get(digest).cloned()?;
+        Some(Compiled {
+            name: Arc::from(name),
+            digest: digest.to_owned(),
+            component,
+        })
+    }
+
+    fn keep(&self, digest: &str, component: &Component) {
+        self.loaded
+            .lock()
+            .expect("loaded lock")
+            .insert(digest.to_owned(), component.clone());
     }
 
     /// Links a compiled component (cached per digest) and gives it capabilities.

@@ -588,7 +588,12 @@ impl Engine {
                 .drive(&loaded, executor, execution, None, &|_| {})
                 .await;
             drop(control);
-            ending.0.end(report.map(|_| ()).map_err(|e| e.to_string()));
+            let run = Arc::clone(&ending.0);
+            let outcome = report.map(|_| ()).map_err(|e| e.to_string());
+            // Reads the log's end before letting it go: off the async threads.
+            if let Err(e) = tokio::task::spawn_blocking(move || run.end(outcome)).await {
+                tracing::warn!("ending a run failed: {e}");
+            }
         });
         Ok(handle)
     }
@@ -628,7 +633,7 @@ impl Engine {
                 blocking(move || ExecutionHandle::record(&running)).await?
             };
             // While it runs here its file is open here: read it through
-            // the run. Once it ended, the file tells.
+            // the run, or the end the run kept. Else the file tells.
             if let Some(record) = record {
                 return Ok((
                     ExecutionHandle::of(self.executions.clone(), id, running),

@@ -52,6 +52,10 @@ pub(super) struct Running {
     log: Mutex<Option<Arc<ExecutionLog>>>,
     cancel: Arc<Cancel>,
     outcome: tokio::sync::watch::Sender<Outcome>,
+    /// How it stood when it ended, read from the log just before the log
+    /// was let go: those who asked while it ran get the end without
+    /// waiting for the file to close and reading it again.
+    last: Mutex<Option<ExecutionView>>,
 }
 
 impl Running {
@@ -63,10 +67,31 @@ impl Running {
         self.log.lock().expect("log lock").clone()
     }
 
-    /// Records how the run ended and lets its file go.
+    /// Records how the run ended and lets its file go, keeping how it
+    /// stood at its end when it ran to one. Reads the log: call it off the
+    /// async threads.
     pub(super) fn end(&self, outcome: Result<(), String>) {
-        self.log.lock().expect("log lock").take();
+        let log = self.log.lock().expect("log lock").take();
+        if let (Some(log), Ok(())) = (log, &outcome) {
+            let view = (|| -> Result<ExecutionView, ServiceError> {
+                Ok(ExecutionView {
+                    record: log.record()?,
+                    tasks: log.tasks()?,
+                    events: log.events()?,
+                    live: false,
+                })
+            })();
+            match view {
+                Ok(view) => *self.last.lock().expect("last lock") = Some(view),
+                Err(e) => tracing::debug!("the end of a run is read from its file: {e}"),
+            }
+        }
         self.outcome.send_replace(Some(outcome));
+    }
+
+    /// How it stood at its end, once it ended.
+    pub(super) fn last(&self) -> Option<ExecutionView> {
+        self.last.lock().expect("last lock").clone()
     }
 }
 
@@ -93,6 +118,7 @@ impl ExecutionHandle {
                 log: Mutex::new(Some(Arc::clone(&execution.log))),
                 cancel: Arc::clone(&execution.cancel),
                 outcome: tokio::sync::watch::Sender::new(None),
+                last: Mutex::new(None),
             })),
         }
     }
@@ -119,8 +145,12 @@ impl ExecutionHandle {
         self.running.clone()
     }
 
-    /// The record of a run this engine started, while it runs.
+    /// The record of a run this engine started, while it runs or as it
+    /// ended.
     pub(super) fn record(running: &Running) -> Result<Option<ExecutionRecord>, ServiceError> {
+        if let Some(last) = running.last() {
+            return Ok(Some(last.record));
+        }
         running
             .live()
             .map(|log| log.record())
@@ -169,6 +199,9 @@ impl ExecutionHandle {
                 .clone();
             if let Some(Err(e)) = ended {
                 return Err(ServiceError::Plugin(e));
+            }
+            if let Some(view) = running.last() {
+                return Ok(view);
             }
         }
         // To its end (its owner, here or elsewhere, lets the file go).
@@ -304,6 +337,9 @@ impl ExecutionHandle {
     /// # Ok(()) }
     /// ```
     pub async fn status(&self) -> Result<ExecutionView, ServiceError> {
+        if let Some(view) = self.running.as_ref().and_then(|r| r.last()) {
+            return Ok(view);
+        }
         if let Some(log) = self.running.as_ref().and_then(|r| r.live()) {
             return blocking(move || {
                 Ok(ExecutionView {

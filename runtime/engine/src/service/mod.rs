@@ -492,6 +492,9 @@ impl Runner {
         let tenant = tenant.as_str();
         let engine = self.sandbox.engine_hash();
         let label = format!("{}@{}", record.name, record.version);
+        if let Some(compiled) = self.sandbox.loaded(&label, &record.digest) {
+            return Ok(compiled);
+        }
         if let Some(artifact) = store.plugin_artifact(tenant, &record.digest, engine)? {
             match self
                 .sandbox
