@@ -356,7 +356,12 @@ impl Sandbox {
     /// The component with sha256 `digest`, if this process compiled or
     /// loaded it already (under any name), as `name`.
     pub fn loaded(&self, name: &str, digest: &str) -> Option<Compiled> {
-        let component = self.loaded.lock().expect("loaded lock").get(digest).cloned()?;
+        let component = self
+            .loaded
+            .lock()
+            .expect("loaded lock")
+            .get(digest)
+            .cloned()?;
         Some(Compiled {
             name: Arc::from(name),
             digest: digest.to_owned(),
