@@ -1422,6 +1422,49 @@ async fn no_rpc_reaches_another_tenants_data() {
                     .into_inner();
                 assert!(own.entries.iter().all(|e| e.tenant == "globex"), "{own:?}");
             }
+            "Admin/CreateTenant" => {
+                let r = globex
+                    .admin()
+                    .create_tenant(pb::CreateTenantRequest {
+                        tenant: "acme".into(),
+                        limits: None,
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Admin/SetTenantLimits" => {
+                let r = globex
+                    .admin()
+                    .set_tenant_limits(pb::SetTenantLimitsRequest {
+                        tenant: "acme".into(),
+                        limits: Some(pb::TenantLimits {
+                            fuel: Some(1),
+                            ..pb::TenantLimits::default()
+                        }),
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
+            "Admin/GetTenant" => {
+                let r = globex
+                    .admin()
+                    .get_tenant(pb::GetTenantRequest {
+                        tenant: "acme".into(),
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+                let own = globex
+                    .admin()
+                    .get_tenant(pb::GetTenantRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(own.id, "globex");
+            }
+            "Admin/ListTenants" => {
+                let r = globex.admin().list_tenants(pb::ListTenantsRequest {}).await;
+                not_found(r.map(drop), rpc);
+            }
             other => panic!("the test does not try {other} across tenants"),
         }
     }
@@ -1641,11 +1684,244 @@ async fn every_call_is_logged_under_its_request_id_and_tenant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_calls_finish_and_the_next_start_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(dir.path(), None, &["--grace", "20"]);
+    let admin_key = server.admin_key.clone();
+    let developer = server.client(&server.key("acme", "developer").await).await;
+    developer
+        .plugins()
+        .install(tokio_stream::iter(guest_chunks(
+            "guest",
+            pb::Grants::default(),
+        )))
+        .await
+        .unwrap();
+    let key = server.key("acme", "operator").await;
+    let client = server.client(&key).await;
+    let flow = "name: drained\ntasks:\n  - { id: slow, uses: guest, with: { mode: sleep, ms: 1500 } }\n  - { id: approve, needs: [slow], wait: { signal: go, timeout: 1h } }\noutputs:\n  by: ${{ tasks.approve.output.by }}\n";
+    client
+        .executions()
+        .start(start(flow, "drained-1"))
+        .await
+        .unwrap();
+    // A watch of an execution that will not end before the server stops:
+    // it must not keep the server from stopping.
+    client
+        .executions()
+        .start(start(WAITING, "watched"))
+        .await
+        .unwrap();
+    let _open_watch = client
+        .executions()
+        .watch(pb::WatchRequest {
+            execution_id: "watched".into(),
+            from: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = client
+        .executions()
+        .watch(pb::WatchRequest {
+            execution_id: "drained-1".into(),
+            from: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(event) = events.next().await {
+        if event.unwrap().kind == "attempt_started" {
+            break;
+        }
+    }
+    let sent = std::time::Instant::now();
+    let status = server.terminate();
+    let took = sent.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(800),
+        "it stopped before the running call finished: {took:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "an open watch held it: {took:?}"
+    );
+
+    // The next start takes the execution up; the call that finished while
+    // draining is not made again.
+    let server = Server::start_in(dir.path(), Some(admin_key));
+    let client = server.client(&key).await;
+    client
+        .executions()
+        .signal(pb::SignalRequest {
+            execution_id: "drained-1".into(),
+            name: "go".into(),
+            payload_json: r#"{"by":"after the restart"}"#.into(),
+            ..pb::SignalRequest::default()
+        })
+        .await
+        .unwrap();
+    let done = client
+        .executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: "drained-1".into(),
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    let events = client
+        .executions()
+        .get_events(pb::GetEventsRequest {
+            execution_id: "drained-1".into(),
+            from: 0,
+            page_size: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let slow_attempts = events
+        .iter()
+        .filter(|e| e.kind == "attempt_started" && e.fields_json.contains(r#""task":"slow""#))
+        .count();
+    assert_eq!(slow_attempts, 1, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_own_limits_refuse_runs_with_which_limit_and_when() {
+    use tonic_types::StatusExt;
+    let server = Server::start();
+    let host = server.client(&server.admin_key).await;
+    let limits = |fuel: u64| pb::TenantLimits {
+        fuel: Some(fuel),
+        ..pb::TenantLimits::default()
+    };
+    let created = host
+        .admin()
+        .create_tenant(pb::CreateTenantRequest {
+            tenant: "capped".into(),
+            limits: Some(limits(1)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.limits.unwrap().fuel, Some(1));
+    assert!(created.created_at_ms > 0);
+    let again = host
+        .admin()
+        .create_tenant(pb::CreateTenantRequest {
+            tenant: "capped".into(),
+            limits: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+    let bad = host
+        .admin()
+        .create_tenant(pb::CreateTenantRequest {
+            tenant: "costly".into(),
+            limits: Some(pb::TenantLimits {
+                cost: Some(-1.0),
+                ..pb::TenantLimits::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+
+    // A tenant's admin may read its own tenant, not set its limits.
+    let capped_admin = server.client(&server.key("capped", "admin").await).await;
+    let refused = capped_admin
+        .admin()
+        .set_tenant_limits(pb::SetTenantLimitsRequest {
+            tenant: "capped".into(),
+            limits: Some(limits(1_000_000_000)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    // The first run starts (nothing spent yet) and spends fuel; the next
+    // is refused, naming the limit and when the period ends.
+    let capped = server.client(&server.key("capped", "operator").await).await;
+    let flow = "name: small\ntasks:\n  - { id: add, uses: transform, with: { script: '1 + 1' } }\n";
+    let id = capped
+        .executions()
+        .start(start(flow, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution_id;
+    capped
+        .executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: id,
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap();
+    let refused = capped
+        .executions()
+        .start(start(flow, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let details = refused.get_error_details();
+    let violation = &details.quota_failure().expect("which limit").violations[0];
+    assert_eq!(violation.subject, "quotas.fuel");
+    let wait = details
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("when to retry");
+    assert!(
+        wait <= std::time::Duration::from_secs(24 * 3600),
+        "{wait:?}"
+    );
+    let tenant = capped_admin
+        .admin()
+        .get_tenant(pb::GetTenantRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let usage = tenant.usage.unwrap();
+    assert!(usage.fuel > 1, "{usage:?}");
+    assert!(usage.period_start_ms < usage.period_end_ms);
+    assert_eq!(tenant.in_force.unwrap().fuel, Some(1));
+
+    // Raised, the tenant runs again; other tenants were never held.
+    host.admin()
+        .set_tenant_limits(pb::SetTenantLimitsRequest {
+            tenant: "capped".into(),
+            limits: Some(limits(1_000_000_000)),
+        })
+        .await
+        .unwrap();
+    capped.executions().start(start(flow, "")).await.unwrap();
+    let free = server.client(&server.key("free", "operator").await).await;
+    free.executions().start(start(flow, "")).await.unwrap();
+    let listed = host
+        .admin()
+        .list_tenants(pb::ListTenantsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = listed.tenants.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["capped"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_checks_the_key_and_the_role() {
     let server = Server::start();
+    // The admin is the host's (tenant `default`): some Admin RPCs are the
+    // host's alone. A tenant's admin is held to its tenant in the tests
+    // across tenants.
     let mut keys = Vec::new();
     for role in Role::ALL {
-        keys.push((role, server.key("acme", role.as_str()).await));
+        let tenant = if role == Role::Admin { "default" } else { "acme" };
+        keys.push((role, server.key(tenant, role.as_str()).await));
     }
     for (rpc, _) in PERMISSIONS {
         for (role, key) in &keys {
@@ -1685,13 +1961,11 @@ async fn every_rpc_checks_the_key_and_the_role() {
     // The keys listed carry no secret.
     let listed = admin
         .admin()
-        .list_api_keys(pb::ListApiKeysRequest {
-            tenant: "acme".into(),
-        })
+        .list_api_keys(pb::ListApiKeysRequest::default())
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.keys.len(), 4);
+    assert_eq!(listed.keys.len(), 5, "the bootstrap key and four more");
     let text = format!("{listed:?}");
     for (_, key) in &keys {
         assert!(!text.contains(key.rsplit('_').next().unwrap()));
@@ -1821,6 +2095,26 @@ async fn call(client: &Client, rpc: &str) -> Code {
         "orchestrator.v1.Admin/ListAudit" => admin
             .clone()
             .list_audit(pb::ListAuditRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Admin/CreateTenant" => admin
+            .clone()
+            .create_tenant(pb::CreateTenantRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Admin/SetTenantLimits" => admin
+            .clone()
+            .set_tenant_limits(pb::SetTenantLimitsRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Admin/GetTenant" => admin
+            .clone()
+            .get_tenant(pb::GetTenantRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Admin/ListTenants" => admin
+            .clone()
+            .list_tenants(pb::ListTenantsRequest::default())
             .await
             .map(|_| ()),
         other => panic!("the test does not know how to call {other}"),

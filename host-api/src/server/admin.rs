@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::Host;
 use super::auth::{Principal, Role};
+use super::{Host, tenants};
 use crate::pb;
 use orchestrator_engine::store::audit::HOST;
 use orchestrator_engine::tenant::TenantId;
@@ -19,6 +19,17 @@ const AUDIT_PAGE: (usize, usize) = (100, 1000);
 #[derive(Debug, Clone)]
 pub struct AdminService {
     pub(super) host: Arc<Host>,
+}
+
+/// Refuses a caller that does not administer the host.
+fn host_admin(who: &Principal) -> Result<(), Status> {
+    if Host::is_host_admin(who) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(
+            "tenants and their limits are the host's: this needs an admin key of tenant `default`",
+        ))
+    }
 }
 
 /// The tenant a request names (`""`: the caller's), if the caller may act
@@ -183,6 +194,67 @@ impl pb::admin_server::Admin for AdminService {
                 })
                 .collect(),
             next_after,
+        }))
+    }
+
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        let rpc = "orchestrator.v1.Admin/CreateTenant";
+        let who = self.host.authorize(&request, rpc).await?;
+        let ask = request.into_inner();
+        let created = async {
+            host_admin(&who)?;
+            let tenant = TenantId::new(&ask.tenant).map_err(Status::invalid_argument)?;
+            let limits = tenants::limits_of(ask.limits)?;
+            self.host.create_tenant(&tenant, limits).await
+        }
+        .await;
+        let created = self.host.audited(&who, rpc, &ask.tenant, created).await?;
+        Ok(Response::new(created))
+    }
+
+    async fn set_tenant_limits(
+        &self,
+        request: Request<pb::SetTenantLimitsRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        let rpc = "orchestrator.v1.Admin/SetTenantLimits";
+        let who = self.host.authorize(&request, rpc).await?;
+        let ask = request.into_inner();
+        let set = async {
+            host_admin(&who)?;
+            let tenant = TenantId::new(&ask.tenant).map_err(Status::invalid_argument)?;
+            let limits = tenants::limits_of(ask.limits)?;
+            self.host.set_tenant_limits(&tenant, limits).await
+        }
+        .await;
+        let set = self.host.audited(&who, rpc, &ask.tenant, set).await?;
+        Ok(Response::new(set))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        let rpc = "orchestrator.v1.Admin/GetTenant";
+        let who = self.host.authorize(&request, rpc).await?;
+        let named = request.into_inner().tenant;
+        let tenant = self.tenant_for(&who, rpc, &named).await?;
+        Ok(Response::new(self.host.tenant(&tenant).await?))
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let rpc = "orchestrator.v1.Admin/ListTenants";
+        let who = self.host.authorize(&request, rpc).await?;
+        if let Err(refused) = host_admin(&who) {
+            return self.host.audited(&who, rpc, "", Err(refused)).await;
+        }
+        Ok(Response::new(pb::ListTenantsResponse {
+            tenants: self.host.tenants().await?,
         }))
     }
 }

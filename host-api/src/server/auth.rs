@@ -123,6 +123,10 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
     ("orchestrator.v1.Admin/ListApiKeys", &[Admin]),
     ("orchestrator.v1.Admin/RevokeApiKey", &[Admin]),
     ("orchestrator.v1.Admin/ListAudit", &[Admin]),
+    ("orchestrator.v1.Admin/CreateTenant", &[Admin]),
+    ("orchestrator.v1.Admin/SetTenantLimits", &[Admin]),
+    ("orchestrator.v1.Admin/GetTenant", &[Admin]),
+    ("orchestrator.v1.Admin/ListTenants", &[Admin]),
 ];
 
 /// Whether `role` may call `rpc`.

@@ -15,6 +15,7 @@ mod connections;
 pub mod executions;
 pub mod plugins;
 mod status;
+mod tenants;
 pub mod workflows;
 
 use std::collections::HashMap;
@@ -36,6 +37,14 @@ use orchestrator_engine::{Engine, service::ServiceError};
 /// The largest request message, plugin uploads apart (`Plugins/Install`
 /// takes up to [`plugins::MAX_COMPONENT_BYTES`] in chunks).
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+
+/// How long calls still open after a drain (watches, long polls) may take
+/// to end by themselves before they are cut.
+const CALLS_AFTER_DRAIN: Duration = Duration::from_secs(1);
+
+/// How long a stopping server lets running plugin calls finish unless
+/// told otherwise.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// Connections held open at once; more are closed as they come.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -61,6 +70,8 @@ pub struct ServerOptions {
     pub config: Config,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
+    /// How long a stopping server lets running plugin calls finish.
+    pub grace: Duration,
 }
 
 /// The server's state: engines by tenant, and the keys.
@@ -71,6 +82,8 @@ pub struct Host {
     engines: tokio::sync::Mutex<HashMap<TenantId, Engine>>,
     keys: KeyRing,
     audit: Arc<AuditLog>,
+    /// How long a stopping server lets running plugin calls finish.
+    grace: Duration,
     /// Removes old audit entries while the host lives.
     pruning: tokio::task::JoinHandle<()>,
 }
@@ -97,13 +110,18 @@ impl Host {
             .map_err(|e| ServiceError::Plugin(e.message().to_owned()))?;
         let audit = Arc::new(AuditLog::new(store));
         let pruning = Arc::clone(&audit).prune(options.audit_retention);
-        Ok(Self {
+        let host = Self {
             base,
             engines: tokio::sync::Mutex::default(),
             keys,
             audit,
+            grace: options.grace,
             pruning,
-        })
+        };
+        host.load_tenant_limits()
+            .await
+            .map_err(|e| ServiceError::Plugin(e.message().to_owned()))?;
+        Ok(host)
     }
 
     /// Makes an admin key for tenant `default` when no key exists, so the
@@ -269,6 +287,7 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| ServiceError::Plugin(format!("reflection: {e}")))?;
     let incoming = connections::limited(listener, MAX_CONNECTIONS);
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -281,7 +300,7 @@ pub async fn serve(
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| ServiceError::Inputs(format!("the TLS certificate or key: {e}")))?;
     }
-    builder
+    let serving = builder
         .add_service(health)
         .add_service(reflection)
         .add_service(
@@ -303,10 +322,43 @@ pub async fn serve(
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            pb::admin_server::AdminServer::new(admin::AdminService { host })
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            pb::admin_server::AdminServer::new(admin::AdminService {
+                host: Arc::clone(&host),
+            })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| ServiceError::Plugin(format!("the server stopped: {e}")))
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        });
+    let stopped = |e| ServiceError::Plugin(format!("the server stopped: {e}"));
+    let mut serving = tokio::spawn(serving);
+    tokio::select! {
+        ended = &mut serving => {
+            return ended
+                .map_err(|e| ServiceError::Plugin(format!("the server failed: {e}")))?
+                .map_err(stopped);
+        }
+        _ = stopping_rx => {}
+    }
+    // No new connection or call is taken now. The plugin calls running
+    // finish (within the grace) and nothing else starts; then the calls
+    // still open (watches of executions that will not end now) are cut.
+    tracing::info!(grace = ?host.grace, "stopping: letting running plugin calls finish");
+    let cut = host.base.drain(host.grace).await;
+    if cut > 0 {
+        tracing::warn!(
+            cut,
+            "plugin calls still running when the grace ran out: their tasks run again when the server starts"
+        );
+    }
+    match tokio::time::timeout(CALLS_AFTER_DRAIN, &mut serving).await {
+        Ok(ended) => ended
+            .map_err(|e| ServiceError::Plugin(format!("the server failed: {e}")))?
+            .map_err(stopped),
+        Err(_) => {
+            serving.abort();
+            Ok(())
+        }
+    }
 }

@@ -1,5 +1,6 @@
-//! What each tenant may keep and spend (`quotas:` in the configuration),
-//! every tenant counted on its own:
+//! What each tenant may keep and spend (`quotas:` in the configuration,
+//! or the tenant's own limits where a host's admin set them:
+//! [`Quotas::set_limits`]), every tenant counted on its own:
 //!
 //! - `plugins`, `plugin_bytes`: installed plugins and the bytes of their
 //!   components (built-ins not counted), checked by the store in the
@@ -28,7 +29,7 @@
 //! `tokens` or `cost`; it is counted.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -37,6 +38,7 @@ use orchestrator_core::scheduler::Consumption;
 use orchestrator_core::tenant::TenantId;
 use orchestrator_store::executions::{Executions, now_ms};
 use orchestrator_store::plugins::PluginQuota;
+use orchestrator_store::tenants::TenantLimits;
 
 /// `quotas:` as the configuration file writes it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -66,11 +68,54 @@ pub struct QuotasSpec {
 }
 
 /// Every tenant's quota, and what each spent in this process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Quotas {
     spec: QuotasSpec,
     period_ms: u64,
     ledgers: Mutex<HashMap<TenantId, Ledger>>,
+    /// Tenants' own limits, each in the place of the configuration's.
+    own: RwLock<HashMap<TenantId, TenantLimits>>,
+}
+
+/// The period when the configuration gives none.
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+impl Default for Quotas {
+    /// No limit, counted by the day (a tenant's own limits may be set).
+    fn default() -> Self {
+        Self {
+            spec: QuotasSpec::default(),
+            period_ms: DAY_MS,
+            ledgers: Mutex::default(),
+            own: RwLock::default(),
+        }
+    }
+}
+
+/// Why a run may not start: which limit, and when trying again can help.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct QuotaRefusal {
+    /// What happened and what to do.
+    pub message: String,
+    /// The limit reached: `tokens`, `cost`, `fuel`, `storage_bytes`.
+    pub limit: &'static str,
+    /// When the period ends and spending starts from zero again; `None`
+    /// when waiting does not help (storage is freed by removing things).
+    pub retry_after: Option<Duration>,
+}
+
+/// What a tenant spent and keeps, against its limits.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    /// The limits in force for it (its own, else the configuration's).
+    pub limits: QuotasSpec,
+    /// What its runs spent this period.
+    pub spent: Consumption,
+    /// When this period started and ends, ms since the epoch.
+    pub period: (u64, u64),
+    /// Bytes its executions keep.
+    pub execution_bytes: u64,
 }
 
 /// What one tenant spent in the current period.
@@ -107,19 +152,81 @@ impl Quotas {
             spec,
             period_ms,
             ledgers: Mutex::default(),
+            own: RwLock::default(),
         })
     }
 
-    /// What an install may add.
-    pub fn plugins(&self) -> PluginQuota {
+    /// Gives `tenant` its own `limits`, each in the place of the
+    /// configuration's (one left out stays the configuration's).
+    pub fn set_limits(&self, tenant: &TenantId, limits: TenantLimits) {
+        self.own
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(tenant.clone(), limits);
+    }
+
+    /// The limits in force for `tenant`.
+    pub fn spec_for(&self, tenant: &TenantId) -> QuotasSpec {
+        let mut spec = self.spec.clone();
+        let own = self
+            .own
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(own) = own.get(tenant) {
+            spec.plugins = own.plugins.or(spec.plugins);
+            spec.plugin_bytes = own.plugin_bytes.or(spec.plugin_bytes);
+            spec.storage_bytes = own.storage_bytes.or(spec.storage_bytes);
+            spec.tokens = own.tokens.or(spec.tokens);
+            spec.cost = own.cost.or(spec.cost);
+            spec.fuel = own.fuel.or(spec.fuel);
+        }
+        spec
+    }
+
+    /// What an install of `tenant` may add.
+    pub fn plugins(&self, tenant: &TenantId) -> PluginQuota {
+        let spec = self.spec_for(tenant);
         PluginQuota {
-            plugins: self.spec.plugins,
-            bytes: self.spec.plugin_bytes,
+            plugins: spec.plugins,
+            bytes: spec.plugin_bytes,
         }
     }
 
-    fn limits_spending(&self) -> bool {
-        self.spec.tokens.is_some() || self.spec.cost.is_some() || self.spec.fuel.is_some()
+    fn limits_spending(&self, tenant: &TenantId) -> bool {
+        let spec = self.spec_for(tenant);
+        spec.tokens.is_some() || spec.cost.is_some() || spec.fuel.is_some()
+    }
+
+    /// The current period of these quotas: its start and end, ms since the
+    /// epoch.
+    fn period(&self, now: u64) -> (u64, u64) {
+        let start = now - now % self.period_ms;
+        (start, start.saturating_add(self.period_ms))
+    }
+
+    /// What `tenant`, whose executions are `executions`, spent this period
+    /// and keeps, against its limits.
+    pub fn usage(&self, tenant: &TenantId, executions: &Executions) -> Result<Usage, String> {
+        let period = self.period(now_ms());
+        let counted = self
+            .ledgers
+            .lock()
+            .expect("quota lock")
+            .get(tenant)
+            .filter(|l| l.runs > 0 && l.period_start == period.0)
+            .map(|l| l.spent);
+        let spent = match counted {
+            Some(spent) => spent,
+            None => executions
+                .consumed_since(period.0)
+                .map_err(|e| format!("cannot read what tenant `{tenant}` spent: {e}"))?,
+        };
+        Ok(Usage {
+            limits: self.spec_for(tenant),
+            spent,
+            period,
+            execution_bytes: executions.stored_bytes(),
+        })
     }
 
     /// Refuses a run of `tenant` while what it keeps, `plugin_bytes` of
@@ -129,15 +236,19 @@ impl Quotas {
         tenant: &TenantId,
         executions: &Executions,
         plugin_bytes: impl FnOnce() -> u64,
-    ) -> Result<(), String> {
-        let Some(max) = self.spec.storage_bytes else {
+    ) -> Result<(), QuotaRefusal> {
+        let Some(max) = self.spec_for(tenant).storage_bytes else {
             return Ok(());
         };
         let kept = executions.stored_bytes().saturating_add(plugin_bytes());
         if kept >= max {
-            return Err(format!(
-                "tenant `{tenant}` keeps {kept} bytes (executions and plugins), at its quota of {max}; no run starts until it keeps less: `runtime gc` removes finished executions, `runtime plugins remove` plugins; or raise `quotas.storage_bytes`"
-            ));
+            return Err(QuotaRefusal {
+                message: format!(
+                    "tenant `{tenant}` keeps {kept} bytes (executions and plugins), at its quota of {max}; no run starts until it keeps less: `runtime gc` removes finished executions, `runtime plugins remove` plugins; or raise `quotas.storage_bytes`"
+                ),
+                limit: "storage_bytes",
+                retry_after: None,
+            });
         }
         Ok(())
     }
@@ -150,12 +261,12 @@ impl Quotas {
         self: &Arc<Self>,
         tenant: &TenantId,
         executions: &Executions,
-    ) -> Result<Option<TenantSpend>, String> {
-        if !self.limits_spending() {
+    ) -> Result<Option<TenantSpend>, QuotaRefusal> {
+        if !self.limits_spending(tenant) {
             return Ok(None);
         }
         let now = now_ms();
-        let period_start = now - now % self.period_ms;
+        let (period_start, period_end) = self.period(now);
         let idle = self
             .ledgers
             .lock()
@@ -167,7 +278,11 @@ impl Quotas {
             Some(
                 executions
                     .consumed_since(period_start)
-                    .map_err(|e| format!("cannot read what tenant `{tenant}` spent: {e}"))?,
+                    .map_err(|e| QuotaRefusal {
+                        message: format!("cannot read what tenant `{tenant}` spent: {e}"),
+                        limit: "storage",
+                        retry_after: None,
+                    })?,
             )
         } else {
             None
@@ -186,8 +301,12 @@ impl Quotas {
         {
             ledger.spent = recorded;
         }
-        if let Some(reached) = self.reached(tenant, ledger) {
-            return Err(format!("{reached}; no run starts until then"));
+        if let Some((reached, limit)) = self.reached(tenant, ledger) {
+            return Err(QuotaRefusal {
+                message: format!("{reached}; no run starts until then"),
+                limit,
+                retry_after: Some(Duration::from_millis(period_end.saturating_sub(now))),
+            });
         }
         ledger.runs += 1;
         Ok(Some(TenantSpend {
@@ -196,28 +315,27 @@ impl Quotas {
         }))
     }
 
-    /// Which limit `ledger` has reached, in words, if any.
-    fn reached(&self, tenant: &TenantId, ledger: &Ledger) -> Option<String> {
+    /// Which limit `ledger` has reached, in words, and its name, if any.
+    fn reached(&self, tenant: &TenantId, ledger: &Ledger) -> Option<(String, &'static str)> {
         let spent = &ledger.spent;
+        let spec = self.spec_for(tenant);
         let over = [
-            self.spec
-                .tokens
+            spec.tokens
                 .filter(|max| spent.tokens >= *max)
                 .map(|max| (format!("{} of its {max} tokens", spent.tokens), "tokens")),
-            self.spec
-                .cost
+            spec.cost
                 .filter(|max| spent.cost_usd >= *max)
                 .map(|max| (format!("${:.6} of its ${max}", spent.cost_usd), "cost")),
-            self.spec
-                .fuel
+            spec.fuel
                 .filter(|max| spent.fuel >= *max)
                 .map(|max| (format!("{} of its {max} fuel", spent.fuel), "fuel")),
         ];
         let (used, limit) = over.into_iter().flatten().next()?;
-        Some(format!(
+        let words = format!(
             "tenant `{tenant}` has spent {used} {}; raise `quotas.{limit}` or wait for the next period",
             self.period_words(ledger.period_start)
-        ))
+        );
+        Some((words, limit))
     }
 
     /// "this period (1day, until 2026-12-02T00:00:00Z)".
@@ -263,7 +381,8 @@ impl TenantSpend {
         let ledger = ledgers.entry(self.tenant.clone()).or_default();
         let words = quotas.period_words(ledger.period_start);
         let tenant = &self.tenant;
-        if let Some(max) = quotas.spec.fuel
+        let spec = quotas.spec_for(tenant);
+        if let Some(max) = spec.fuel
             && ledger.spent.fuel >= max
         {
             return Err(format!(
@@ -271,7 +390,7 @@ impl TenantSpend {
                 ledger.spent.fuel
             ));
         }
-        if let Some(max) = quotas.spec.tokens {
+        if let Some(max) = spec.tokens {
             let committed = ledger.spent.tokens.saturating_add(ledger.reserved.tokens);
             if tokens > 0 && committed.saturating_add(tokens) > max {
                 return Err(format!(
@@ -280,7 +399,7 @@ impl TenantSpend {
                 ));
             }
         }
-        if let Some(max) = quotas.spec.cost {
+        if let Some(max) = spec.cost {
             let committed = ledger.spent.cost_usd + ledger.reserved.cost_usd;
             if cost > 0.0 && committed + cost > max {
                 return Err(format!(
@@ -403,9 +522,13 @@ mod tests {
         spent(&executions, "e2", 0, 0.0, 990);
         let error = quotas.admit(&acme, &executions).map(|_| ()).unwrap_err();
         assert!(
-            error.contains("tenant `acme` has spent") && error.contains("no run starts"),
+            error.message.contains("tenant `acme` has spent")
+                && error.message.contains("no run starts"),
             "{error}"
         );
+        assert_eq!(error.limit, "fuel");
+        let wait = error.retry_after.expect("spending is retried next period");
+        assert!(wait <= Duration::from_secs(24 * 3600), "{wait:?}");
 
         // Another tenant counts on its own.
         let globex = TenantId::new("globex").unwrap();
@@ -430,12 +553,47 @@ mod tests {
             .check_storage(&acme, &executions, || 20_000)
             .unwrap_err();
         assert!(
-            error.contains("tenant `acme` keeps") && error.contains("quotas.storage_bytes"),
+            error.message.contains("tenant `acme` keeps")
+                && error.message.contains("quotas.storage_bytes"),
             "{error}"
         );
+        assert_eq!((error.limit, error.retry_after), ("storage_bytes", None));
         let globex = TenantId::new("globex").unwrap();
         let theirs = Executions::in_memory(&memory, &globex);
         assert!(quotas.check_storage(&globex, &theirs, || 20_000).is_ok());
+    }
+
+    #[test]
+    fn a_tenants_own_limits_take_the_place_of_the_configurations() {
+        let memory = MemoryExecutions::new();
+        let acme = TenantId::new("acme").unwrap();
+        let globex = TenantId::new("globex").unwrap();
+        let quotas = quotas("{ tokens: 100, plugins: 5 }");
+        quotas.set_limits(
+            &acme,
+            TenantLimits {
+                tokens: Some(10),
+                fuel: Some(50),
+                ..TenantLimits::default()
+            },
+        );
+        let spec = quotas.spec_for(&acme);
+        assert_eq!(
+            (spec.tokens, spec.fuel, spec.plugins),
+            (Some(10), Some(50), Some(5))
+        );
+        assert_eq!(quotas.spec_for(&globex).tokens, Some(100));
+        let executions = Executions::in_memory(&memory, &acme);
+        spent(&executions, "e1", 10, 0.0, 0);
+        let error = quotas.admit(&acme, &executions).map(|_| ()).unwrap_err();
+        assert_eq!(error.limit, "tokens", "{error}");
+        let theirs = Executions::in_memory(&memory, &globex);
+        spent(&theirs, "e1", 10, 0.0, 0);
+        assert!(quotas.admit(&globex, &theirs).unwrap().is_some());
+        let usage = quotas.usage(&acme, &executions).unwrap();
+        assert_eq!(usage.spent.tokens, 10);
+        assert_eq!(usage.limits.tokens, Some(10));
+        assert!(usage.period.0 <= now_ms() && now_ms() < usage.period.1);
     }
 
     #[test]

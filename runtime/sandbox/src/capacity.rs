@@ -12,7 +12,7 @@
 //! A workflow's own `concurrency` still applies inside these limits.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
@@ -152,6 +152,8 @@ pub struct Capacity {
     queued: AtomicUsize,
     /// Each tenant's run slots and how many of its executions wait.
     tenants: Mutex<HashMap<TenantId, TenantRuns>>,
+    /// Set when the process is stopping: no new plugin call starts.
+    draining: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -183,6 +185,7 @@ impl Capacity {
             runs: Arc::new(Semaphore::new(limits.runs)),
             queued: AtomicUsize::new(0),
             tenants: Mutex::default(),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -194,8 +197,27 @@ impl Capacity {
     /// Waits for a slot for a plugin call of `tenant`; while calls wait,
     /// freed slots go to the tenants waiting in turn, each held to its
     /// `per_tenant.tasks`.
+    /// Once the process drains ([`Capacity::drain`]), no slot is given:
+    /// the call waits until the process ends, and runs after it resumes.
     pub async fn task_slot(&self, tenant: &TenantId) -> TaskSlot {
-        TaskSlot(self.tasks.acquire(tenant).await)
+        if !self.draining() {
+            let slot = TaskSlot(self.tasks.acquire(tenant).await);
+            if !self.draining() {
+                return slot;
+            }
+        }
+        std::future::pending().await
+    }
+
+    /// Stops giving task slots: the calls running finish, no other starts.
+    /// For a process that is stopping and leaves the rest to its next start.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Capacity::drain`] was called.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Plugin calls running now.
@@ -350,6 +372,28 @@ mod tests {
             .expect("joins")
             .expect("admitted once a slot freed");
         assert_eq!(capacity.runs_queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_draining_process_starts_no_call_and_lets_running_ones_finish() {
+        let capacity = Arc::new(Capacity::new(CapacityLimits::default()));
+        let tenant = TenantId::default();
+        let running = capacity.task_slot(&tenant).await;
+        capacity.drain();
+        assert!(capacity.draining());
+        assert_eq!(
+            capacity.tasks_running(),
+            1,
+            "the running call keeps its slot"
+        );
+        let next = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            capacity.task_slot(&tenant),
+        )
+        .await;
+        assert!(next.is_err(), "a new call got a slot while draining");
+        drop(running);
+        assert_eq!(capacity.tasks_running(), 0);
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
         version: args.version,
         grants,
         builtin: false,
-        quota: ctx.config()?.quotas.plugins(),
+        quota: ctx.config()?.quotas.plugins(&ctx.tenant),
     };
     let report = ctx.tokio.block_on(plugin::install(
         &store,
@@ -216,7 +216,7 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
                 &ctx.tenant,
                 &plugin,
                 more,
-                ctx.config()?.quotas.plugins(),
+                ctx.config()?.quotas.plugins(&ctx.tenant),
             ))?;
             print_report(ctx, &report)
         }

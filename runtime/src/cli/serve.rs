@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// Days the audit log keeps an entry.
     #[arg(long, default_value_t = 90, value_name = "DAYS")]
     audit_days: u32,
+    /// Seconds a stopping server (SIGTERM, Ctrl-C) lets running plugin
+    /// calls finish; executions left unfinished resume at the next start.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    grace: u64,
 }
 
 /// Reads a PEM file named by `flag`.
@@ -53,7 +57,7 @@ pub(super) fn serve(ctx: Context, args: ServeArgs) -> Result<ExitCode, ServiceEr
             "`--listen {listen}`: without TLS the server listens on loopback only (127.0.0.1 or ::1); give --tls-cert and --tls-key, or --allow-plaintext to send API keys in the clear"
         )));
     }
-    let audit_days = args.audit_days;
+    let (audit_days, grace) = (args.audit_days, args.grace);
     let config = ctx.config.map_err(ServiceError::Plugin)?;
     let store = ctx.store_path;
     ctx.tokio.block_on(async move {
@@ -62,6 +66,7 @@ pub(super) fn serve(ctx: Context, args: ServeArgs) -> Result<ExitCode, ServiceEr
             store,
             config,
             audit_retention,
+            grace: Duration::from_secs(grace),
         };
         let host = Arc::new(Host::new(options).await?);
         let bootstrap = host

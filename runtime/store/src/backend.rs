@@ -1,7 +1,7 @@
 //! The contract of a store backend: everything the engine keeps besides
 //! executions, one trait per concern ([`PluginsBackend`],
 //! [`WorkflowsBackend`], [`BreakersBackend`], [`KeysBackend`],
-//! [`AuditBackend`], [`ResponsesBackend`]) and
+//! [`AuditBackend`], [`TenantsBackend`], [`ResponsesBackend`]) and
 //! [`StoreBackend`] tying them to one place. The decisions that must come
 //! out the same everywhere (what an install does, which version a
 //! workflow gets, whether a cached answer is fresh) are functions beside
@@ -15,6 +15,7 @@ pub use crate::breakers::BreakersBackend;
 pub use crate::keys::KeysBackend;
 pub use crate::plugins::PluginsBackend;
 pub use crate::responses::ResponsesBackend;
+pub use crate::tenants::TenantsBackend;
 pub use crate::workflows::WorkflowsBackend;
 
 /// One backend: plugins, workflows and breakers, every key under its
@@ -26,6 +27,7 @@ pub trait StoreBackend:
     + BreakersBackend
     + KeysBackend
     + AuditBackend
+    + TenantsBackend
     + std::fmt::Debug
     + Send
     + Sync

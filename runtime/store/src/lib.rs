@@ -5,7 +5,8 @@
 //! circuit breaker states ([`breakers`]) and cached answers
 //! ([`responses`]); executions, with their event logs, are kept by an
 //! [`executions`] backend of their own; a server keeps its API keys
-//! ([`keys`]) and audit log ([`audit`]) here too. Every operation names its tenant
+//! ([`keys`]), audit log ([`audit`]) and tenants' limits ([`tenants`])
+//! here too. Every operation names its tenant
 //! and every key starts with it. Two backends keep the same contract
 //! ([`conformance`] checks it): [`file`], the redb store file (the
 //! default), and [`memory`], for embedding and tests. Errors say where and
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod memory;
 pub mod plugins;
 pub mod responses;
+pub mod tenants;
 pub mod workflows;
 
 use std::collections::BTreeMap;
@@ -34,6 +36,7 @@ use keys::ApiKeyRecord;
 use orchestrator_core::fault::Breaker;
 use plugins::{Artifact, Installed, PluginQuota, PluginRecord};
 use responses::ResponsesBackend;
+use tenants::{TenantLimits, TenantRecord};
 use workflows::StoredWorkflow;
 
 /// The tenant of embedded mode (`runtime run`, `runtime install`).
@@ -281,5 +284,25 @@ impl Store {
     /// Removes audit entries made before `before` (ms since the epoch).
     pub fn prune_audit(&self, before: u64) -> Result<usize, StoreError> {
         self.backend.prune_audit(before)
+    }
+
+    /// Keeps tenant `record`; `false` if the tenant has one already.
+    pub fn create_tenant(&self, record: &TenantRecord) -> Result<bool, StoreError> {
+        self.backend.create_tenant(record)
+    }
+
+    /// Tenant `id`'s record.
+    pub fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
+        self.backend.tenant(id)
+    }
+
+    /// Every tenant record.
+    pub fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        self.backend.tenants()
+    }
+
+    /// Replaces tenant `id`'s limits; `false` if it has no record.
+    pub fn set_tenant_limits(&self, id: &str, limits: &TenantLimits) -> Result<bool, StoreError> {
+        self.backend.set_tenant_limits(id, limits)
     }
 }

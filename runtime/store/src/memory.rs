@@ -15,6 +15,7 @@ use crate::backend::{
 use crate::keys::ApiKeyRecord;
 use crate::plugins::{Artifact, Installed, PluginQuota, PluginRecord, install_decision};
 use crate::responses::{CachedAnswer, fresh};
+use crate::tenants::{TenantLimits, TenantRecord, TenantsBackend};
 use crate::workflows::{StoredWorkflow, next_version};
 use orchestrator_core::fault::Breaker;
 
@@ -50,6 +51,8 @@ struct State {
     audit: BTreeMap<(String, u64), AuditEntry>,
     /// tenant -> the last audit number given.
     audit_numbers: BTreeMap<String, u64>,
+    /// tenant id -> record.
+    tenants: BTreeMap<String, TenantRecord>,
 }
 
 impl State {
@@ -317,6 +320,35 @@ impl AuditBackend for MemoryStore {
         let kept = state.audit.len();
         state.audit.retain(|_, e| e.at >= before);
         Ok(kept - state.audit.len())
+    }
+}
+
+impl TenantsBackend for MemoryStore {
+    fn create_tenant(&self, record: &TenantRecord) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if state.tenants.contains_key(&record.id) {
+            return Ok(false);
+        }
+        state.tenants.insert(record.id.clone(), record.clone());
+        Ok(true)
+    }
+
+    fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
+        Ok(self.state().tenants.get(id).cloned())
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        Ok(self.state().tenants.values().cloned().collect())
+    }
+
+    fn set_tenant_limits(&self, id: &str, limits: &TenantLimits) -> Result<bool, StoreError> {
+        Ok(match self.state().tenants.get_mut(id) {
+            Some(record) => {
+                record.limits = limits.clone();
+                true
+            }
+            None => false,
+        })
     }
 }
 

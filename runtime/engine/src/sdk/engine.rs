@@ -685,6 +685,35 @@ impl Engine {
         blocking(move || executions::list(&executions, &filter)).await
     }
 
+    /// Stops starting plugin calls, in every execution of this process
+    /// (every tenant's), and waits up to `grace` for the calls running to
+    /// finish and their results to be committed: what a server does before
+    /// it exits. The executions stay unfinished and resumable; a later
+    /// [`Engine::resume_interrupted`] takes them up without running again
+    /// what was committed. Returns how many calls were still running when
+    /// the grace ran out (their tasks run again after the resume).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().build().await?;
+    /// let cut = engine.drain(std::time::Duration::from_secs(30)).await;
+    /// println!("{cut} calls cut short");
+    /// # Ok(()) }
+    /// ```
+    pub async fn drain(&self, grace: std::time::Duration) -> usize {
+        let capacity = self.sandbox.capacity();
+        capacity.drain();
+        let deadline = tokio::time::Instant::now() + grace;
+        while capacity.tasks_running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let cut = capacity.tasks_running();
+        // The results of the calls that finished are committed in groups a
+        // few milliseconds apart: give the last group time to reach the disk.
+        tokio::time::sleep(COMMIT_SETTLE).await;
+        cut
+    }
+
     /// The tenant's executions.
     pub(super) fn executions(&self) -> &Executions {
         &self.executions
@@ -704,6 +733,10 @@ impl Engine {
             .with_executions_at(self.keeping.executions_at()))
     }
 }
+
+/// How long [`Engine::drain`] leaves the last results to be committed:
+/// many times the scheduler's grouping interval and a disk flush.
+const COMMIT_SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Runs store and file work off the async threads.
 pub(super) async fn blocking<T: Send + 'static>(

@@ -32,10 +32,12 @@ mod engine;
 mod handle;
 mod letters;
 mod registry;
+mod tenancy;
 mod workflow;
 
 pub use engine::{Engine, EngineBuilder, StartOptions, Started};
 pub use handle::{EventStream, ExecutionHandle};
 pub use letters::Letter;
 pub use registry::Install;
+pub use tenancy::TenantUsage;
 pub use workflow::{Task, Workflow, WorkflowBuilder};

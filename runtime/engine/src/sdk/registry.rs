@@ -40,7 +40,7 @@ impl Engine {
     /// ```
     pub async fn install(&self, install: Install) -> Result<InstallReport, ServiceError> {
         let engine = self.clone();
-        let quota = self.config.quotas.plugins();
+        let quota = self.config.quotas.plugins(&self.tenant);
         // Compiling happens inside; the store is opened for the install.
         let store = blocking(move || engine.keeping.with_store(|store| Ok(store.clone()))).await;
         let store = store?;
@@ -108,7 +108,7 @@ impl Engine {
     pub async fn grant(&self, plugin: &str, more: Grants) -> Result<InstallReport, ServiceError> {
         let engine = self.clone();
         let store = blocking(move || engine.keeping.with_store(|store| Ok(store.clone()))).await?;
-        let quota = self.config.quotas.plugins();
+        let quota = self.config.quotas.plugins(&self.tenant);
         plugin::grant(&store, &self.sandbox, &self.tenant, plugin, more, quota).await
     }
 

@@ -8,6 +8,7 @@ use orchestrator_store::StoreError;
 use orchestrator_store::executions::ExecutionError;
 
 use crate::plugin::InstallError;
+use crate::quotas::QuotaRefusal;
 
 /// Why an operation could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +45,10 @@ pub enum ServiceError {
     /// Too many executions are running and waiting in this process.
     #[error(transparent)]
     Busy(#[from] Busy),
-    /// The tenant has spent what its quota allows this period.
-    #[error("{0}")]
-    Quota(String),
+    /// The tenant has spent what its quota allows this period, or keeps
+    /// what it may keep.
+    #[error(transparent)]
+    Quota(#[from] QuotaRefusal),
     /// What was asked for does not exist (a registered workflow, a dead
     /// letter).
     #[error("{0}")]

@@ -79,7 +79,7 @@ pub async fn install_builtins(
 
 /// Bytes of `tenant`'s installed components, each stored once (built-ins
 /// not counted); 0 if the store cannot say.
-fn plugin_bytes(store: &Store, tenant: &TenantId) -> u64 {
+pub fn plugin_bytes(store: &Store, tenant: &TenantId) -> u64 {
     let mut sizes = HashMap::new();
     for record in store.plugins(tenant.as_str()).unwrap_or_default() {
         if !record.builtin {

@@ -37,6 +37,7 @@ pub const CHECKS: &[(&str, Check)] = &[
         "audit_entries_are_numbered_per_tenant",
         audit_entries_are_numbered_per_tenant,
     ),
+    ("tenants_keep_their_limits", tenants_keep_their_limits),
 ];
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -375,4 +376,34 @@ fn audit_entries_are_numbered_per_tenant(fresh: &dyn Fn() -> Store) {
         2,
         "not even when every entry was pruned"
     );
+}
+
+fn tenants_keep_their_limits(fresh: &dyn Fn() -> Store) {
+    use crate::tenants::{TenantLimits, TenantRecord};
+    let store = fresh();
+    let acme = TenantRecord {
+        id: "acme".into(),
+        created_at: 5,
+        limits: TenantLimits {
+            tokens: Some(1000),
+            cost: Some(2.5),
+            ..TenantLimits::default()
+        },
+    };
+    assert!(store.create_tenant(&acme).unwrap());
+    assert!(
+        !store.create_tenant(&acme).unwrap(),
+        "a tenant is created once"
+    );
+    assert_eq!(store.tenant("acme").unwrap(), Some(acme.clone()));
+    assert_eq!(store.tenant("globex").unwrap(), None);
+    let tighter = TenantLimits {
+        fuel: Some(7),
+        ..TenantLimits::default()
+    };
+    assert!(store.set_tenant_limits("acme", &tighter).unwrap());
+    assert!(!store.set_tenant_limits("globex", &tighter).unwrap());
+    let kept = store.tenant("acme").unwrap().unwrap();
+    assert_eq!((kept.limits, kept.created_at), (tighter, 5));
+    assert_eq!(store.tenants().unwrap().len(), 1);
 }

@@ -13,6 +13,7 @@ mod breakers;
 mod keys;
 mod plugins;
 mod responses;
+mod tenants;
 mod workflows;
 
 use std::path::{Path, PathBuf};
