@@ -1920,7 +1920,11 @@ async fn every_rpc_checks_the_key_and_the_role() {
     // across tenants.
     let mut keys = Vec::new();
     for role in Role::ALL {
-        let tenant = if role == Role::Admin { "default" } else { "acme" };
+        let tenant = if role == Role::Admin {
+            "default"
+        } else {
+            "acme"
+        };
         keys.push((role, server.key(tenant, role.as_str()).await));
     }
     for (rpc, _) in PERMISSIONS {
