@@ -43,8 +43,14 @@ impl Server {
 
     /// The same, with more arguments for `runtime serve`.
     fn start_with(dir: &std::path::Path, admin_key: Option<String>, args: &[&str]) -> Self {
+        let listen = if args.contains(&"--listen") {
+            &[][..]
+        } else {
+            &["--listen", "127.0.0.1:0"][..]
+        };
         let mut child = common::cli(dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
+            .args(listen)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -1910,6 +1916,153 @@ async fn a_tenants_own_limits_refuse_runs_with_which_limit_and_when() {
         .into_inner();
     let ids: Vec<&str> = listed.tenants.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, ["capped"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_execution_handle_follows_across_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), None);
+    let admin_key = server.admin_key.clone();
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let key = server.key("acme", "operator").await;
+    let client = server.client(&key).await;
+    let execution = client.start(WAITING, &serde_json::json!({})).await.unwrap();
+    assert_eq!(execution.status().await.unwrap().status, "running");
+    let mut events = execution.events(0);
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await {
+        let event = event.unwrap();
+        let waiting = event.kind == "wait_started";
+        seen.push(event);
+        if waiting {
+            break;
+        }
+    }
+    // The server dies under the stream and comes back on the same port;
+    // the same stream goes on from the next event.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let server = Server::start_with(dir.path(), Some(admin_key), &["--listen", &address]);
+    let signalled = {
+        let execution = execution.clone();
+        tokio::spawn(async move {
+            // The client's channel connects again by itself.
+            for _ in 0..100 {
+                if execution
+                    .signal("go", &serde_json::json!({ "by": "ada" }))
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("the signal never got through");
+        })
+    };
+    while let Some(event) = events.next().await {
+        seen.push(event.unwrap());
+    }
+    signalled.await.unwrap();
+    let numbers: Vec<u64> = seen.iter().map(|e| e.number).collect();
+    assert_eq!(
+        numbers,
+        (0..seen.len() as u64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    assert_eq!(seen.last().unwrap().kind, "execution_finished");
+    let done = execution.wait().await.unwrap();
+    assert_eq!(done.outputs_json, r#"{"result":"approved by ada"}"#);
+    // Cancel through a handle on an execution started elsewhere.
+    let other = client.start(WAITING, &serde_json::json!({})).await.unwrap();
+    client.execution(other.id()).cancel().await.unwrap();
+    assert_eq!(other.wait().await.unwrap().status, "cancelled");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_with_no_proto_files_drives_the_server() {
+    // `examples/clients/reflection_client.py`: grpcio, with the services
+    // and messages taken from the server's reflection.
+    let server = Server::start();
+    let key = server.key("acme", "operator").await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/clients/reflection_client.py");
+    let url = server.url.clone();
+    let run = move |args: Vec<String>| {
+        let out = common::tools::python_with_grpc()
+            .arg(&script)
+            .arg(&url)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let call = |key: &str, method: &str, request: serde_json::Value| {
+        let run = run.clone();
+        let args = vec![key.to_owned(), method.to_owned(), request.to_string()];
+        async move {
+            tokio::task::spawn_blocking(move || run(args))
+                .await
+                .unwrap()
+        }
+    };
+    let (code, services, err) = call("", "list", serde_json::json!({})).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        services.contains("orchestrator.v1.Executions"),
+        "{services}"
+    );
+    let flow = "name: py\ntasks:\n  - { id: add, uses: transform, with: { script: '1 + 1' } }\noutputs:\n  sum: ${{ tasks.add.output }}\n";
+    let (code, started, err) = call(
+        &key,
+        "orchestrator.v1.Executions/Start",
+        serde_json::json!({ "workflow_text": flow, "execution_id": "from-python" }),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let started: serde_json::Value = serde_json::from_str(started.trim()).unwrap();
+    assert_eq!(started["execution_id"], "from-python");
+    let (code, done, err) = call(
+        &key,
+        "orchestrator.v1.Executions/AwaitResult",
+        serde_json::json!({ "execution_id": "from-python", "timeout_ms": 30000 }),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let done: serde_json::Value = serde_json::from_str(done.trim()).unwrap();
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["outputs_json"], r#"{"sum":2}"#);
+    let (code, events, err) = call(
+        &key,
+        "orchestrator.v1.Executions/Watch",
+        serde_json::json!({ "execution_id": "from-python" }),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let kinds: Vec<String> = events
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("execution_started"));
+    assert_eq!(kinds.last().map(String::as_str), Some("execution_finished"));
+    let (code, _, err) = call(
+        "bogus",
+        "orchestrator.v1.Executions/List",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("UNAUTHENTICATED"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

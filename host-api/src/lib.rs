@@ -1,9 +1,11 @@
 //! The control API of `runtime serve`: the `orchestrator.v1` contract
 //! (`proto/`, compiled by `build.rs`), the gRPC server over the engine
-//! (`server/`), and a client (`client.rs`). The generated types stay in
-//! [`pb`]; the server turns them into engine calls and back.
+//! (`server/`), a client (`client.rs`) and, over it, a handle on a remote
+//! execution shaped like the SDK's (`remote.rs`). The generated types stay
+//! in [`pb`]; the server turns them into engine calls and back.
 
 pub mod client;
+pub mod remote;
 pub mod server;
 
 /// The generated messages, services and clients, and the descriptor set

@@ -21,38 +21,32 @@ pub fn componentize_py() -> Command {
     if on_path("componentize-py", COMPONENTIZE_PY_VERSION) {
         return Command::new("componentize-py");
     }
-    let dir = tools_dir().join(format!("componentize-py-{COMPONENTIZE_PY_VERSION}"));
-    let ready = dir.join(".installed");
-    with_lock(&dir, || {
-        if ready.exists() {
-            return;
-        }
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--root-user-action=ignore",
-            ])
-            .arg("--target")
-            .arg(dir.join("site"))
-            .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}"))
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("python3 with pip is needed to install componentize-py: {e}")
-            });
-        assert!(
-            status.success(),
-            "`python3 -m pip install componentize-py=={COMPONENTIZE_PY_VERSION}` failed"
-        );
-        fs::write(&ready, "").expect("mark componentize-py installed");
-    });
+    let dir = pip_installed(
+        &format!("componentize-py-{COMPONENTIZE_PY_VERSION}"),
+        &[format!("componentize-py=={COMPONENTIZE_PY_VERSION}")],
+    );
     let mut command = Command::new("python3");
     command
         .env("PYTHONPATH", dir.join("site"))
         .args(["-c", "import sys, componentize_py; sys.argv[0] = 'componentize-py'; sys.exit(componentize_py.script())"]);
+    command
+}
+
+/// The grpcio release the Python client of the control API runs with.
+pub const GRPCIO_VERSION: &str = "1.85.1";
+
+/// `python3` with `grpcio` and `grpcio-reflection` at [`GRPCIO_VERSION`]
+/// importable: a gRPC client in another language than the server's.
+pub fn python_with_grpc() -> Command {
+    let dir = pip_installed(
+        &format!("grpcio-{GRPCIO_VERSION}"),
+        &[
+            format!("grpcio=={GRPCIO_VERSION}"),
+            format!("grpcio-reflection=={GRPCIO_VERSION}"),
+        ],
+    );
+    let mut command = Command::new("python3");
+    command.env("PYTHONPATH", dir.join("site"));
     command
 }
 
@@ -84,6 +78,40 @@ pub fn cargo_deny() -> Command {
         let _ = fs::remove_dir_all(dir.join("build"));
     });
     Command::new(binary)
+}
+
+/// The directory `packages` are installed in (once, with
+/// `python3 -m pip install --target <dir>/site`), named `name` under the
+/// tools directory.
+fn pip_installed(name: &str, packages: &[String]) -> PathBuf {
+    let dir = tools_dir().join(name);
+    let ready = dir.join(".installed");
+    with_lock(&dir, || {
+        if ready.exists() {
+            return;
+        }
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",
+            ])
+            .arg("--target")
+            .arg(dir.join("site"))
+            .args(packages)
+            .status()
+            .unwrap_or_else(|e| panic!("python3 with pip is needed to install {packages:?}: {e}"));
+        assert!(
+            status.success(),
+            "`python3 -m pip install {}` failed",
+            packages.join(" ")
+        );
+        fs::write(&ready, "").expect("mark the packages installed");
+    });
+    dir
 }
 
 /// Whether `program --version` runs and names `version`.

@@ -281,10 +281,19 @@ pub async fn serve(
     reporter
         .set_serving::<pb::workflows_server::WorkflowsServer<workflows::WorkflowsService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions clients speak: v1, and v1alpha, which
+    // many still ask first or only (Python's grpcio-reflection, older
+    // grpcurl, Postman).
+    let reflecting = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflecting()
         .build_v1()
+        .map_err(|e| ServiceError::Plugin(format!("reflection: {e}")))?;
+    let reflection_alpha = reflecting()
+        .build_v1alpha()
         .map_err(|e| ServiceError::Plugin(format!("reflection: {e}")))?;
     let incoming = connections::limited(listener, MAX_CONNECTIONS);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -303,6 +312,7 @@ pub async fn serve(
     let serving = builder
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(
             pb::executions_server::ExecutionsServer::new(executions::ExecutionsService {
                 host: Arc::clone(&host),

@@ -10,6 +10,7 @@ use orchestrator_engine::quotas::QuotasSpec;
 use orchestrator_engine::sdk::TenantUsage;
 use orchestrator_engine::store::executions::now_ms;
 use orchestrator_engine::store::tenants::{TenantLimits, TenantRecord};
+use orchestrator_engine::store::{Store, StoreError};
 use orchestrator_engine::tenant::TenantId;
 
 /// Limits as the API sends them, checked.
@@ -68,14 +69,22 @@ fn usage_pb(usage: &TenantUsage) -> pb::TenantUsage {
 }
 
 impl Host {
+    /// Runs `work` on the server's store off the async threads.
+    async fn on_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.base.store().map_err(status::of)?;
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
     /// Sets the limits every tenant record holds on the engine's quotas:
     /// what a server does when it starts.
     pub(super) async fn load_tenant_limits(&self) -> Result<(), Status> {
-        let store = self.base.store().map_err(status::of)?;
-        let records = tokio::task::spawn_blocking(move || store.tenants())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let records = self.on_store(|store| store.tenants()).await?;
         for record in records {
             let Ok(tenant) = TenantId::new(&record.id) else {
                 continue;
@@ -88,12 +97,8 @@ impl Host {
     /// Tenant `tenant` as the API shows it: its record (if any), its limits
     /// in force and its usage.
     pub(super) async fn tenant(&self, tenant: &TenantId) -> Result<pb::Tenant, Status> {
-        let store = self.base.store().map_err(status::of)?;
         let id = tenant.as_str().to_owned();
-        let record = tokio::task::spawn_blocking(move || store.tenant(&id))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let record = self.on_store(move |store| store.tenant(&id)).await?;
         let usage = self
             .engine(tenant)
             .await?
@@ -116,16 +121,14 @@ impl Host {
         tenant: &TenantId,
         limits: TenantLimits,
     ) -> Result<pb::Tenant, Status> {
-        let store = self.base.store().map_err(status::of)?;
         let record = TenantRecord {
             id: tenant.as_str().to_owned(),
             created_at: now_ms(),
             limits: limits.clone(),
         };
-        let created = tokio::task::spawn_blocking(move || store.create_tenant(&record))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let created = self
+            .on_store(move |store| store.create_tenant(&record))
+            .await?;
         if !created {
             return Err(Status::already_exists(format!(
                 "tenant `{}` exists already; SetTenantLimits changes its limits",
@@ -142,12 +145,10 @@ impl Host {
         tenant: &TenantId,
         limits: TenantLimits,
     ) -> Result<pb::Tenant, Status> {
-        let store = self.base.store().map_err(status::of)?;
         let (id, kept) = (tenant.as_str().to_owned(), limits.clone());
-        let found = tokio::task::spawn_blocking(move || store.set_tenant_limits(&id, &kept))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let found = self
+            .on_store(move |store| store.set_tenant_limits(&id, &kept))
+            .await?;
         if !found {
             return Err(Status::not_found(format!(
                 "tenant `{}` has no record; CreateTenant makes one with its limits",
@@ -160,11 +161,7 @@ impl Host {
 
     /// Every tenant with a record.
     pub(super) async fn tenants(&self) -> Result<Vec<pb::Tenant>, Status> {
-        let store = self.base.store().map_err(status::of)?;
-        let records = tokio::task::spawn_blocking(move || store.tenants())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let records = self.on_store(|store| store.tenants()).await?;
         let mut out = Vec::new();
         for record in records {
             if let Ok(tenant) = TenantId::new(&record.id) {
