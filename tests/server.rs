@@ -262,6 +262,7 @@ async fn a_server_runs_tenants_workflows_apart_and_drains_on_sigterm() {
         let codes = [
             ex().get(pb::GetRequest {
                 execution_id: execution.into(),
+                ..pb::GetRequest::default()
             })
             .await
             .map(|_| ()),
@@ -1164,6 +1165,7 @@ async fn no_rpc_reaches_another_tenants_data() {
                 let r = ex()
                     .get(pb::GetRequest {
                         execution_id: "a-broken".into(),
+                        ..pb::GetRequest::default()
                     })
                     .await;
                 not_found(r.map(drop), rpc);
@@ -1480,6 +1482,7 @@ async fn no_rpc_reaches_another_tenants_data() {
         acme.executions()
             .get(pb::GetRequest {
                 execution_id: id.into(),
+                ..pb::GetRequest::default()
             })
             .await
             .unwrap();
@@ -1488,6 +1491,7 @@ async fn no_rpc_reaches_another_tenants_data() {
         .executions()
         .get(pb::GetRequest {
             execution_id: "a-wait".into(),
+            ..pb::GetRequest::default()
         })
         .await
         .unwrap()
@@ -2063,6 +2067,108 @@ async fn a_python_client_with_no_proto_files_drives_the_server() {
     .await;
     assert_eq!(code, Some(1));
     assert!(err.contains("UNAUTHENTICATED"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
+    let server = Server::start();
+    let dir = server._dir.as_ref().unwrap().path().to_owned();
+    let key = server.key("acme", "operator").await;
+    let client = server.client(&key).await;
+    let flow = "name: twice\ntasks:\n  - { id: one, uses: transform, with: { script: '1 + 1' } }\n  - { id: two, uses: transform, needs: [one], with: { n: '${{ tasks.one.output }}', script: 'n * 2' } }\noutputs:\n  four: ${{ tasks.two.output }}\n";
+    let done = client.start(flow, &serde_json::json!({})).await.unwrap();
+    done.wait().await.unwrap();
+    let waiting = client.start(WAITING, &serde_json::json!({})).await.unwrap();
+    let cli = |args: &[&str]| {
+        let out = common::cli(&dir).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let remote = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &server.url, "--api-key", &key]);
+        let (code, out, err) = cli(&all);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
+    };
+    let status = remote(&["status", done.id()]);
+    assert!(status.contains("workflow `twice`  succeeded"), "{status}");
+    let events = remote(&["status", done.id(), "--events"]);
+    assert!(events.contains("execution_finished"), "{events}");
+    let json = remote(&["status", done.id(), "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["record"]["outputs"]["four"], 4);
+    let followed = remote(&["status", done.id(), "--follow"]);
+    assert!(followed.lines().count() > 4, "{followed}");
+    let listed = remote(&["list", "--status", "succeeded"]);
+    assert!(
+        listed.contains(done.id()) && !listed.contains(waiting.id()),
+        "{listed}"
+    );
+    let signalled = remote(&[
+        "signal",
+        waiting.id(),
+        "go",
+        "--payload",
+        r#"{"by":"the cli"}"#,
+    ]);
+    assert!(signalled.contains("delivered signal `go`"), "{signalled}");
+    assert_eq!(
+        waiting.wait().await.unwrap().outputs_json,
+        r#"{"result":"approved by the cli"}"#
+    );
+    let another = client.start(WAITING, &serde_json::json!({})).await.unwrap();
+    let cancelled = remote(&["cancel", another.id()]);
+    assert_eq!(
+        cancelled.trim(),
+        format!("cancelled execution {}", another.id())
+    );
+    assert_eq!(another.wait().await.unwrap().status, "cancelled");
+    let listed = remote(&["list"]);
+
+    // A verb that does not ask servers yet is refused, not run here.
+    let (code, _, err) = cli(&[
+        "gc",
+        "--older-than",
+        "1d",
+        "--server",
+        &server.url,
+        "--api-key",
+        &key,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("`runtime gc` does not work against a server yet"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&[
+        "status",
+        "nothing",
+        "--server",
+        &server.url,
+        "--api-key",
+        &key,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no execution `nothing`"), "{err}");
+
+    // The same verbs on the stopped server's store print the same.
+    let mut server = server;
+    assert!(server.terminate().success());
+    let here = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--tenant", "acme"]);
+        let (code, out, err) = cli(&all);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
+    };
+    assert_eq!(here(&["status", done.id()]), status);
+    assert_eq!(here(&["status", done.id(), "--events"]), events);
+    assert_eq!(here(&["status", done.id(), "--follow"]), followed);
+    assert_eq!(here(&["list"]), listed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

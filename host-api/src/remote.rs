@@ -76,6 +76,7 @@ impl RemoteExecution {
     pub async fn status(&self) -> Result<pb::Execution, Status> {
         let request = pb::GetRequest {
             execution_id: self.id.clone(),
+            events: false,
         };
         Ok(self.client.executions().get(request).await?.into_inner())
     }

@@ -132,9 +132,15 @@ fn dead_letter(letter: &Letter) -> pb::DeadLetter {
     }
 }
 
-/// An execution as the API shows it.
-pub fn execution(view: &ExecutionView) -> pb::Execution {
+/// An execution as the API shows it; its events in `detail_json` when
+/// `events`.
+pub fn execution(view: &ExecutionView, events: bool) -> pb::Execution {
     let record = &view.record;
+    let detail = serde_json::json!({
+        "record": record,
+        "tasks": view.tasks,
+        "events": if events { serde_json::json!(view.events) } else { serde_json::json!([]) },
+    });
     pb::Execution {
         id: record.id.clone(),
         workflow: record.workflow.clone(),
@@ -161,6 +167,7 @@ pub fn execution(view: &ExecutionView) -> pb::Execution {
                     .unwrap_or_default(),
             })
             .collect(),
+        detail_json: detail.to_string(),
     }
 }
 
@@ -222,7 +229,7 @@ impl pb::executions_server::Executions for ExecutionsService {
         let id = &request.get_ref().execution_id;
         let handle = self.execution(&request, rpc, id).await?.1?;
         let view = handle.status().await.map_err(status::of)?;
-        Ok(Response::new(execution(&view)))
+        Ok(Response::new(execution(&view, request.get_ref().events)))
     }
 
     async fn list(
@@ -246,7 +253,7 @@ impl pb::executions_server::Executions for ExecutionsService {
             .await
             .map_err(status::of)?;
         Ok(Response::new(pb::ListResponse {
-            executions: listing.views.iter().map(execution).collect(),
+            executions: listing.views.iter().map(|v| execution(v, false)).collect(),
             next_page_token: listing.next.unwrap_or_default(),
         }))
     }
@@ -289,7 +296,7 @@ impl pb::executions_server::Executions for ExecutionsService {
             Ok(done) => done.map_err(status::of)?,
             Err(_) => handle.status().await.map_err(status::of)?,
         };
-        Ok(Response::new(execution(&view)))
+        Ok(Response::new(execution(&view, false)))
     }
 
     async fn signal(

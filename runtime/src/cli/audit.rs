@@ -1,5 +1,6 @@
 //! `runtime audit`: the control API's audit log, read from a running server
-//! (`--server`, as an admin) or from the store file of one that is stopped.
+//! (the global `--server`, as an admin) or from the store file of one that
+//! is stopped.
 
 use std::process::ExitCode;
 
@@ -16,18 +17,6 @@ use orchestrator_host_api::pb;
 /// What `runtime audit` reads.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// Ask the server at this address (`http://127.0.0.1:7233`) instead of
-    /// reading the store file.
-    #[arg(long, env = "ORCHESTRATOR_SERVER", value_name = "URL")]
-    server: Option<String>,
-    /// The admin API key to ask the server with.
-    #[arg(
-        long,
-        env = "ORCHESTRATOR_API_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
-    api_key: Option<String>,
     /// The host's entries (calls refused before a tenant was known)
     /// instead of the tenant's.
     #[arg(long)]
@@ -44,8 +33,8 @@ pub struct AuditArgs {
 }
 
 pub(super) fn audit(ctx: &Context, args: AuditArgs) -> Result<ExitCode, ServiceError> {
-    let entries = match &args.server {
-        Some(url) => from_server(ctx, url, &args)?,
+    let entries = match &ctx.server {
+        Some((url, key)) => from_server(ctx, url, key.as_deref(), &args)?,
         None => from_store(ctx, &args)?,
     };
     for (number, entry) in &entries {
@@ -90,9 +79,10 @@ fn from_store(ctx: &Context, args: &AuditArgs) -> Result<Vec<(u64, AuditEntry)>,
 fn from_server(
     ctx: &Context,
     url: &str,
+    key: Option<&str>,
     args: &AuditArgs,
 ) -> Result<Vec<(u64, AuditEntry)>, ServiceError> {
-    let key = args.api_key.as_deref().ok_or_else(|| {
+    let key = key.ok_or_else(|| {
         ServiceError::Inputs(
             "--server needs an admin key: --api-key or ORCHESTRATOR_API_KEY".into(),
         )

@@ -25,7 +25,10 @@ pub(super) fn list(
     filter: &ops::ListFilter,
     json: bool,
 ) -> Result<ExitCode, ServiceError> {
-    let listing = ops::list(&executions(ctx), filter)?;
+    let listing = match &ctx.server {
+        Some(_) => super::remote::list(ctx, filter)?,
+        None => ops::list(&executions(ctx), filter)?,
+    };
     let rows = &listing.views;
     if json {
         let list: Vec<Value> = rows
@@ -65,9 +68,13 @@ pub(super) fn list(
     // What the tenant's listed executions used, all together.
     let totals: Vec<Usage> = rows.iter().filter_map(|v| run_total(&v.tasks)).collect();
     if let Some(total) = Usage::total(&totals) {
+        // A server's executions are the key's tenant's, whatever --tenant says.
+        let tenant = rows
+            .first()
+            .map_or(ctx.tenant.as_str(), |v| v.record.tenant.as_str());
         out!(
             "tenant {}: {} over {} executions",
-            ctx.tenant,
+            tenant,
             usage_text(&total),
             totals.len()
         );
@@ -84,7 +91,11 @@ pub(super) fn status(
     events: bool,
     json: bool,
 ) -> Result<ExitCode, ServiceError> {
-    let view = ops::view(&executions(ctx), id)?;
+    let view = match &ctx.server {
+        // The task lines are drawn from the events too (attempts, retries).
+        Some(_) => super::remote::view(ctx, id, true)?,
+        None => ops::view(&executions(ctx), id)?,
+    };
     if json {
         let value = serde_json::json!({
             "status": view.state().as_str(),
@@ -212,7 +223,7 @@ pub(super) fn follow(
     from: u64,
     json: bool,
 ) -> Result<ExitCode, ServiceError> {
-    let state = ops::follow(&executions(ctx), id, from, |seq, event| {
+    let print = |seq: u64, event: &LogEvent| {
         if json {
             let mut line = serde_json::to_value(event).expect("JSON");
             if let Some(map) = line.as_object_mut() {
@@ -222,8 +233,14 @@ pub(super) fn follow(
         } else {
             out!("{}", event_line(seq, event));
         }
-        true
-    })?;
+    };
+    let state = match &ctx.server {
+        Some(_) => super::remote::follow(ctx, id, from, print)?,
+        None => ops::follow(&executions(ctx), id, from, |seq, event| {
+            print(seq, event);
+            true
+        })?,
+    };
     if !json {
         match state {
             State::Interrupted => {
@@ -265,7 +282,10 @@ fn timestamp(ms: u64) -> String {
 }
 
 pub(super) fn cancel(ctx: &Context, id: &str) -> Result<ExitCode, ServiceError> {
-    ops::cancel(&executions(ctx), id)?;
+    match &ctx.server {
+        Some(_) => super::remote::cancel(ctx, id)?,
+        None => drop(ops::cancel(&executions(ctx), id)?),
+    }
     out!("cancelled execution {id}");
     Ok(ExitCode::SUCCESS)
 }
@@ -281,7 +301,14 @@ pub(super) fn signal(
             .map_err(|e| ServiceError::Inputs(format!("--payload is not JSON: {e}")))?,
         None => Value::Null,
     };
-    match ops::signal(&executions(ctx), id, name, &payload, None)? {
+    let delivery = match &ctx.server {
+        Some(_) => {
+            super::remote::signal(ctx, id, name, &payload)?;
+            Delivery::Live
+        }
+        None => ops::signal(&executions(ctx), id, name, &payload, None)?,
+    };
+    match delivery {
         Delivery::Recorded => out!(
             "recorded signal `{name}` for execution {id}; no process is running it: `runtime resume {id}` continues it"
         ),

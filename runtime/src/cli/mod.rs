@@ -27,6 +27,7 @@ mod audit;
 mod dlq;
 mod executions;
 mod plugins;
+mod remote;
 mod run;
 mod serve;
 mod summary;
@@ -61,6 +62,19 @@ pub struct Cli {
     /// user's data directory.
     #[arg(long, global = true, env = STORE_ENV, value_name = "FILE")]
     pub store: Option<PathBuf>,
+    /// Ask the server at this address (`runtime serve`) instead of using
+    /// the store here: `list`, `status`, `cancel`, `signal` and `audit`.
+    #[arg(long, global = true, env = "ORCHESTRATOR_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The API key to ask the server with.
+    #[arg(
+        long,
+        global = true,
+        env = "ORCHESTRATOR_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
     /// The host configuration file (secrets, capacity, prices). Default: `config.yaml` in the
     /// user's config directory, if it exists.
     #[arg(long, global = true, env = CONFIG_ENV, value_name = "FILE")]
@@ -249,6 +263,8 @@ struct Context {
     tenant: TenantId,
     /// Where a run's progress and streamed text are printed.
     progress: Arc<run::Progress>,
+    /// The server to ask instead of the store (`--server`), with the key.
+    server: Option<(String, Option<String>)>,
 }
 
 impl Context {
@@ -284,7 +300,11 @@ impl Context {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format, &cli.log_level);
-    let result = context(&cli).and_then(|ctx| match cli.command {
+    let result = context(&cli).and_then(|ctx| {
+        remote::supported(&ctx, &cli.command)?;
+        Ok(ctx)
+    });
+    let result = result.and_then(|ctx| match cli.command {
         Command::Validate { file } => run::validate(&ctx, &file),
         Command::Graph { file, format } => run::graph(&ctx, &file, format),
         Command::Run {
@@ -380,5 +400,6 @@ fn context(cli: &Cli) -> Result<Context, ServiceError> {
         config,
         tenant: cli.tenant.clone(),
         progress: Arc::default(),
+        server: cli.server.clone().map(|url| (url, cli.api_key.clone())),
     })
 }

@@ -1,0 +1,178 @@
+//! The verbs that ask a server (`--server URL --api-key KEY`) instead of the
+//! store here: the same data the local verbs read, from the control API
+//! (`Execution.detail_json`, the event stream), handed to the same
+//! printers. `list`, `status` (`--events`, `--follow`), `cancel`, `signal`
+//! and `audit` work so; any other verb with `--server` is refused, not run
+//! here by mistake.
+
+use serde_json::Value;
+use tonic::{Code, Status};
+
+use super::{Command, Context};
+use orchestrator_engine::executions::{ExecutionView, ListFilter, Listing, State};
+use orchestrator_engine::service::ServiceError;
+use orchestrator_engine::store::executions::LogEvent;
+use orchestrator_host_api::client::Client;
+use orchestrator_host_api::pb;
+
+/// Refuses `command` with `--server` when it cannot ask a server.
+pub(super) fn supported(ctx: &Context, command: &Command) -> Result<(), ServiceError> {
+    if ctx.server.is_none() {
+        return Ok(());
+    }
+    match command {
+        Command::List { .. }
+        | Command::Status { .. }
+        | Command::Cancel { .. }
+        | Command::Signal { .. }
+        | Command::Audit(_) => Ok(()),
+        other => {
+            let debug = format!("{other:?}");
+            let name: String = debug
+                .chars()
+                .take_while(char::is_ascii_alphabetic)
+                .collect();
+            Err(ServiceError::Inputs(format!(
+                "`runtime {}` does not work against a server yet (list, status, cancel, signal and audit do); leave out --server and ORCHESTRATOR_SERVER to run it on this host",
+                name.to_lowercase()
+            )))
+        }
+    }
+}
+
+/// A client of the server `--server` names, with `--api-key`.
+fn client(ctx: &Context) -> Result<Client, ServiceError> {
+    let Some((url, key)) = &ctx.server else {
+        return Err(ServiceError::Inputs("no --server given".into()));
+    };
+    let key = key.as_deref().ok_or_else(|| {
+        ServiceError::Inputs(format!(
+            "--server {url} needs an API key: --api-key or ORCHESTRATOR_API_KEY"
+        ))
+    })?;
+    ctx.tokio
+        .block_on(Client::connect(url, key))
+        .map_err(ServiceError::Plugin)
+}
+
+/// A server's refusal as the error the same local verb would give.
+fn refused(status: &Status) -> ServiceError {
+    let message = status.message().to_owned();
+    match status.code() {
+        Code::NotFound => ServiceError::NotFound(message),
+        Code::InvalidArgument => ServiceError::Inputs(message),
+        Code::AlreadyExists => ServiceError::Conflict(message),
+        code => ServiceError::Plugin(format!("the server answered {code:?}: {message}")),
+    }
+}
+
+/// An execution as the server sent it, as the local verbs see one.
+fn view_of(execution: pb::Execution) -> Result<ExecutionView, ServiceError> {
+    let bad = |e: serde_json::Error| {
+        ServiceError::Plugin(format!(
+            "execution `{}`: the server's detail does not read: {e}",
+            execution.id
+        ))
+    };
+    let detail: Value = serde_json::from_str(&execution.detail_json).map_err(bad)?;
+    Ok(ExecutionView {
+        record: serde_json::from_value(detail["record"].clone()).map_err(bad)?,
+        tasks: serde_json::from_value(detail["tasks"].clone()).map_err(bad)?,
+        events: serde_json::from_value(detail["events"].clone()).map_err(bad)?,
+        live: execution.live,
+    })
+}
+
+/// An event as the server sent it, as the local verbs see one.
+fn event_of(event: &pb::Event) -> Result<LogEvent, ServiceError> {
+    let bad = |e: String| ServiceError::Plugin(format!("event {}: {e}", event.number));
+    let mut fields: Value =
+        serde_json::from_str(&event.fields_json).map_err(|e| bad(e.to_string()))?;
+    let map = fields
+        .as_object_mut()
+        .ok_or_else(|| bad("its fields are not an object".into()))?;
+    map.insert("event".into(), event.kind.clone().into());
+    map.insert("at".into(), event.at_ms.into());
+    serde_json::from_value(fields).map_err(|e| bad(e.to_string()))
+}
+
+/// Execution `id`, with its events when `events`.
+pub(super) fn view(ctx: &Context, id: &str, events: bool) -> Result<ExecutionView, ServiceError> {
+    let client = client(ctx)?;
+    let request = pb::GetRequest {
+        execution_id: id.to_owned(),
+        events,
+    };
+    let execution = ctx
+        .tokio
+        .block_on(client.executions().get(request))
+        .map_err(|s| refused(&s))?
+        .into_inner();
+    view_of(execution)
+}
+
+/// A page of the caller's executions.
+pub(super) fn list(ctx: &Context, filter: &ListFilter) -> Result<Listing, ServiceError> {
+    let client = client(ctx)?;
+    let request = pb::ListRequest {
+        page_size: u32::try_from(filter.limit).unwrap_or(u32::MAX),
+        page_token: filter.after.clone().unwrap_or_default(),
+        status: filter.state.clone().unwrap_or_default(),
+        workflow: filter.workflow.clone().unwrap_or_default(),
+    };
+    let page = ctx
+        .tokio
+        .block_on(client.executions().list(request))
+        .map_err(|s| refused(&s))?
+        .into_inner();
+    Ok(Listing {
+        views: page
+            .executions
+            .into_iter()
+            .map(view_of)
+            .collect::<Result<_, _>>()?,
+        next: (!page.next_page_token.is_empty()).then_some(page.next_page_token),
+    })
+}
+
+/// Hands execution `id`'s events from `from` to `each` as the server
+/// commits them, until it finished; how it stands then.
+pub(super) fn follow(
+    ctx: &Context,
+    id: &str,
+    from: u64,
+    mut each: impl FnMut(u64, &LogEvent),
+) -> Result<State, ServiceError> {
+    let client = client(ctx)?;
+    let execution = client.execution(id);
+    ctx.tokio.block_on(async {
+        let mut events = execution.events(from);
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|s| refused(&s))?;
+            each(event.number, &event_of(&event)?);
+        }
+        let now = execution.status().await.map_err(|s| refused(&s))?;
+        Ok(view_of(now)?.state())
+    })
+}
+
+/// Cancels execution `id`.
+pub(super) fn cancel(ctx: &Context, id: &str) -> Result<(), ServiceError> {
+    let client = client(ctx)?;
+    ctx.tokio
+        .block_on(client.execution(id).cancel())
+        .map_err(|s| refused(&s))
+}
+
+/// Sends signal `name` with `payload` to execution `id`.
+pub(super) fn signal(
+    ctx: &Context,
+    id: &str,
+    name: &str,
+    payload: &Value,
+) -> Result<(), ServiceError> {
+    let client = client(ctx)?;
+    ctx.tokio
+        .block_on(client.execution(id).signal(name, payload))
+        .map_err(|s| refused(&s))
+}
