@@ -14,6 +14,7 @@
 //! front ends show of them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use orchestrator_core::fault::{Admission, Breaker, BreakerPolicy, Refusal, counts};
@@ -30,6 +31,22 @@ pub struct Breakers {
     /// Where changes of state are written; `None` keeps them in memory.
     log: Option<Arc<dyn BreakersBackend>>,
     states: Mutex<BTreeMap<String, Breaker>>,
+    /// Changes on their way to the log.
+    writes: Arc<Writes>,
+}
+
+/// Changes of state written on blocking threads, which run in any order:
+/// each change is numbered, and one that finds a later change of its
+/// breaker written already is dropped, so the log ends with the last.
+#[derive(Debug, Default)]
+struct Writes {
+    /// Changes numbered so far.
+    numbered: std::sync::atomic::AtomicU64,
+    /// The number of each breaker's change written last (held while
+    /// writing, so two writes of a breaker never cross).
+    written: Mutex<HashMap<String, u64>>,
+    /// Changes not written yet.
+    pending: std::sync::atomic::AtomicUsize,
 }
 
 impl Breakers {
@@ -39,6 +56,7 @@ impl Breakers {
             tenant: String::new(),
             log: None,
             states: Mutex::default(),
+            writes: Arc::default(),
         }
     }
 
@@ -49,6 +67,7 @@ impl Breakers {
             tenant: tenant.to_owned(),
             log: Some(store.breaker_log()),
             states: Mutex::new(store.breakers(tenant)?),
+            writes: Arc::default(),
         })
     }
 
@@ -98,14 +117,39 @@ impl Breakers {
             return;
         };
         let (tenant, key) = (self.tenant.clone(), key.to_owned());
+        let writes = Arc::clone(&self.writes);
+        // Numbered under the states lock: in the order the changes happened.
+        let number = writes.numbered.fetch_add(1, Ordering::SeqCst) + 1;
+        writes.pending.fetch_add(1, Ordering::SeqCst);
         let write = move || {
-            if let Err(e) = log.put_breaker(&tenant, &key, &breaker) {
-                tracing::warn!(breaker = key, "recording the breaker's state failed: {e}");
+            {
+                let mut written = writes.written.lock().expect("breaker writes lock");
+                if written.get(&key).is_none_or(|last| *last < number) {
+                    if let Err(e) = log.put_breaker(&tenant, &key, &breaker) {
+                        tracing::warn!(breaker = key, "recording the breaker's state failed: {e}");
+                    }
+                    written.insert(key, number);
+                }
             }
+            writes.pending.fetch_sub(1, Ordering::SeqCst);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn_blocking(write)),
             Err(_) => write(),
+        }
+    }
+}
+
+impl Breakers {
+    /// Waits (up to 5 s) until the changes of state handed to the log are
+    /// written: what a run does before it ends, so a process that exits
+    /// after it leaves the log as its breakers stand.
+    pub async fn flush(&self) {
+        let patience = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.writes.pending.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < patience
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     }
 }
@@ -378,5 +422,27 @@ mod tests {
         }
         assert_eq!(BreakerKey::parse("host:x"), None);
         assert_eq!(BreakerKey::parse("other"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_ends_with_the_last_change_however_the_writes_run() {
+        let store = Store::in_memory();
+        let breakers = Breakers::recorded(&store, "t").unwrap();
+        let policy = BreakerPolicy {
+            failures: 1,
+            open_for: std::time::Duration::ZERO,
+            probes: 1,
+            ..BreakerPolicy::default()
+        };
+        // Open, probe, close, many times over: changes a moment apart.
+        for _ in 0..50 {
+            let call = breakers.admit("k").unwrap();
+            breakers.record("k", call, true, &policy);
+            let probe = breakers.admit("k").unwrap();
+            breakers.record("k", probe, false, &policy);
+        }
+        breakers.flush().await;
+        assert_eq!(breakers.writes.pending.load(Ordering::SeqCst), 0);
+        assert_eq!(store.breakers("t").unwrap()["k"], breakers.snapshot()["k"]);
     }
 }

@@ -582,6 +582,7 @@ impl Runner {
         let report =
             run_recorded(&scheduler, &workflow.plan, execution, concurrency, observe).await;
         emits.close().await;
+        self.breakers.flush().await;
         report
     }
 
