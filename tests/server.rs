@@ -626,7 +626,12 @@ async fn dead_letters_events_and_retried_requests_over_the_api() {
         .unwrap()
         .into_inner()
         .dead_letters;
-    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        letters.len(),
+        1,
+        "{letters:?}\n{}",
+        server.log.lock().unwrap().join("\n")
+    );
     let letter = &letters[0];
     assert_eq!(letter.id, format!("{id}/check"));
     assert_eq!(

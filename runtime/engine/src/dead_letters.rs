@@ -30,7 +30,7 @@ pub fn split_id(id: &str) -> Result<(&str, &str), ServiceError> {
 pub fn open_letters(executions: &Executions) -> Vec<(String, DeadLetter)> {
     let mut out = Vec::new();
     for id in executions.ids() {
-        let letters = match executions.read(&id).and_then(|log| {
+        let letters = match crate::executions::read_settled(executions, &id).and_then(|log| {
             if log.record()?.parent.is_some() {
                 Ok(Vec::new())
             } else {

@@ -166,6 +166,25 @@ fn owner_socket(executions: &Executions, id: &str) -> Result<std::path::PathBuf,
 /// its control socket is gone a moment before its file is let go.
 const FINISHING: Duration = Duration::from_secs(2);
 
+/// Reads execution `id`'s file as [`Executions::read`] does; while its
+/// owner is letting the file go (its control socket is gone, the file not
+/// yet closed) it reads again, up to [`FINISHING`]. A live execution is
+/// `Busy` at once.
+pub fn read_settled(executions: &Executions, id: &str) -> Result<ExecutionLog, ExecutionError> {
+    let began = std::time::Instant::now();
+    loop {
+        match executions.read(id) {
+            Err(ExecutionError::Busy(_))
+                if began.elapsed() < FINISHING
+                    && executions.socket(id).is_some_and(|socket| !socket.exists()) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            read => return read,
+        }
+    }
+}
+
 /// What is known of execution `id` now.
 pub fn view(executions: &Executions, id: &str) -> Result<ExecutionView, ServiceError> {
     let began = std::time::Instant::now();
