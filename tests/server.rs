@@ -2132,6 +2132,20 @@ async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
         format!("cancelled execution {}", another.id())
     );
     assert_eq!(another.wait().await.unwrap().status, "cancelled");
+    let (broken_a, broken_b) = (
+        client.start(BROKEN, &serde_json::json!({})).await.unwrap(),
+        client.start(BROKEN, &serde_json::json!({})).await.unwrap(),
+    );
+    broken_a.wait().await.unwrap();
+    broken_b.wait().await.unwrap();
+    let purged = remote(&["dlq", "purge", &format!("{}/check", broken_a.id())]);
+    assert_eq!(purged.trim(), "purged 1 dead letters");
+    let letters = remote(&["dlq", "list"]);
+    assert!(
+        letters.contains(broken_b.id()) && !letters.contains(broken_a.id()),
+        "{letters}"
+    );
+    let letters_json = remote(&["dlq", "list", "--json"]);
     let listed = remote(&["list"]);
 
     // A verb that does not ask servers yet is refused, not run here.
@@ -2174,6 +2188,8 @@ async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
     assert_eq!(here(&["status", done.id(), "--events"]), events);
     assert_eq!(here(&["status", done.id(), "--follow"]), followed);
     assert_eq!(here(&["list"]), listed);
+    assert_eq!(here(&["dlq", "list"]), letters);
+    assert_eq!(here(&["dlq", "list", "--json"]), letters_json);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

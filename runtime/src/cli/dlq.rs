@@ -59,7 +59,10 @@ pub(super) fn dlq(ctx: &Context, command: DlqCommand) -> Result<ExitCode, Servic
 }
 
 fn list(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
-    let letters = dead_letters::open_letters(&executions(ctx));
+    let letters = match &ctx.server {
+        Some(_) => super::remote::dead_letters(ctx)?,
+        None => dead_letters::open_letters(&executions(ctx)),
+    };
     if json {
         let list: Vec<Value> = letters
             .iter()
@@ -148,7 +151,10 @@ fn replay(ctx: &Context, id: &str, input: Option<&str>) -> Result<ExitCode, Serv
 }
 
 fn purge(ctx: &Context, ids: &[String], all: bool) -> Result<ExitCode, ServiceError> {
-    let purged = dead_letters::purge(&executions(ctx), ids, all)?;
+    let purged = match &ctx.server {
+        Some(_) => super::remote::purge(ctx, ids, all)?,
+        None => dead_letters::purge(&executions(ctx), ids, all)?,
+    };
     out!("purged {purged} dead letters");
     Ok(ExitCode::SUCCESS)
 }

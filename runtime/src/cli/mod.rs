@@ -63,7 +63,8 @@ pub struct Cli {
     #[arg(long, global = true, env = STORE_ENV, value_name = "FILE")]
     pub store: Option<PathBuf>,
     /// Ask the server at this address (`runtime serve`) instead of using
-    /// the store here: `list`, `status`, `cancel`, `signal` and `audit`.
+    /// the store here: `list`, `status`, `cancel`, `signal`, `dlq list`,
+    /// `dlq purge` and `audit`.
     #[arg(long, global = true, env = "ORCHESTRATOR_SERVER", value_name = "URL")]
     pub server: Option<String>,
     /// The API key to ask the server with.

@@ -1,17 +1,18 @@
 //! The verbs that ask a server (`--server URL --api-key KEY`) instead of the
 //! store here: the same data the local verbs read, from the control API
 //! (`Execution.detail_json`, the event stream), handed to the same
-//! printers. `list`, `status` (`--events`, `--follow`), `cancel`, `signal`
-//! and `audit` work so; any other verb with `--server` is refused, not run
-//! here by mistake.
+//! printers. `list`, `status` (`--events`, `--follow`), `cancel`,
+//! `signal`, `dlq list`, `dlq purge` and `audit` work so; any other verb
+//! with `--server` is refused, not run here by mistake.
 
 use serde_json::Value;
 use tonic::{Code, Status};
 
+use super::dlq::DlqCommand;
 use super::{Command, Context};
 use orchestrator_engine::executions::{ExecutionView, ListFilter, Listing, State};
 use orchestrator_engine::service::ServiceError;
-use orchestrator_engine::store::executions::LogEvent;
+use orchestrator_engine::store::executions::{DeadLetter, DeadLetterState, LogEvent};
 use orchestrator_host_api::client::Client;
 use orchestrator_host_api::pb;
 
@@ -25,6 +26,9 @@ pub(super) fn supported(ctx: &Context, command: &Command) -> Result<(), ServiceE
         | Command::Status { .. }
         | Command::Cancel { .. }
         | Command::Signal { .. }
+        | Command::Dlq {
+            command: DlqCommand::List { .. } | DlqCommand::Purge { .. },
+        }
         | Command::Audit(_) => Ok(()),
         other => {
             let debug = format!("{other:?}");
@@ -33,7 +37,7 @@ pub(super) fn supported(ctx: &Context, command: &Command) -> Result<(), ServiceE
                 .take_while(char::is_ascii_alphabetic)
                 .collect();
             Err(ServiceError::Inputs(format!(
-                "`runtime {}` does not work against a server yet (list, status, cancel, signal and audit do); leave out --server and ORCHESTRATOR_SERVER to run it on this host",
+                "`runtime {}` does not work against a server yet (list, status, cancel, signal, dlq list, dlq purge and audit do); leave out --server and ORCHESTRATOR_SERVER to run it on this host",
                 name.to_lowercase()
             )))
         }
@@ -175,4 +179,65 @@ pub(super) fn signal(
     ctx.tokio
         .block_on(client.execution(id).signal(name, payload))
         .map_err(|s| refused(&s))
+}
+
+/// The caller's open dead letters, with their executions' ids.
+pub(super) fn dead_letters(ctx: &Context) -> Result<Vec<(String, DeadLetter)>, ServiceError> {
+    let client = client(ctx)?;
+    let letters = ctx
+        .tokio
+        .block_on(
+            client
+                .executions()
+                .list_dead_letters(pb::ListDeadLettersRequest {}),
+        )
+        .map_err(|s| refused(&s))?
+        .into_inner()
+        .dead_letters;
+    letters
+        .into_iter()
+        .map(|l| {
+            let bad = |e: serde_json::Error| {
+                ServiceError::Plugin(format!(
+                    "dead letter {}: the server's answer does not read: {e}",
+                    l.id
+                ))
+            };
+            let kind = match l.kind.as_str() {
+                "" => None,
+                kind => Some(serde_json::from_value(Value::String(kind.to_owned())).map_err(bad)?),
+            };
+            let input = match l.input_json.as_str() {
+                "" => None,
+                text => Some(serde_json::from_str(text).map_err(bad)?),
+            };
+            let letter = DeadLetter {
+                task: l.task,
+                uses: l.uses,
+                input,
+                kind,
+                error: l.error,
+                attempts: l.attempts,
+                at: l.failed_at_ms,
+                state: DeadLetterState::Open,
+            };
+            Ok((l.execution_id, letter))
+        })
+        .collect()
+}
+
+/// Removes dead letters `ids`, or every open one with `all`; how many.
+pub(super) fn purge(ctx: &Context, ids: &[String], all: bool) -> Result<usize, ServiceError> {
+    let client = client(ctx)?;
+    let request = pb::PurgeRequest {
+        ids: ids.to_vec(),
+        all,
+    };
+    let purged = ctx
+        .tokio
+        .block_on(client.executions().purge(request))
+        .map_err(|s| refused(&s))?
+        .into_inner()
+        .purged;
+    Ok(purged as usize)
 }
