@@ -1,0 +1,269 @@
+//! Other clients: the Rust remote handle across a restart, a Python
+//! client with no proto files, the command line with `--server`.
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_execution_handle_follows_across_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), None);
+    let admin_key = server.admin_key.clone();
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let key = server.key("acme", "operator").await;
+    let client = server.client(&key).await;
+    let execution = client.start(WAITING, &serde_json::json!({})).await.unwrap();
+    assert_eq!(execution.status().await.unwrap().status, "running");
+    let mut events = execution.events(0);
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await {
+        let event = event.unwrap();
+        let waiting = event.kind == "wait_started";
+        seen.push(event);
+        if waiting {
+            break;
+        }
+    }
+    // The server dies under the stream and comes back on the same port;
+    // the same stream goes on from the next event.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let server = Server::start_with(dir.path(), Some(admin_key), &["--listen", &address]);
+    let signalled = {
+        let execution = execution.clone();
+        tokio::spawn(async move {
+            // The client's channel connects again by itself.
+            for _ in 0..100 {
+                if execution
+                    .signal("go", &serde_json::json!({ "by": "ada" }))
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("the signal never got through");
+        })
+    };
+    while let Some(event) = events.next().await {
+        seen.push(event.unwrap());
+    }
+    signalled.await.unwrap();
+    let numbers: Vec<u64> = seen.iter().map(|e| e.number).collect();
+    assert_eq!(
+        numbers,
+        (0..seen.len() as u64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    assert_eq!(seen.last().unwrap().kind, "execution_finished");
+    let done = execution.wait().await.unwrap();
+    assert_eq!(done.outputs_json, r#"{"result":"approved by ada"}"#);
+    // Cancel through a handle on an execution started elsewhere.
+    let other = client.start(WAITING, &serde_json::json!({})).await.unwrap();
+    client.execution(other.id()).cancel().await.unwrap();
+    assert_eq!(other.wait().await.unwrap().status, "cancelled");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_with_no_proto_files_drives_the_server() {
+    // `examples/clients/reflection_client.py`: grpcio, with the services
+    // and messages taken from the server's reflection.
+    let server = Server::start();
+    let key = server.key("acme", "operator").await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/clients/reflection_client.py");
+    let url = server.url.clone();
+    let run = move |args: Vec<String>| {
+        let out = common::tools::python_with_grpc()
+            .arg(&script)
+            .arg(&url)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let call = |key: &str, method: &str, request: serde_json::Value| {
+        let run = run.clone();
+        let args = vec![key.to_owned(), method.to_owned(), request.to_string()];
+        async move {
+            tokio::task::spawn_blocking(move || run(args))
+                .await
+                .unwrap()
+        }
+    };
+    let (code, services, err) = call("", "list", serde_json::json!({})).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        services.contains("orchestrator.v1.Executions"),
+        "{services}"
+    );
+    let flow = "name: py\ntasks:\n  - { id: add, uses: transform, with: { script: '1 + 1' } }\noutputs:\n  sum: ${{ tasks.add.output }}\n";
+    let (code, started, err) = call(
+        &key,
+        "orchestrator.v1.Executions/Start",
+        serde_json::json!({ "workflow_text": flow, "execution_id": "from-python" }),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let started: serde_json::Value = serde_json::from_str(started.trim()).unwrap();
+    assert_eq!(started["execution_id"], "from-python");
+    let (code, done, err) = call(
+        &key,
+        "orchestrator.v1.Executions/AwaitResult",
+        serde_json::json!({ "execution_id": "from-python", "timeout_ms": 30000 }),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let done: serde_json::Value = serde_json::from_str(done.trim()).unwrap();
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["outputs_json"], r#"{"sum":2}"#);
+    let (code, events, err) = call(
+        &key,
+        "orchestrator.v1.Executions/Watch",
+        serde_json::json!({ "execution_id": "from-python" }),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let kinds: Vec<String> = events
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("execution_started"));
+    assert_eq!(kinds.last().map(String::as_str), Some("execution_finished"));
+    let (code, _, err) = call(
+        "bogus",
+        "orchestrator.v1.Executions/List",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
+    let server = Server::start();
+    let dir = server._dir.as_ref().unwrap().path().to_owned();
+    let key = server.key("acme", "operator").await;
+    let client = server.client(&key).await;
+    let flow = "name: twice\ntasks:\n  - { id: one, uses: transform, with: { script: '1 + 1' } }\n  - { id: two, uses: transform, needs: [one], with: { n: '${{ tasks.one.output }}', script: 'n * 2' } }\noutputs:\n  four: ${{ tasks.two.output }}\n";
+    let done = client.start(flow, &serde_json::json!({})).await.unwrap();
+    done.wait().await.unwrap();
+    let waiting = client.start(WAITING, &serde_json::json!({})).await.unwrap();
+    let cli = |args: &[&str]| {
+        let out = common::cli(&dir).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let remote = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &server.url, "--api-key", &key]);
+        let (code, out, err) = cli(&all);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
+    };
+    let status = remote(&["status", done.id()]);
+    assert!(status.contains("workflow `twice`  succeeded"), "{status}");
+    let events = remote(&["status", done.id(), "--events"]);
+    assert!(events.contains("execution_finished"), "{events}");
+    let json = remote(&["status", done.id(), "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["record"]["outputs"]["four"], 4);
+    let followed = remote(&["status", done.id(), "--follow"]);
+    assert!(followed.lines().count() > 4, "{followed}");
+    let listed = remote(&["list", "--status", "succeeded"]);
+    assert!(
+        listed.contains(done.id()) && !listed.contains(waiting.id()),
+        "{listed}"
+    );
+    let signalled = remote(&[
+        "signal",
+        waiting.id(),
+        "go",
+        "--payload",
+        r#"{"by":"the cli"}"#,
+    ]);
+    assert!(signalled.contains("delivered signal `go`"), "{signalled}");
+    assert_eq!(
+        waiting.wait().await.unwrap().outputs_json,
+        r#"{"result":"approved by the cli"}"#
+    );
+    let another = client.start(WAITING, &serde_json::json!({})).await.unwrap();
+    let cancelled = remote(&["cancel", another.id()]);
+    assert_eq!(
+        cancelled.trim(),
+        format!("cancelled execution {}", another.id())
+    );
+    assert_eq!(another.wait().await.unwrap().status, "cancelled");
+    let (broken_a, broken_b) = (
+        client.start(BROKEN, &serde_json::json!({})).await.unwrap(),
+        client.start(BROKEN, &serde_json::json!({})).await.unwrap(),
+    );
+    broken_a.wait().await.unwrap();
+    broken_b.wait().await.unwrap();
+    let purged = remote(&["dlq", "purge", &format!("{}/check", broken_a.id())]);
+    assert_eq!(purged.trim(), "purged 1 dead letters");
+    let letters = remote(&["dlq", "list"]);
+    assert!(
+        letters.contains(broken_b.id()) && !letters.contains(broken_a.id()),
+        "{letters}"
+    );
+    let letters_json = remote(&["dlq", "list", "--json"]);
+    let listed = remote(&["list"]);
+
+    // A verb that does not ask servers yet is refused, not run here.
+    let (code, _, err) = cli(&[
+        "gc",
+        "--older-than",
+        "1d",
+        "--server",
+        &server.url,
+        "--api-key",
+        &key,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("`runtime gc` does not work against a server yet"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&[
+        "status",
+        "nothing",
+        "--server",
+        &server.url,
+        "--api-key",
+        &key,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no execution `nothing`"), "{err}");
+
+    // The same verbs on the stopped server's store print the same.
+    let mut server = server;
+    assert!(server.terminate().success());
+    let here = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--tenant", "acme"]);
+        let (code, out, err) = cli(&all);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
+    };
+    assert_eq!(here(&["status", done.id()]), status);
+    assert_eq!(here(&["status", done.id(), "--events"]), events);
+    assert_eq!(here(&["status", done.id(), "--follow"]), followed);
+    assert_eq!(here(&["list"]), listed);
+    assert_eq!(here(&["dlq", "list"]), letters);
+    assert_eq!(here(&["dlq", "list", "--json"]), letters_json);
+}

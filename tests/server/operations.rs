@@ -1,0 +1,217 @@
+//! Running a server: TLS, a log line per call, draining on SIGTERM.
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_speaks_tls_and_plaintext_only_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certificates(dir.path());
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let server = Server::start_with(
+        dir.path(),
+        None,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+
+    // A client that trusts the CA is served.
+    let client = Client::connect_with(&server.url, &server.admin_key, Some(ca.as_bytes()))
+        .await
+        .unwrap();
+    let keys = client
+        .admin()
+        .list_api_keys(pb::ListApiKeysRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(keys.into_inner().keys.len(), 1);
+
+    // One that trusts another CA, or speaks plaintext, is not.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = certificates(elsewhere.path());
+    let refused =
+        match Client::connect_with(&server.url, &server.admin_key, Some(other.as_bytes())).await {
+            Err(_) => true,
+            Ok(client) => client
+                .admin()
+                .list_api_keys(pb::ListApiKeysRequest::default())
+                .await
+                .is_err(),
+        };
+    assert!(
+        refused,
+        "a certificate the client does not trust was accepted"
+    );
+    let plain = server.url.replace("https://", "http://");
+    let refused = match Client::connect(&plain, &server.admin_key).await {
+        Err(_) => true,
+        Ok(client) => client
+            .admin()
+            .list_api_keys(pb::ListApiKeysRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "plaintext was answered on the TLS port");
+
+    // Without TLS, only loopback, unless plaintext is allowed outright.
+    let out = common::cli(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("loopback only") && stderr.contains("--tls-cert"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_is_logged_under_its_request_id_and_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), None, &["--log-format", "json"]);
+    let viewer = server.client(&server.key("acme", "viewer").await).await;
+    let mut request = tonic::Request::new(start(WAITING, ""));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-7f3a".parse().unwrap());
+    let refused = viewer.executions().start(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let mut found = None;
+    for _ in 0..100 {
+        found = server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("req-7f3a"))
+            .cloned();
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let line = found.expect("a log line with the request id");
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let span = &record["span"];
+    assert_eq!(span["name"], "rpc", "{line}");
+    assert_eq!(span["request_id"], "req-7f3a", "{line}");
+    assert_eq!(span["tenant"], "acme", "{line}");
+    assert_eq!(span["rpc"], "/orchestrator.v1.Executions/Start", "{line}");
+    assert_eq!(record["fields"]["message"], "refused", "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_calls_finish_and_the_next_start_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(dir.path(), None, &["--grace", "20"]);
+    let admin_key = server.admin_key.clone();
+    let developer = server.client(&server.key("acme", "developer").await).await;
+    developer
+        .plugins()
+        .install(tokio_stream::iter(guest_chunks(
+            "guest",
+            pb::Grants::default(),
+        )))
+        .await
+        .unwrap();
+    let key = server.key("acme", "operator").await;
+    let client = server.client(&key).await;
+    let flow = "name: drained\ntasks:\n  - { id: slow, uses: guest, with: { mode: sleep, ms: 1500 } }\n  - { id: approve, needs: [slow], wait: { signal: go, timeout: 1h } }\noutputs:\n  by: ${{ tasks.approve.output.by }}\n";
+    client
+        .executions()
+        .start(start(flow, "drained-1"))
+        .await
+        .unwrap();
+    // A watch of an execution that will not end before the server stops:
+    // it must not keep the server from stopping.
+    client
+        .executions()
+        .start(start(WAITING, "watched"))
+        .await
+        .unwrap();
+    let _open_watch = client
+        .executions()
+        .watch(pb::WatchRequest {
+            execution_id: "watched".into(),
+            from: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = client
+        .executions()
+        .watch(pb::WatchRequest {
+            execution_id: "drained-1".into(),
+            from: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(event) = events.next().await {
+        if event.unwrap().kind == "attempt_started" {
+            break;
+        }
+    }
+    let sent = std::time::Instant::now();
+    let status = server.terminate();
+    let took = sent.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(800),
+        "it stopped before the running call finished: {took:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "an open watch held it: {took:?}"
+    );
+
+    // The next start takes the execution up; the call that finished while
+    // draining is not made again.
+    let server = Server::start_in(dir.path(), Some(admin_key));
+    let client = server.client(&key).await;
+    client
+        .executions()
+        .signal(pb::SignalRequest {
+            execution_id: "drained-1".into(),
+            name: "go".into(),
+            payload_json: r#"{"by":"after the restart"}"#.into(),
+            ..pb::SignalRequest::default()
+        })
+        .await
+        .unwrap();
+    let done = client
+        .executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: "drained-1".into(),
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    let events = client
+        .executions()
+        .get_events(pb::GetEventsRequest {
+            execution_id: "drained-1".into(),
+            from: 0,
+            page_size: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let slow_attempts = events
+        .iter()
+        .filter(|e| e.kind == "attempt_started" && e.fields_json.contains(r#""task":"slow""#))
+        .count();
+    assert_eq!(slow_attempts, 1, "{events:?}");
+}
