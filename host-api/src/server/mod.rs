@@ -3,8 +3,9 @@
 //! One [`Host`] holds the engine (one per tenant, made on first use and
 //! kept, so a tenant's running executions are driven in this process) and
 //! the [`auth::KeyRing`]. [`serve`] puts the services on one port: the
-//! `orchestrator.v1` services, `grpc.health.v1` health and gRPC reflection
-//! (both without credentials, for probes and `grpcurl`). Started again
+//! `orchestrator.v1` services over gRPC, gRPC-web and REST/JSON
+//! ([`rest`]), `grpc.health.v1` health and gRPC reflection (both without
+//! credentials, for probes and `grpcurl`). Started again
 //! after a crash, the host takes up the executions left unfinished
 //! ([`Host::resume_interrupted`]).
 
@@ -14,6 +15,7 @@ pub mod auth;
 mod connections;
 pub mod executions;
 pub mod plugins;
+pub mod rest;
 mod status;
 mod tenants;
 pub mod workflows;
@@ -260,6 +262,44 @@ fn made_up_request_id() -> String {
     format!("{started:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The gRPC services for gRPC and gRPC-web calls (by their content type,
+/// over HTTP/2 or HTTP/1.1); anything else that no REST route took is
+/// NOT_FOUND, in the REST error's JSON.
+fn grpc_or_not_found(
+    grpc: axum::Router,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    use axum::response::IntoResponse;
+    use tower::{Layer, ServiceExt};
+    let grpc = tonic_web::GrpcWebLayer::new().layer(grpc);
+    tower::service_fn(move |request: axum::extract::Request| {
+        let grpc = grpc.clone();
+        async move {
+            let is_grpc = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("application/grpc"));
+            if is_grpc {
+                return grpc.oneshot(request).await.map(IntoResponse::into_response);
+            }
+            let status = Status::not_found(format!(
+                "no route `{} {}`; the routes are listed at {}",
+                request.method(),
+                request.uri().path(),
+                rest::OPENAPI_PATH
+            ));
+            Ok(rest::errors::response(&status))
+        }
+    })
+}
+
 /// Serves `host` on `listener` until `shutdown` resolves, over TLS when
 /// `tls` is given.
 pub async fn serve(
@@ -309,8 +349,8 @@ pub async fn serve(
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| ServiceError::Inputs(format!("the TLS certificate or key: {e}")))?;
     }
-    let serving = builder
-        .add_service(health)
+    let mut grpc = tonic::service::RoutesBuilder::default();
+    grpc.add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(
@@ -336,7 +376,14 @@ pub async fn serve(
                 host: Arc::clone(&host),
             })
             .max_decoding_message_size(MAX_REQUEST_BYTES),
-        )
+        );
+    let grpc = grpc.routes().prepare().into_axum_router();
+    let app = rest::router(grpc.clone())
+        .map_err(|e| ServiceError::Plugin(format!("the REST routes: {e}")))?
+        .fallback_service(grpc_or_not_found(grpc));
+    let serving = builder
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(app))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             let _ = stopping_tx.send(());

@@ -57,7 +57,12 @@ pub fn of(error: ServiceError) -> Status {
         ServiceError::Install(e) => match e {
             InstallError::Invalid { .. } => Status::invalid_argument(message),
             InstallError::Conflict { .. } => Status::already_exists(message),
-            InstallError::OverQuota { .. } => Status::resource_exhausted(message),
+            InstallError::OverQuota { limit, .. } => {
+                // Waiting does not help: something must be removed.
+                let mut details = ErrorDetails::new();
+                details.add_quota_failure_violation(format!("quotas.{limit}"), &message);
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
             InstallError::Store(_) => Status::internal(message),
         },
         ServiceError::Sandbox(_) | ServiceError::Store(_) => Status::internal(message),
