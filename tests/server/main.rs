@@ -14,5 +14,6 @@ mod access;
 mod clients;
 mod executions;
 mod harness;
+mod identities;
 mod operations;
 mod rest;

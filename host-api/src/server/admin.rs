@@ -80,7 +80,7 @@ impl pb::admin_server::Admin for AdminService {
                     request.role
                 ))
             })?;
-            self.host.keys.create(&tenant, role, &request.name)
+            self.host.auth.keys.create(&tenant, role, &request.name)
         })();
         let target = match &made {
             Ok(made) => made.record.id.clone(),
@@ -109,6 +109,7 @@ impl pb::admin_server::Admin for AdminService {
         };
         let keys = self
             .host
+            .auth
             .keys
             .list()
             .into_iter()
@@ -135,11 +136,12 @@ impl pb::admin_server::Admin for AdminService {
         let missing = || Status::not_found(format!("no API key `{id}`"));
         // Another tenant's key is as unknown as one that does not exist.
         let visible =
-            self.host.keys.list().into_iter().any(|k| {
+            self.host.auth.keys.list().into_iter().any(|k| {
                 k.id == id && (Host::is_host_admin(&who) || k.tenant == who.tenant.as_str())
             });
         let revoked = if visible {
             self.host
+                .auth
                 .keys
                 .revoke(&id)
                 .and_then(|found| if found { Ok(()) } else { Err(missing()) })

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod config;
 mod connections;
 pub mod executions;
 pub mod plugins;
@@ -31,7 +32,7 @@ use tonic::{Request, Status};
 
 use crate::pb;
 use audit::{AuditLog, Caller};
-use auth::{KeyRing, Principal, Role};
+use auth::{Authenticator, KeyRing, Principal, Role};
 use orchestrator_engine::config::Config;
 use orchestrator_engine::tenant::TenantId;
 use orchestrator_engine::{Engine, service::ServiceError};
@@ -61,6 +62,9 @@ pub struct Tls {
     pub cert: Vec<u8>,
     /// Its private key.
     pub key: Vec<u8>,
+    /// The CA client certificates must chain to, when clients may bring
+    /// one (mutual TLS; a client without one still connects, for keys).
+    pub client_ca: Option<Vec<u8>>,
 }
 
 /// What the server runs with.
@@ -74,15 +78,30 @@ pub struct ServerOptions {
     pub audit_retention: Duration,
     /// How long a stopping server lets running plugin calls finish.
     pub grace: Duration,
+    /// Who may call besides API-key holders, and the bootstrap key.
+    pub server: config::ServerConfig,
 }
 
-/// The server's state: engines by tenant, and the keys.
+/// What a first start did about an admin key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Keys exist already.
+    NotNeeded,
+    /// The operator's key, from where it says, is kept.
+    Kept(String),
+    /// This key was made: print it, once.
+    Made(String),
+}
+
+/// The server's state: engines by tenant, and who may call.
 #[derive(Debug)]
 pub struct Host {
     /// Tenant `default`'s; the others share its sandbox and configuration.
     base: Engine,
     engines: tokio::sync::Mutex<HashMap<TenantId, Engine>>,
-    keys: KeyRing,
+    auth: Authenticator,
+    /// The operator's admin key for a first start, and where it came from.
+    bootstrap_key: Option<(String, String)>,
     audit: Arc<AuditLog>,
     /// How long a stopping server lets running plugin calls finish.
     grace: Duration,
@@ -110,12 +129,19 @@ impl Host {
         let store = base.store()?;
         let keys = KeyRing::load(store.clone())
             .map_err(|e| ServiceError::Plugin(e.message().to_owned()))?;
+        let server = options.server;
+        let auth = Authenticator::new(
+            keys,
+            server.jwt,
+            server.client_certificates.map(|c| c.principals),
+        );
         let audit = Arc::new(AuditLog::new(store));
         let pruning = Arc::clone(&audit).prune(options.audit_retention);
         let host = Self {
             base,
             engines: tokio::sync::Mutex::default(),
-            keys,
+            auth,
+            bootstrap_key: server.bootstrap_key,
             audit,
             grace: options.grace,
             pruning,
@@ -126,25 +152,43 @@ impl Host {
         Ok(host)
     }
 
-    /// Makes an admin key for tenant `default` when no key exists, so the
-    /// first operator can get in: the key, to print once.
-    pub fn bootstrap(&self) -> Result<Option<String>, Status> {
-        if !self.keys.is_empty() {
-            return Ok(None);
+    /// Gives tenant `default` an admin key when no key exists, so the
+    /// first operator can get in: the operator's own (from the
+    /// configuration's `server.bootstrap_key_file` or
+    /// `ORCHESTRATOR_BOOTSTRAP_KEY`), or one made here, to print once.
+    pub fn bootstrap(&self) -> Result<Bootstrap, Status> {
+        let keys = &self.auth.keys;
+        if !keys.is_empty() {
+            return Ok(Bootstrap::NotNeeded);
         }
-        let made = self
-            .keys
-            .create(&TenantId::default(), Role::Admin, "bootstrap")?;
-        Ok(Some(made.key))
+        let tenant = TenantId::default();
+        match &self.bootstrap_key {
+            Some((key, from)) => {
+                keys.import(&tenant, Role::Admin, "bootstrap", key)
+                    .map_err(|e| {
+                        Status::invalid_argument(format!(
+                            "the bootstrap key from {from}: {}",
+                            e.message()
+                        ))
+                    })?;
+                Ok(Bootstrap::Kept(from.clone()))
+            }
+            None => Ok(Bootstrap::Made(
+                keys.create(&tenant, Role::Admin, "bootstrap")?.key,
+            )),
+        }
     }
 
     /// Takes up the executions a previous run of the server (or any process)
-    /// left unfinished, of tenant `default` and every tenant with a key,
+    /// left unfinished, of tenant `default`, every tenant with a key and
+    /// every tenant created (`CreateTenant`),
     /// and runs them to their end here. Returns how many.
     pub async fn resume_interrupted(&self) -> Result<usize, ServiceError> {
         let mut tenants = vec![self.base.tenant().clone()];
-        for key in self.keys.list() {
-            if let Ok(tenant) = TenantId::new(&key.tenant)
+        let created = self.base.store()?.tenants()?;
+        let named = self.auth.keys.list().into_iter().map(|k| k.tenant);
+        for name in named.chain(created.into_iter().map(|t| t.id)) {
+            if let Ok(tenant) = TenantId::new(&name)
                 && !tenants.contains(&tenant)
             {
                 tenants.push(tenant);
@@ -168,7 +212,10 @@ impl Host {
     /// audited, under the tenant of the key the call claimed when it names
     /// one that exists.
     pub async fn authorize<T>(&self, request: &Request<T>, rpc: &str) -> Result<Principal, Status> {
-        let who = self.keys.authorize(request.metadata(), rpc);
+        let peer = request.peer_certs();
+        let who = self
+            .auth
+            .authorize(request.metadata(), peer.as_deref().map(Vec::as_slice), rpc);
         let span = tracing::Span::current();
         match &who {
             Ok(who) => {
@@ -177,7 +224,7 @@ impl Host {
                 tracing::debug!("authorized");
             }
             Err(refused) => {
-                let caller = match self.keys.claimed(request.metadata()) {
+                let caller = match self.auth.claimed(request.metadata()) {
                     Some(key) => Caller {
                         tenant: key.tenant,
                         key_id: key.id,
@@ -345,8 +392,14 @@ pub async fn serve(
         .trace_fn(rpc_span);
     if let Some(tls) = tls {
         let identity = tonic::transport::Identity::from_pem(tls.cert, tls.key);
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = tls.client_ca {
+            config = config
+                .client_ca_root(tonic::transport::Certificate::from_pem(ca))
+                .client_auth_optional(true);
+        }
         builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .tls_config(config)
             .map_err(|e| ServiceError::Inputs(format!("the TLS certificate or key: {e}")))?;
     }
     let mut grpc = tonic::service::RoutesBuilder::default();

@@ -95,6 +95,11 @@ struct ConfigFile {
     rate_limits: BTreeMap<String, RateSpec>,
     #[serde(default)]
     quotas: QuotasSpec,
+    /// `runtime serve`'s own section (JWTs, client certificates, the
+    /// bootstrap key), read by `orchestrator-host-api`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    server: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]

@@ -260,6 +260,9 @@ struct Context {
     /// The configuration file, or why it cannot be used (reported by the
     /// commands that need it).
     config: Result<Config, String>,
+    /// Where the configuration is read from, and whether it was named
+    /// (so must exist).
+    config_path: (PathBuf, bool),
     /// Whose data the command works with.
     tenant: TenantId,
     /// Where a run's progress and streamed text are printed.
@@ -399,6 +402,10 @@ fn context(cli: &Cli) -> Result<Context, ServiceError> {
         expressions: Expressions::new(),
         store_path: cli.store.clone().unwrap_or_else(Store::default_path),
         config,
+        config_path: match &cli.config {
+            Some(path) => (path.clone(), true),
+            None => (Config::default_path(), false),
+        },
         tenant: cli.tenant.clone(),
         progress: Arc::default(),
         server: cli.server.clone().map(|url| (url, cli.api_key.clone())),

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::Context;
 use orchestrator_engine::service::ServiceError;
-use orchestrator_host_api::server::{self, Host, ServerOptions, Tls};
+use orchestrator_host_api::server::config::ServerConfig;
+use orchestrator_host_api::server::{self, Bootstrap, Host, ServerOptions, Tls};
 
 /// How `runtime serve` listens.
 #[derive(Debug, clap::Args)]
@@ -45,11 +46,25 @@ fn pem(flag: &str, path: &Path) -> Result<Vec<u8>, ServiceError> {
 
 pub(super) fn serve(ctx: Context, args: ServeArgs) -> Result<ExitCode, ServiceError> {
     let listen = args.listen;
+    let (config_path, required) = &ctx.config_path;
+    let mut server_config =
+        ServerConfig::load(config_path, *required).map_err(ServiceError::Inputs)?;
+    let client_ca = server_config
+        .client_certificates
+        .as_ref()
+        .map(|c| c.ca.clone());
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(Tls {
             cert: pem("--tls-cert", cert)?,
             key: pem("--tls-key", key)?,
+            client_ca,
         }),
+        _ if client_ca.is_some() => {
+            return Err(ServiceError::Inputs(format!(
+                "{}: `server.client_certificates` needs TLS: give --tls-cert and --tls-key",
+                config_path.display()
+            )));
+        }
         _ => None,
     };
     if tls.is_none() && !listen.ip().is_loopback() && !args.allow_plaintext {
@@ -67,15 +82,18 @@ pub(super) fn serve(ctx: Context, args: ServeArgs) -> Result<ExitCode, ServiceEr
             config,
             audit_retention,
             grace: Duration::from_secs(grace),
+            server: std::mem::take(&mut server_config),
         };
         let host = Arc::new(Host::new(options).await?);
         let bootstrap = host
             .bootstrap()
             .map_err(|e| ServiceError::Plugin(e.message().to_owned()))?;
-        if let Some(key) = bootstrap {
-            note!(
+        match bootstrap {
+            Bootstrap::Made(key) => note!(
                 "bootstrap admin key (shown once, kept only as a hash; make others with it): {key}"
-            );
+            ),
+            Bootstrap::Kept(from) => note!("bootstrap admin key: the one in {from}"),
+            Bootstrap::NotNeeded => {}
         }
         let resumed = host.resume_interrupted().await?;
         if resumed > 0 {
