@@ -215,3 +215,52 @@ async fn sigterm_lets_running_calls_finish_and_the_next_start_resumes() {
         .count();
     assert_eq!(slow_attempts, 1, "{events:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_and_requests_are_limited() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), None, &["--max-connections", "2"]);
+    let address = server.url.trim_start_matches("http://").to_owned();
+
+    // Two idle connections take every place: a third is closed at once.
+    let held: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut third = std::net::TcpStream::connect(&address).unwrap();
+    third
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match third.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("a connection over the limit is closed, not {other:?}"),
+    }
+
+    // Once they close, calls are served again.
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let client = server.client(&server.admin_key).await;
+    client
+        .admin()
+        .list_api_keys(pb::ListApiKeysRequest::default())
+        .await
+        .unwrap();
+
+    // A request over 4 MiB is refused, and the server goes on.
+    let huge = format!("name: huge\n# {}\ntasks: []\n", "x".repeat(5 << 20));
+    let refused = client
+        .executions()
+        .start(start(&huge, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("too large"), "{refused:?}");
+    client
+        .admin()
+        .list_api_keys(pb::ListApiKeysRequest::default())
+        .await
+        .unwrap();
+}

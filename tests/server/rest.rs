@@ -379,6 +379,15 @@ async fn rest_errors_say_what_is_wrong_and_what_to_do() {
         "{refused}"
     );
 
+    // A body over the limit.
+    let huge = json!({"workflowText": "x".repeat(5 << 20)});
+    let (status, refused) = call(&server, &operator, "POST", "/v1/executions", huge).await;
+    assert_eq!(status, 413, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("larger than"),
+        "{refused}"
+    );
+
     // A route that does not exist.
     let (status, missing) = call(&server, &operator, "GET", "/v2/things", Value::Null).await;
     assert_eq!((status, missing["code"].as_str()), (404, Some("NOT_FOUND")));

@@ -49,8 +49,9 @@ const CALLS_AFTER_DRAIN: Duration = Duration::from_secs(1);
 /// told otherwise.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
-/// Connections held open at once; more are closed as they come.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections held open at once unless told otherwise; more are closed
+/// as they come.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Calls in flight on one connection (HTTP/2 streams).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
@@ -80,6 +81,8 @@ pub struct ServerOptions {
     pub grace: Duration,
     /// Who may call besides API-key holders, and the bootstrap key.
     pub server: config::ServerConfig,
+    /// Connections held open at once.
+    pub max_connections: usize,
 }
 
 /// What a first start did about an admin key.
@@ -105,6 +108,8 @@ pub struct Host {
     audit: Arc<AuditLog>,
     /// How long a stopping server lets running plugin calls finish.
     grace: Duration,
+    /// Connections held open at once.
+    max_connections: usize,
     /// Removes old audit entries while the host lives.
     pruning: tokio::task::JoinHandle<()>,
 }
@@ -144,6 +149,7 @@ impl Host {
             bootstrap_key: server.bootstrap_key,
             audit,
             grace: options.grace,
+            max_connections: options.max_connections,
             pruning,
         };
         host.load_tenant_limits()
@@ -382,7 +388,7 @@ pub async fn serve(
     let reflection_alpha = reflecting()
         .build_v1alpha()
         .map_err(|e| ServiceError::Plugin(format!("reflection: {e}")))?;
-    let incoming = connections::limited(listener, MAX_CONNECTIONS);
+    let incoming = connections::limited(listener, host.max_connections);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

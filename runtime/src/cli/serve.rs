@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// calls finish; executions left unfinished resume at the next start.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     grace: u64,
+    /// Connections held open at once; more are closed as they come.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    max_connections: usize,
 }
 
 /// Reads a PEM file named by `flag`.
@@ -72,7 +75,7 @@ pub(super) fn serve(ctx: Context, args: ServeArgs) -> Result<ExitCode, ServiceEr
             "`--listen {listen}`: without TLS the server listens on loopback only (127.0.0.1 or ::1); give --tls-cert and --tls-key, or --allow-plaintext to send API keys in the clear"
         )));
     }
-    let (audit_days, grace) = (args.audit_days, args.grace);
+    let (audit_days, grace, max_connections) = (args.audit_days, args.grace, args.max_connections);
     let config = ctx.config.map_err(ServiceError::Plugin)?;
     let store = ctx.store_path;
     ctx.tokio.block_on(async move {
@@ -83,6 +86,7 @@ pub(super) fn serve(ctx: Context, args: ServeArgs) -> Result<ExitCode, ServiceEr
             audit_retention,
             grace: Duration::from_secs(grace),
             server: std::mem::take(&mut server_config),
+            max_connections,
         };
         let host = Arc::new(Host::new(options).await?);
         let bootstrap = host
