@@ -267,3 +267,117 @@ async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
     assert_eq!(here(&["dlq", "list"]), letters);
     assert_eq!(here(&["dlq", "list", "--json"]), letters_json);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_resumes_and_replays_on_a_server() {
+    let mut server = Server::start();
+    let dir = server._dir.as_ref().unwrap().path().to_owned();
+    let key = server.key("acme", "operator").await;
+    let url = server.url.clone();
+    let flows = tempfile::tempdir().unwrap();
+    let flow = flows.path().join("twice.yaml");
+    std::fs::write(
+        &flow,
+        "name: twice\ninputs:\n  n: { type: string }\ntasks:\n  - { id: one, uses: transform, with: { n: '${{ inputs.n }}', script: 'parse_int(n) + 1' } }\n  - { id: two, uses: transform, needs: [one], with: { n: '${{ tasks.one.output }}', script: 'n * 2' } }\noutputs:\n  doubled: ${{ tasks.two.output }}\n",
+    )
+    .unwrap();
+    let broken = flows.path().join("broken.yaml");
+    std::fs::write(&broken, BROKEN).unwrap();
+    let cli = |args: &[&str], remote: bool| {
+        let mut all = args.to_vec();
+        if remote {
+            all.extend(["--server", &url, "--api-key", &key]);
+        } else {
+            all.extend(["--tenant", "acme"]);
+        }
+        let out = common::cli(&dir).args(&all).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let flow_arg = flow.to_str().unwrap();
+
+    // A run on the server prints its progress from the event stream, then
+    // the summary and outputs a run here prints.
+    let (code, out, err) = cli(&["run", flow_arg, "--input", "n=20"], true);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!({"doubled": 42})
+    );
+    let id = err
+        .lines()
+        .find_map(|l| l.strip_prefix("execution "))
+        .expect("the execution's id first")
+        .to_owned();
+    for line in ["started  one  transform", "started  two  transform"] {
+        assert!(err.contains(line), "{line}: {err}");
+    }
+    assert!(
+        err.contains(&format!("workflow `twice` ({id}) succeeded in")),
+        "{err}"
+    );
+    let (code, out, _) = cli(
+        &["run", flow_arg, "--input", "n=1", "--output", "json"],
+        true,
+    );
+    assert_eq!(code, Some(0));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["outputs"]["doubled"], 4);
+    assert_eq!(report["tasks"].as_array().unwrap().len(), 2);
+    let (code, _, err) = cli(
+        &["run", flow_arg, "--input", "n=1", "--concurrency", "2"],
+        true,
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--concurrency"), "{err}");
+
+    // A failing run: exit 1, its dead letter shown and replayed remotely.
+    let (code, _, err) = cli(&["run", broken.to_str().unwrap()], true);
+    assert_eq!(code, Some(1), "{err}");
+    let failed = err
+        .lines()
+        .find_map(|l| l.strip_prefix("execution "))
+        .unwrap()
+        .to_owned();
+    let letter = format!("{failed}/check");
+    let (code, shown, err) = cli(&["dlq", "show", &letter], true);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(shown.contains(&format!("dead letter {letter}")), "{shown}");
+    assert!(shown.contains("attempt 1 failed"), "{shown}");
+    let (code, _, err) = cli(&["dlq", "show", &format!("{failed}/after")], true);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("has no dead letter for task `after`"), "{err}");
+    let (code, _, err) = cli(&["dlq", "replay", &letter], true);
+    assert_eq!(code, Some(1), "it fails again: {err}");
+    assert!(
+        err.contains(&format!(
+            "dead letter {letter}: replaying `check`, then 1 tasks that did not run"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("workflow `broken` ({failed}) failed in")),
+        "{err}"
+    );
+
+    let (_, shown, _) = cli(&["dlq", "show", &letter], true);
+    let (_, shown_json, _) = cli(&["dlq", "show", &letter, "--json"], true);
+    assert_eq!(shown.matches("attempt 1 failed").count(), 2, "{shown}");
+    let (code, out, err) = cli(&["resume", "--all"], true);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "no interrupted executions");
+
+    // The stopped server's store shows the same dead letter.
+    assert!(server.terminate().success());
+    let (code, here, err) = cli(&["dlq", "show", &letter], false);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(here, shown);
+    assert_eq!(
+        cli(&["dlq", "show", &letter, "--json"], false).1,
+        shown_json
+    );
+}

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::Context;
 use super::executions::{executions, resume};
 use orchestrator_engine::dead_letters;
+use orchestrator_engine::scheduler::RunStatus;
 use orchestrator_engine::service::ServiceError;
 use orchestrator_engine::store::executions::EventKind;
 
@@ -87,7 +88,10 @@ fn list(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
 }
 
 fn show(ctx: &Context, id: &str, json: bool) -> Result<ExitCode, ServiceError> {
-    let (letter, attempts) = dead_letters::find(&executions(ctx), id)?;
+    let (letter, attempts) = match &ctx.server {
+        Some(_) => super::remote::dead_letter(ctx, id)?,
+        None => dead_letters::find(&executions(ctx), id)?,
+    };
     if json {
         let value = json!({ "id": id, "letter": letter, "attempts": attempts });
         out!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
@@ -127,6 +131,15 @@ fn replay(ctx: &Context, id: &str, input: Option<&str>) -> Result<ExitCode, Serv
                 .map_err(|e| ServiceError::Inputs(format!("--input is not JSON: {e}")))
         })
         .transpose()?;
+    if ctx.server.is_some() {
+        let report = super::remote::replay(ctx, id, input.as_ref())?;
+        super::run::print_summary(&report);
+        return Ok(if report.status == RunStatus::Succeeded {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(super::EXIT_RUN_FAILED)
+        });
+    }
     let replay = {
         let store = ctx.open_store()?;
         dead_letters::prepare_replay(

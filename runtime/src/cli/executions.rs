@@ -332,6 +332,7 @@ pub(super) fn resume(
     let executions = executions(ctx);
     let ids: Vec<String> = match (id, all) {
         (Some(id), false) => vec![id.to_owned()],
+        (None, true) if ctx.server.is_some() => super::remote::interrupted(ctx)?,
         (None, true) => ops::interrupted(&executions),
         _ => {
             note!("error: give an execution id or --all");
@@ -343,6 +344,20 @@ pub(super) fn resume(
     }
     let mut code = ExitCode::SUCCESS;
     for id in ids {
+        if ctx.server.is_some() {
+            if concurrency.is_some() {
+                return Err(ServiceError::Inputs(
+                    "--concurrency is for a run on this host; a server runs with its own settings"
+                        .into(),
+                ));
+            }
+            let report = super::remote::resume(ctx, &id)?;
+            print_summary(&report);
+            if report.status != RunStatus::Succeeded {
+                code = ExitCode::from(EXIT_RUN_FAILED);
+            }
+            continue;
+        }
         let (runner, execution, workflow, executor) = {
             let store = ctx.open_store()?;
             let runner = ctx.runner(&store)?;

@@ -1,18 +1,23 @@
 //! The verbs that ask a server (`--server URL --api-key KEY`) instead of the
 //! store here: the same data the local verbs read, from the control API
 //! (`Execution.detail_json`, the event stream), handed to the same
-//! printers. `list`, `status` (`--events`, `--follow`), `cancel`,
-//! `signal`, `dlq list`, `dlq purge` and `audit` work so; any other verb
+//! printers. `run` (progress and streamed text from the event stream),
+//! `resume`, `list`, `status` (`--events`, `--follow`), `cancel`, `signal`,
+//! `dlq list | show | replay | purge` and `audit` work so; any other verb
 //! with `--server` is refused, not run here by mistake.
 
 use serde_json::Value;
 use tonic::{Code, Status};
 
-use super::dlq::DlqCommand;
+use indexmap::IndexMap;
+
+use super::run::TaskNames;
 use super::{Command, Context};
 use orchestrator_engine::executions::{ExecutionView, ListFilter, Listing, State};
+use orchestrator_engine::scheduler::{RunReport, RunStatus, TaskRef};
 use orchestrator_engine::service::ServiceError;
 use orchestrator_engine::store::executions::{DeadLetter, DeadLetterState, LogEvent};
+use orchestrator_engine::store::executions::{EventKind, ExecutionStatus, now_ms};
 use orchestrator_host_api::client::Client;
 use orchestrator_host_api::pb;
 
@@ -22,13 +27,13 @@ pub(super) fn supported(ctx: &Context, command: &Command) -> Result<(), ServiceE
         return Ok(());
     }
     match command {
-        Command::List { .. }
+        Command::Run { .. }
+        | Command::Resume { .. }
+        | Command::List { .. }
         | Command::Status { .. }
         | Command::Cancel { .. }
         | Command::Signal { .. }
-        | Command::Dlq {
-            command: DlqCommand::List { .. } | DlqCommand::Purge { .. },
-        }
+        | Command::Dlq { .. }
         | Command::Audit(_) => Ok(()),
         other => {
             let debug = format!("{other:?}");
@@ -37,7 +42,7 @@ pub(super) fn supported(ctx: &Context, command: &Command) -> Result<(), ServiceE
                 .take_while(char::is_ascii_alphabetic)
                 .collect();
             Err(ServiceError::Inputs(format!(
-                "`runtime {}` does not work against a server yet (list, status, cancel, signal, dlq list, dlq purge and audit do); leave out --server and ORCHESTRATOR_SERVER to run it on this host",
+                "`runtime {}` does not work against a server yet (run, resume, list, status, cancel, signal, dlq and audit do); leave out --server and ORCHESTRATOR_SERVER to run it on this host",
                 name.to_lowercase()
             )))
         }
@@ -240,4 +245,183 @@ pub(super) fn purge(ctx: &Context, ids: &[String], all: bool) -> Result<usize, S
         .into_inner()
         .purged;
     Ok(purged as usize)
+}
+
+/// Starts workflow `text` (read from `file`) with `inputs` on the server
+/// and follows it to its end, printing what a run here prints while it
+/// goes on: its report.
+pub(super) fn run(
+    ctx: &Context,
+    file: &str,
+    text: String,
+    inputs: &IndexMap<String, Value>,
+) -> Result<RunReport, ServiceError> {
+    let client = client(ctx)?;
+    let tasks = TaskNames::of_text(&text, file, &ctx.expressions);
+    let request = pb::StartRequest {
+        workflow_text: text,
+        inputs_json: serde_json::to_string(inputs).expect("JSON"),
+        ..pb::StartRequest::default()
+    };
+    let started = ctx
+        .tokio
+        .block_on(client.executions().start(request))
+        .map_err(|s| refused(&s))?
+        .into_inner();
+    note!("execution {}", started.execution_id);
+    drive(ctx, &client, &started.execution_id, 0, &tasks)
+}
+
+/// Prints the progress of execution `id` from event `from` until it ends:
+/// its report.
+fn drive(
+    ctx: &Context,
+    client: &Client,
+    id: &str,
+    from: u64,
+    tasks: &TaskNames,
+) -> Result<RunReport, ServiceError> {
+    let execution = client.execution(id);
+    let view = ctx.tokio.block_on(async {
+        let mut events = execution.events(from);
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|s| refused(&s))?;
+            ctx.progress.event(&event_of(&event)?, tasks);
+        }
+        view_of(execution.status().await.map_err(|s| refused(&s))?)
+    })?;
+    Ok(report_of(view))
+}
+
+/// How an execution the server ran ended, as a run here reports it.
+fn report_of(view: ExecutionView) -> RunReport {
+    let record = view.record;
+    let (status, error) = match record.status {
+        ExecutionStatus::Succeeded => (RunStatus::Succeeded, record.error),
+        ExecutionStatus::Cancelled => (RunStatus::Cancelled, record.error),
+        ExecutionStatus::Failed => (RunStatus::Failed, record.error),
+        // The server stopped before it ended: it goes on when the server
+        // starts again.
+        _ => (
+            RunStatus::Failed,
+            Some(format!(
+                "the server stopped running execution {}; it resumes when the server starts again (`runtime status {} --follow`)",
+                record.id, record.id
+            )),
+        ),
+    };
+    let ended = record.finished_at.unwrap_or_else(now_ms);
+    RunReport {
+        workflow: record.workflow,
+        execution_id: record.id,
+        status,
+        error,
+        outputs: record.outputs,
+        tasks: view.tasks,
+        duration_us: ended.saturating_sub(record.created_at) * 1000,
+    }
+}
+
+/// The events an execution has so far, and how many of its tasks ended.
+fn progress_of(ctx: &Context, id: &str) -> Result<(u64, usize, usize, TaskNames), ServiceError> {
+    let view = view(ctx, id, true)?;
+    let done = view
+        .tasks
+        .iter()
+        .filter(|t| !TaskRef::is_item(&t.id))
+        .count();
+    let record = &view.record;
+    let tasks = TaskNames::of_text(&record.source, &record.file, &ctx.expressions);
+    Ok((view.events.len() as u64, done, record.tasks.len(), tasks))
+}
+
+/// Resumes execution `id` on the server and follows it to its end.
+pub(super) fn resume(ctx: &Context, id: &str) -> Result<RunReport, ServiceError> {
+    let client = client(ctx)?;
+    let (from, done, total, tasks) = progress_of(ctx, id)?;
+    let request = pb::ResumeRequest {
+        execution_id: id.to_owned(),
+    };
+    ctx.tokio
+        .block_on(client.executions().resume(request))
+        .map_err(|s| refused(&s))?;
+    note!("execution {id}: resuming, {done} of {total} tasks already finished");
+    drive(ctx, &client, id, from, &tasks)
+}
+
+/// The caller's interrupted executions.
+pub(super) fn interrupted(ctx: &Context) -> Result<Vec<String>, ServiceError> {
+    let filter = ListFilter {
+        state: Some(State::Interrupted.as_str().to_owned()),
+        workflow: None,
+        limit: 1000,
+        after: None,
+    };
+    Ok(list(ctx, &filter)?
+        .views
+        .into_iter()
+        .map(|v| v.record.id)
+        .collect())
+}
+
+/// Dead letter `id` (`<execution>/<task>`) and its task's failed attempts.
+pub(super) fn dead_letter(
+    ctx: &Context,
+    id: &str,
+) -> Result<(DeadLetter, Vec<LogEvent>), ServiceError> {
+    let (execution, task) = id.split_once('/').ok_or_else(|| {
+        ServiceError::Inputs(format!(
+            "`{id}` is not `<execution id>/<task id>`, as `runtime dlq list` prints it"
+        ))
+    })?;
+    let letter = dead_letters(ctx)?
+        .into_iter()
+        .filter(|(e, l)| e == execution && l.task == task)
+        .map(|(_, l)| l)
+        .next_back()
+        .ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "execution `{execution}` has no dead letter for task `{task}`; `runtime dlq list` shows them"
+            ))
+        })?;
+    let attempts = view(ctx, execution, true)?
+        .events
+        .into_iter()
+        .filter(|e| matches!(&e.kind, EventKind::AttemptFailed { task: t, .. } if t == task))
+        .collect();
+    Ok((letter, attempts))
+}
+
+/// Replays dead letter `id` on the server (with `input`, when given) and
+/// follows its execution to its end.
+pub(super) fn replay(
+    ctx: &Context,
+    id: &str,
+    input: Option<&Value>,
+) -> Result<RunReport, ServiceError> {
+    let client = client(ctx)?;
+    let execution = id.split_once('/').map_or(id, |(e, _)| e);
+    let (from, _, total, tasks) = progress_of(ctx, execution)?;
+    let request = pb::ReplayDeadLetterRequest {
+        id: id.to_owned(),
+        input_json: input.map(Value::to_string).unwrap_or_default(),
+    };
+    let replay = ctx
+        .tokio
+        .block_on(client.executions().replay_dead_letter(request))
+        .map_err(|s| refused(&s))?
+        .into_inner();
+    note!(
+        "dead letter {id}: replaying `{}`{}, then {} tasks that did not run",
+        replay.task,
+        if input.is_some() {
+            " with the given input"
+        } else {
+            ""
+        },
+        replay.cleared.len()
+    );
+    let done = total.saturating_sub(replay.cleared.len() + 1);
+    note!("execution {execution}: resuming, {done} of {total} tasks already finished");
+    drive(ctx, &client, execution, from, &tasks)
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::summary::{run_usage, usage_text, verdicts};
 use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
+use orchestrator_engine::expr::Expressions;
 use orchestrator_engine::graph::Format;
 use orchestrator_engine::sandbox::cassette::Cassette;
 use orchestrator_engine::scheduler::{
@@ -20,7 +21,7 @@ use orchestrator_engine::scheduler::{
 };
 use orchestrator_engine::service::{self, ServiceError};
 use orchestrator_engine::store::executions::{EventKind, LogEvent, TaskEnd};
-use orchestrator_engine::workflow::Plan;
+use orchestrator_engine::workflow::{self, Plan, PluginCatalog};
 
 pub(super) fn validate(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
     let store = ctx.open_store()?;
@@ -88,6 +89,20 @@ pub(super) fn run(
     concurrency: Option<usize>,
     cassette: &CassetteArgs,
 ) -> Result<ExitCode, ServiceError> {
+    if ctx.server.is_some() {
+        if concurrency.is_some() || cassette.record.is_some() || cassette.replay.is_some() {
+            return Err(ServiceError::Inputs(
+                "--concurrency, --record and --replay are for a run on this host; a server runs with its own settings (leave out --server to use them)".into(),
+            ));
+        }
+        let text = std::fs::read_to_string(file).map_err(|source| ServiceError::Read {
+            file: file.display().to_string(),
+            source,
+        })?;
+        let inputs = collect_inputs(input_args, inputs_file)?;
+        let report = super::remote::run(ctx, &file.display().to_string(), text, &inputs)?;
+        return Ok(finish(&report, output));
+    }
     let cassette = cassette.open()?;
     // The store is open only while the workflow is loaded and its plugins
     // prepared, so other runtime processes can use it during the run.
@@ -114,17 +129,22 @@ pub(super) fn run(
             cassette.path().display()
         );
     }
+    Ok(finish(&report, output))
+}
+
+/// Prints how a run ended, as `output` asks: its exit code.
+fn finish(report: &RunReport, output: OutputFormat) -> ExitCode {
     match output {
         OutputFormat::Json => {
-            let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+            let json = serde_json::to_string_pretty(report).expect("reports serialize");
             out!("{json}");
         }
-        OutputFormat::Human => print_summary(&report),
+        OutputFormat::Human => print_summary(report),
     }
-    Ok(match report.status {
+    match report.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Failed | RunStatus::Cancelled => ExitCode::from(EXIT_RUN_FAILED),
-    })
+    }
 }
 
 /// `--inputs FILE.json` first, then each `--input name=value` over it.
@@ -179,7 +199,7 @@ struct Printed {
 
 /// The tasks of a workflow as progress lines name them: each id's plugin,
 /// and the width of the longest id.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct TaskNames {
     uses: HashMap<String, String>,
     width: usize,
@@ -195,6 +215,25 @@ impl TaskNames {
                 .collect(),
             width: plan.tasks.iter().map(|t| t.id.len()).max().unwrap_or(0),
         }
+    }
+
+    /// The tasks of workflow `text` (read from `file`), planned here only
+    /// to name them: whoever runs it (a server) checks its plugins. None
+    /// when it does not plan (the runner reports why).
+    pub(super) fn of_text(text: &str, file: &str, expressions: &Expressions) -> Self {
+        struct Anything;
+        impl PluginCatalog for Anything {
+            fn check(&self, _: &str) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        workflow::parse(text, file)
+            .ok()
+            .and_then(|definition| {
+                workflow::validate(definition, file, expressions, &Anything).ok()
+            })
+            .map(|plan| Self::of(&plan))
+            .unwrap_or_default()
     }
 }
 
