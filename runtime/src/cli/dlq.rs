@@ -150,17 +150,19 @@ fn replay(ctx: &Context, id: &str, input: Option<&str>) -> Result<ExitCode, Serv
             input.as_ref(),
         )?
     };
-    note!(
-        "dead letter {id}: replaying `{}`{}, then {} tasks that did not run",
-        replay.task,
-        if input.is_some() {
-            " with the given input"
-        } else {
-            ""
-        },
-        replay.cleared.len()
-    );
+    replaying(id, &replay.task, input.is_some(), replay.cleared.len());
     resume(ctx, Some(&replay.execution), false, None)
+}
+
+/// Says that dead letter `id` replays `task` (with a given input or not),
+/// then the `cleared` tasks its failure kept from running.
+pub(super) fn replaying(id: &str, task: &str, given_input: bool, cleared: usize) {
+    let with = if given_input {
+        " with the given input"
+    } else {
+        ""
+    };
+    note!("dead letter {id}: replaying `{task}`{with}, then {cleared} tasks that did not run");
 }
 
 fn purge(ctx: &Context, ids: &[String], all: bool) -> Result<ExitCode, ServiceError> {

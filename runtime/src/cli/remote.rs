@@ -411,16 +411,7 @@ pub(super) fn replay(
         .block_on(client.executions().replay_dead_letter(request))
         .map_err(|s| refused(&s))?
         .into_inner();
-    note!(
-        "dead letter {id}: replaying `{}`{}, then {} tasks that did not run",
-        replay.task,
-        if input.is_some() {
-            " with the given input"
-        } else {
-            ""
-        },
-        replay.cleared.len()
-    );
+    super::dlq::replaying(id, &replay.task, input.is_some(), replay.cleared.len());
     let done = total.saturating_sub(replay.cleared.len() + 1);
     note!("execution {execution}: resuming, {done} of {total} tasks already finished");
     drive(ctx, &client, execution, from, &tasks)
