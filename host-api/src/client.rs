@@ -82,6 +82,27 @@ impl Client {
         PluginsClient::with_interceptor(self.channel.clone(), self.key.clone())
     }
 
+    /// Installs the component `bytes` with `header` (name, version, grants,
+    /// what messages call it), sent in chunks of 1 MiB, well under the
+    /// server's 4 MiB per message.
+    pub async fn install(
+        &self,
+        header: crate::pb::InstallHeader,
+        bytes: &[u8],
+    ) -> Result<crate::pb::Plugin, Status> {
+        let first = crate::pb::InstallChunk {
+            header: Some(header),
+            data: Vec::new(),
+        };
+        let rest = bytes.chunks(1 << 20).map(|data| crate::pb::InstallChunk {
+            header: None,
+            data: data.to_vec(),
+        });
+        let chunks: Vec<_> = std::iter::once(first).chain(rest).collect();
+        let plugin = self.plugins().install(tokio_stream::iter(chunks)).await?;
+        Ok(plugin.into_inner())
+    }
+
     /// The Workflows service.
     pub fn workflows(&self) -> WorkflowsClient<InterceptedService<Channel, ApiKey>> {
         WorkflowsClient::with_interceptor(self.channel.clone(), self.key.clone())

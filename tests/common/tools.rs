@@ -58,26 +58,50 @@ pub fn cargo_deny() -> Command {
     if on_path("cargo-deny", CARGO_DENY_VERSION) {
         return Command::new("cargo-deny");
     }
-    let dir = tools_dir().join(format!("cargo-deny-{CARGO_DENY_VERSION}"));
-    let binary = dir.join("bin/cargo-deny");
+    Command::new(cargo_installed(
+        "cargo-deny",
+        CARGO_DENY_VERSION,
+        "cargo-deny",
+    ))
+}
+
+/// The grpcurl-rs release the control API's `grpcurl` examples run with:
+/// grpcurl's command line (the same flags, reflection, JSON in and out),
+/// built from crates.io, since Go's grpcurl has no package here.
+pub const GRPCURL_VERSION: &str = "0.2.1";
+
+/// The directory holding a `grpcurl` at [`GRPCURL_VERSION`], to put first
+/// on the `PATH` of the shell that runs the documented commands.
+pub fn grpcurl_dir() -> PathBuf {
+    cargo_installed("grpcurl-rs", GRPCURL_VERSION, "grpcurl")
+        .parent()
+        .expect("a binary is in a directory")
+        .to_owned()
+}
+
+/// `binary` of crate `package` at `version`, installed once with
+/// `cargo install --locked --root` under the tools directory.
+fn cargo_installed(package: &str, version: &str, binary: &str) -> PathBuf {
+    let dir = tools_dir().join(format!("{package}-{version}"));
+    let path = dir.join("bin").join(binary);
     with_lock(&dir, || {
-        if binary.exists() {
+        if path.exists() {
             return;
         }
         let status = Command::new(env!("CARGO"))
             .args(["install", "--locked", "--quiet", "--root"])
             .arg(&dir)
-            .arg(format!("cargo-deny@{CARGO_DENY_VERSION}"))
+            .arg(format!("{package}@{version}"))
             .env("CARGO_TARGET_DIR", dir.join("build"))
             .status()
-            .unwrap_or_else(|e| panic!("cargo is needed to install cargo-deny: {e}"));
+            .unwrap_or_else(|e| panic!("cargo is needed to install {package}: {e}"));
         assert!(
             status.success(),
-            "`cargo install cargo-deny@{CARGO_DENY_VERSION}` failed"
+            "`cargo install {package}@{version}` failed"
         );
         let _ = fs::remove_dir_all(dir.join("build"));
     });
-    Command::new(binary)
+    path
 }
 
 /// The directory `packages` are installed in (once, with

@@ -224,7 +224,7 @@ async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
     let letters_json = remote(&["dlq", "list", "--json"]);
     let listed = remote(&["list"]);
 
-    // A verb that does not ask servers yet is refused, not run here.
+    // A verb that works on this host's store only is refused, not run here.
     let (code, _, err) = cli(&[
         "gc",
         "--older-than",
@@ -236,7 +236,7 @@ async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
     ]);
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("`runtime gc` does not work against a server yet"),
+        err.contains("`runtime gc` works on this host's store only"),
         "{err}"
     );
     let (code, _, err) = cli(&[
@@ -379,5 +379,176 @@ async fn the_cli_runs_resumes_and_replays_on_a_server() {
     assert_eq!(
         cli(&["dlq", "show", &letter, "--json"], false).1,
         shown_json
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_installs_plugins_and_registers_workflows_on_a_server() {
+    let mut server = Server::start();
+    let dir = server._dir.as_ref().unwrap().path().to_owned();
+    let developer = server.key("acme", "developer").await;
+    let admin = server.key("acme", "admin").await;
+    let url = server.url.clone();
+    let files = tempfile::tempdir().unwrap();
+    let flow = files.path().join("twice.yaml");
+    std::fs::write(
+        &flow,
+        "name: twice\ntasks:\n  - { id: one, uses: transform, with: { script: '1 + 1' } }\noutputs:\n  two: ${{ tasks.one.output }}\n",
+    )
+    .unwrap();
+    let not_wasm = files.path().join("notes.wasm");
+    std::fs::write(&not_wasm, "not a component").unwrap();
+    let cli = |args: &[&str], key: Option<&str>| {
+        let mut all = args.to_vec();
+        match key {
+            Some(key) => all.extend(["--server", &url, "--api-key", key]),
+            None => all.extend(["--tenant", "acme"]),
+        }
+        let out = common::cli(&dir).args(&all).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let remote = |args: &[&str]| {
+        let (code, out, err) = cli(args, Some(&developer));
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
+    };
+    let guest = env!("TEST_GUEST_WASM");
+
+    let installed = remote(&[
+        "install",
+        guest,
+        "--name",
+        "guest",
+        "--version",
+        "1.0.0",
+        "--allow-http",
+        "api.example.com",
+    ]);
+    assert!(
+        installed.starts_with("installed guest@1.0.0\n"),
+        "{installed}"
+    );
+    assert!(
+        installed.contains("  granted    http: api.example.com"),
+        "{installed}"
+    );
+    let again = remote(&[
+        "install",
+        guest,
+        "--name",
+        "guest",
+        "--version",
+        "1.0.0",
+        "--allow-http",
+        "api.example.com",
+    ]);
+    assert!(
+        again.starts_with("already installed: guest@1.0.0"),
+        "{again}"
+    );
+    // Bad bytes are refused naming the file, as here.
+    let (code, _, err) = cli(&["install", not_wasm.to_str().unwrap()], Some(&developer));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("notes.wasm"), "{err}");
+    // Directories are the server host's; environment variables an admin's.
+    let (code, _, err) = cli(
+        &["plugins", "grant", "guest", "--allow-dir", "/data=/tmp"],
+        Some(&developer),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("directories are the server host's"), "{err}");
+    let (code, _, err) = cli(
+        &["plugins", "grant", "guest", "--allow-env", "HOME"],
+        Some(&developer),
+    );
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("only an admin key grants them"), "{err}");
+    let granted = remote(&[
+        "plugins",
+        "grant",
+        "guest",
+        "--allow-http",
+        "docs.example.com",
+    ]);
+    assert!(
+        granted.starts_with("updated the grants of guest@1.0.0"),
+        "{granted}"
+    );
+    let (code, secret, err) = cli(
+        &["plugins", "grant", "guest", "--allow-secret", "api-token"],
+        Some(&admin),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        secret.contains("note       secret `api-token` is not configured on this host yet"),
+        "{secret}"
+    );
+
+    let registered = remote(&["workflows", "add", flow.to_str().unwrap()]);
+    assert_eq!(
+        registered.trim(),
+        "registered workflow twice@1; tasks run it with `uses: workflow:twice`"
+    );
+    let same = remote(&["workflows", "add", flow.to_str().unwrap()]);
+    assert_eq!(
+        same.trim(),
+        "workflow twice@1 is registered with this text already"
+    );
+    let broken = files.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "name: broken\ntasks:\n  - { id: a, uses: nowhere }\n",
+    )
+    .unwrap();
+    let (code, _, err) = cli(
+        &["workflows", "add", broken.to_str().unwrap()],
+        Some(&developer),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("broken.yaml:3:"), "{err}");
+
+    // The same bytes under a second name, removed again: the component
+    // stays for the first.
+    remote(&["install", guest, "--name", "spare", "--version", "0.1.0"]);
+    assert_eq!(
+        remote(&["plugins", "remove", "spare@0.1.0"]).trim(),
+        "removed spare@0.1.0; its component stays (another name uses it)"
+    );
+
+    let listed = remote(&["plugins", "list"]);
+    assert!(listed.contains("guest@1.0.0"), "{listed}");
+    assert!(listed.contains("built-in"), "{listed}");
+    let listed_json = remote(&["plugins", "list", "--json"]);
+    let shown = remote(&["plugins", "show", "guest"]);
+    assert!(shown.contains("  input schema"), "{shown}");
+    let shown_json = remote(&["plugins", "show", "guest@1.0.0", "--json"]);
+    let workflows = remote(&["workflows", "list"]);
+    assert!(workflows.contains("twice@1  "), "{workflows}");
+    let workflows_json = remote(&["workflows", "list", "--json"]);
+
+    // The stopped server's store prints the same.
+    assert!(server.terminate().success());
+    let here = |args: &[&str]| {
+        let (code, out, err) = cli(args, None);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
+    };
+    assert_eq!(here(&["plugins", "list"]), listed);
+    assert_eq!(here(&["plugins", "list", "--json"]), listed_json);
+    assert_eq!(here(&["plugins", "show", "guest"]), shown);
+    assert_eq!(
+        here(&["plugins", "show", "guest@1.0.0", "--json"]),
+        shown_json
+    );
+    assert_eq!(here(&["workflows", "list"]), workflows);
+    assert_eq!(here(&["workflows", "list", "--json"]), workflows_json);
+
+    assert_eq!(
+        here(&["plugins", "remove", "guest@1.0.0"]).trim(),
+        "removed guest@1.0.0; its component was deleted (no other name uses it)"
     );
 }

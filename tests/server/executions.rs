@@ -318,6 +318,7 @@ async fn plugins_and_workflows_are_each_tenants_own() {
                 http_hosts: vec!["api.example.com".into()],
                 ..pb::Grants::default()
             }),
+            source: String::new(),
         }),
         data: Vec::new(),
     }];

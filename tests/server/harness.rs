@@ -138,6 +138,7 @@ pub(crate) fn guest_chunks(name: &str, grants: pb::Grants) -> Vec<pb::InstallChu
             name: name.into(),
             version: "1.0.0".into(),
             grants: Some(grants),
+            source: String::new(),
         }),
         data: Vec::new(),
     }];

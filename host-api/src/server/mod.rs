@@ -110,6 +110,8 @@ pub struct Host {
     grace: Duration,
     /// Connections held open at once.
     max_connections: usize,
+    /// The names of the secrets the configuration holds.
+    secret_names: Vec<String>,
     /// Removes old audit entries while the host lives.
     pruning: tokio::task::JoinHandle<()>,
 }
@@ -124,6 +126,7 @@ impl Host {
     /// A host on `options` (its sandbox started, the built-in plugins
     /// installed), with the keys its store holds.
     pub async fn new(options: ServerOptions) -> Result<Self, ServiceError> {
+        let secret_names = options.config.secrets.names().map(str::to_owned).collect();
         let base = Engine::builder()
             .store(&options.store)
             .config(options.config)
@@ -150,6 +153,7 @@ impl Host {
             audit,
             grace: options.grace,
             max_connections: options.max_connections,
+            secret_names,
             pruning,
         };
         host.load_tenant_limits()
@@ -265,6 +269,11 @@ impl Host {
     /// audit log): an admin key of tenant `default`, the host's own.
     pub fn is_host_admin(who: &Principal) -> bool {
         who.role == Role::Admin && who.tenant == TenantId::default()
+    }
+
+    /// Whether the configuration holds the secret `name`.
+    pub fn has_secret(&self, name: &str) -> bool {
+        self.secret_names.iter().any(|s| s == name)
     }
 
     /// The engine of `tenant`, made on first use.

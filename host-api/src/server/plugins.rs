@@ -67,16 +67,29 @@ fn plugin(record: &PluginRecord, outcome: &str) -> pb::Plugin {
             model: record.grants.model,
         }),
         outcome: outcome.to_owned(),
+        record_json: serde_json::to_string(record).unwrap_or_default(),
+        unconfigured_secrets: Vec::new(),
     }
 }
 
-fn installed(report: &InstallReport) -> pb::Plugin {
+/// An installed or granted plugin, with the secrets it was granted that
+/// this host's configuration lacks.
+fn installed(report: &InstallReport, host: &Host) -> pb::Plugin {
     let outcome = match report.outcome {
         Installed::New => "installed",
         Installed::GrantsChanged => "grants changed",
         _ => "unchanged",
     };
-    plugin(&report.record, outcome)
+    pb::Plugin {
+        unconfigured_secrets: report
+            .allowed
+            .secrets
+            .iter()
+            .filter(|name| !host.has_secret(name))
+            .cloned()
+            .collect(),
+        ..plugin(&report.record, outcome)
+    }
 }
 
 #[tonic::async_trait]
@@ -111,7 +124,11 @@ impl pb::plugins_server::Plugins for PluginsService {
             let some = |s: String| (!s.is_empty()).then_some(s);
             let install = Install {
                 bytes,
-                source: "the uploaded component".into(),
+                source: if header.source.is_empty() {
+                    "the uploaded component".into()
+                } else {
+                    header.source
+                },
                 name: some(header.name),
                 version: some(header.version),
                 grants: grants(header.grants, &who)?,
@@ -124,7 +141,7 @@ impl pb::plugins_server::Plugins for PluginsService {
             Err(_) => named,
         };
         let report = self.host.audited(&who, rpc, &target, report).await?;
-        Ok(Response::new(installed(&report)))
+        Ok(Response::new(installed(&report, &self.host)))
     }
 
     async fn list(
@@ -182,7 +199,7 @@ impl pb::plugins_server::Plugins for PluginsService {
             .host
             .audited(&who, rpc, &request.plugin, report)
             .await?;
-        Ok(Response::new(installed(&report)))
+        Ok(Response::new(installed(&report, &self.host)))
     }
 
     async fn remove(
@@ -200,6 +217,7 @@ impl pb::plugins_server::Plugins for PluginsService {
         let removed = self.host.audited(&who, rpc, target, removed).await?;
         Ok(Response::new(pb::RemovePluginResponse {
             component_deleted: removed.component_deleted,
+            plugin: Some(plugin(&removed.record, "")),
         }))
     }
 }

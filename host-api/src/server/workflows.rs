@@ -66,6 +66,7 @@ impl pb::workflows_server::Workflows for WorkflowsService {
                     name: w.name,
                     version: w.version,
                     added_at: w.added_at,
+                    file: w.file,
                 })
                 .collect(),
         }))
@@ -91,6 +92,7 @@ impl pb::workflows_server::Workflows for WorkflowsService {
                 name: found.name,
                 version: found.version,
                 added_at: found.added_at,
+                file: found.file,
             }),
             text: found.source,
         }))

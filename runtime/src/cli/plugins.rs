@@ -1,4 +1,5 @@
-//! `runtime install` and `runtime plugins list | show | remove`.
+//! `runtime install` and `runtime plugins list | show | grant | remove`,
+//! on this host's store or, with `--server`, on a server's.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,9 +7,11 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::Context;
+use super::remote::registry::{self, Changed};
 use orchestrator_engine::plugin::{self, Allowed, Capabilities, DirGrant, Grants, InstallRequest};
 use orchestrator_engine::service::ServiceError;
 use orchestrator_engine::store::plugins::{Installed, PluginRecord};
+use orchestrator_host_api::pb;
 
 /// `runtime install FILE.wasm [--name N] [--version V] [grants...]`.
 #[derive(Debug, Args)]
@@ -88,6 +91,19 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
         file: file.clone(),
         source,
     })?;
+    if ctx.server.is_some() {
+        let header = pb::InstallHeader {
+            name: args.name.unwrap_or_default(),
+            version: args.version.unwrap_or_default(),
+            grants: Some(
+                sent_grants(&args.grants)
+                    .map_err(|e| ServiceError::Plugin(format!("cannot install {file}: {e}")))?,
+            ),
+            source: file,
+        };
+        let changed = registry::install(ctx, &bytes, header)?;
+        return print_changed(&changed);
+    }
     let grants = grants(&args.grants)
         .map_err(|e| ServiceError::Plugin(format!("cannot install {file}: {e}")))?;
     let store = ctx.open_store()?;
@@ -106,12 +122,29 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
         ctx.tenant.as_str(),
         request,
     ))?;
-    print_report(ctx, &report)
+    print_changed(&here(ctx, report)?)
 }
 
-fn print_report(ctx: &Context, report: &plugin::InstallReport) -> Result<ExitCode, ServiceError> {
-    let record = &report.record;
-    let what = match report.outcome {
+/// What an install or a grant on this host left, with the granted secrets
+/// this host's configuration lacks.
+fn here(ctx: &Context, report: plugin::InstallReport) -> Result<Changed, ServiceError> {
+    let secrets = &ctx.config()?.secrets;
+    Ok(Changed {
+        unconfigured: report
+            .allowed
+            .secrets
+            .iter()
+            .filter(|s| !secrets.contains(s))
+            .cloned()
+            .collect(),
+        record: report.record,
+        outcome: report.outcome,
+    })
+}
+
+fn print_changed(changed: &Changed) -> Result<ExitCode, ServiceError> {
+    let record = &changed.record;
+    let what = match changed.outcome {
         Installed::New => "installed",
         Installed::GrantsChanged => "updated the grants of",
         // An install reports conflicts and quotas as errors.
@@ -120,19 +153,29 @@ fn print_report(ctx: &Context, report: &plugin::InstallReport) -> Result<ExitCod
         }
     };
     out!("{what} {}@{}", record.name, record.version);
-    print_details(record, &report.allowed);
-    let secrets = ctx.config()?.secrets.clone();
-    for name in report
-        .allowed
-        .secrets
-        .iter()
-        .filter(|s| !secrets.contains(s))
-    {
+    print_details(record);
+    for name in &changed.unconfigured {
         out!(
             "  note       secret `{name}` is not configured on this host yet; add it to the configuration file (`--config`) before running"
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The grants sent to a server: directories are the server host's, named
+/// in its own configuration, not this host's.
+fn sent_grants(args: &GrantArgs) -> Result<pb::Grants, String> {
+    if let Some(dir) = args.dirs.iter().chain(&args.writable_dirs).next() {
+        return Err(format!(
+            "`{dir}` names a directory, and directories are the server host's: a server does not take --allow-dir or --allow-dir-write (grant them on that host with `runtime plugins grant`)"
+        ));
+    }
+    Ok(pb::Grants {
+        http_hosts: args.http.clone(),
+        env: args.env.clone(),
+        secrets: args.secrets.clone(),
+        model: args.model,
+    })
 }
 
 fn grants(args: &GrantArgs) -> Result<Grants, String> {
@@ -163,78 +206,96 @@ fn grants(args: &GrantArgs) -> Result<Grants, String> {
 }
 
 pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode, ServiceError> {
-    let store = ctx.open_store()?;
     match command {
         PluginsCommand::List { json } => {
-            let records = store.plugins(ctx.tenant.as_str())?;
-            if json {
-                out!("{}", to_json(&records));
-                return Ok(ExitCode::SUCCESS);
-            }
-            if records.is_empty() {
-                out!("no plugins installed");
-            }
-            let width = records
-                .iter()
-                .map(|r| r.name.len() + r.version.len() + 1)
-                .max()
-                .unwrap_or(0);
-            for r in &records {
-                let id = format!("{}@{}", r.name, r.version);
-                let builtin = if r.builtin { "  built-in" } else { "" };
-                out!(
-                    "{id:width$}  sha256:{}  {:>9}{builtin}",
-                    &r.digest[..12],
-                    size(r.size)
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            let records = match ctx.server {
+                Some(_) => registry::plugins(ctx)?,
+                None => ctx.open_store()?.plugins(ctx.tenant.as_str())?,
+            };
+            print_list(&records, json);
         }
         PluginsCommand::Show { plugin, json } => {
-            let record = plugin::find(&store, &ctx.tenant, &plugin)?;
+            let record = match ctx.server {
+                Some(_) => registry::plugin(ctx, &plugin)?,
+                None => plugin::find(&ctx.open_store()?, &ctx.tenant, &plugin)?,
+            };
             if json {
                 out!("{}", to_json(&record));
                 return Ok(ExitCode::SUCCESS);
             }
             out!("{}@{}", record.name, record.version);
             out!("  description  {}", record.manifest.description);
-            let allowed = Allowed::intersect(&record.manifest.capabilities, &record.grants);
-            print_details(&record, &allowed);
+            print_details(&record);
             out!("  input schema   {}", record.manifest.input_schema);
             out!("  output schema  {}", record.manifest.output_schema);
-            Ok(ExitCode::SUCCESS)
         }
         PluginsCommand::Grant {
             plugin,
             grants: more,
         } => {
-            let more =
-                grants(&more).map_err(|e| ServiceError::Plugin(format!("cannot grant: {e}")))?;
+            let cannot = |e: String| ServiceError::Plugin(format!("cannot grant: {e}"));
+            if ctx.server.is_some() {
+                let changed = registry::grant(ctx, &plugin, sent_grants(&more).map_err(cannot)?)?;
+                return print_changed(&changed);
+            }
+            let more = grants(&more).map_err(cannot)?;
             let report = ctx.tokio.block_on(plugin::grant(
-                &store,
+                &ctx.open_store()?,
                 &ctx.sandbox,
                 &ctx.tenant,
                 &plugin,
                 more,
                 ctx.config()?.quotas.plugins(&ctx.tenant),
             ))?;
-            print_report(ctx, &report)
+            return print_changed(&here(ctx, report)?);
         }
         PluginsCommand::Remove { plugin } => {
-            let removed = plugin::remove(&store, &ctx.tenant, &plugin)?;
-            let blob = if removed.component_deleted {
+            let (record, component_deleted) = match ctx.server {
+                Some(_) => registry::remove(ctx, &plugin)?,
+                None => {
+                    let removed = plugin::remove(&ctx.open_store()?, &ctx.tenant, &plugin)?;
+                    (removed.record, removed.component_deleted)
+                }
+            };
+            let blob = if component_deleted {
                 "its component was deleted (no other name uses it)"
             } else {
                 "its component stays (another name uses it)"
             };
-            let record = &removed.record;
             out!("removed {}@{}; {blob}", record.name, record.version);
-            Ok(ExitCode::SUCCESS)
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_list(records: &[PluginRecord], json: bool) {
+    if json {
+        out!("{}", to_json(&records));
+        return;
+    }
+    if records.is_empty() {
+        out!("no plugins installed");
+    }
+    let width = records
+        .iter()
+        .map(|r| r.name.len() + r.version.len() + 1)
+        .max()
+        .unwrap_or(0);
+    for r in records {
+        let id = format!("{}@{}", r.name, r.version);
+        let builtin = if r.builtin { "  built-in" } else { "" };
+        out!(
+            "{id:width$}  sha256:{}  {:>9}{builtin}",
+            &r.digest[..12],
+            size(r.size)
+        );
     }
 }
 
-fn print_details(record: &PluginRecord, allowed: &Allowed) {
+/// The digest, size, and what the plugin asks for, was granted and is
+/// allowed (what it asks for and was granted).
+fn print_details(record: &PluginRecord) {
+    let allowed = &Allowed::intersect(&record.manifest.capabilities, &record.grants);
     out!("  digest     sha256:{}", record.digest);
     out!("  size       {}", size(record.size));
     out!(

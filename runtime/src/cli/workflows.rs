@@ -1,5 +1,6 @@
 //! `runtime workflows add | list`: workflows other workflows run as tasks
-//! (`uses: workflow:NAME`).
+//! (`uses: workflow:NAME`), on this host's store or, with `--server`, on a
+//! server's.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::Context;
+use super::remote::registry as remote;
 use orchestrator_engine::service::ServiceError;
 use orchestrator_engine::workflows::{self as registry, Registered};
 
@@ -38,9 +40,10 @@ pub(super) fn workflows(
 }
 
 fn add(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
-    let store = ctx.open_store()?;
-    let Registered { name, version, new } =
-        registry::add(&store, &ctx.expressions, &ctx.tenant, file)?;
+    let Registered { name, version, new } = match ctx.server {
+        Some(_) => remote::register(ctx, file)?,
+        None => registry::add(&ctx.open_store()?, &ctx.expressions, &ctx.tenant, file)?,
+    };
     if new {
         out!("registered workflow {name}@{version}; tasks run it with `uses: workflow:{name}`");
     } else {
@@ -50,7 +53,10 @@ fn add(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
 }
 
 fn list(ctx: &Context, json: bool) -> Result<ExitCode, ServiceError> {
-    let workflows = registry::list(&ctx.open_store()?, &ctx.tenant)?;
+    let workflows = match ctx.server {
+        Some(_) => remote::workflows(ctx)?,
+        None => registry::list(&ctx.open_store()?, &ctx.tenant)?,
+    };
     if json {
         let list: Vec<serde_json::Value> = workflows
             .iter()

@@ -3,8 +3,11 @@
 //! (`Execution.detail_json`, the event stream), handed to the same
 //! printers. `run` (progress and streamed text from the event stream),
 //! `resume`, `list`, `status` (`--events`, `--follow`), `cancel`, `signal`,
-//! `dlq list | show | replay | purge` and `audit` work so; any other verb
+//! `dlq list | show | replay | purge` and `audit` work so, and `install`,
+//! `plugins ...` and `workflows ...` through [`registry`]; any other verb
 //! with `--server` is refused, not run here by mistake.
+
+pub(super) mod registry;
 
 use serde_json::Value;
 use tonic::{Code, Status};
@@ -34,7 +37,10 @@ pub(super) fn supported(ctx: &Context, command: &Command) -> Result<(), ServiceE
         | Command::Cancel { .. }
         | Command::Signal { .. }
         | Command::Dlq { .. }
-        | Command::Audit(_) => Ok(()),
+        | Command::Audit(_)
+        | Command::Install(_)
+        | Command::Plugins { .. }
+        | Command::Workflows { .. } => Ok(()),
         other => {
             let debug = format!("{other:?}");
             let name: String = debug
@@ -42,7 +48,7 @@ pub(super) fn supported(ctx: &Context, command: &Command) -> Result<(), ServiceE
                 .take_while(char::is_ascii_alphabetic)
                 .collect();
             Err(ServiceError::Inputs(format!(
-                "`runtime {}` does not work against a server yet (run, resume, list, status, cancel, signal, dlq and audit do); leave out --server and ORCHESTRATOR_SERVER to run it on this host",
+                "`runtime {}` works on this host's store only; leave out --server and ORCHESTRATOR_SERVER to run it on this host",
                 name.to_lowercase()
             )))
         }
@@ -50,7 +56,7 @@ pub(super) fn supported(ctx: &Context, command: &Command) -> Result<(), ServiceE
 }
 
 /// A client of the server `--server` names, with `--api-key`.
-fn client(ctx: &Context) -> Result<Client, ServiceError> {
+pub(super) fn client(ctx: &Context) -> Result<Client, ServiceError> {
     let Some((url, key)) = &ctx.server else {
         return Err(ServiceError::Inputs("no --server given".into()));
     };
@@ -65,7 +71,7 @@ fn client(ctx: &Context) -> Result<Client, ServiceError> {
 }
 
 /// A server's refusal as the error the same local verb would give.
-fn refused(status: &Status) -> ServiceError {
+pub(super) fn refused(status: &Status) -> ServiceError {
     let message = status.message().to_owned();
     match status.code() {
         Code::NotFound => ServiceError::NotFound(message),
