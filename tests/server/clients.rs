@@ -484,7 +484,7 @@ async fn the_cli_installs_plugins_and_registers_workflows_on_a_server() {
     );
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        secret.contains("note       secret `api-token` is not configured on this host yet"),
+        secret.contains("note       secret `api-token` is not configured on the server yet"),
         "{secret}"
     );
 

@@ -264,3 +264,94 @@ async fn connections_and_requests_are_limited() {
         .await
         .unwrap();
 }
+
+/// One HTTP/2 frame: its type, flags and payload.
+fn read_frame(stream: &mut std::net::TcpStream) -> std::io::Result<(u8, u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut header = [0u8; 9];
+    stream.read_exact(&mut header)?;
+    let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; length];
+    stream.read_exact(&mut payload)?;
+    Ok((header[3], header[4], payload))
+}
+
+/// A raw HTTP/2 connection to `address` past the handshake: the value of
+/// each setting the server announced.
+fn h2_connect(address: &str) -> (std::net::TcpStream, Vec<(u16, u32)>) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .unwrap();
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    loop {
+        let (kind, flags, payload) = read_frame(&mut stream).unwrap();
+        if kind == 4 && flags & 1 == 0 {
+            stream.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).unwrap();
+            let settings = payload
+                .chunks_exact(6)
+                .map(|s| {
+                    (
+                        u16::from_be_bytes([s[0], s[1]]),
+                        u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+                    )
+                })
+                .collect();
+            return (stream, settings);
+        }
+    }
+}
+
+#[test]
+fn keepalive_drops_a_peer_that_stops_answering_pings() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), None, &["--keepalive", "1"]);
+    let address = server.url.trim_start_matches("http://").to_owned();
+
+    // The server announces its limit of calls in flight per connection
+    // (SETTINGS_MAX_CONCURRENT_STREAMS).
+    let (mut silent, settings) = h2_connect(&address);
+    assert!(settings.contains(&(3, 256)), "{settings:?}");
+    let (mut answering, _) = h2_connect(&address);
+
+    // A peer that answers every ping keeps its connection.
+    let begun = Instant::now();
+    let mut pings = 0;
+    while begun.elapsed() < Duration::from_secs(4) {
+        let (kind, flags, payload) = read_frame(&mut answering).expect("still open");
+        if kind == 6 && flags & 1 == 0 {
+            pings += 1;
+            let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+            ack.extend_from_slice(&payload);
+            answering.write_all(&ack).unwrap();
+        }
+    }
+    assert!(pings >= 2, "pinged {pings} times in 4 s");
+
+    // One that never answered was pinged, then dropped (GOAWAY, then the
+    // end of the stream) within the interval and the timeout of 1 s each.
+    let mut seen = Vec::new();
+    loop {
+        match read_frame(&mut silent) {
+            Ok((kind, _, _)) => seen.push(kind),
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                    ),
+                    "dropped, not timed out: {e:?} after frames {seen:?}"
+                );
+                break;
+            }
+        }
+    }
+    assert!(seen.contains(&6), "pinged first: {seen:?}");
+    assert!(seen.contains(&7), "told GOAWAY: {seen:?}");
+}

@@ -388,6 +388,51 @@ async fn rest_errors_say_what_is_wrong_and_what_to_do() {
         "{refused}"
     );
 
+    // Without a credential the same body is not read: the refusal is the
+    // credential's. A viewer's refused call is not read either.
+    let huge = json!({"workflowText": "x".repeat(5 << 20)});
+    let (status, refused) = call(&server, "", "POST", "/v1/executions", huge.clone()).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (401, Some("UNAUTHENTICATED"))
+    );
+    let viewer = server.key("acme", "viewer").await;
+    let (status, refused) = call(&server, &viewer, "POST", "/v1/executions", huge).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (403, Some("PERMISSION_DENIED"))
+    );
+
+    // A body that is not declared JSON is refused: browsers send those to
+    // other sites without asking first.
+    let bearer = format!("Bearer {operator}");
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut headers = vec![("authorization", bearer.as_str())];
+        headers.extend(content_type.map(|t| ("content-type", t)));
+        let (status, refused) = send(
+            &server,
+            "POST",
+            "/v1/executions",
+            &headers,
+            json!({"workflowText": HELLO}).to_string().into_bytes(),
+        )
+        .await
+        .json()
+        .await;
+        assert_eq!(status, 415, "{content_type:?}: {refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .contains("application/json"),
+            "{refused}"
+        );
+    }
+
     // A route that does not exist.
     let (status, missing) = call(&server, &operator, "GET", "/v2/things", Value::Null).await;
     assert_eq!((status, missing["code"].as_str()), (404, Some("NOT_FOUND")));

@@ -34,6 +34,7 @@ use crate::pb;
 use audit::{AuditLog, Caller};
 use auth::{Authenticator, KeyRing, Principal, Role};
 use orchestrator_engine::config::Config;
+use orchestrator_engine::store::executions::redb::RedbExecutions;
 use orchestrator_engine::tenant::TenantId;
 use orchestrator_engine::{Engine, service::ServiceError};
 
@@ -55,6 +56,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Calls in flight on one connection (HTTP/2 streams).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// How often a quiet connection is pinged unless told otherwise.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// The longest a peer may take to answer a ping before its connection is
+/// dropped (shorter when the ping interval is).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's certificate chain and private key, PEM.
 #[derive(Debug, Clone)]
@@ -83,6 +91,8 @@ pub struct ServerOptions {
     pub server: config::ServerConfig,
     /// Connections held open at once.
     pub max_connections: usize,
+    /// How often a quiet connection is pinged (HTTP/2 PING).
+    pub keepalive: Duration,
 }
 
 /// What a first start did about an admin key.
@@ -110,6 +120,8 @@ pub struct Host {
     grace: Duration,
     /// Connections held open at once.
     max_connections: usize,
+    /// How often a quiet connection is pinged.
+    keepalive: Duration,
     /// The names of the secrets the configuration holds.
     secret_names: Vec<String>,
     /// Removes old audit entries while the host lives.
@@ -153,6 +165,7 @@ impl Host {
             audit,
             grace: options.grace,
             max_connections: options.max_connections,
+            keepalive: options.keepalive,
             secret_names,
             pruning,
         };
@@ -190,14 +203,22 @@ impl Host {
     }
 
     /// Takes up the executions a previous run of the server (or any process)
-    /// left unfinished, of tenant `default`, every tenant with a key and
-    /// every tenant created (`CreateTenant`),
-    /// and runs them to their end here. Returns how many.
+    /// left unfinished, of tenant `default`, every tenant with a key,
+    /// every tenant created (`CreateTenant`) and every tenant with
+    /// executions in the store's directory (callers with JWTs or
+    /// certificates have no key), and runs them to their end here.
+    /// Returns how many.
     pub async fn resume_interrupted(&self) -> Result<usize, ServiceError> {
         let mut tenants = vec![self.base.tenant().clone()];
         let created = self.base.store()?.tenants()?;
         let named = self.auth.keys.list().into_iter().map(|k| k.tenant);
-        for name in named.chain(created.into_iter().map(|t| t.id)) {
+        let ran = self
+            .base
+            .store_path()
+            .map(RedbExecutions::tenants_beside)
+            .unwrap_or_default();
+        let ran = ran.iter().map(|t| t.as_str().to_owned());
+        for name in named.chain(created.into_iter().map(|t| t.id)).chain(ran) {
             if let Ok(tenant) = TenantId::new(&name)
                 && !tenants.contains(&tenant)
             {
@@ -249,6 +270,27 @@ impl Host {
             }
         }
         who
+    }
+
+    /// Whether a call of `rpc` with `headers`, over the connection
+    /// `extensions` describe, would be let through. The REST gateway asks
+    /// before it reads a body, so a caller without a credential cannot
+    /// make the server buffer and parse one; it audits nothing, the call
+    /// itself does.
+    pub fn admits(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+        rpc: &str,
+    ) -> bool {
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
+        let peer = extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
+        self.auth
+            .authorize(&metadata, peer.as_deref().map(Vec::as_slice), rpc)
+            .is_ok()
     }
 
     /// Audits `who`'s call of `rpc` on `target`, which ended as `result`
@@ -400,8 +442,8 @@ pub async fn serve(
     let incoming = connections::limited(listener, host.max_connections);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let mut builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(host.keepalive))
+        .http2_keepalive_timeout(Some(host.keepalive.min(KEEPALIVE_TIMEOUT)))
         .tcp_keepalive(Some(Duration::from_secs(60)))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .trace_fn(rpc_span);
@@ -446,7 +488,7 @@ pub async fn serve(
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
     let grpc = grpc.routes().prepare().into_axum_router();
-    let app = rest::router(grpc.clone())
+    let app = rest::router(grpc.clone(), Arc::clone(&host))
         .map_err(|e| ServiceError::Plugin(format!("the REST routes: {e}")))?
         .fallback_service(grpc_or_not_found(grpc));
     let serving = builder

@@ -102,7 +102,7 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
             source: file,
         };
         let changed = registry::install(ctx, &bytes, header)?;
-        return print_changed(&changed);
+        return print_changed(&changed, true);
     }
     let grants = grants(&args.grants)
         .map_err(|e| ServiceError::Plugin(format!("cannot install {file}: {e}")))?;
@@ -122,7 +122,7 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
         ctx.tenant.as_str(),
         request,
     ))?;
-    print_changed(&here(ctx, report)?)
+    print_changed(&here(ctx, report)?, false)
 }
 
 /// What an install or a grant on this host left, with the granted secrets
@@ -142,7 +142,8 @@ fn here(ctx: &Context, report: plugin::InstallReport) -> Result<Changed, Service
     })
 }
 
-fn print_changed(changed: &Changed) -> Result<ExitCode, ServiceError> {
+/// What an install or grant did; `on_server` when a server did it.
+fn print_changed(changed: &Changed, on_server: bool) -> Result<ExitCode, ServiceError> {
     let record = &changed.record;
     let what = match changed.outcome {
         Installed::New => "installed",
@@ -155,9 +156,15 @@ fn print_changed(changed: &Changed) -> Result<ExitCode, ServiceError> {
     out!("{what} {}@{}", record.name, record.version);
     print_details(record);
     for name in &changed.unconfigured {
-        out!(
-            "  note       secret `{name}` is not configured on this host yet; add it to the configuration file (`--config`) before running"
-        );
+        if on_server {
+            out!(
+                "  note       secret `{name}` is not configured on the server yet; its operator adds it to the server's configuration file before running"
+            );
+        } else {
+            out!(
+                "  note       secret `{name}` is not configured on this host yet; add it to the configuration file (`--config`) before running"
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -236,7 +243,7 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
             let cannot = |e: String| ServiceError::Plugin(format!("cannot grant: {e}"));
             if ctx.server.is_some() {
                 let changed = registry::grant(ctx, &plugin, sent_grants(&more).map_err(cannot)?)?;
-                return print_changed(&changed);
+                return print_changed(&changed, true);
             }
             let more = grants(&more).map_err(cannot)?;
             let report = ctx.tokio.block_on(plugin::grant(
@@ -247,7 +254,7 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
                 more,
                 ctx.config()?.quotas.plugins(&ctx.tenant),
             ))?;
-            return print_changed(&here(ctx, report)?);
+            return print_changed(&here(ctx, report)?, false);
         }
         PluginsCommand::Remove { plugin } => {
             let (record, component_deleted) = match ctx.server {
@@ -286,7 +293,7 @@ fn print_list(records: &[PluginRecord], json: bool) {
         let builtin = if r.builtin { "  built-in" } else { "" };
         out!(
             "{id:width$}  sha256:{}  {:>9}{builtin}",
-            &r.digest[..12],
+            r.digest.get(..12).unwrap_or(&r.digest),
             size(r.size)
         );
     }

@@ -36,8 +36,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     grace: u64,
     /// Connections held open at once; more are closed as they come.
-    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
-    max_connections: usize,
+    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Seconds between HTTP/2 pings on a connection; a peer that does not
+    /// answer within 10 s (or this, if shorter) is dropped. Keep it under
+    /// the idle timeout of any load balancer in front.
+    #[arg(long, default_value_t = server::DEFAULT_KEEPALIVE.as_secs(), value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    keepalive: u64,
 }
 
 /// Reads a PEM file named by `flag`.
@@ -75,7 +82,9 @@ pub(super) fn serve(ctx: Context, args: ServeArgs) -> Result<ExitCode, ServiceEr
             "`--listen {listen}`: without TLS the server listens on loopback only (127.0.0.1 or ::1); give --tls-cert and --tls-key, or --allow-plaintext to send API keys in the clear"
         )));
     }
-    let (audit_days, grace, max_connections) = (args.audit_days, args.grace, args.max_connections);
+    let (audit_days, grace) = (args.audit_days, args.grace);
+    let max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    let keepalive = Duration::from_secs(args.keepalive);
     let config = ctx.config.map_err(ServiceError::Plugin)?;
     let store = ctx.store_path;
     ctx.tokio.block_on(async move {
@@ -87,6 +96,7 @@ pub(super) fn serve(ctx: Context, args: ServeArgs) -> Result<ExitCode, ServiceEr
             grace: Duration::from_secs(grace),
             server: std::mem::take(&mut server_config),
             max_connections,
+            keepalive,
         };
         let host = Arc::new(Host::new(options).await?);
         let bootstrap = host

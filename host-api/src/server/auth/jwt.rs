@@ -198,6 +198,8 @@ impl JwtVerifier {
         validation.set_audience(&[&self.rules.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = self.rules.leeway.as_secs();
+        // A token not valid yet (`nbf` in the future) is refused too.
+        validation.validate_nbf = true;
         let mut tried = false;
         for key in self.keys().iter().filter(|k| {
             k.algorithm == header.alg

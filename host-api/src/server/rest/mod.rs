@@ -26,6 +26,7 @@ use prost_reflect::{DescriptorPool, MethodDescriptor};
 use serde_json::Value;
 use tonic::Status;
 
+use super::Host;
 use crate::pb;
 use routes::{ROUTES, Route, Verb};
 
@@ -43,20 +44,22 @@ fn body_limit(method: &MethodDescriptor) -> usize {
     }
 }
 
-/// What every route's handler shares: the gRPC services to call and the
-/// descriptors of their messages.
+/// What every route's handler shares: the gRPC services to call, the
+/// descriptors of their messages, and the host whose credentials decide
+/// whether a body is worth reading.
 struct Gateway {
     grpc: axum::Router,
     pool: DescriptorPool,
+    host: Arc<Host>,
 }
 
-/// The REST routes over `grpc` (the router of the gRPC services), and the
-/// OpenAPI document.
-pub fn router(grpc: axum::Router) -> Result<axum::Router, String> {
+/// The REST routes over `grpc` (the router of `host`'s gRPC services), and
+/// the OpenAPI document.
+pub fn router(grpc: axum::Router, host: Arc<Host>) -> Result<axum::Router, String> {
     let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET)
         .map_err(|e| format!("the API's descriptors: {e}"))?;
     let document = openapi::document(&pool, ROUTES)?.to_string();
-    let gateway = Arc::new(Gateway { grpc, pool });
+    let gateway = Arc::new(Gateway { grpc, pool, host });
     let mut router = axum::Router::new();
     for route in ROUTES {
         gateway
@@ -123,10 +126,30 @@ impl Gateway {
                     ))
                 })?;
             query.retain(|(name, _)| name != "from");
-            query.push(("from".to_owned(), (last + 1).to_string()));
+            query.push(("from".to_owned(), last.saturating_add(1).to_string()));
+        }
+        if route.verb.has_body() && !is_json(&parts.headers) {
+            // Browsers send other types across sites without asking first;
+            // JSON they do not, so a page elsewhere cannot act as a user
+            // whose browser holds a client certificate.
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                [(header::CONTENT_TYPE, "application/json")],
+                errors::body_of(&Status::invalid_argument(
+                    "send the body as JSON, with `content-type: application/json`",
+                ))
+                .to_string(),
+            )
+                .into_response());
         }
         let limit = body_limit(&method);
-        let body = if route.verb.has_body() {
+        // A caller the call would refuse gets that refusal (and its audit
+        // entry) without the server reading, let alone parsing, its body
+        // or its parameters.
+        let admitted = self
+            .host
+            .admits(&parts.headers, &parts.extensions, route.rpc);
+        let body = if route.verb.has_body() && admitted {
             axum::body::to_bytes(body, limit).await.map_err(|_| {
                 (
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -141,7 +164,11 @@ impl Gateway {
         } else {
             bytes::Bytes::new()
         };
-        let message = transcode::request(&method.input(), &path, &query, &body).map_err(refused)?;
+        let message = if admitted {
+            transcode::request(&method.input(), &path, &query, &body).map_err(refused)?
+        } else {
+            prost_reflect::DynamicMessage::new(method.input())
+        };
         let answers = transcode::call(
             &self.grpc,
             route.rpc,
@@ -163,6 +190,15 @@ impl Gateway {
         )
             .into_response())
     }
+}
+
+/// Whether `headers` say the body is JSON.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// A server stream's messages as Server-Sent Events: each message's

@@ -357,17 +357,21 @@ pub(super) fn resume(ctx: &Context, id: &str) -> Result<RunReport, ServiceError>
 
 /// The caller's interrupted executions.
 pub(super) fn interrupted(ctx: &Context) -> Result<Vec<String>, ServiceError> {
-    let filter = ListFilter {
+    let mut filter = ListFilter {
         state: Some(State::Interrupted.as_str().to_owned()),
         workflow: None,
         limit: 1000,
         after: None,
     };
-    Ok(list(ctx, &filter)?
-        .views
-        .into_iter()
-        .map(|v| v.record.id)
-        .collect())
+    let mut ids = Vec::new();
+    loop {
+        let page = list(ctx, &filter)?;
+        ids.extend(page.views.into_iter().map(|v| v.record.id));
+        match page.next {
+            Some(next) => filter.after = Some(next),
+            None => return Ok(ids),
+        }
+    }
 }
 
 /// Dead letter `id` (`<execution>/<task>`) and its task's failed attempts.

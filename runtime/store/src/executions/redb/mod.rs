@@ -74,6 +74,21 @@ impl RedbExecutions {
         }
     }
 
+    /// The tenants other than the default one with an executions
+    /// directory beside the store file `store`: whoever ran something
+    /// there, however they were let in.
+    pub fn tenants_beside(store: &Path) -> Vec<TenantId> {
+        let parent = store.parent().unwrap_or(Path::new("."));
+        let Ok(entries) = std::fs::read_dir(parent.join("executions").join("tenants")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| TenantId::new(e.file_name().to_str()?).ok())
+            .collect()
+    }
+
     /// The summary of every execution file that can be read now (one a
     /// live process holds cannot: its entry comes with its next record
     /// change).
@@ -403,6 +418,23 @@ mod tests {
     use crate::conformance::{record, report};
     use crate::executions::{ExecutionStatus, Executions};
     use redb::{ReadableDatabase, ReadableTableMetadata};
+
+    #[test]
+    fn the_tenants_that_ran_something_are_found_beside_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store.redb");
+        assert!(RedbExecutions::tenants_beside(&store).is_empty());
+        let acme = TenantId::new("acme").unwrap();
+        let files = RedbExecutions::for_tenant(&store, &acme);
+        std::fs::create_dir_all(files.dir()).unwrap();
+        std::fs::create_dir_all(RedbExecutions::for_tenant(&store, &TenantId::default()).dir())
+            .unwrap();
+        // Not tenants: a file, and a name no tenant could have.
+        let tenants = files.dir().parent().unwrap().to_owned();
+        std::fs::write(tenants.join("notes"), "").unwrap();
+        std::fs::create_dir(tenants.join("Not A Tenant!")).unwrap();
+        assert_eq!(RedbExecutions::tenants_beside(&store), vec![acme]);
+    }
 
     #[test]
     fn large_outputs_are_stored_once_and_the_state_refers_to_them() {
