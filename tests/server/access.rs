@@ -371,6 +371,14 @@ async fn no_rpc_reaches_another_tenants_data() {
                     "{listed:?}"
                 );
             }
+            "Executions/GetDeadLetter" => {
+                let r = ex()
+                    .get_dead_letter(pb::GetDeadLetterRequest {
+                        id: "a-broken/check".into(),
+                    })
+                    .await;
+                not_found(r.map(drop), rpc);
+            }
             "Executions/ReplayDeadLetter" => {
                 let r = ex()
                     .replay_dead_letter(pb::ReplayDeadLetterRequest {
@@ -890,6 +898,11 @@ async fn call(client: &Client, rpc: &str) -> Code {
         "orchestrator.v1.Executions/ListDeadLetters" => ex
             .clone()
             .list_dead_letters(pb::ListDeadLettersRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Executions/GetDeadLetter" => ex
+            .clone()
+            .get_dead_letter(pb::GetDeadLetterRequest::default())
             .await
             .map(|_| ()),
         "orchestrator.v1.Executions/ReplayDeadLetter" => ex

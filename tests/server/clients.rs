@@ -221,6 +221,13 @@ async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
         letters.contains(broken_b.id()) && !letters.contains(broken_a.id()),
         "{letters}"
     );
+    // A purged letter is still shown, as purged.
+    let purged_letter = format!("{}/check", broken_a.id());
+    let purged_shown = remote(&["dlq", "show", &purged_letter]);
+    assert!(
+        purged_shown.starts_with(&format!("dead letter {purged_letter}  (purged)")),
+        "{purged_shown}"
+    );
     let letters_json = remote(&["dlq", "list", "--json"]);
     let listed = remote(&["list"]);
 
@@ -266,6 +273,7 @@ async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
     assert_eq!(here(&["list"]), listed);
     assert_eq!(here(&["dlq", "list"]), letters);
     assert_eq!(here(&["dlq", "list", "--json"]), letters_json);
+    assert_eq!(here(&["dlq", "show", &purged_letter]), purged_shown);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -382,6 +382,35 @@ impl pb::executions_server::Executions for ExecutionsService {
         }))
     }
 
+    async fn get_dead_letter(
+        &self,
+        request: Request<pb::GetDeadLetterRequest>,
+    ) -> Result<Response<pb::GetDeadLetterResponse>, Status> {
+        let who = self
+            .host
+            .authorize(&request, "orchestrator.v1.Executions/GetDeadLetter")
+            .await?;
+        let id = request.into_inner().id;
+        let engine = self.host.engine(&who.tenant).await?;
+        let (letter, attempts) = engine.dead_letter(&id).await.map_err(status::of)?;
+        let state = serde_json::to_value(letter.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let execution = id.split_once('/').map_or(&*id, |(e, _)| e).to_owned();
+        let found = Letter {
+            id: id.clone(),
+            execution,
+            letter,
+        };
+        Ok(Response::new(pb::GetDeadLetterResponse {
+            dead_letter: Some(dead_letter(&found)),
+            state,
+            letter_json: serde_json::to_string(&found.letter).unwrap_or_default(),
+            attempts_json: serde_json::to_string(&attempts).unwrap_or_default(),
+        }))
+    }
+
     async fn replay_dead_letter(
         &self,
         request: Request<pb::ReplayDeadLetterRequest>,

@@ -90,6 +90,10 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         &[Viewer, Operator, Developer, Admin],
     ),
     (
+        "orchestrator.v1.Executions/GetDeadLetter",
+        &[Viewer, Operator, Developer, Admin],
+    ),
+    (
         "orchestrator.v1.Executions/ReplayDeadLetter",
         &[Operator, Admin],
     ),

@@ -124,6 +124,12 @@ pub const ROUTES: &[Route] = &[
         "Tasks that failed for good.",
     ),
     route(
+        Get,
+        "/v1/dead-letters/{id}",
+        "orchestrator.v1.Executions/GetDeadLetter",
+        "One dead letter, open, replayed or purged, with its failed attempts.",
+    ),
+    route(
         Post,
         "/v1/dead-letters/{id}/replay",
         "orchestrator.v1.Executions/ReplayDeadLetter",

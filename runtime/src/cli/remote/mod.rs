@@ -20,7 +20,7 @@ use orchestrator_engine::executions::{ExecutionView, ListFilter, Listing, State}
 use orchestrator_engine::scheduler::{RunReport, RunStatus, TaskRef};
 use orchestrator_engine::service::ServiceError;
 use orchestrator_engine::store::executions::{DeadLetter, DeadLetterState, LogEvent};
-use orchestrator_engine::store::executions::{EventKind, ExecutionStatus, now_ms};
+use orchestrator_engine::store::executions::{ExecutionStatus, now_ms};
 use orchestrator_host_api::client::Client;
 use orchestrator_host_api::pb;
 
@@ -374,31 +374,26 @@ pub(super) fn interrupted(ctx: &Context) -> Result<Vec<String>, ServiceError> {
     }
 }
 
-/// Dead letter `id` (`<execution>/<task>`) and its task's failed attempts.
+/// Dead letter `id` (`<execution>/<task>`), open, replayed or purged, and
+/// its task's failed attempts.
 pub(super) fn dead_letter(
     ctx: &Context,
     id: &str,
 ) -> Result<(DeadLetter, Vec<LogEvent>), ServiceError> {
-    let (execution, task) = id.split_once('/').ok_or_else(|| {
-        ServiceError::Inputs(format!(
-            "`{id}` is not `<execution id>/<task id>`, as `runtime dlq list` prints it"
+    let client = client(ctx)?;
+    let request = pb::GetDeadLetterRequest { id: id.to_owned() };
+    let found = ctx
+        .tokio
+        .block_on(client.executions().get_dead_letter(request))
+        .map_err(|s| refused(&s))?
+        .into_inner();
+    let bad = |e: serde_json::Error| {
+        ServiceError::Plugin(format!(
+            "dead letter {id}: the server's answer does not read: {e}"
         ))
-    })?;
-    let letter = dead_letters(ctx)?
-        .into_iter()
-        .filter(|(e, l)| e == execution && l.task == task)
-        .map(|(_, l)| l)
-        .next_back()
-        .ok_or_else(|| {
-            ServiceError::NotFound(format!(
-                "execution `{execution}` has no dead letter for task `{task}`; `runtime dlq list` shows them"
-            ))
-        })?;
-    let attempts = view(ctx, execution, true)?
-        .events
-        .into_iter()
-        .filter(|e| matches!(&e.kind, EventKind::AttemptFailed { task: t, .. } if t == task))
-        .collect();
+    };
+    let letter = serde_json::from_str(&found.letter_json).map_err(bad)?;
+    let attempts = serde_json::from_str(&found.attempts_json).map_err(bad)?;
     Ok((letter, attempts))
 }
 
