@@ -204,8 +204,18 @@ fn new_ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
 
 /// A client certificate named `name` signed by `ca`: (PEM, key PEM).
 fn signed_by(ca: &rcgen::CertifiedIssuer<'_, rcgen::KeyPair>, name: &str) -> (String, String) {
+    signed_with_alternatives(ca, name, &[])
+}
+
+/// A client certificate named `name`, with DNS alternative names `dns`.
+fn signed_with_alternatives(
+    ca: &rcgen::CertifiedIssuer<'_, rcgen::KeyPair>,
+    name: &str,
+    dns: &[&str],
+) -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let dns: Vec<String> = dns.iter().map(|&d| d.to_owned()).collect();
+    let mut params = rcgen::CertificateParams::new(dns).unwrap();
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, name);
@@ -221,11 +231,13 @@ async fn client_certificates_stand_for_the_callers_they_are_mapped_to() {
     std::fs::write(dir.path().join("clients-ca.pem"), clients_ca.pem()).unwrap();
     let runner = signed_by(&clients_ca, "ci-runner");
     let stranger = signed_by(&clients_ca, "stranger");
+    let two_faced = signed_with_alternatives(&clients_ca, "ci-runner", &["ops-admin"]);
+    let also_runner = signed_with_alternatives(&clients_ca, "stranger", &["ci-runner"]);
     let impostor = signed_by(&new_ca(), "ci-runner");
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        "server:\n  client_certificates:\n    ca: clients-ca.pem\n    principals:\n      - { name: ci-runner, tenant: acme, role: operator }\n",
+        "server:\n  client_certificates:\n    ca: clients-ca.pem\n    principals:\n      - { name: ci-runner, tenant: acme, role: operator }\n      - { name: ops-admin, tenant: globex, role: admin }\n",
     )
     .unwrap();
     let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
@@ -280,6 +292,31 @@ async fn client_certificates_stand_for_the_callers_they_are_mapped_to() {
     let refused = unmapped.list(pb::ListRequest::default()).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
     assert!(refused.message().contains("stranger"), "{refused:?}");
+
+    // A certificate naming two callers is neither; an alternative name
+    // that maps stands for its caller.
+    let mut ambiguous =
+        pb::executions_client::ExecutionsClient::new(channel(Some(two_faced)).await.unwrap());
+    let refused = ambiguous
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        refused.message().contains("map to different callers"),
+        "{refused:?}"
+    );
+    let mut by_alternative =
+        pb::executions_client::ExecutionsClient::new(channel(Some(also_runner)).await.unwrap());
+    let listed = by_alternative
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.executions.iter().any(|e| e.id == "cert-1"),
+        "{listed:?}"
+    );
 
     // The same name from another CA never gets past the handshake.
     let impostor = match channel(Some(impostor)).await {

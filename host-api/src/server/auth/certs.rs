@@ -30,28 +30,39 @@ impl CertificatePrincipals {
             .is_none()
     }
 
-    /// The caller presenting `leaf`.
+    /// The caller presenting `leaf`. Every mapped name it carries must
+    /// stand for the same caller: a certificate whose common name is one
+    /// caller and an alternative name another is refused, not taken as
+    /// whichever comes first.
     pub fn authenticate(&self, leaf: &CertificateDer<'_>) -> Result<Principal, Status> {
         let names = names(leaf)?;
-        names
+        let mapped: Vec<(&String, &(TenantId, Role))> = names
             .iter()
-            .find_map(|name| {
-                self.by_name.get(name).map(|(tenant, role)| Principal {
-                    key_id: format!("cert:{name}"),
-                    tenant: tenant.clone(),
-                    role: *role,
-                })
-            })
-            .ok_or_else(|| {
-                Status::unauthenticated(format!(
-                    "the client certificate (named {}) maps to no caller in `server.client_certificates.principals`",
-                    if names.is_empty() {
-                        "nothing".to_owned()
-                    } else {
-                        names.join(", ")
-                    }
-                ))
-            })
+            .filter_map(|name| self.by_name.get(name).map(|who| (name, who)))
+            .collect();
+        let Some(&(name, (tenant, role))) = mapped.first() else {
+            return Err(Status::unauthenticated(format!(
+                "the client certificate (named {}) maps to no caller in `server.client_certificates.principals`",
+                if names.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        };
+        if let Some((other, _)) = mapped
+            .iter()
+            .find(|(_, who)| *who != &(tenant.clone(), *role))
+        {
+            return Err(Status::unauthenticated(format!(
+                "the client certificate is named both `{name}` and `{other}`, which map to different callers in `server.client_certificates.principals`; a certificate must stand for one"
+            )));
+        }
+        Ok(Principal {
+            key_id: format!("cert:{name}"),
+            tenant: tenant.clone(),
+            role: *role,
+        })
     }
 }
 
