@@ -309,23 +309,13 @@ async fn plugins_and_workflows_are_each_tenants_own() {
         .await;
 
     // Install the test guest in chunks, as acme.
-    let bytes = std::fs::read(env!("TEST_GUEST_WASM")).unwrap();
-    let mut chunks = vec![pb::InstallChunk {
-        header: Some(pb::InstallHeader {
-            name: "guest".into(),
-            version: "1.0.0".into(),
-            grants: Some(pb::Grants {
-                http_hosts: vec!["api.example.com".into()],
-                ..pb::Grants::default()
-            }),
-            source: String::new(),
-        }),
-        data: Vec::new(),
-    }];
-    chunks.extend(bytes.chunks(1 << 20).map(|data| pb::InstallChunk {
-        header: None,
-        data: data.to_vec(),
-    }));
+    let chunks = guest_chunks(
+        "guest",
+        pb::Grants {
+            http_hosts: vec!["api.example.com".into()],
+            ..pb::Grants::default()
+        },
+    );
     let installed = acme
         .plugins()
         .install(tokio_stream::iter(chunks))

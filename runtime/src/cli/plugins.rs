@@ -102,7 +102,7 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
             source: file,
         };
         let changed = registry::install(ctx, &bytes, header)?;
-        return print_changed(&changed, true);
+        return Ok(print_changed(&changed, true));
     }
     let grants = grants(&args.grants)
         .map_err(|e| ServiceError::Plugin(format!("cannot install {file}: {e}")))?;
@@ -122,7 +122,7 @@ pub(super) fn install(ctx: &Context, args: InstallArgs) -> Result<ExitCode, Serv
         ctx.tenant.as_str(),
         request,
     ))?;
-    print_changed(&here(ctx, report)?, false)
+    Ok(print_changed(&here(ctx, report)?, false))
 }
 
 /// What an install or a grant on this host left, with the granted secrets
@@ -143,7 +143,7 @@ fn here(ctx: &Context, report: plugin::InstallReport) -> Result<Changed, Service
 }
 
 /// What an install or grant did; `on_server` when a server did it.
-fn print_changed(changed: &Changed, on_server: bool) -> Result<ExitCode, ServiceError> {
+fn print_changed(changed: &Changed, on_server: bool) -> ExitCode {
     let record = &changed.record;
     let what = match changed.outcome {
         Installed::New => "installed",
@@ -166,7 +166,7 @@ fn print_changed(changed: &Changed, on_server: bool) -> Result<ExitCode, Service
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 /// The grants sent to a server: directories are the server host's, named
@@ -243,7 +243,7 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
             let cannot = |e: String| ServiceError::Plugin(format!("cannot grant: {e}"));
             if ctx.server.is_some() {
                 let changed = registry::grant(ctx, &plugin, sent_grants(&more).map_err(cannot)?)?;
-                return print_changed(&changed, true);
+                return Ok(print_changed(&changed, true));
             }
             let more = grants(&more).map_err(cannot)?;
             let report = ctx.tokio.block_on(plugin::grant(
@@ -254,7 +254,7 @@ pub(super) fn plugins(ctx: &Context, command: PluginsCommand) -> Result<ExitCode
                 more,
                 ctx.config()?.quotas.plugins(&ctx.tenant),
             ))?;
-            return print_changed(&here(ctx, report)?, false);
+            return Ok(print_changed(&here(ctx, report)?, false));
         }
         PluginsCommand::Remove { plugin } => {
             let (record, component_deleted) = match ctx.server {

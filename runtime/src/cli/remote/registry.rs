@@ -11,13 +11,14 @@ use orchestrator_engine::store::workflows::StoredWorkflow;
 use orchestrator_engine::workflows::Registered;
 use orchestrator_host_api::pb;
 
-/// What an install or a grant left on the server.
+/// What an install or a grant left, here or on a server.
 pub(in crate::cli) struct Changed {
-    /// The plugin's record, as stored there.
+    /// The plugin's record, as stored.
     pub record: PluginRecord,
     /// New, unchanged or grants changed.
     pub outcome: Installed,
-    /// Granted secrets the server's configuration does not hold.
+    /// Granted secrets the configuration (here, or the server's) does not
+    /// hold.
     pub unconfigured: Vec<String>,
 }
 
