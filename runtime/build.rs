@@ -8,6 +8,7 @@ const TEST_GUESTS: &[(&str, &str, &str)] = &[
     ("test-guest", "test_guest", "TEST_GUEST_WASM"),
     ("describe-panics", "describe_panics", "DESCRIBE_PANICS_WASM"),
     ("describe-spins", "describe_spins", "DESCRIBE_SPINS_WASM"),
+    ("init-spins", "init_spins", "INIT_SPINS_WASM"),
     ("other-world", "other_world", "OTHER_WORLD_WASM"),
 ];
 

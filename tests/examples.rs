@@ -87,7 +87,7 @@ fn progress_shows_each_task_with_duration_and_fuel() {
             .unwrap_or_else(|| panic!("no finish line for {task} in:\n{stderr}"));
         assert!(started, "no start line for {task} in:\n{stderr}");
         assert!(
-            finished.contains("fuel ") && finished.contains("ms"),
+            finished.contains("fuel ") && (finished.contains("ms") || finished.contains("µs")),
             "{finished}"
         );
     }

@@ -32,6 +32,11 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` from a crate
 //! with `crate-type = ["cdylib"]`; the `.wasm` it writes is the component.
+//!
+//! Work every call would otherwise repeat (building an engine, compiling
+//! fixed patterns) goes in [`Plugin::initialize`]: the component also
+//! exports `wizer-initialize`, which the host runs once when it compiles the
+//! plugin and snapshots, so every call starts from the initialised state.
 
 extern crate self as orchestrator_sdk;
 
@@ -45,8 +50,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 pub use serde_json::{Value, json};
 
-/// Generated bindings of the `executor` world. Prefer the types of this crate;
-/// these are public only so that [`export_plugin!`] can reach them.
+/// Generated bindings of the `executor` world, plus the `wizer-initialize`
+/// export the host pre-initialises plugins with. Prefer the types of this
+/// crate; these are public only so that [`export_plugin!`] can reach them.
 #[doc(hidden)]
 #[allow(
     clippy::too_many_arguments,
@@ -54,8 +60,16 @@ pub use serde_json::{Value, json};
 )]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "executor",
+        inline: "
+            package orchestrator:sdk;
+            world plugin {
+                include orchestrator:plugin/executor@0.1.0;
+                export wizer-initialize: func();
+            }
+        ",
+        world: "orchestrator:sdk/plugin",
         path: "../wit/0.1.0",
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_executor",
         default_bindings_module: "::orchestrator_sdk::bindings",
@@ -194,6 +208,14 @@ pub trait Plugin {
 
     /// Runs one task attempt.
     fn execute(ctx: &Context, input: Self::Input) -> Result<Self::Output, Error>;
+
+    /// Prepares what every call needs, once: the host runs it when it
+    /// compiles the plugin (at install) and keeps the memory it leaves
+    /// behind, so [`Plugin::execute`] finds it ready. It runs with no
+    /// capabilities (no files, network, environment or output) under the
+    /// host's limits, and anything it draws at random is the same in every
+    /// call afterwards. The default does nothing.
+    fn initialize() {}
 }
 
 /// Writes a record to the host's log, tagged with the running task.
@@ -259,6 +281,9 @@ macro_rules! export_plugin {
                     $crate::bindings::orchestrator::plugin::types::TaskError,
                 > {
                     $crate::__private::execute::<$plugin>(ctx, input)
+                }
+                fn wizer_initialize() {
+                    <$plugin as $crate::Plugin>::initialize()
                 }
             }
     $crate::bindings::__export_executor!(Exported with_types_in $crate::bindings);

@@ -19,6 +19,8 @@
 
 mod text;
 
+use std::sync::LazyLock;
+
 use orchestrator_sdk::{Context, Error, Info, Plugin, Value, export_plugin, json, schema};
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +106,11 @@ impl Plugin for Evaluation {
             "type": "object",
             "required": ["passed", "score", "scores"]
         }))
+    }
+
+    fn initialize() {
+        let _ = first_number("score: 4.5 of 5");
+        schema::warm();
     }
 
     fn execute(_: &Context, input: Input) -> Result<Output, Error> {
@@ -263,11 +270,15 @@ fn json_of(output: &Value) -> Result<Value, String> {
     }
 }
 
+/// A number as written in text, compiled once per instance (by
+/// `initialize`, before the host's snapshot).
+static NUMBER: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?").expect("the pattern compiles")
+});
+
 /// The first number written in a text.
 fn first_number(text: &str) -> Option<f64> {
-    let pattern =
-        regex::Regex::new(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?").expect("the pattern compiles");
-    pattern.find(text)?.as_str().parse().ok()
+    NUMBER.find(text)?.as_str().parse().ok()
 }
 
 export_plugin!(Evaluation);

@@ -196,6 +196,10 @@ impl Plugin for Llm {
         })
     }
 
+    fn initialize() {
+        schema::warm();
+    }
+
     fn execute(ctx: &Context, input: Input) -> Result<Output, Error> {
         let conversation = conversation(&input)?;
         let mut failed_models = Vec::new();
@@ -538,7 +542,7 @@ mod tests {
         );
         let missing = parsed("{\"x\": 1}", &schema);
         assert!(
-            matches!(&missing, Err(Error::Retryable(m)) if m.contains("\"score\" is a required property")),
+            matches!(&missing, Err(Error::Retryable(m)) if m.contains("missing properties 'score'")),
             "{missing:?}"
         );
         let typed = Format::JsonSchema(json!({ "properties": { "score": { "type": "integer" } } }));

@@ -130,6 +130,11 @@ impl Plugin for Policy {
         }))
     }
 
+    fn initialize() {
+        pii::warm();
+        schema::warm();
+    }
+
     fn execute(_: &Context, input: Input) -> Result<Output, Error> {
         let output = check(&input)?;
         if output.outcome == Outcome::Deny && input.fail_on_deny {

@@ -5,6 +5,9 @@
 //! script's last expression is the task's output. Rhai's own operation counter
 //! is switched off: the host's fuel budget and deadline bound the CPU a script
 //! may use, the host's memory cap bounds what it allocates.
+//!
+//! The Rhai engine is built once, in [`Plugin::initialize`]: the host
+//! snapshots the plugin after it, so a call only compiles and runs its script.
 
 use orchestrator_sdk::{Context, Error, Info, Plugin, Value, export_plugin, json};
 use rhai::{Dynamic, Engine, Scope};
@@ -40,23 +43,35 @@ impl Plugin for Transform {
         }))
     }
 
-    fn execute(_: &Context, input: Input) -> Result<Value, Error> {
-        let engine = engine();
-        let ast = engine
-            .compile(&input.script)
-            .map_err(|e| Error::InvalidInput(format!("script does not compile: {e}")))?;
-        let mut scope = Scope::new();
-        for (name, value) in input.values {
-            let value = rhai::serde::to_dynamic(value)
-                .map_err(|e| Error::InvalidInput(format!("value `{name}`: {e}")))?;
-            scope.push_dynamic(name, value);
-        }
-        let result: Dynamic = engine
-            .eval_ast_with_scope(&mut scope, &ast)
-            .map_err(|e| Error::Fatal(format!("script failed: {e}")))?;
-        rhai::serde::from_dynamic(&result)
-            .map_err(|e| Error::Fatal(format!("script result is not JSON: {e}")))
+    fn initialize() {
+        ENGINE.with(|_| ());
     }
+
+    fn execute(_: &Context, input: Input) -> Result<Value, Error> {
+        ENGINE.with(|engine| run(engine, input))
+    }
+}
+
+thread_local! {
+    /// One engine per instance, built by `initialize` before the snapshot.
+    static ENGINE: Engine = engine();
+}
+
+fn run(engine: &Engine, input: Input) -> Result<Value, Error> {
+    let ast = engine
+        .compile(&input.script)
+        .map_err(|e| Error::InvalidInput(format!("script does not compile: {e}")))?;
+    let mut scope = Scope::new();
+    for (name, value) in input.values {
+        let value = rhai::serde::to_dynamic(value)
+            .map_err(|e| Error::InvalidInput(format!("value `{name}`: {e}")))?;
+        scope.push_dynamic(name, value);
+    }
+    let result: Dynamic = engine
+        .eval_ast_with_scope(&mut scope, &ast)
+        .map_err(|e| Error::Fatal(format!("script failed: {e}")))?;
+    rhai::serde::from_dynamic(&result)
+        .map_err(|e| Error::Fatal(format!("script result is not JSON: {e}")))
 }
 
 fn engine() -> Engine {

@@ -159,7 +159,7 @@ fn metering(store: &Store<State>, limits: &Limits, started: Instant) -> Metering
 }
 
 /// A store holding exactly what `plugin` may use, under `limits`.
-fn new_store(
+pub(super) fn new_store(
     engine: &Engine,
     plugin: &Plugin,
     (execution_id, task_id, attempt): (&Arc<str>, &str, u32),

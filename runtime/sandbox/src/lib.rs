@@ -21,6 +21,7 @@ pub mod fair;
 pub mod host_guard;
 mod limiter;
 mod outcome;
+pub mod preinit;
 pub mod quota;
 pub mod seal;
 pub mod secrets;
@@ -259,7 +260,8 @@ impl Sandbox {
         &self.engine_hash
     }
 
-    /// Checks that `bytes` are a component and compiles them. Slow
+    /// Checks that `bytes` are a component and compiles them, pre-initialised
+    /// when it exports `wizer-initialize` (see [`preinit`]). Slow
     /// (milliseconds to seconds): done at install, or once per file.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled, SandboxError> {
         let compile_error = |reason: String| SandboxError::Compile {
@@ -283,11 +285,17 @@ impl Sandbox {
                 Err(e) => tracing::debug!("compiling again: {e}"),
             }
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| {
+        let mut component = Component::new(&self.engine, bytes).map_err(|e| {
             compile_error(format!(
                 "it does not compile ({e:#}); the file may be truncated or damaged: rebuild it"
             ))
         })?;
+        if preinit::wanted(&component, &self.engine)
+            && let Some(initialised) = preinit::snapshot(&self.engine, &self.linker, name, bytes)?
+        {
+            self.freed.notify_waiters();
+            component = initialised;
+        }
         if let Some(cache) = &self.artifacts
             && let Ok(artifact) = component.serialize()
         {

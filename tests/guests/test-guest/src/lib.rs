@@ -28,7 +28,9 @@
 //! - `stream`: emits `times` pieces of text, `tok0 `, `tok1 `, ..., `ms`
 //!   milliseconds apart, as a model streams its answer;
 //! - `span`: sleeps `ms` milliseconds and returns when it started and
-//!   ended (`{start, end}`, ms since the epoch by the wall clock).
+//!   ended (`{start, end}`, ms since the epoch by the wall clock);
+//! - `initialized`: returns how often `initialize` ran in this instance's
+//!   past (1 when the host pre-initialised it once and snapshotted it).
 //!
 //! `fail` with a `size` fails with a message of `size` bytes.
 //!
@@ -44,6 +46,7 @@ use orchestrator_sdk::{
     Capabilities, Context, Error, Info, Level, Plugin, Value, export_plugin, log,
 };
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The task's `with:` values.
 #[derive(Deserialize)]
@@ -118,7 +121,12 @@ pub enum Mode {
     Stream,
     /// Sleep, and say when.
     Span,
+    /// Say how often `initialize` ran before this call.
+    Initialized,
 }
+
+/// How often `initialize` ran: kept in the snapshot the host takes after it.
+static INITIALIZED: AtomicU32 = AtomicU32::new(0);
 
 /// The test plugin.
 pub struct TestGuest;
@@ -141,8 +149,13 @@ impl Plugin for TestGuest {
         })
     }
 
+    fn initialize() {
+        INITIALIZED.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn execute(ctx: &Context, input: Input) -> Result<Value, Error> {
         match input.mode {
+            Mode::Initialized => Ok(Value::from(INITIALIZED.load(Ordering::Relaxed))),
             Mode::Echo => Ok(input.value),
             Mode::Flaky if ctx.attempt > input.times => Ok(input.value),
             Mode::Fail if input.size > 0 => Err(Error::Fatal("e".repeat(input.size))),
