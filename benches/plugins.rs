@@ -85,7 +85,7 @@ fn main() {
         },
         Case {
             plugin: "llm",
-            label: "llm: build request, loopback exchange, parse answer",
+            label: "llm: build request, exchange, parse answer",
             input: json!({
                 "base_url": base_url,
                 "model": "echo",
@@ -100,6 +100,9 @@ fn main() {
         },
     ];
 
+    // The network part of the `llm` call, measured first: its target is
+    // for the plugin's own time, the call's minus this.
+    let exchange = exchange_alone(server);
     println!(
         "{:<52} {:>12} {:>12} {:>10}  target",
         "one call (fresh store + instantiate + execute)", "median", "p90", "fuel"
@@ -116,23 +119,33 @@ fn main() {
         let plugin = plugin(&sandbox, name, host);
         let input = input.to_string();
         let (median, p90, fuel) = measure(&tokio, &sandbox, &plugin, &input);
-        let met = median <= target && fuel <= fuel_target;
+        // A call that goes out is judged on its time less the exchange.
+        let own = if host.is_some() {
+            median.saturating_sub(exchange)
+        } else {
+            median
+        };
+        let met = own <= target && fuel <= fuel_target;
         let fuel_goal = if fuel_target == u64::MAX {
             String::new()
         } else {
             format!(", ≤ {fuel_target} fuel")
         };
+        let own_time = if host.is_some() {
+            format!(" ({:.1} µs without the exchange)", micros(own))
+        } else {
+            String::new()
+        };
         println!(
-            "{label:<52} {:>9.1} µs {:>9.1} µs {fuel:>10}  ≤ {} µs{fuel_goal}: {}",
+            "{label:<52} {:>9.1} µs {:>9.1} µs {fuel:>10}  ≤ {} µs{fuel_goal}: {}{own_time}",
             micros(median),
             micros(p90),
             target.as_micros(),
             if met { "met" } else { "MISSED" }
         );
     }
-    let exchange = exchange_alone(server);
     println!(
-        "{:<52} {:>9.1} µs   (the llm call minus this is the plugin's own time)",
+        "{:<52} {:>9.1} µs",
         "the same exchange from a plain TCP client",
         micros(exchange)
     );
@@ -142,7 +155,6 @@ fn main() {
 /// reach `host` if given.
 fn plugin(sandbox: &Sandbox, name: &str, host: Option<&str>) -> Plugin {
     let (_, bytes) = builtins()
-        .iter()
         .find(|(n, _)| *n == name)
         .unwrap_or_else(|| panic!("{name} is built in"));
     let compiled = sandbox.compile(name, bytes).expect("compiles");

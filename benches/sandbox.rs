@@ -36,7 +36,6 @@ fn sandbox(c: &mut Criterion) {
         .prepare("test-guest", &guest)
         .expect("test guest compiles");
     let (_, transform_bytes) = orchestrator_engine::plugin::builtins()
-        .iter()
         .find(|(name, _)| *name == "transform")
         .expect("transform is built in");
     let transform = sandbox

@@ -748,7 +748,6 @@ fn a_resume_refuses_a_plugin_that_changed_under_a_task_its_fallback_or_a_policy(
     let dir = dir.path();
     // Another component to install under the same name, newer.
     let (_, transform) = orchestrator_engine::plugin::builtins()
-        .iter()
         .find(|(name, _)| *name == "transform")
         .unwrap();
     let other = dir.join("other.wasm");

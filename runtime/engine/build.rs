@@ -1,8 +1,11 @@
 //! Builds the built-in plugins (`plugins/*`) from source and embeds them:
-//! `$OUT_DIR/builtin.rs` holds each one's name and bytes.
+//! `$OUT_DIR/builtin.rs` holds each one's name, bytes and sha256 (computed
+//! here, so a start does not hash megabytes to see they are installed).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
 
 /// Built-in plugins: (name the workflow `uses:`, cargo package, artifact stem).
 const BUILTINS: &[(&str, &str, &str)] = &[
@@ -22,14 +25,20 @@ fn main() {
     let artifacts = build_guests::build(root, &packages);
 
     let mut builtin_rs = String::from(
-        "/// Built-in plugins compiled from `plugins/`: (name, component bytes).\n\
-         pub static BUILTINS: &[(&str, &[u8])] = &[\n",
+        "/// Built-in plugins compiled from `plugins/`: (name, component bytes,\n\
+         /// sha256 of the bytes in lower-case hex).\n\
+         pub static BUILTINS: &[(&str, &[u8], &str)] = &[\n",
     );
     for (name, _, stem) in BUILTINS {
         let wasm = build_guests::artifact(&artifacts, stem);
+        let bytes = std::fs::read(&wasm).expect("the built component");
+        let digest: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         writeln!(
             builtin_rs,
-            "    ({name:?}, include_bytes!({:?})),",
+            "    ({name:?}, include_bytes!({:?}), {digest:?}),",
             wasm.display()
         )
         .expect("writing to a String");

@@ -37,9 +37,8 @@ pub async fn host_with(server: &ModelServer, extra: &str) -> Host {
 /// The bytes of the built-in plugin `name`.
 pub fn builtin(name: &str) -> &'static [u8] {
     orchestrator_engine::plugin::builtins()
-        .iter()
         .find(|(n, _)| *n == name)
-        .map(|(_, bytes)| *bytes)
+        .map(|(_, bytes)| bytes)
         .unwrap_or_else(|| panic!("no built-in `{name}`"))
 }
 

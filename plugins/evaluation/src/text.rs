@@ -4,7 +4,7 @@
 //! above unigrams, with the brevity penalty). Words are lower-cased and
 //! split on whitespace and punctuation.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// 1 minus the edit distance over the longer length, 1 for two empty texts.
 pub fn levenshtein_similarity(a: &str, b: &str) -> f64 {
@@ -14,17 +14,36 @@ pub fn levenshtein_similarity(a: &str, b: &str) -> f64 {
     if longest == 0 {
         return 1.0;
     }
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    let mut current = vec![0; b.len() + 1];
+    1.0 - edit_distance(&a, &b) as f64 / longest as f64
+}
+
+/// Levenshtein distance. A common prefix and suffix cost no edits, so
+/// they are left out of the table (texts compared for similarity share
+/// much); one row, walked without indexing.
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[prefix..], &b[prefix..]);
+    let suffix = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (a, b) = (&a[..a.len() - suffix], &b[..b.len() - suffix]);
+    let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.iter().enumerate() {
-        current[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        let mut diagonal = i;
+        let mut left = i + 1;
+        for (cell, cb) in row[1..].iter_mut().zip(b) {
+            let up = *cell;
+            let value = (diagonal + usize::from(ca != cb)).min(up + 1).min(left + 1);
+            diagonal = up;
+            *cell = value;
+            left = value;
         }
-        std::mem::swap(&mut previous, &mut current);
+        row[0] = i + 1;
     }
-    1.0 - previous[b.len()] as f64 / longest as f64
+    row[b.len()]
 }
 
 /// The words of a text, lower-cased.
@@ -61,7 +80,7 @@ pub fn rouge_l(candidate: &str, reference: &str) -> f64 {
 
 /// BLEU-4 of a candidate against one reference.
 pub fn bleu(candidate: &str, reference: &str) -> f64 {
-    let (c, r) = (words(candidate), words(reference));
+    let (c, r) = ids(&words(candidate), &words(reference));
     if c.is_empty() {
         return 0.0;
     }
@@ -91,9 +110,19 @@ pub fn bleu(candidate: &str, reference: &str) -> f64 {
     brevity * log_sum.exp()
 }
 
+/// Both texts' words as numbers (equal words, equal numbers), so n-grams
+/// compare as short integer slices.
+fn ids(a: &[String], b: &[String]) -> (Vec<usize>, Vec<usize>) {
+    let mut vocabulary: Vec<&String> = a.iter().chain(b).collect();
+    vocabulary.sort_unstable();
+    vocabulary.dedup();
+    let id = |w: &String| vocabulary.binary_search(&w).unwrap_or_default();
+    (a.iter().map(id).collect(), b.iter().map(id).collect())
+}
+
 /// How often each `n`-gram occurs.
-fn ngrams(words: &[String], n: usize) -> HashMap<&[String], usize> {
-    let mut grams: HashMap<&[String], usize> = HashMap::new();
+fn ngrams(words: &[usize], n: usize) -> BTreeMap<&[usize], usize> {
+    let mut grams: BTreeMap<&[usize], usize> = BTreeMap::new();
     for gram in words.windows(n) {
         *grams.entry(gram).or_default() += 1;
     }
@@ -109,6 +138,16 @@ mod tests {
         assert_eq!(levenshtein_similarity("kitten", "sitting"), 1.0 - 3.0 / 7.0);
         assert_eq!(levenshtein_similarity("", ""), 1.0);
         assert_eq!(levenshtein_similarity("abc", "abc"), 1.0);
+        // Shared ends are no edits; what differs in between still counts.
+        assert_eq!(edit_distance_of("the kitten sat", "the sitting sat"), 3);
+        assert_eq!(edit_distance_of("abc", "abxbc"), 2);
+        assert_eq!(edit_distance_of("", "abc"), 3);
+        assert_eq!(edit_distance_of("aaa", "aa"), 1);
+    }
+
+    fn edit_distance_of(a: &str, b: &str) -> usize {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        edit_distance(&a, &b)
     }
 
     #[test]

@@ -226,8 +226,7 @@ pub async fn install_builtins(
 ) -> Result<Vec<InstallReport>, InstallError> {
     let installed = store.plugins(tenant)?;
     let mut reports = Vec::new();
-    for (name, bytes) in super::builtins() {
-        let digest = hex(&Sha256::digest(bytes).into());
+    for &(name, bytes, digest) in super::builtins_with_digests() {
         if installed
             .iter()
             .any(|r| r.builtin && r.name == *name && r.digest == digest)
