@@ -107,17 +107,10 @@ fn main() {
         "{:<52} {:>12} {:>12} {:>10}  target",
         "one call (fresh store + instantiate + execute)", "median", "p90", "fuel"
     );
-    for Case {
-        plugin: name,
-        label,
-        input,
-        host,
-        time: target,
-        fuel: fuel_target,
-    } in cases
-    {
-        let plugin = plugin(&sandbox, name, host);
-        let input = input.to_string();
+    for case in cases {
+        let (label, host, target, fuel_target) = (case.label, case.host, case.time, case.fuel);
+        let plugin = plugin(&sandbox, case.plugin, host);
+        let input = case.input.to_string();
         let (median, p90, fuel) = measure(&tokio, &sandbox, &plugin, &input);
         // A call that goes out is judged on its time less the exchange.
         let own = if host.is_some() {

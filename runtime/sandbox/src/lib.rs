@@ -120,6 +120,25 @@ impl std::fmt::Debug for Plugin {
 }
 
 impl Plugin {
+    /// A linked component with `allowed` and nothing else around it.
+    fn linked(
+        name: Arc<str>,
+        pre: ExecutorPre<State>,
+        allowed: Allowed,
+        secrets: Arc<Secrets>,
+    ) -> Self {
+        Self {
+            name,
+            pre,
+            allowed: Arc::new(allowed),
+            secrets,
+            host_guard: None,
+            gate: None,
+            cassette: None,
+            emitter: None,
+        }
+    }
+
     /// The same plugin with other capabilities.
     pub fn with_capabilities(&self, allowed: Allowed, secrets: Arc<Secrets>) -> Self {
         Self {
@@ -285,17 +304,22 @@ impl Sandbox {
                 Err(e) => tracing::debug!("compiling again: {e}"),
             }
         }
-        let mut component = Component::new(&self.engine, bytes).map_err(|e| {
-            compile_error(format!(
-                "it does not compile ({e:#}); the file may be truncated or damaged: rebuild it"
-            ))
-        })?;
-        if preinit::wanted(&component, &self.engine)
-            && let Some(initialised) = preinit::snapshot(&self.engine, &self.linker, name, bytes)?
-        {
+        // A component replaced by its snapshot is not compiled as it is.
+        let initialised = if preinit::wanted(bytes) {
+            let snapshot = preinit::snapshot(&self.engine, &self.linker, name, bytes)?;
             self.freed.notify_waiters();
-            component = initialised;
-        }
+            snapshot
+        } else {
+            None
+        };
+        let component = match initialised {
+            Some(component) => component,
+            None => Component::new(&self.engine, bytes).map_err(|e| {
+                compile_error(format!(
+                    "it does not compile ({e:#}); the file may be truncated or damaged: rebuild it"
+                ))
+            })?,
+        };
         if let Some(cache) = &self.artifacts
             && let Ok(artifact) = component.serialize()
         {
@@ -417,16 +441,12 @@ impl Sandbox {
                 pre
             }
         };
-        Ok(Plugin {
-            name: Arc::clone(&compiled.name),
+        Ok(Plugin::linked(
+            Arc::clone(&compiled.name),
             pre,
-            allowed: Arc::new(allowed),
+            allowed,
             secrets,
-            host_guard: None,
-            gate: None,
-            cassette: None,
-            emitter: None,
-        })
+        ))
     }
 
     /// Compiles and links a component that gets no capabilities at all (a

@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use wasmparser::{Parser, Payload};
 use wasmtime::component::{Component, Instance, Linker, WasmList};
 use wasmtime::{Engine, Store};
 use wasmtime_wizer::{ComponentContext, ComponentInstanceState, Wizer};
@@ -39,12 +40,28 @@ pub const INITIALIZE_LIMITS: Limits = Limits {
     output: 0,
 };
 
-/// Whether `component` asks to be pre-initialised.
-pub(super) fn wanted(component: &Component, engine: &Engine) -> bool {
-    component
-        .component_type()
-        .exports(engine)
-        .any(|(name, _)| name == INITIALIZE_EXPORT)
+/// Whether the component in `bytes` asks to be pre-initialised: read off
+/// its top-level exports, before anything is compiled (bytes that do not
+/// parse do not ask; compiling them says what is wrong).
+pub(super) fn wanted(bytes: &[u8]) -> bool {
+    let mut depth = 0_usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload {
+            Err(_) => return false,
+            Ok(Payload::ModuleSection { .. } | Payload::ComponentSection { .. }) => depth += 1,
+            Ok(Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Payload::ComponentExportSection(exports)) if depth == 0 => {
+                if exports
+                    .into_iter()
+                    .any(|e| e.is_ok_and(|e| e.name.name == INITIALIZE_EXPORT))
+                {
+                    return true;
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    false
 }
 
 /// The pre-initialised form of `bytes`: `Ok(None)` when Wizer cannot
@@ -81,16 +98,7 @@ pub(super) fn snapshot(
         .instantiate_pre(&instrumented)
         .and_then(ExecutorPre::new)
         .map_err(|e| failed(format!("cannot be prepared ({e:#})")))?;
-    let plugin = Plugin {
-        name: Arc::from(name),
-        pre,
-        allowed: Arc::new(Allowed::default()),
-        secrets: Arc::default(),
-        host_guard: None,
-        gate: None,
-        cassette: None,
-        emitter: None,
-    };
+    let plugin = Plugin::linked(Arc::from(name), pre, Allowed::default(), Arc::default());
     // Its own thread and runtime: callers may be inside a runtime or not,
     // and a panic in the instrumenter must not reach them.
     let snapshot = std::thread::scope(|scope| {

@@ -226,7 +226,7 @@ pub async fn install_builtins(
 ) -> Result<Vec<InstallReport>, InstallError> {
     let installed = store.plugins(tenant)?;
     let mut reports = Vec::new();
-    for &(name, bytes, digest) in super::builtins_with_digests() {
+    for &(name, bytes, digest) in super::BUILTINS {
         if installed
             .iter()
             .any(|r| r.builtin && r.name == *name && r.digest == digest)

@@ -22,9 +22,3 @@ include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 pub fn builtins() -> impl Iterator<Item = (&'static str, &'static [u8])> {
     BUILTINS.iter().map(|(name, bytes, _)| (*name, *bytes))
 }
-
-/// The built-in plugins: name, component bytes and their sha256 (hex),
-/// computed when the runtime was built.
-fn builtins_with_digests() -> &'static [(&'static str, &'static [u8], &'static str)] {
-    BUILTINS
-}
