@@ -80,9 +80,10 @@ fn per_task<E: Executor>(
     })
 }
 
-/// Wall time per task of `RUNS` runs, each recorded in a fresh execution
-/// file in `dir`, and each beside the fsync latency measured right before
-/// it (this machine's disk drifts by a factor of two within minutes).
+/// Wall time per task of `RUNS` runs under strict and `RUNS` under batched
+/// durability, each recorded in a fresh execution file in `dir`, taken in
+/// turns so both see the same disk (this machine's drifts by a factor of
+/// two within minutes).
 fn per_task_recorded<E: Executor>(
     tokio: &tokio::runtime::Runtime,
     scheduler: &Scheduler<E>,
@@ -90,37 +91,40 @@ fn per_task_recorded<E: Executor>(
     dir: &Path,
 ) -> Recorded {
     let executions = Executions::beside(&dir.join("store.redb"));
-    let runs: Vec<(Duration, Fsync)> = (1..=RUNS)
+    let mut plan = plan.clone();
+    let runs: Vec<(Duration, Duration)> = (1..=RUNS)
         .map(|n| {
-            let fsync = fsync_latency(dir);
-            (recorded_run(tokio, scheduler, plan, &executions, n), fsync)
+            plan.durability = Durability::Strict;
+            let strict = recorded_run(tokio, scheduler, &plan, &executions, 2 * n);
+            plan.durability = Durability::Batched;
+            let batched = recorded_run(tokio, scheduler, &plan, &executions, 2 * n + 1);
+            (strict, batched)
         })
         .collect();
-    let gap = |pick: fn(&Fsync) -> Duration| {
-        let mut gaps: Vec<f64> = runs
-            .iter()
-            .map(|(task, fsync)| micros(*task) - micros(pick(fsync)))
-            .collect();
-        gaps.sort_by(f64::total_cmp);
-        gaps[RUNS / 2]
+    let middle = |mut values: Vec<Duration>| {
+        values.sort();
+        values[RUNS / 2]
     };
-    let mut per_task: Vec<Duration> = runs.iter().map(|(t, _)| *t).collect();
-    per_task.sort();
+    let mut gaps: Vec<f64> = runs
+        .iter()
+        .map(|(strict, batched)| micros(*strict) - micros(*batched))
+        .collect();
+    gaps.sort_by(f64::total_cmp);
     Recorded {
-        per_task: per_task[RUNS / 2],
-        over_median: gap(|f| f.median),
-        over_mean: gap(|f| f.mean),
+        strict: middle(runs.iter().map(|(s, _)| *s).collect()),
+        batched: middle(runs.iter().map(|(_, b)| *b).collect()),
+        gap: gaps[RUNS / 2],
     }
 }
 
 /// What recorded runs cost.
 struct Recorded {
-    /// Median wall time per task.
-    per_task: Duration,
-    /// Median of (time per task - median fsync measured just before), µs.
-    over_median: f64,
-    /// Median of (time per task - mean fsync measured just before), µs.
-    over_mean: f64,
+    /// Median wall time per task, strict.
+    strict: Duration,
+    /// Median wall time per task, batched.
+    batched: Duration,
+    /// Median of (strict - batched) over the pairs, µs per task.
+    gap: f64,
 }
 
 /// One run recorded in a fresh execution file; wall time per task.
@@ -323,6 +327,7 @@ fn main() {
         limits: Default::default(),
         cancel: Default::default(),
         fallback: false,
+        effects: Default::default(),
     };
     for _ in 0..200 {
         tokio
@@ -408,24 +413,21 @@ fn main() {
     );
     println!();
     println!(
-        "{:<14} {:>18} {:>18} {:>18}   strict - fsync, paired: median / mean",
+        "{:<14} {:>18} {:>18} {:>18}   strict - batched, paired median",
         "shape", "durability off", "strict", "batched"
     );
     for shape in ["chain", "fanout"] {
-        let mut plan = plan(shape);
+        let plan = plan(shape);
         let off = per_task(&tokio, &sandboxed, &plan);
-        plan.durability = Durability::Strict;
-        let strict = per_task_recorded(&tokio, &sandboxed, &plan, dir.path());
-        plan.durability = Durability::Batched;
-        let batched = per_task_recorded(&tokio, &sandboxed, &plan, dir.path());
+        let recorded = per_task_recorded(&tokio, &sandboxed, &plan, dir.path());
         println!(
-            "{:<14} {:>13.1} µs/task {:>13.1} µs/task {:>13.1} µs/task   {:>8.1} µs / {:.1} µs",
+            "{:<14} {:>13.1} µs/task {:>13.1} µs/task {:>13.1} µs/task   {:>8.1} µs/task ({:+.0} %)",
             format!("{shape}-{TASKS}"),
             micros(off),
-            micros(strict.per_task),
-            micros(batched.per_task),
-            strict.over_median,
-            strict.over_mean
+            micros(recorded.strict),
+            micros(recorded.batched),
+            recorded.gap,
+            100.0 * recorded.gap / micros(recorded.batched)
         );
     }
 }

@@ -22,6 +22,7 @@ fn request(input: &str) -> TaskRequest {
         limits: Limits::default(),
         cancel: Default::default(),
         fallback: false,
+        effects: Default::default(),
     }
 }
 

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::crash::{Rng, seed_and_trials};
 use common::{cli, spawn_run};
 use orchestrator_engine::scheduler::TaskStatus;
 use orchestrator_engine::store::executions::{ExecutionStatus, Executions};
@@ -26,23 +27,6 @@ use serde_json::{Value, json};
 const GUEST: &str = env!("TEST_GUEST_WASM");
 const STAGES: usize = 10;
 const WIDTH: usize = 19;
-
-/// splitmix64: a small, seedable generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// Ten stages; each fans out to 19 tasks that a join task gathers; each
 /// stage's fan-out needs the previous join. 200 tasks in all.
@@ -102,20 +86,7 @@ fn expected_output(id: &str) -> Value {
 
 #[test]
 fn killed_runs_resume_without_redoing_finished_work() {
-    let seed = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    let trials: usize = std::env::var("CRASH_TRIALS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    eprintln!("crash harness: CRASH_SEED={seed} CRASH_TRIALS={trials}");
+    let (seed, trials) = seed_and_trials("crash harness");
     let mut rng = Rng(seed);
 
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
-//! The durability rules, one by one: under `strict` a dependent starts only
-//! after its dependency's state is committed, and completions that arrive
-//! together share a commit; a store that fails mid-run stops the run with a
+//! The durability rules, one by one: under `strict` a dependent starts at
+//! once but its effects wait until its dependency's state is committed, and
+//! completions that arrive together share a commit; a store that fails mid-run stops the run with a
 //! clear error and leaves a consistent file that resumes; bad execution ids
 //! and damaged or newer files are refused without being touched.
 
@@ -42,18 +42,26 @@ impl PluginCatalog for AnyPlugin {
     }
 }
 
-/// Records when each task started.
+/// When each task started and when its effects were let out.
+type Moments = Mutex<Vec<(String, Instant)>>;
+
+/// Records when each task started, and when its effects were let out: it
+/// waits for them, as a task sending a request does.
 #[derive(Default)]
 struct Clock {
-    started: Mutex<Vec<(String, Instant)>>,
+    started: Moments,
+    released: Moments,
 }
 
 impl Executor for Clock {
     async fn execute(&self, request: TaskRequest) -> Result<TaskSuccess, TaskFailure> {
+        let id = request.task_id.clone();
         self.started
             .lock()
             .unwrap()
-            .push((request.task_id.clone(), Instant::now()));
+            .push((id.clone(), Instant::now()));
+        request.effects.wait().await.unwrap();
+        self.released.lock().unwrap().push((id, Instant::now()));
         tokio::time::sleep(Duration::from_millis(2)).await;
         Ok(TaskSuccess {
             output: Value::Null,
@@ -109,9 +117,16 @@ impl orchestrator_engine::scheduler::Signals for SlowJournal {
     }
 }
 
-/// Runs `yaml` on the [`Clock`] executor with a [`SlowJournal`]; returns
-/// the commits (task ids, when each ended) and when each task started.
-async fn run_slowly(yaml: &str) -> (Vec<(Vec<String>, Instant)>, Vec<(String, Instant)>) {
+/// What a slow run saw: the commits (task ids, when each ended), when each
+/// task started, when its effects were let out.
+struct Slow {
+    commits: Vec<(Vec<String>, Instant)>,
+    started: Vec<(String, Instant)>,
+    released: Vec<(String, Instant)>,
+}
+
+/// Runs `yaml` on the [`Clock`] executor with a [`SlowJournal`].
+async fn run_slowly(yaml: &str) -> Slow {
     let plan = workflow::load(yaml, "flow.yaml", &Expressions::new(), &AnyPlugin).unwrap();
     let clock = Arc::new(Clock::default());
     let journal = SlowJournal::default();
@@ -129,13 +144,15 @@ async fn run_slowly(yaml: &str) -> (Vec<(Vec<String>, Instant)>, Vec<(String, In
     };
     let report = scheduler.run_with(&plan, &json!({}), "x", options).await;
     assert_eq!(report.status, RunStatus::Succeeded);
-    let commits = journal.commits.lock().unwrap().clone();
-    let started = clock.started.lock().unwrap().clone();
-    (commits, started)
+    Slow {
+        commits: journal.commits.lock().unwrap().clone(),
+        started: clock.started.lock().unwrap().clone(),
+        released: clock.released.lock().unwrap().clone(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strict_waits_for_the_commit_and_groups_completions() {
+async fn strict_holds_effects_for_the_commit_and_groups_completions() {
     // `root` fans out to 12 leaves; `last` needs them all.
     let mut yaml = String::from("name: fan\ntasks:\n  - { id: root, uses: x }\n");
     for i in 0..12 {
@@ -149,7 +166,11 @@ async fn strict_waits_for_the_commit_and_groups_completions() {
             .join(", "),
     );
     yaml.push_str("] }\n");
-    let (commits, started) = run_slowly(&yaml).await;
+    let Slow {
+        commits,
+        started,
+        released,
+    } = run_slowly(&yaml).await;
     let committed_at = |id: &str| {
         commits
             .iter()
@@ -157,10 +178,18 @@ async fn strict_waits_for_the_commit_and_groups_completions() {
             .map(|(_, at)| *at)
             .unwrap_or_else(|| panic!("{id} was never committed"))
     };
-    let started_at = |id: &str| started.iter().find(|(i, _)| i == id).unwrap().1;
+    let at =
+        |moments: &[(String, Instant)], id: &str| moments.iter().find(|(i, _)| i == id).unwrap().1;
+    // The leaves start while `root`'s 20 ms commit is under way...
+    assert!(at(&started, "leaf0") < committed_at("root"));
+    // ...and nothing they do gets out before it returns.
     for i in 0..12 {
-        assert!(started_at(&format!("leaf{i}")) >= committed_at("root"));
-        assert!(started_at("last") >= committed_at(&format!("leaf{i}")));
+        let leaf = format!("leaf{i}");
+        assert!(at(&released, &leaf) >= committed_at("root"), "{leaf}");
+        assert!(
+            at(&released, "last") >= committed_at(&leaf),
+            "last after {leaf}"
+        );
     }
     let total: usize = commits.iter().map(|(ids, _)| ids.len()).sum();
     assert_eq!(total, 14, "every state committed once");
@@ -182,7 +211,9 @@ async fn batched_chains_commit_while_they_run() {
             i - 1
         ));
     }
-    let (commits, started) = run_slowly(&yaml).await;
+    let Slow {
+        commits, started, ..
+    } = run_slowly(&yaml).await;
     let last_started = started.iter().map(|(_, at)| *at).max().unwrap();
     let during_run = commits.iter().filter(|(_, at)| *at < last_started).count();
     assert!(

@@ -6,6 +6,7 @@
     reason = "each test crate uses the part of this module it needs"
 )]
 
+pub mod crash;
 pub mod http;
 pub mod model_server;
 pub mod models;

@@ -25,7 +25,7 @@ use super::outcome::{self, Failure};
 use super::quota::{LogBudget, MAX_RESOURCES};
 use orchestrator_core::plugin::Manifest;
 use orchestrator_core::scheduler::{
-    Cancel, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess,
+    Cancel, Effects, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess,
 };
 use orchestrator_core::workflow::Limits;
 
@@ -61,7 +61,7 @@ pub(super) async fn run(
             plugin,
             (&request.execution_id, &ctx.task_id, ctx.attempt),
             &limits,
-            &denials,
+            (&request.effects, &denials),
             cancel.clone(),
         )
     };
@@ -97,6 +97,11 @@ pub(super) async fn run(
         }
     };
     let result = tokio::time::timeout(limits.deadline, call).await;
+    // Emits held for the commit of the task's inputs go out once it
+    // returns, or never.
+    if store.data().holds_emits() && request.effects.wait().await.is_ok() {
+        store.data_mut().release_emits();
+    }
 
     let metering = metering(&store, &limits, started);
     if request.cancel.is_cancelled() && !matches!(result, Ok(Ok(Ok(_)))) {
@@ -130,7 +135,7 @@ pub(super) async fn describe(
         plugin,
         (&Arc::from(""), "describe", 0),
         &limits,
-        &denials,
+        (&Effects::released(), &denials),
         None,
     )
     .map_err(|f| f.into_task_failure(Metering::default()))?;
@@ -158,13 +163,14 @@ fn metering(store: &Store<State>, limits: &Limits, started: Instant) -> Metering
     }
 }
 
-/// A store holding exactly what `plugin` may use, under `limits`.
+/// A store holding exactly what `plugin` may use, under `limits`, whose
+/// effects go out when `effects` allows.
 pub(super) fn new_store(
     engine: &Engine,
     plugin: &Plugin,
     (execution_id, task_id, attempt): (&Arc<str>, &str, u32),
     limits: &Limits,
-    denials: &Denials,
+    (effects, denials): (&Effects, &Denials),
     cancel: Option<Arc<Cancel>>,
 ) -> Result<Store<State>, Failure> {
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
@@ -178,7 +184,7 @@ pub(super) fn new_store(
         State {
             wasi: capabilities::wasi(&plugin.allowed, stderr.clone())?,
             http: WasiHttpCtx::new(),
-            egress: Egress::new(plugin, attempt_id, denials),
+            egress: Egress::new(plugin, attempt_id, effects, denials),
             table: {
                 let mut table = ResourceTable::new();
                 table.set_max_capacity(MAX_RESOURCES);
@@ -192,6 +198,8 @@ pub(super) fn new_store(
             plugin: Arc::clone(&plugin.name),
             emitter: plugin.emitter.clone(),
             emitted: 0,
+            effects: effects.clone(),
+            held: Vec::new(),
             log: LogBudget::default(),
         },
     );

@@ -16,6 +16,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::capabilities::http::Egress;
 use super::limiter::MemoryLimiter;
 use orchestrator_core::plugin::{Capabilities, FsAccess, Manifest};
+use orchestrator_core::scheduler::Effects;
 
 wasmtime::component::bindgen!({
     world: "executor",
@@ -44,6 +45,11 @@ pub struct State {
     pub(super) emitter: Option<Emitter>,
     /// Bytes emitted so far in this attempt.
     pub(super) emitted: usize,
+    /// When emits may go out (strict durability: once the task's inputs
+    /// are durable).
+    pub(super) effects: Effects,
+    /// Emits (kind, data) held until then.
+    pub(super) held: Vec<(String, String)>,
     /// What the attempt may still log.
     pub(super) log: LogBudget,
 }
@@ -139,6 +145,33 @@ pub(super) fn manifest(info: PluginInfo) -> Manifest {
     }
 }
 
+impl State {
+    /// Whether emits wait for the task's inputs to be durable.
+    pub(super) fn holds_emits(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Hands on the emits held so far, in order.
+    pub(super) fn release_emits(&mut self) {
+        let Some(emitter) = self.emitter.clone() else {
+            return;
+        };
+        for (kind, data) in std::mem::take(&mut self.held) {
+            self.deliver(&emitter, &kind, &data);
+        }
+    }
+
+    fn deliver(&self, emitter: &Emitter, kind: &str, data: &str) {
+        emitter.receive(&Emit {
+            execution: &self.execution_id,
+            task: &self.task_id,
+            attempt: self.attempt,
+            kind,
+            data,
+        });
+    }
+}
+
 impl host::Host for State {
     fn log(&mut self, level: host::LogLevel, message: String, fields: Vec<host::Field>) {
         let size = fields
@@ -183,19 +216,18 @@ impl host::Host for State {
 
     fn emit(&mut self, kind: String, data: String) {
         tracing::debug!(target: "plugin", task = self.task_id.as_str(), plugin = &*self.plugin, kind, data, "emit");
-        let Some(emitter) = &self.emitter else {
+        let Some(emitter) = self.emitter.clone() else {
             return;
         };
         let before = self.emitted;
         self.emitted = before.saturating_add(kind.len() + data.len());
         if self.emitted <= MAX_EMITTED_BYTES {
-            emitter.receive(&Emit {
-                execution: &self.execution_id,
-                task: &self.task_id,
-                attempt: self.attempt,
-                kind: &kind,
-                data: &data,
-            });
+            if !self.effects.is_released() {
+                self.held.push((kind, data));
+                return;
+            }
+            self.release_emits();
+            self.deliver(&emitter, &kind, &data);
         } else if before <= MAX_EMITTED_BYTES {
             tracing::warn!(target: "plugin", task = self.task_id.as_str(), plugin = &*self.plugin, "emitted more than {} MiB; further emits are dropped", MAX_EMITTED_BYTES >> 20);
         }

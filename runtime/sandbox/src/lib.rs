@@ -473,12 +473,32 @@ impl Sandbox {
 
     /// Runs one task attempt of `plugin` in a fresh store under the
     /// request's limits, once a task slot is free (the wait does not count
-    /// against the attempt's deadline; a cancel ends it).
+    /// against the attempt's deadline; a cancel ends it). A plugin that may
+    /// write to a granted directory starts only once the request's effects
+    /// are released: a write cannot be held back.
     pub async fn run(
         &self,
         plugin: &Plugin,
         request: TaskRequest,
     ) -> Result<TaskSuccess, TaskFailure> {
+        if plugin.allowed.dirs.iter().any(|d| d.writable) && !request.effects.is_released() {
+            let held = tokio::select! {
+                held = request.effects.wait() => held,
+                () = request.cancel.cancelled() => Err("cancelled while waiting for the task's inputs to be recorded".to_owned()),
+            };
+            if let Err(message) = held {
+                let kind = if request.cancel.is_cancelled() {
+                    FailureKind::Cancelled
+                } else {
+                    FailureKind::Internal
+                };
+                return Err(TaskFailure {
+                    kind,
+                    message,
+                    metering: Default::default(),
+                });
+            }
+        }
         let slot = tokio::select! {
             slot = self.capacity.task_slot(&request.tenant) => slot,
             () = request.cancel.cancelled() => return Err(TaskFailure {

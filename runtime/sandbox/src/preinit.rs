@@ -24,7 +24,7 @@ use super::capabilities::http::Denials;
 use super::outcome;
 use super::{Plugin, SandboxError};
 use orchestrator_core::plugin::Allowed;
-use orchestrator_core::scheduler::FailureKind;
+use orchestrator_core::scheduler::{Effects, FailureKind};
 use orchestrator_core::workflow::Limits;
 
 /// The export a plugin offers to be pre-initialised by (Wizer's name).
@@ -134,7 +134,7 @@ async fn initialize(
         plugin,
         (&Arc::from(""), INITIALIZE_EXPORT, 0),
         &limits,
-        &denials,
+        (&Effects::released(), &denials),
         None,
     )
     .map_err(|f| f.message)?;

@@ -265,6 +265,18 @@ impl<E: Executor, J: Journal + Clone> TaskAttempts<E, J> {
         let Some(journal) = &self.attempter.journal else {
             return Ok(());
         };
+        if retry.is_some() {
+            // A retry is recorded for good: not before the task's inputs are.
+            request
+                .effects
+                .wait()
+                .await
+                .map_err(|message| TaskFailure {
+                    kind: FailureKind::Internal,
+                    message,
+                    metering: failure.metering,
+                })?;
+        }
         journal
             .attempt_failed(&request.task_id, request.attempt, failure, retry)
             .await

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::effects::Effects;
 use super::journal::Cancel;
 use super::plugin_key::PluginKey;
 use super::task_ref::TaskRef;
@@ -39,6 +40,10 @@ pub struct TaskRequest {
     pub cancel: Arc<Cancel>,
     /// Runs the task's fallback rather than its own plugin.
     pub fallback: bool,
+    /// When what the attempt does may be seen outside (its HTTP requests,
+    /// emits, child workflows, writes): at once, or once its needs' states
+    /// are durable.
+    pub effects: Effects,
 }
 
 impl TaskRequest {

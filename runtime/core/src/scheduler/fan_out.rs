@@ -123,7 +123,16 @@ impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
                 && journal_error.is_none()
             {
                 let reports = std::mem::take(&mut unrecorded);
-                commit = Some(Box::pin(journal.commit(reports, false)));
+                // Items are recorded for good: not before the task's inputs are.
+                commit = Some(if request.effects.is_released() {
+                    Box::pin(journal.commit(reports, false))
+                } else {
+                    let effects = request.effects.clone();
+                    Box::pin(async move {
+                        effects.wait().await?;
+                        journal.commit(reports, false).await
+                    })
+                });
             }
             if running.is_empty() && commit.is_none() {
                 break;

@@ -2,10 +2,11 @@
 //! states durable, and a [`Cancel`] lets the outside stop a run.
 //!
 //! The scheduler does not know how the journal stores things. It promises to
-//! hand over every final state exactly once, and under `strict` durability to
-//! release a task's dependents only after the commit holding its state has
-//! returned. States that arrive while a commit is in flight wait and share
-//! the next one (group commit).
+//! hand over every final state exactly once, in an order where a task's
+//! state never comes before its needs', and under `strict` durability to let
+//! its dependents' effects out only after the commit holding its state has
+//! returned (`effects.rs`). States that arrive while a commit is in flight
+//! wait and share the next one (group commit).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

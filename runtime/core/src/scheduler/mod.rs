@@ -11,6 +11,7 @@
 //! This module never imports wasmtime: executors are behind one trait.
 
 mod attempts;
+mod effects;
 mod executor;
 mod fan_out;
 mod journal;
@@ -30,6 +31,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 pub use attempts::{Outcome, PendingRetry};
+pub use effects::Effects;
 pub use executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess, Usage};
 pub use journal::{Cancel, Journal, NoJournal, Signals, WaitOutcome};
 pub use plugin_key::{PluginKey, PolicyStage};
@@ -156,9 +158,12 @@ impl<E: Executor> Scheduler<E> {
     }
 
     /// Runs `plan` to the end (or until cancelled), handing every final task
-    /// state to the journal. Under [`Durability::Strict`] a task's dependents
-    /// start only after its state is committed; under
-    /// [`Durability::Batched`] they start at once and commits follow.
+    /// state to the journal. A task's dependents start at once and commits
+    /// follow; under [`Durability::Strict`] whatever the dependents do that
+    /// can be seen outside (their [`Effects`]), and the task's `Finished`
+    /// event, wait for the commit holding its state, and commits follow one
+    /// another without pause; under [`Durability::Batched`] nothing waits
+    /// and commits come at most every [`BATCH_INTERVAL`].
     pub async fn run_with<J: Journal + Signals + Clone + 'static>(
         &self,
         plan: &Plan,
@@ -240,8 +245,19 @@ impl<E: Executor> Scheduler<E> {
                             None => Box::pin(NoJournal.wait(&task.id, &wait.signal, wait.timeout)),
                         };
                         let (signal, default) = (wait.signal.clone(), wait.default.clone());
+                        let effects = request.effects;
                         let handle = running.spawn(async move {
-                            Outcome::once(waited(waiting.await, &signal, default))
+                            // The wait records its deadline: not before its
+                            // inputs are durable.
+                            let waited = match effects.wait().await {
+                                Ok(()) => waited(waiting.await, &signal, default),
+                                Err(message) => Err(TaskFailure {
+                                    kind: FailureKind::Internal,
+                                    message,
+                                    metering: Metering::default(),
+                                }),
+                            };
+                            Outcome::once(waited)
                         });
                         running_ids.insert(handle.id(), i);
                     }
@@ -267,18 +283,35 @@ impl<E: Executor> Scheduler<E> {
                             // The only task that can run: await it here. A
                             // spawn would cost two cross-thread wake-ups per
                             // task, which dominates a chain of short tasks.
-                            if !strict && let Some(journal) = journal {
-                                // Batched: commits go on while tasks run inline.
-                                keep_committing(journal, &mut commit, &mut batch_started, &mut run);
-                            }
-                            let outcome = tokio::select! {
-                                outcome = unit => outcome,
-                                () = sleep_until(timeout) => {
-                                    timed_out = true;
-                                    cancelled = true;
-                                    cancel.cancel();
-                                    continue;
+                            // Commits go on meanwhile: the task's effects
+                            // may be waiting for one.
+                            let mut unit = unit;
+                            let outcome = loop {
+                                if let Some(journal) = journal
+                                    && let Some(batch) = start_commit(
+                                        journal,
+                                        &mut commit,
+                                        &mut batch_started,
+                                        &mut run,
+                                        false,
+                                    )
+                                {
+                                    in_commit = batch;
                                 }
+                                tokio::select! {
+                                    outcome = &mut unit => break Some(outcome),
+                                    result = async { commit.as_mut().expect("guarded").await }, if commit.is_some() => {
+                                        commit = None;
+                                        committed(&mut run, result, &mut in_commit, observe);
+                                    }
+                                    () = sleep_until(timeout) => break None,
+                                }
+                            };
+                            let Some(outcome) = outcome else {
+                                timed_out = true;
+                                cancelled = true;
+                                cancel.cancel();
+                                continue;
                             };
                             if cancel.is_cancelled() {
                                 // Interrupted by the cancel: not a result of the task.
@@ -335,14 +368,7 @@ impl<E: Executor> Scheduler<E> {
                 }
                 result = async { commit.as_mut().expect("guarded").await }, if commit.is_some() => {
                     commit = None;
-                    if let Err(e) = result {
-                        run.journal_error = Some(format!("recording the run failed: {e}"));
-                    }
-                    // The states are in memory either way; on a failed commit
-                    // no new task starts, and the run reports the error.
-                    for (i, report) in std::mem::take(&mut in_commit) {
-                        run.finish(i, report, observe);
-                    }
+                    committed(&mut run, result, &mut in_commit, observe);
                 }
                 () = cancel.cancelled(), if !cancelled => {
                     cancelled = true;
@@ -466,7 +492,7 @@ impl<E: Executor> Scheduler<E> {
 /// Hands the states not yet recorded to the journal as one commit, unless
 /// a commit is in flight or the journal failed; under batched durability
 /// only when the run is idle or [`BATCH_INTERVAL`] has passed since the last
-/// one started. Under strict durability returns the batch, whose dependents
+/// one started. Under strict durability returns the batch, whose events
 /// wait for the commit.
 fn start_commit<'a, J: Journal>(
     journal: &'a J,
@@ -480,6 +506,7 @@ fn start_commit<'a, J: Journal>(
         return None;
     }
     *batch_started = tokio::time::Instant::now();
+    run.committing_all();
     let batch = std::mem::take(&mut run.unrecorded);
     if run.strict {
         let reports = batch.iter().map(|(_, r)| r.clone()).collect();
@@ -491,26 +518,27 @@ fn start_commit<'a, J: Journal>(
     None
 }
 
-/// Under batched durability, while the scheduler runs tasks inline: notes
-/// whether the commit in flight has finished (without waiting) and starts
-/// the next one when it is due, so states reach the disk every few
-/// milliseconds rather than at the end of a chain.
-fn keep_committing<'a, J: Journal>(
-    journal: &'a J,
-    commit: &mut Option<Commit<'a>>,
-    batch_started: &mut tokio::time::Instant,
+/// The commit in flight returned: the states in it are durable, so the
+/// effects waiting for them are released and, under strict durability,
+/// their events are seen now. On a failed commit the states stay in memory,
+/// no new task starts, held effects are never released, and the run reports
+/// the error.
+fn committed(
     run: &mut Run<'_>,
+    result: Result<(), String>,
+    in_commit: &mut Vec<(usize, TaskReport)>,
+    observe: &(dyn Fn(Event<'_>) + Sync),
 ) {
-    if let Some(in_flight) = commit.as_mut() {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(result) = in_flight.as_mut().poll(&mut cx) {
-            *commit = None;
-            if let Err(e) = result {
-                run.journal_error = Some(format!("recording the run failed: {e}"));
-            }
+    match result {
+        Ok(()) => run.watermark.committed(run.committing),
+        Err(e) => {
+            run.watermark.failed();
+            run.journal_error = Some(format!("recording the run failed: {e}"));
         }
     }
-    start_commit(journal, commit, batch_started, run, false);
+    for (_, report) in in_commit.drain(..) {
+        observe(Event::Finished(&report));
+    }
 }
 
 /// Resolves at `at`, or never.

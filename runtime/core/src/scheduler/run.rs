@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::effects::Watermark;
 use super::ready::ReadyQueue;
 use super::{
-    Cancel, Event, FailureKind, MAX_ITEMS, Metering, Outcome, PendingRetry, RunReport, RunStatus,
-    TaskError, TaskRef, TaskReport, TaskRequest, TaskStatus,
+    Cancel, Effects, Event, FailureKind, MAX_ITEMS, Metering, Outcome, PendingRetry, RunReport,
+    RunStatus, TaskError, TaskRef, TaskReport, TaskRequest, TaskStatus,
 };
 use crate::expr::{Bindings, ConvertedValue, Expressions, Template};
 use crate::tenant::TenantId;
@@ -61,10 +62,20 @@ pub(super) struct Run<'a> {
     overrides: HashMap<String, String>,
     /// A journal records the run.
     journaled: bool,
-    /// Dependents wait for their needs' states to be committed.
+    /// Dependents' effects wait for their needs' states to be committed.
     pub strict: bool,
     /// Final states not yet handed to the journal.
     pub unrecorded: Vec<(usize, TaskReport)>,
+    /// How many states were handed to the journal so far: each is
+    /// numbered in that order.
+    queued: u64,
+    /// The number of each task's state (0: recorded by an earlier process,
+    /// or not recorded at all).
+    seq: Vec<u64>,
+    /// The number of the last state in the commit in flight.
+    pub committing: u64,
+    /// How far the states are durable, as tasks' effects wait on it.
+    pub watermark: Watermark,
 }
 
 impl<'a> Run<'a> {
@@ -102,6 +113,10 @@ impl<'a> Run<'a> {
             journaled,
             strict,
             unrecorded: Vec::new(),
+            queued: 0,
+            seq: vec![0; plan.tasks.len()],
+            committing: 0,
+            watermark: Watermark::new(),
         };
         let index: HashMap<&str, usize> = plan
             .tasks
@@ -136,18 +151,23 @@ impl<'a> Run<'a> {
         run
     }
 
-    /// A final state arrived: under strict durability it waits for its
-    /// commit; otherwise dependents are released now (and, with a journal,
-    /// the state is committed soon after).
+    /// A final state arrived: dependents are released now and, with a
+    /// journal, the state is committed soon after. Under strict durability
+    /// the dependents' effects and the state's event wait for that commit.
     pub fn settle(&mut self, i: usize, report: TaskReport, observe: &(dyn Fn(Event<'_>) + Sync)) {
-        if self.strict {
-            self.unrecorded.push((i, report));
-            return;
-        }
         if self.journaled {
+            self.queued += 1;
+            self.seq[i] = self.queued;
             self.unrecorded.push((i, report.clone()));
         }
+        let silent = |_: Event<'_>| {};
+        let observe: &(dyn Fn(Event<'_>) + Sync) = if self.strict { &silent } else { observe };
         self.finish(i, report, observe);
+    }
+
+    /// Every state handed to the journal so far is in the commit starting now.
+    pub fn committing_all(&mut self) {
+        self.committing = self.queued;
     }
 
     /// Builds the request for a ready task, or the report of a task that
@@ -196,7 +216,19 @@ impl<'a> Run<'a> {
             limits: task.limits,
             cancel: Arc::clone(cancel),
             fallback: false,
+            effects: self.effects(i),
         })
+    }
+
+    /// When task `i`'s effects may happen: under strict durability, once
+    /// its needs' states are committed (their ancestors' were committed
+    /// before them).
+    fn effects(&self, i: usize) -> Effects {
+        if !self.strict {
+            return Effects::released();
+        }
+        let needs = self.plan.tasks[i].needs.iter().map(|&d| self.seq[d]).max();
+        self.watermark.effects(needs.unwrap_or(0))
     }
 
     /// The request of task `i`'s fallback, if it has one: the fallback's

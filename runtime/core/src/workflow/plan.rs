@@ -68,9 +68,10 @@ pub struct Budget {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// A task's dependents start only after its state is committed (one
-    /// fsync per commit; completions that arrive together share it). After
-    /// a crash, no finished task runs again.
+    /// Dependents start at once, but nothing they do can be seen outside
+    /// before the commit holding their needs' states returns (one fsync per
+    /// commit; completions that arrive together share it). After a crash,
+    /// no finished task runs again, and only work that showed nothing does.
     #[default]
     Strict,
     /// Dependents start at once; states are committed right after, many at

@@ -186,6 +186,7 @@ async fn check<E: Executor>(
         limits: base.limits,
         cancel: base.cancel.clone(),
         fallback: false,
+        effects: base.effects.clone(),
     };
     let checked = inner.execute(request).await.map_err(|f| TaskFailure {
         message: format!(

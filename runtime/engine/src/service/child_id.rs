@@ -76,6 +76,7 @@ mod tests {
             limits: Default::default(),
             cancel: Default::default(),
             fallback: false,
+            effects: Default::default(),
         };
         assert_eq!(ChildId::of(&request).to_string(), "e1-review-3");
         request.fallback = true;

@@ -135,6 +135,13 @@ impl Child {
                     format!("workflow `{}`: {e}", self.label),
                 )
             })?;
+            // The child's record, and all it does: not before the task's
+            // inputs are durable.
+            request
+                .effects
+                .wait()
+                .await
+                .map_err(|message| failure(FailureKind::Internal, message))?;
             let deadline = request.limits.deadline;
             let run = self.run_to_end(&request, inputs);
             let report = tokio::time::timeout(deadline, run)

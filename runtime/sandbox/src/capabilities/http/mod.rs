@@ -11,13 +11,15 @@
 //!
 //! Then, as the request's future runs, the [`Interceptor`]s in order, each
 //! handing it on to the [`Next`] or answering it itself:
-//! 3. `recording.rs`: with a cassette, the exchange is recorded, or
+//! 3. `hold.rs`: under strict durability, the request waits until the
+//!    task's inputs are durable;
+//! 4. `recording.rs`: with a cassette, the exchange is recorded, or
 //!    answered from the cassette with no network at all;
-//! 4. `pacing.rs`: the engine's rate limits give the request its turn;
-//! 5. `breakers.rs`: the task's host breakers refuse a host whose breaker
+//! 5. `pacing.rs`: the engine's rate limits give the request its turn;
+//! 6. `breakers.rs`: the task's host breakers refuse a host whose breaker
 //!    is open and count how the others end (unreachable, 5xx and 429 as
 //!    failures);
-//! 6. `connect.rs`, the last: the name is resolved here and every address
+//! 7. `connect.rs`, the last: the name is resolved here and every address
 //!    checked again (`addresses.rs`), we connect to the checked address
 //!    ourselves (no second lookup), TLS, HTTP/1.1, and the response body is
 //!    cut off at [`MAX_RESPONSE_BYTES`].
@@ -31,6 +33,7 @@ mod addresses;
 mod breakers;
 mod connect;
 mod grants;
+mod hold;
 mod pacing;
 mod recording;
 mod secrets;
@@ -46,6 +49,7 @@ use crate::Plugin;
 use crate::host_guard::AttemptId;
 use crate::quota::{InFlight, Requests};
 pub use connect::MAX_RESPONSE_BYTES;
+use orchestrator_core::scheduler::Effects;
 
 /// How long a connection may take unless the plugin asks for less or more.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -135,11 +139,22 @@ pub(crate) struct Egress {
 }
 
 impl Egress {
-    /// The chain for an attempt (`attempt`) of `plugin`, keeping refusals
-    /// in `denials`.
-    pub(crate) fn new(plugin: &Plugin, attempt: AttemptId, denials: &Denials) -> Self {
+    /// The chain for an attempt (`attempt`) of `plugin` whose requests go
+    /// out when `effects` allows, keeping refusals in `denials`.
+    pub(crate) fn new(
+        plugin: &Plugin,
+        attempt: AttemptId,
+        effects: &Effects,
+        denials: &Denials,
+    ) -> Self {
         let denials = Arc::clone(denials);
         let mut steps: Vec<Arc<dyn Interceptor>> = Vec::new();
+        if !effects.is_released() {
+            steps.push(Arc::new(hold::Hold::new(
+                effects.clone(),
+                Arc::clone(&denials),
+            )));
+        }
         let replaying = plugin.cassette.as_ref().is_some_and(|c| c.replaying());
         if let Some(cassette) = &plugin.cassette {
             steps.push(Arc::new(recording::Recording::new(
