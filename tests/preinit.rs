@@ -61,6 +61,51 @@ fn initialize_runs_once_at_install_and_every_call_starts_from_it() {
 }
 
 #[test]
+fn no_call_sees_what_the_calls_before_it_wrote() {
+    // Instances reuse slots of the pool, whose memory is reset between
+    // them: a chain runs in the same slot again and again, a fan-out in
+    // several at once. Each call writes a static and 200 KiB of heap.
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let with = "{ mode: scribble, size: 204800 }";
+    let mut yaml = String::from("name: scribbles\ntasks:\n");
+    for i in 0..30 {
+        let needs = if i == 0 {
+            String::new()
+        } else {
+            format!(", needs: [c{}]", i - 1)
+        };
+        yaml.push_str(&format!(
+            "  - {{ id: c{i}, uses: '{}', with: {with}{needs} }}\n",
+            env!("TEST_GUEST_WASM")
+        ));
+    }
+    let items: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+    yaml.push_str(&format!(
+        "  - {{ id: fan, uses: '{}', for_each: \"${{{{ [{}] }}}}\", concurrency: 4, with: {with} }}\n",
+        env!("TEST_GUEST_WASM"),
+        items.join(", ")
+    ));
+    let (id, out) = run_cli(dir, &yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view = status_json(dir, &id);
+    let clean = serde_json::json!({ "calls": 1, "kept": 204800 });
+    for i in 0..30 {
+        assert_eq!(task_json(&view, &format!("c{i}"))["output"], clean, "c{i}");
+    }
+    let items = task_json(&view, "fan")["output"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(items.len(), 40);
+    assert!(items.iter().all(|item| item == &clean), "{items:?}");
+}
+
+#[test]
 fn built_ins_start_initialised() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();

@@ -30,7 +30,10 @@
 //! - `span`: sleeps `ms` milliseconds and returns when it started and
 //!   ended (`{start, end}`, ms since the epoch by the wall clock);
 //! - `initialized`: returns how often `initialize` ran in this instance's
-//!   past (1 when the host pre-initialised it once and snapshotted it).
+//!   past (1 when the host pre-initialised it once and snapshotted it);
+//! - `scribble`: counts its calls in a static and keeps `size` bytes per
+//!   call in a static list on the heap, and returns `{calls, kept}` (1 and
+//!   `size` in an instance that starts clean).
 //!
 //! `fail` with a `size` fails with a message of `size` bytes.
 //!
@@ -123,10 +126,15 @@ pub enum Mode {
     Span,
     /// Say how often `initialize` ran before this call.
     Initialized,
+    Scribble,
 }
 
 /// How often `initialize` ran: kept in the snapshot the host takes after it.
 static INITIALIZED: AtomicU32 = AtomicU32::new(0);
+
+/// Calls of `scribble` in this instance, and what they kept.
+static CALLS: AtomicU32 = AtomicU32::new(0);
+static KEPT: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
 /// The test plugin.
 pub struct TestGuest;
@@ -156,6 +164,13 @@ impl Plugin for TestGuest {
     fn execute(ctx: &Context, input: Input) -> Result<Value, Error> {
         match input.mode {
             Mode::Initialized => Ok(Value::from(INITIALIZED.load(Ordering::Relaxed))),
+            Mode::Scribble => {
+                let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut kept = KEPT.lock().map_err(|_| Error::Fatal("poisoned".into()))?;
+                kept.push(vec![0xa5; input.size]);
+                let bytes: usize = kept.iter().map(Vec::len).sum();
+                Ok(serde_json::json!({ "calls": calls, "kept": bytes }))
+            }
             Mode::Echo => Ok(input.value),
             Mode::Flaky if ctx.attempt > input.times => Ok(input.value),
             Mode::Fail if input.size > 0 => Err(Error::Fatal("e".repeat(input.size))),
