@@ -144,13 +144,27 @@ fn a_second_sandbox_loads_what_the_first_compiled_and_recompiles_damage() {
     let kept = cache
         .get(&engine, compiled.digest())
         .expect("the artifact is kept");
-    assert!(kept.len() > 1000);
-
-    cache.put(&engine, compiled.digest(), b"damaged");
+    assert!(std::fs::read(&kept.file).unwrap().len() > 1000);
     let second = Sandbox::with_options(CapacityLimits::default(), Some(cache.clone()))
         .expect("the engine starts");
-    let again = second.compile("guest", &bytes).expect("it compiles again");
+    assert!(
+        second.load_cached("guest", compiled.digest()).is_some(),
+        "a second sandbox maps what the first compiled"
+    );
+
+    cache.put(&engine, compiled.digest(), b"damaged", &kept.seal);
+    let third = Sandbox::with_options(CapacityLimits::default(), Some(cache.clone()))
+        .expect("the engine starts");
+    assert!(
+        third.load_cached("guest", compiled.digest()).is_none(),
+        "an artifact whose seal does not verify is not loaded"
+    );
+    let again = third.compile("guest", &bytes).expect("it compiles again");
     assert_eq!(again.digest(), compiled.digest());
     let replaced = cache.get(&engine, compiled.digest()).expect("kept again");
-    assert_ne!(replaced, b"damaged", "the damaged artifact was replaced");
+    assert_ne!(
+        std::fs::read(&replaced.file).unwrap(),
+        b"damaged",
+        "the damaged artifact was replaced"
+    );
 }

@@ -1,10 +1,13 @@
 //! A per-user cache of compiled components, so that a new store (the
 //! built-ins installed at its first start) or a `.wasm` named by path does
-//! not compile again what this machine compiled before. Files are
-//! `<dir>/<engine hash>/<sha256 of the component>`, written to a temporary
-//! name and renamed, in a directory only this user may open; the default
-//! `<dir>` is `llm-orchestrator/artifacts` under the user's cache
-//! directory, `ORCHESTRATOR_CACHE` names another (or `off`).
+//! not compile again what this machine compiled before, and an installed
+//! plugin is mapped from a file rather than copied out of the store at
+//! every start-up. Files are `<dir>/<engine hash>/<sha256 of the
+//! component>` (the artifact as wasmtime wrote it, so it can be mapped)
+//! and `<...>.seal` beside it (its seal), each written to a temporary name
+//! and renamed, in a directory only this user may open; the default `<dir>`
+//! is `llm-orchestrator/artifacts` under the user's cache directory,
+//! `ORCHESTRATOR_CACHE` names another (or `off`).
 //!
 //! Loading an artifact runs native code compiled earlier, so only this
 //! host's own files are read: a directory or file another user owns, or
@@ -12,7 +15,7 @@
 //! that wrote them and sealed (`seal.rs`), and an artifact that does not
 //! verify or load is compiled again and replaced.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use orchestrator_private as private;
 
@@ -47,37 +50,82 @@ impl ArtifactCache {
         self.dir.join(engine).join(digest)
     }
 
-    /// The artifact of `digest` for `engine`, if this user wrote one.
-    pub fn get(&self, engine: &str, digest: &str) -> Option<Vec<u8>> {
+    fn seal_path(&self, engine: &str, digest: &str) -> PathBuf {
+        self.dir.join(engine).join(format!("{digest}.seal"))
+    }
+
+    /// The artifact file of `digest` for `engine` and its seal, if this user
+    /// wrote them (the seal is not checked here).
+    pub fn get(&self, engine: &str, digest: &str) -> Option<Cached> {
         let file = self.path(engine, digest);
-        let untrusted = [self.dir.as_path(), &self.dir.join(engine), &file]
-            .into_iter()
-            .find_map(private::untrusted);
+        let seal_file = self.seal_path(engine, digest);
+        let untrusted = [
+            self.dir.as_path(),
+            &self.dir.join(engine),
+            &file,
+            &seal_file,
+        ]
+        .into_iter()
+        .find_map(private::untrusted);
         if let Some(why) = untrusted {
             if file.exists() {
                 tracing::warn!("not loading the compiled component {digest}: {why}");
             }
             return None;
         }
-        std::fs::read(file).ok()
+        let seal = std::fs::read(&seal_file).ok()?.try_into().ok()?;
+        Some(Cached { file, seal })
     }
 
-    /// Keeps an artifact; a failure only costs a compile next time.
-    pub fn put(&self, engine: &str, digest: &str, artifact: &[u8]) {
-        if let Err(e) = self.write(engine, digest, artifact) {
+    /// Keeps an artifact and its seal; a failure only costs a copy out of
+    /// the store or a compile next time.
+    pub fn put(&self, engine: &str, digest: &str, artifact: &[u8], seal: &[u8; 32]) {
+        if let Err(e) = self.write(engine, digest, artifact, seal) {
             tracing::debug!("not caching the compiled component {digest}: {e}");
         }
     }
 
-    fn write(&self, engine: &str, digest: &str, artifact: &[u8]) -> std::io::Result<()> {
+    fn write(
+        &self,
+        engine: &str,
+        digest: &str,
+        artifact: &[u8],
+        seal: &[u8; 32],
+    ) -> std::io::Result<()> {
         let dir = self.dir.join(engine);
         private::create_dir(&dir)?;
-        let temporary = dir.join(format!(".{digest}.{}.tmp", std::process::id()));
-        private::write_file(&temporary, artifact)?;
-        std::fs::rename(&temporary, self.path(engine, digest)).inspect_err(|_| {
-            let _ = std::fs::remove_file(&temporary);
-        })
+        // Without its seal an artifact is never loaded: the old seal goes
+        // first, the new one last.
+        let seal_file = self.seal_path(engine, digest);
+        match std::fs::remove_file(&seal_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        replace(&dir, &self.path(engine, digest), artifact)?;
+        replace(&dir, &seal_file, seal)
     }
+}
+
+/// An artifact file this user wrote, and the seal kept beside it.
+#[derive(Debug)]
+pub struct Cached {
+    /// The artifact, as wasmtime wrote it.
+    pub file: PathBuf,
+    /// Its seal, unchecked.
+    pub seal: [u8; 32],
+}
+
+/// Writes `bytes` to `path` through a temporary file in `dir`.
+fn replace(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("artifact");
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    private::write_file(&temporary, bytes)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
 }
 
 #[cfg(test)]
@@ -88,14 +136,19 @@ mod tests {
     fn artifacts_are_kept_by_engine_and_digest() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let cache = ArtifactCache::at(dir.path().join("cache"));
-        assert_eq!(cache.get("e1", "d"), None);
-        cache.put("e1", "d", b"compiled");
-        assert_eq!(cache.get("e1", "d").as_deref(), Some(&b"compiled"[..]));
-        assert_eq!(
-            cache.get("e2", "d"),
-            None,
+        assert!(cache.get("e1", "d").is_none());
+        cache.put("e1", "d", b"compiled", &[7; 32]);
+        let cached = cache.get("e1", "d").expect("kept");
+        assert_eq!(std::fs::read(&cached.file).expect("readable"), b"compiled");
+        assert_eq!(cached.seal, [7; 32]);
+        assert!(
+            cache.get("e2", "d").is_none(),
             "another engine compiles its own"
         );
+        // An artifact without its seal is not offered.
+        std::fs::remove_file(dir.path().join("cache/e1/d.seal")).expect("removed");
+        assert!(cache.get("e1", "d").is_none());
+        cache.put("e1", "d", b"compiled", &[7; 32]);
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(dir.path().join("cache"))
             .expect("made")
@@ -109,6 +162,6 @@ mod tests {
             std::fs::Permissions::from_mode(0o777),
         )
         .expect("chmod");
-        assert_eq!(cache.get("e1", "d"), None);
+        assert!(cache.get("e1", "d").is_none());
     }
 }

@@ -53,6 +53,10 @@ use seal::SealKey;
 /// How often the epoch advances: the resolution of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Fiber stacks in the pool beyond one per plugin call the capacity lets
+/// run at once: for `describe()` and pre-initialisation beside them.
+const SPARE_STACKS: usize = 32;
+
 /// Why a plugin could not be made ready to run.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -239,7 +243,12 @@ impl Sandbox {
         // a slot keeps at most 256 KiB resident after use. Batched
         // decommits for the rest. See docs/PERFORMANCE.md.
         let mut pool = PoolingAllocationConfig::default();
-        pool.max_memory_size(usize::try_from(MAX_MEMORY).unwrap_or(usize::MAX))
+        // One stack per plugin call at once, and some for `describe()` and
+        // pre-initialisation: the default 1000 stacks took a one-task
+        // `runtime run` ~4 ms to map and guard and ~2 ms to unmap.
+        let stacks = limits.tasks.saturating_add(SPARE_STACKS);
+        pool.total_stacks(u32::try_from(stacks).unwrap_or(u32::MAX))
+            .max_memory_size(usize::try_from(MAX_MEMORY).unwrap_or(usize::MAX))
             .decommit_batch_size(32)
             .linear_memory_keep_resident(256 << 10)
             .table_keep_resident(64 << 10)
@@ -299,15 +308,8 @@ impl Sandbox {
         if let Some(compiled) = self.loaded(name, &digest) {
             return Ok(compiled);
         }
-        let cached = self
-            .artifacts
-            .as_ref()
-            .and_then(|cache| cache.get(&self.engine_hash, &digest));
-        if let Some(artifact) = cached {
-            match self.load_artifact(name, &digest, &artifact) {
-                Ok(compiled) => return Ok(compiled),
-                Err(e) => tracing::debug!("compiling again: {e}"),
-            }
+        if let Some(compiled) = self.load_cached(name, &digest) {
+            return Ok(compiled);
         }
         // A component replaced by its snapshot is not compiled as it is.
         let initialised = if preinit::wanted(bytes) {
@@ -328,8 +330,8 @@ impl Sandbox {
         if let Some(cache) = &self.artifacts
             && let Ok(artifact) = component.serialize()
         {
-            let sealed = self.seal.seal(&self.engine_hash, &digest, &artifact);
-            cache.put(&self.engine_hash, &digest, &sealed);
+            let seal = self.seal.seal_alone(&self.engine_hash, &digest, &artifact);
+            cache.put(&self.engine_hash, &digest, &artifact, &seal);
         }
         self.keep(&digest, &component);
         Ok(Compiled {
@@ -383,7 +385,48 @@ impl Sandbox {
             }
         })?;
         self.keep(digest, &component);
+        // Kept in the file cache too, so the next process maps it.
+        if let (Some(cache), Some(seal)) = (&self.artifacts, SealKey::seal_of(sealed)) {
+            cache.put(&self.engine_hash, digest, artifact, &seal);
+        }
         Ok(Compiled {
+            name: Arc::from(name),
+            digest: digest.to_owned(),
+            component,
+        })
+    }
+
+    /// The component with sha256 `digest` from this user's artifact cache,
+    /// mapped from its file rather than read and copied, if it is there and
+    /// its seal verifies.
+    pub fn load_cached(&self, name: &str, digest: &str) -> Option<Compiled> {
+        let cached = self.artifacts.as_ref()?.get(&self.engine_hash, digest)?;
+        if !self
+            .seal
+            .verifies_file(&self.engine_hash, digest, &cached.file, &cached.seal)
+        {
+            tracing::debug!(
+                "the cached artifact of {digest} was not sealed by this user for this engine"
+            );
+            return None;
+        }
+        #[allow(
+            unsafe_code,
+            reason = "deserializing runs native code compiled earlier; only an artifact sealed with this user's key for this engine hash gets here"
+        )]
+        // SAFETY: the file's seal was made with this user's key over this
+        // engine hash, this digest and the file's bytes, and only this
+        // sandbox seals, over `Component::serialize` of an engine with the
+        // same hash. The file lives in a directory only this user may write
+        // (`ArtifactCache::get` checks), so only this user could change it
+        // between the check and the mapping, and that user runs us already.
+        let component = unsafe { Component::deserialize_file(&self.engine, &cached.file) }
+            .inspect_err(|e| {
+                tracing::debug!("the cached artifact of {digest} does not load: {e:#}")
+            })
+            .ok()?;
+        self.keep(digest, &component);
+        Some(Compiled {
             name: Arc::from(name),
             digest: digest.to_owned(),
             component,

@@ -4,10 +4,12 @@
 //! Loading an artifact (`Component::deserialize`) runs machine code that was
 //! compiled earlier; a store file copied from elsewhere, or a cache directory
 //! another user could write to, must not be able to hand us code. Every
-//! artifact the sandbox writes starts with an HMAC-SHA256 (ring's) over the
-//! engine hash, the component's digest
-//! and the artifact; one whose seal does not verify is never deserialized:
-//! the component is compiled again from its bytes.
+//! artifact the sandbox writes starts with a MAC over the engine hash, the
+//! component's digest and the artifact: BLAKE3 in its keyed mode, checked
+//! over megabytes at every start-up and several times faster there than
+//! HMAC-SHA256. One whose seal does not verify (another key, or a seal of an
+//! earlier release) is never deserialized: the component is compiled again
+//! from its bytes.
 //!
 //! The key is 32 random bytes in `artifact.key` under the user's config
 //! directory (`~/.config/llm-orchestrator`, `0600` in a `0700` directory,
@@ -17,7 +19,6 @@
 
 use std::path::{Path, PathBuf};
 
-use ring::hmac;
 use ring::rand::{SecureRandom as _, SystemRandom};
 
 use orchestrator_private as private;
@@ -30,7 +31,7 @@ const TAG_BYTES: usize = 32;
 
 /// The key that seals this user's artifacts.
 pub struct SealKey {
-    key: hmac::Key,
+    key: [u8; KEY_BYTES],
 }
 
 impl std::fmt::Debug for SealKey {
@@ -66,9 +67,9 @@ impl SealKey {
     }
 
     fn from_bytes(bytes: &[u8]) -> Self {
-        Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
-        }
+        let mut key = [0; KEY_BYTES];
+        key.copy_from_slice(bytes);
+        Self { key }
     }
 
     /// Reads the key at `path`, or creates it.
@@ -135,11 +136,37 @@ impl SealKey {
         }
     }
 
+    /// The seal of `artifact`, to keep apart from it.
+    pub fn seal_alone(&self, engine: &str, digest: &str, artifact: &[u8]) -> [u8; TAG_BYTES] {
+        *self.tag(engine, digest, artifact).as_bytes()
+    }
+
+    /// Whether the file at `path` holds an artifact this key sealed with
+    /// `seal` for this engine and digest (read in pieces, not copied whole).
+    pub fn verifies_file(
+        &self,
+        engine: &str,
+        digest: &str,
+        path: &Path,
+        seal: &[u8; TAG_BYTES],
+    ) -> bool {
+        let Ok(file) = std::fs::File::open(path) else {
+            return false;
+        };
+        let mut hasher = self.hasher(engine, digest);
+        hasher.update_reader(file).is_ok() && hasher.finalize() == blake3::Hash::from_bytes(*seal)
+    }
+
+    /// The seal at the front of `sealed`, which [`SealKey::seal`] wrote.
+    pub fn seal_of(sealed: &[u8]) -> Option<[u8; TAG_BYTES]> {
+        sealed.get(..TAG_BYTES)?.try_into().ok()
+    }
+
     /// `artifact` with its seal in front.
     pub fn seal(&self, engine: &str, digest: &str, artifact: &[u8]) -> Vec<u8> {
         let tag = self.tag(engine, digest, artifact);
         let mut sealed = Vec::with_capacity(TAG_BYTES + artifact.len());
-        sealed.extend_from_slice(tag.as_ref());
+        sealed.extend_from_slice(tag.as_bytes());
         sealed.extend_from_slice(artifact);
         sealed
     }
@@ -148,25 +175,26 @@ impl SealKey {
     /// and digest.
     pub fn open<'a>(&self, engine: &str, digest: &str, sealed: &'a [u8]) -> Option<&'a [u8]> {
         let (tag, artifact) = sealed.split_at_checked(TAG_BYTES)?;
-        let expected = self.tag(engine, digest, artifact);
-        // Every byte compared, whatever differs first: the time taken says
+        let tag: [u8; TAG_BYTES] = tag.try_into().ok()?;
+        // `blake3::Hash` compares in constant time: the time taken says
         // nothing about the tag.
-        let difference = expected
-            .as_ref()
-            .iter()
-            .zip(tag)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        (difference == 0).then_some(artifact)
+        (self.tag(engine, digest, artifact) == blake3::Hash::from_bytes(tag)).then_some(artifact)
     }
 
-    fn tag(&self, engine: &str, digest: &str, artifact: &[u8]) -> hmac::Tag {
-        let mut context = hmac::Context::with_key(&self.key);
+    fn tag(&self, engine: &str, digest: &str, artifact: &[u8]) -> blake3::Hash {
+        let mut hasher = self.hasher(engine, digest);
+        hasher.update(artifact);
+        hasher.finalize()
+    }
+
+    /// A keyed hasher that has taken in the engine hash and the digest.
+    fn hasher(&self, engine: &str, digest: &str) -> blake3::Hasher {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
         for part in [engine.as_bytes(), digest.as_bytes()] {
-            context.update(&(part.len() as u64).to_le_bytes());
-            context.update(part);
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part);
         }
-        context.update(artifact);
-        context.sign()
+        hasher
     }
 }
 
@@ -198,6 +226,16 @@ mod tests {
         assert_eq!(key.open("engine", "digest", &tampered), None);
         assert_eq!(SealKey::ephemeral().open("engine", "digest", &sealed), None);
         assert_eq!(key.open("engine", "digest", b"short"), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("artifact");
+        std::fs::write(&file, b"machine code").unwrap();
+        let seal = SealKey::seal_of(&sealed).unwrap();
+        assert_eq!(seal, key.seal_alone("engine", "digest", b"machine code"));
+        assert!(key.verifies_file("engine", "digest", &file, &seal));
+        assert!(!key.verifies_file("other", "digest", &file, &seal));
+        std::fs::write(&file, b"machine codf").unwrap();
+        assert!(!key.verifies_file("engine", "digest", &file, &seal));
     }
 
     #[test]

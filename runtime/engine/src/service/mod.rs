@@ -495,6 +495,10 @@ impl Runner {
         if let Some(compiled) = self.sandbox.loaded(&label, &record.digest) {
             return Ok(compiled);
         }
+        // Mapped from this user's artifact cache: no copy out of the store.
+        if let Some(compiled) = self.sandbox.load_cached(&label, &record.digest) {
+            return Ok(compiled);
+        }
         if let Some(artifact) = store.plugin_artifact(tenant, &record.digest, engine)? {
             match self
                 .sandbox

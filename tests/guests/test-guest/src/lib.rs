@@ -126,6 +126,7 @@ pub enum Mode {
     Span,
     /// Say how often `initialize` ran before this call.
     Initialized,
+    /// Count the call in a static and keep `size` bytes on the heap.
     Scribble,
 }
 
