@@ -46,7 +46,8 @@ impl PluginCatalog for AnyPlugin {
 type Moments = Mutex<Vec<(String, Instant)>>;
 
 /// Records when each task started, and when its effects were let out: it
-/// waits for them, as a task sending a request does.
+/// waits for them, as a task sending a request does. Takes 2 ms, or 300
+/// ms for a task whose id starts with `long`.
 #[derive(Default)]
 struct Clock {
     started: Moments,
@@ -61,8 +62,9 @@ impl Executor for Clock {
             .unwrap()
             .push((id.clone(), Instant::now()));
         request.effects.wait().await.unwrap();
+        let ms = if id.starts_with("long") { 300 } else { 2 };
         self.released.lock().unwrap().push((id, Instant::now()));
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(TaskSuccess {
             output: Value::Null,
             usage: None,
@@ -223,6 +225,31 @@ async fn batched_chains_commit_while_they_run() {
     );
     let total: usize = commits.iter().map(|(ids, _)| ids.len()).sum();
     assert_eq!(total, 60, "every state committed once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_states_are_committed_while_a_long_task_runs() {
+    // `first` ends in 2 ms; `long_second`, run inline as the only task
+    // left, takes 300 ms: `first` must not wait for it to be recorded.
+    let yaml = "name: long\ndurability: batched\ntasks:\n  - { id: first, uses: x }\n  - { id: long_second, uses: x, needs: [first] }\n";
+    let Slow {
+        commits, started, ..
+    } = run_slowly(yaml).await;
+    let long_started = started
+        .iter()
+        .find(|(id, _)| id == "long_second")
+        .unwrap()
+        .1;
+    let first_committed = commits
+        .iter()
+        .find(|(ids, _)| ids.iter().any(|id| id == "first"))
+        .unwrap()
+        .1;
+    assert!(
+        first_committed < long_started + Duration::from_millis(150),
+        "`first` was committed {:?} after `long_second` started",
+        first_committed - long_started
+    );
 }
 
 /// A file backend that fails every write and sync once `writes_left` runs

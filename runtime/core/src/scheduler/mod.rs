@@ -304,6 +304,11 @@ impl<E: Executor> Scheduler<E> {
                                         commit = None;
                                         committed(&mut run, result, &mut in_commit, observe);
                                     }
+                                    // Batched states left from before a long
+                                    // task: committed when their turn comes,
+                                    // not when it ends.
+                                    () = tokio::time::sleep_until(batch_started + BATCH_INTERVAL),
+                                        if commit.is_none() && !run.unrecorded.is_empty() && run.journal_error.is_none() => {}
                                     () = sleep_until(timeout) => break None,
                                 }
                             };
