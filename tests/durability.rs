@@ -252,6 +252,30 @@ async fn batched_states_are_committed_while_a_long_task_runs() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_items_are_recorded_after_their_needs() {
+    // Batched, `first`'s state is committed behind it; the items of `each`
+    // finish in 2 ms, long before that 20 ms commit returns. Recorded
+    // first, they would outlive a crash that lost the input they were
+    // made from; they must be committed after it.
+    let yaml = "name: items\ndurability: batched\ntasks:\n  - { id: first, uses: x }\n  - { id: each, uses: x, needs: [first], for_each: \"${{ [1, 2, 3] }}\" }\n";
+    let Slow { commits, .. } = run_slowly(yaml).await;
+    let ended = |id: &str| {
+        commits
+            .iter()
+            .find(|(ids, _)| ids.iter().any(|i| i == id))
+            .unwrap_or_else(|| panic!("{id} was never committed: {commits:?}"))
+            .1
+    };
+    for k in 0..3 {
+        let item = format!("each[{k}]");
+        assert!(
+            ended(&item) >= ended("first") + Duration::from_millis(15),
+            "{item}'s commit did not wait for `first`'s"
+        );
+    }
+}
+
 /// A file backend that fails every write and sync once `writes_left` runs
 /// out, like a disk that fills up or goes away mid-run.
 #[derive(Debug)]

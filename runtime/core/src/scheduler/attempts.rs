@@ -269,7 +269,7 @@ impl<E: Executor, J: Journal + Clone> TaskAttempts<E, J> {
             // A retry is recorded for good: not before the task's inputs are.
             request
                 .effects
-                .wait()
+                .recorded_needs()
                 .await
                 .map_err(|message| TaskFailure {
                     kind: FailureKind::Internal,

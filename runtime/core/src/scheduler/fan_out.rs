@@ -124,12 +124,12 @@ impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
             {
                 let reports = std::mem::take(&mut unrecorded);
                 // Items are recorded for good: not before the task's inputs are.
-                commit = Some(if request.effects.is_released() {
+                commit = Some(if request.effects.may_record() {
                     Box::pin(journal.commit(reports, false))
                 } else {
                     let effects = request.effects.clone();
                     Box::pin(async move {
-                        effects.wait().await?;
+                        effects.recorded_needs().await?;
                         journal.commit(reports, false).await
                     })
                 });

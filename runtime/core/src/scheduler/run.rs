@@ -220,15 +220,16 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// When task `i`'s effects may happen: under strict durability, once
-    /// its needs' states are committed (their ancestors' were committed
-    /// before them).
+    /// When task `i`'s effects may happen (under strict durability, once
+    /// its needs' states are committed; their ancestors' were committed
+    /// before them) and its records may be written (after those states,
+    /// under either durability).
     fn effects(&self, i: usize) -> Effects {
-        if !self.strict {
+        if !self.journaled {
             return Effects::released();
         }
         let needs = self.plan.tasks[i].needs.iter().map(|&d| self.seq[d]).max();
-        self.watermark.effects(needs.unwrap_or(0))
+        self.watermark.effects(needs.unwrap_or(0), self.strict)
     }
 
     /// The request of task `i`'s fallback, if it has one: the fallback's
