@@ -268,6 +268,30 @@ pub struct RetrySpec {
     pub retry_if: Option<Spanned<String>>,
 }
 
+impl RetrySpec {
+    /// Nothing set: everything inherited.
+    pub fn is_empty(&self) -> bool {
+        let Self {
+            max_attempts,
+            initial_interval,
+            backoff_coefficient,
+            max_interval,
+            jitter,
+            max_retry_duration,
+            non_retryable,
+            retry_if,
+        } = self;
+        max_attempts.is_none()
+            && initial_interval.is_none()
+            && backoff_coefficient.is_none()
+            && max_interval.is_none()
+            && jitter.is_none()
+            && max_retry_duration.is_none()
+            && non_retryable.is_none()
+            && retry_if.is_none()
+    }
+}
+
 /// The alternative a task falls back to.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

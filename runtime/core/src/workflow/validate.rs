@@ -144,13 +144,15 @@ impl Validator<'_> {
         }
 
         let workflow_limits = self.limits(&def.limits, Limits::default());
-        let workflow_retry = retry_policy(
+        let workflow_retry = Arc::new(retry_policy(
             &def.retry,
             &RetryPolicy::default(),
             self.expressions,
             &mut self.problems,
-        );
-        let workflow_timeout = self.duration(def.timeout.as_ref(), "`timeout` of the workflow");
+        ));
+        let workflow_timeout = self.duration(def.timeout.as_ref(), || {
+            "`timeout` of the workflow".to_owned()
+        });
         let workflow_breaker = breaker_policy(def.breaker.as_ref(), None, &mut self.problems);
         let mut tasks = Vec::with_capacity(def.tasks.len());
         let mut needs = Vec::with_capacity(def.tasks.len());
@@ -177,12 +179,17 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|w| self.condition(w, &format!("`when` of task `{id}`")));
             let input = self.input(&format!("task `{id}`"), &task.with);
-            let retry = retry_policy(
-                &task.retry,
-                &workflow_retry,
-                self.expressions,
-                &mut self.problems,
-            );
+            // Most tasks inherit the workflow's policy whole: shared, not copied.
+            let retry = if task.retry.is_empty() {
+                Arc::clone(&workflow_retry)
+            } else {
+                Arc::new(retry_policy(
+                    &task.retry,
+                    &workflow_retry,
+                    self.expressions,
+                    &mut self.problems,
+                ))
+            };
             let fallback = task.fallback.as_ref().map(|f| {
                 let uses = match &f.uses {
                     Some(uses) => {
@@ -216,8 +223,10 @@ impl Validator<'_> {
                 reads: Vec::new(),
                 limits: self.limits(&task.limits, workflow_limits),
                 grants: grant_limits(&task.grants, &def.grants),
-                retry: Arc::new(retry),
-                timeout: self.duration(task.timeout.as_ref(), &format!("`timeout` of task `{id}`")),
+                retry,
+                timeout: self.duration(task.timeout.as_ref(), || {
+                    format!("`timeout` of task `{id}`")
+                }),
                 fallback,
                 default: task.default.clone(),
                 continue_on_error: task.continue_on_error,
@@ -229,7 +238,7 @@ impl Validator<'_> {
                 ),
                 priority: task.priority,
                 cache: task.cache.as_ref().and_then(|cache| {
-                    self.duration(Some(&cache.ttl), &format!("`cache.ttl` of task `{id}`"))
+                    self.duration(Some(&cache.ttl), || format!("`cache.ttl` of task `{id}`"))
                 }),
             });
         }
@@ -388,12 +397,19 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&mut self, text: Option<&Spanned<String>>, what: &str) -> Option<Duration> {
+    /// `what` names the field in the message, made only for an error.
+    fn duration(
+        &mut self,
+        text: Option<&Spanned<String>>,
+        what: impl FnOnce() -> String,
+    ) -> Option<Duration> {
         let text = text?;
         parse_duration(&text.value)
             .map_err(|e| {
-                self.problems
-                    .push(Diagnostic::at(location_of(text), format!("{what}: {e}")));
+                self.problems.push(Diagnostic::at(
+                    location_of(text),
+                    format!("{}: {e}", what()),
+                ));
             })
             .ok()
     }
