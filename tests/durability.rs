@@ -332,9 +332,12 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
             format!(", needs: [t{}]", i - 1)
         };
         yaml.push_str(&format!(
-            "  - {{ id: t{i}, uses: guest, with: {{ value: {i} }}{needs} }}\n"
+            "  - {{ id: t{i}, uses: guest, with: {{ mode: sleep, ms: 3 }}{needs} }}\n"
         ));
     }
+    // Tasks of 3 ms: a strict chain's dependents no longer wait for its
+    // commits, so tasks this long keep the commits many (one state or two
+    // each) and the disk's budget runs out before the chain's end.
     let file = host.path("faulty.yaml");
     std::fs::write(&file, yaml).unwrap();
     let executions = Executions::beside(&host.path("store.redb"));
@@ -378,7 +381,7 @@ async fn a_failing_disk_stops_the_run_cleanly_and_the_file_resumes() {
             writes_left: Arc::clone(&writes_left),
         };
         let log = files.create_on(&record, disk).unwrap();
-        let budget = (seed.wrapping_mul(6364136223846793005).wrapping_add(trial) >> 33) % 60;
+        let budget = (seed.wrapping_mul(6364136223846793005).wrapping_add(trial) >> 33) % 40;
         writes_left.store(budget, Ordering::SeqCst);
         let executor = host.runner.prepare(&workflow, &host.store).unwrap();
         let execution = Execution {
