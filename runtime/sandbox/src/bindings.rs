@@ -146,7 +146,7 @@ pub(super) fn manifest(info: PluginInfo) -> Manifest {
 }
 
 impl State {
-    /// Whether emits wait for the task's inputs to be durable.
+    /// Whether emits are held, waiting for the task's inputs to be durable.
     pub(super) fn holds_emits(&self) -> bool {
         !self.held.is_empty()
     }
@@ -226,7 +226,9 @@ impl host::Host for State {
                 self.held.push((kind, data));
                 return;
             }
-            self.release_emits();
+            if self.holds_emits() {
+                self.release_emits();
+            }
             self.deliver(&emitter, &kind, &data);
         } else if before <= MAX_EMITTED_BYTES {
             tracing::warn!(target: "plugin", task = self.task_id.as_str(), plugin = &*self.plugin, "emitted more than {} MiB; further emits are dropped", MAX_EMITTED_BYTES >> 20);

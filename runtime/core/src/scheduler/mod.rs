@@ -212,7 +212,7 @@ impl<E: Executor> Scheduler<E> {
         let mut running = JoinSet::new();
         let mut running_ids = HashMap::new();
         // Strict: the states in the commit in flight, whose dependents wait for it.
-        let mut in_commit: Vec<(usize, TaskReport)> = Vec::new();
+        let mut in_commit: Vec<usize> = Vec::new();
         let mut commit: Option<Commit<'_>> = None;
         // Batched: when the commit in flight (or the last one) started.
         let mut batch_started = tokio::time::Instant::now();
@@ -497,30 +497,25 @@ impl<E: Executor> Scheduler<E> {
 /// Hands the states not yet recorded to the journal as one commit, unless
 /// a commit is in flight or the journal failed; under batched durability
 /// only when the run is idle or [`BATCH_INTERVAL`] has passed since the last
-/// one started. Under strict durability returns the batch, whose events
-/// wait for the commit.
+/// one started. Under strict durability returns the tasks in the batch,
+/// whose events wait for the commit.
 fn start_commit<'a, J: Journal>(
     journal: &'a J,
     commit: &mut Option<Commit<'a>>,
     batch_started: &mut tokio::time::Instant,
     run: &mut Run<'_>,
     idle: bool,
-) -> Option<Vec<(usize, TaskReport)>> {
+) -> Option<Vec<usize>> {
     let due = run.strict || idle || batch_started.elapsed() >= BATCH_INTERVAL;
     if commit.is_some() || run.unrecorded.is_empty() || run.journal_error.is_some() || !due {
         return None;
     }
     *batch_started = tokio::time::Instant::now();
     run.committing_all();
-    let batch = std::mem::take(&mut run.unrecorded);
-    if run.strict {
-        let reports = batch.iter().map(|(_, r)| r.clone()).collect();
-        *commit = Some(Box::pin(journal.commit(reports, idle)));
-        return Some(batch);
-    }
-    let reports = batch.into_iter().map(|(_, r)| r).collect();
+    let (tasks, reports): (Vec<usize>, Vec<TaskReport>) =
+        std::mem::take(&mut run.unrecorded).into_iter().unzip();
     *commit = Some(Box::pin(journal.commit(reports, idle)));
-    None
+    run.strict.then_some(tasks)
 }
 
 /// The commit in flight returned: the states in it are durable, so the
@@ -531,7 +526,7 @@ fn start_commit<'a, J: Journal>(
 fn committed(
     run: &mut Run<'_>,
     result: Result<(), String>,
-    in_commit: &mut Vec<(usize, TaskReport)>,
+    in_commit: &mut Vec<usize>,
     observe: &(dyn Fn(Event<'_>) + Sync),
 ) {
     match result {
@@ -541,8 +536,8 @@ fn committed(
             run.journal_error = Some(format!("recording the run failed: {e}"));
         }
     }
-    for (_, report) in in_commit.drain(..) {
-        observe(Event::Finished(&report));
+    for i in in_commit.drain(..) {
+        run.announce(i, observe);
     }
 }
 

@@ -406,6 +406,14 @@ impl<'a> Run<'a> {
         report
     }
 
+    /// Tells `observe` that task `i` finished, once its state is committed
+    /// (under strict durability).
+    pub fn announce(&self, i: usize, observe: &(dyn Fn(Event<'_>) + Sync)) {
+        if let Some(report) = &self.reports[i] {
+            observe(Event::Finished(report));
+        }
+    }
+
     /// Records a final state and releases dependents whose needs are all done.
     pub fn finish(&mut self, i: usize, report: TaskReport, observe: &(dyn Fn(Event<'_>) + Sync)) {
         if report.status == TaskStatus::Failed && !report.tolerated && self.first_error.is_none() {
