@@ -1,8 +1,9 @@
 //! Many executions suspended at once in one process: 10,000 runs of a
 //! workflow that waits for a signal, then a `transform`, started through
-//! the SDK on a real store. Prints the resident memory of the process
-//! before and once every run is waiting, how long starting and resuming
-//! them took, and checks that every one finished with the signal's value.
+//! the SDK on a real store. Prints the resident memory and open files of
+//! the process before and once every run is parked, how long starting and
+//! resuming them took, and checks that every one finished with the
+//! signal's value.
 //!
 //! `cargo bench --bench suspended` (`SUSPENDED=N` for another count)
 
@@ -77,8 +78,13 @@ async fn run(count: usize) {
             }
         }
     }
+    // Every run parks once it has waited for `PARK_AFTER`.
+    while engine.parked_runs() < count {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let suspending = started.elapsed();
     let waiting = resident_kib();
+    let files = open_files();
 
     let started = Instant::now();
     for (i, handle) in handles.iter().enumerate() {
@@ -104,11 +110,17 @@ async fn run(count: usize) {
         waiting as f64 / 1024.0,
         waiting.saturating_sub(before) as f64 / count as f64
     );
+    println!("open files of the process while all wait: {files}");
     println!(
-        "starting them until all wait: {:.2} s; signalling all and awaiting their ends: {:.2} s",
+        "starting them until all are parked: {:.2} s; signalling all and awaiting their ends: {:.2} s",
         suspending.as_secs_f64(),
         resuming.as_secs_f64()
     );
+}
+
+/// How many files this process has open.
+fn open_files() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
 }
 
 /// This process's resident set, in KiB (`VmRSS` of `/proc/self/status`).

@@ -91,18 +91,22 @@ impl Journal for SlowJournal {
 }
 
 impl orchestrator_engine::scheduler::Signals for SlowJournal {
-    #[allow(
-        clippy::manual_async_fn,
-        reason = "the trait asks for a 'static future, which an async fn borrowing self is not"
-    )]
-    fn wait(
+    fn start_wait(
         &self,
         _: &str,
         _: &str,
         _: Option<Duration>,
+    ) -> impl std::future::Future<Output = Result<Option<u64>, String>> + Send + 'static {
+        std::future::ready(Err("no signals here".to_owned()))
+    }
+
+    fn wait(
+        &self,
+        _: &str,
+        _: Option<u64>,
     ) -> impl std::future::Future<Output = orchestrator_engine::scheduler::WaitOutcome> + Send + 'static
     {
-        async { Err("no signals here".to_owned()) }
+        std::future::ready(Err("no signals here".to_owned()))
     }
 }
 

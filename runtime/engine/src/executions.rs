@@ -4,7 +4,9 @@
 //!
 //! An execution is read from its file, or asked of the process running it
 //! through its control socket ([`crate::control`]) when that process holds
-//! the file.
+//! the file. A run parked by a live process ([`crate::parking`]) is read
+//! from its file, counts as that process's, and is woken when a signal or
+//! a cancel is recorded in its file.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,8 +14,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::control;
 use crate::service::ServiceError;
+use crate::{control, parking};
 use orchestrator_core::fault::FailureKind;
 use orchestrator_core::scheduler::TaskReport;
 use orchestrator_store::executions::listing::{ListQuery, Position};
@@ -210,8 +212,13 @@ pub fn view(executions: &Executions, id: &str) -> Result<ExecutionView, ServiceE
         }
     };
     let bad = |e: serde_json::Error| ServiceError::Plugin(format!("execution `{id}`: {e}"));
+    let record: ExecutionRecord =
+        serde_json::from_value(snapshot["record"].clone()).map_err(bad)?;
+    // A parked run is a live process's, though its file is free.
+    let live =
+        live || (record.status == ExecutionStatus::Running && parking::is_parked(executions, id));
     Ok(ExecutionView {
-        record: serde_json::from_value(snapshot["record"].clone()).map_err(bad)?,
+        record,
         tasks: serde_json::from_value(snapshot["tasks"].clone()).map_err(bad)?,
         events: serde_json::from_value(snapshot["events"].clone()).map_err(bad)?,
         live,
@@ -312,6 +319,40 @@ enum Unfinished {
     Here(ExecutionLog),
     /// Another process runs it.
     Live,
+    /// Its owner is between running and letting it go (or the other way).
+    Settling,
+}
+
+/// Reaches unfinished execution `id` as `unfinished` says, and hands it to
+/// `reach`; while its owner is settling, or answers that it just parked
+/// it, tries again, up to [`FINISHING`].
+fn reach_unfinished(
+    executions: &Executions,
+    id: &str,
+    refusal: &str,
+    mut reach: impl FnMut(Unfinished) -> Result<Delivery, ServiceError>,
+) -> Result<Delivery, ServiceError> {
+    let began = std::time::Instant::now();
+    loop {
+        let reached = match unfinished(executions, id, refusal)? {
+            Unfinished::Settling if began.elapsed() < FINISHING => Err(None),
+            Unfinished::Settling => Err(Some(ServiceError::Plugin(format!(
+                "execution `{id}` is busy and its owner does not answer; try again"
+            )))),
+            Unfinished::Live => match reach(Unfinished::Live) {
+                Err(_) if began.elapsed() < FINISHING && parking::is_parked(executions, id) => {
+                    Err(None)
+                }
+                reached => Ok(reached),
+            },
+            here => Ok(reach(here)),
+        };
+        match reached {
+            Ok(reached) => return reached,
+            Err(Some(e)) => return Err(e),
+            Err(None) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
 }
 
 fn unfinished(
@@ -320,6 +361,15 @@ fn unfinished(
     refusal: &str,
 ) -> Result<Unfinished, ServiceError> {
     match executions.open(id) {
+        // Its owner is letting the file go (to end it, or to park it), or
+        // taking it up: the file will tell in a moment.
+        Err(ExecutionError::Busy(_))
+            if executions
+                .socket(id)
+                .is_some_and(|socket| std::fs::symlink_metadata(socket).is_err()) =>
+        {
+            Ok(Unfinished::Settling)
+        }
         Ok(log) => {
             let record = log.record()?;
             if record.status != ExecutionStatus::Running {
@@ -339,33 +389,49 @@ fn unfinished(
 /// otherwise its process is asked, and this waits (up to 5 s) until the
 /// process has recorded it.
 pub fn cancel(executions: &Executions, id: &str) -> Result<Delivery, ServiceError> {
-    match unfinished(executions, id, "nothing to cancel")? {
-        Unfinished::Here(log) => {
-            log.finish(
-                ExecutionStatus::Cancelled,
-                Some("cancelled while no process was running it".into()),
-                serde_json::Map::new(),
-            )?;
-            Ok(Delivery::Recorded)
-        }
-        Unfinished::Live => {
-            control::request(&owner_socket(executions, id)?, "cancel")
-                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
-            // The owner records the cancel when its run stops; wait for it.
-            for _ in 0..100 {
-                if executions.read(id).is_ok() {
-                    break;
+    reach_unfinished(
+        executions,
+        id,
+        "nothing to cancel",
+        |reached| match reached {
+            Unfinished::Here(log) => {
+                let parked = parking::is_parked(executions, id);
+                let reason = if parked {
+                    "cancelled while it was parked, waiting"
+                } else {
+                    "cancelled while no process was running it"
+                };
+                log.finish(
+                    ExecutionStatus::Cancelled,
+                    Some(reason.into()),
+                    serde_json::Map::new(),
+                )?;
+                drop(log);
+                if parked {
+                    parking::wake(executions, id);
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                Ok(Delivery::Recorded)
             }
-            Ok(Delivery::Live)
-        }
-    }
+            Unfinished::Live | Unfinished::Settling => {
+                control::request(&owner_socket(executions, id)?, "cancel")
+                    .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
+                // The owner records the cancel when its run stops; wait for it.
+                for _ in 0..100 {
+                    if executions.read(id).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(Delivery::Live)
+            }
+        },
+    )
 }
 
 /// Sends signal `name` with `payload` to execution `id`: recorded in its
-/// file when no process runs it (a resume delivers it), else handed to its
-/// process. With a `request_id` seen before, nothing is recorded again.
+/// file when no process runs it (a resume delivers it; a process that
+/// parked it is woken), else handed to its process. With a `request_id`
+/// seen before, nothing is recorded again.
 pub fn signal(
     executions: &Executions,
     id: &str,
@@ -373,20 +439,25 @@ pub fn signal(
     payload: &Value,
     request_id: Option<&str>,
 ) -> Result<Delivery, ServiceError> {
-    match unfinished(executions, id, "the signal was not recorded")? {
-        Unfinished::Here(log) => {
-            log.signal_once(name, payload, request_id)?;
-            Ok(Delivery::Recorded)
+    reach_unfinished(executions, id, "the signal was not recorded", |reached| {
+        match reached {
+            Unfinished::Here(log) => {
+                log.signal_once(name, payload, request_id)?;
+                // Let go before the wake: the owner opens the file.
+                drop(log);
+                parking::wake(executions, id);
+                Ok(Delivery::Recorded)
+            }
+            Unfinished::Live | Unfinished::Settling => {
+                let request = serde_json::json!({
+                    "op": "signal", "name": name, "payload": payload, "request_id": request_id,
+                });
+                control::request_with(&owner_socket(executions, id)?, request)
+                    .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
+                Ok(Delivery::Live)
+            }
         }
-        Unfinished::Live => {
-            let request = serde_json::json!({
-                "op": "signal", "name": name, "payload": payload, "request_id": request_id,
-            });
-            control::request_with(&owner_socket(executions, id)?, request)
-                .map_err(|e| ServiceError::Plugin(format!("execution `{id}`: {e}")))?;
-            Ok(Delivery::Live)
-        }
-    }
+    })
 }
 
 /// Removes the files of executions that finished more than `older_than`
@@ -412,12 +483,14 @@ pub fn gc(executions: &Executions, older_than: Duration) -> Result<usize, Servic
 
 /// Follows execution `id` from event `from`: `each(seq, event)` for every
 /// event so far and then every one the process running it commits, until
-/// it finished, no process runs it any more, or `each` returns false.
-/// Returns where it stands then. Blocks the calling thread.
+/// it finished, no process runs it any more, or `each` or `wanted()`
+/// (asked while nothing comes) returns false. Returns where it stands
+/// then. Blocks the calling thread.
 pub fn follow(
     executions: &Executions,
     id: &str,
     from: u64,
+    wanted: &dyn Fn() -> bool,
     mut each: impl FnMut(u64, &LogEvent) -> bool,
 ) -> Result<State, ServiceError> {
     let mut next = from;
@@ -426,12 +499,26 @@ pub fn follow(
     loop {
         match executions.read(id) {
             Ok(log) => {
+                let mut quit = false;
                 for (seq, event) in log.events_from(next)? {
+                    next = seq + 1;
                     if !each(seq, &event) {
+                        quit = true;
                         break;
                     }
                 }
                 let record = log.record()?;
+                drop(log);
+                if !quit
+                    && wanted()
+                    && record.status == ExecutionStatus::Running
+                    && parking::is_parked(executions, id)
+                {
+                    // Parked by a live process: its next events come once
+                    // it is taken up again.
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
                 return Ok(match record.status {
                     ExecutionStatus::Running => State::Interrupted,
                     status => State::Finished(status),
@@ -444,7 +531,7 @@ pub fn follow(
                 let ended = control::follow_remote(
                     &owner_socket(executions, id)?,
                     next,
-                    &|| !stopped.get(),
+                    &|| !stopped.get() && wanted(),
                     |seq, event| {
                         if let EventKind::ExecutionFinished { status, .. } = &event.kind {
                             finished = Some(*status);
@@ -454,7 +541,7 @@ pub fn follow(
                         !stopped.get()
                     },
                 );
-                if stopped.get() {
+                if stopped.get() || !wanted() {
                     return Ok(State::Running);
                 }
                 // The owner said it finished: no need to wait for its file.
@@ -532,8 +619,8 @@ pub fn follow_log(
     receive
 }
 
-/// Executions no process runs that have not finished, sub-workflow runs
-/// left out (their parents resume them).
+/// Executions no process runs (or keeps parked) that have not finished,
+/// sub-workflow runs left out (their parents resume them).
 pub fn interrupted(executions: &Executions) -> Vec<String> {
     executions
         .ids()
@@ -543,6 +630,7 @@ pub fn interrupted(executions: &Executions) -> Vec<String> {
                 .read(id)
                 .and_then(|log| log.record())
                 .is_ok_and(|r| r.status == ExecutionStatus::Running && r.parent.is_none())
+                && !parking::is_parked(executions, id)
         })
         .collect()
 }

@@ -22,6 +22,7 @@ pub mod control;
 pub mod dead_letters;
 pub mod executions;
 pub mod governance;
+pub mod parking;
 pub mod plugin;
 pub mod quotas;
 pub mod rate_limits;
@@ -34,6 +35,6 @@ pub use orchestrator_sandbox as sandbox;
 pub use orchestrator_sandbox::capacity;
 pub use orchestrator_store as store;
 pub use sdk::{
-    Engine, EngineBuilder, EventStream, ExecutionHandle, StartOptions, Started, Task, Workflow,
-    WorkflowBuilder,
+    Engine, EngineBuilder, EventStream, ExecutionHandle, PARK_AFTER, StartOptions, Started, Task,
+    Workflow, WorkflowBuilder,
 };

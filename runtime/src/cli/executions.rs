@@ -236,7 +236,7 @@ pub(super) fn follow(
     };
     let state = match &ctx.server {
         Some(_) => super::remote::follow(ctx, id, from, print)?,
-        None => ops::follow(&executions(ctx), id, from, |seq, event| {
+        None => ops::follow(&executions(ctx), id, from, &|| true, |seq, event| {
             print(seq, event);
             true
         })?,

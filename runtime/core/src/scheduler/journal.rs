@@ -54,28 +54,40 @@ pub type WaitOutcome = Result<Option<Value>, String>;
 
 /// Waiting for signals, which needs a recorded execution.
 pub trait Signals {
-    /// Waits until signal `signal` is recorded for this execution and returns
-    /// its payload, or `None` once `timeout` has passed. The deadline is
-    /// recorded the first time, so a resumed run keeps it.
-    fn wait(
+    /// Starts task `task`'s wait for signal `signal`: records its deadline
+    /// (`timeout` from now) the first time, so a resumed run keeps it, and
+    /// returns it, ms since the epoch (`None`: it waits for ever).
+    fn start_wait(
         &self,
         task: &str,
         signal: &str,
         timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Option<u64>, String>> + Send + 'static;
+
+    /// Waits until signal `signal` is recorded for this execution and
+    /// returns its payload, or `None` once `deadline` has passed.
+    fn wait(
+        &self,
+        signal: &str,
+        deadline: Option<u64>,
     ) -> impl Future<Output = WaitOutcome> + Send + 'static;
 }
 
 impl Signals for NoJournal {
-    fn wait(
+    fn start_wait(
         &self,
         _: &str,
         signal: &str,
         _: Option<Duration>,
-    ) -> impl Future<Output = WaitOutcome> + Send + 'static {
+    ) -> impl Future<Output = Result<Option<u64>, String>> + Send + 'static {
         let message = format!(
             "waiting for signal `{signal}` needs a recorded execution (`runtime run` records one)"
         );
         async move { Err(message) }
+    }
+
+    fn wait(&self, _: &str, _: Option<u64>) -> impl Future<Output = WaitOutcome> + Send + 'static {
+        std::future::ready(Ok(None))
     }
 }
 

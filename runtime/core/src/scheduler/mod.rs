@@ -15,6 +15,7 @@ mod effects;
 mod executor;
 mod fan_out;
 mod journal;
+mod park;
 mod plugin_key;
 mod ready;
 mod report;
@@ -34,12 +35,14 @@ pub use attempts::{Outcome, PendingRetry};
 pub use effects::Effects;
 pub use executor::{Executor, FailureKind, Metering, TaskFailure, TaskRequest, TaskSuccess, Usage};
 pub use journal::{Cancel, Journal, NoJournal, Signals, WaitOutcome};
+pub use park::{Parked, ParkedWait, Ran};
 pub use plugin_key::{PluginKey, PolicyStage};
 pub use report::{Consumption, Event, RunReport, RunStatus, TaskError, TaskReport, TaskStatus};
 
 use attempts::{Attempter, TaskAttempts};
 use fan_out::FanOut;
 pub use fan_out::MAX_ITEMS;
+use park::Parking;
 use run::{Resume, Run, Stop};
 pub use task_ref::TaskRef;
 
@@ -171,6 +174,29 @@ impl<E: Executor> Scheduler<E> {
         execution_id: &str,
         options: RunOptions<'_, J>,
     ) -> RunReport {
+        match self
+            .run_or_park(plan, inputs, execution_id, options, None)
+            .await
+        {
+            Ran::Finished(report) => report,
+            Ran::Parked(_) => unreachable!("a run without `park_after` never parks"),
+        }
+    }
+
+    /// Runs `plan` as [`Scheduler::run_with`] does, except that with
+    /// `park_after` and a journal, once nothing but started `wait:` tasks
+    /// has run for that long (everything else finished and committed), it
+    /// stops and says what the run waits for ([`Ran::Parked`]). Nothing
+    /// is lost: resumed from the journal, the waits find their recorded
+    /// deadlines and signals.
+    pub async fn run_or_park<J: Journal + Signals + Clone + 'static>(
+        &self,
+        plan: &Plan,
+        inputs: &Value,
+        execution_id: &str,
+        options: RunOptions<'_, J>,
+        park_after: Option<Duration>,
+    ) -> Ran {
         let started = Instant::now();
         let RunOptions {
             concurrency,
@@ -184,11 +210,14 @@ impl<E: Executor> Scheduler<E> {
             observe,
         } = options;
         // The workflow's timeout, counted from the run's first start.
+        let started_at = started_at.unwrap_or_else(attempts::now_ms);
         let timeout = plan.timeout.map(|t| {
-            let started_at = started_at.unwrap_or_else(attempts::now_ms);
             let elapsed = attempts::now_ms().saturating_sub(started_at);
             tokio::time::Instant::now() + t.saturating_sub(Duration::from_millis(elapsed))
         });
+        let park_after = park_after.filter(|_| journal.is_some());
+        let mut parking = Parking::default();
+        let (waits_started, mut started_waits) = tokio::sync::mpsc::unbounded_channel();
         let mut timed_out = false;
         let limit = concurrency
             .or(plan.concurrency)
@@ -237,27 +266,22 @@ impl<E: Executor> Scheduler<E> {
                             uses: &task.uses,
                             attempt: request.attempt,
                         });
-                        let waiting = match journal {
-                            Some(journal) => {
-                                Box::pin(journal.wait(&task.id, &wait.signal, wait.timeout))
-                                    as Pin<Box<dyn Future<Output = WaitOutcome> + Send>>
-                            }
-                            None => Box::pin(NoJournal.wait(&task.id, &wait.signal, wait.timeout)),
-                        };
+                        let waiting = wait_for_signal(
+                            journal.cloned(),
+                            (i, &task.id, &wait.signal, wait.timeout),
+                            request.effects,
+                            waits_started.clone(),
+                        );
                         let (signal, default) = (wait.signal.clone(), wait.default.clone());
-                        let effects = request.effects;
                         let handle = running.spawn(async move {
-                            // The wait records its deadline: not before its
-                            // inputs are durable.
-                            let waited = match effects.wait().await {
-                                Ok(()) => waited(waiting.await, &signal, default),
+                            Outcome::once(match waiting.await {
+                                Ok(outcome) => waited(outcome, &signal, default),
                                 Err(message) => Err(TaskFailure {
                                     kind: FailureKind::Internal,
                                     message,
                                     metering: Metering::default(),
                                 }),
-                            };
-                            Outcome::once(waited)
+                            })
                         });
                         running_ids.insert(handle.id(), i);
                     }
@@ -349,7 +373,32 @@ impl<E: Executor> Scheduler<E> {
                 }
                 continue;
             }
+            let park_at = park_after.and_then(|after| {
+                let idle = !cancelled
+                    && run.journal_error.is_none()
+                    && run.ready.is_empty()
+                    && commit.is_none()
+                    && run.unrecorded.is_empty();
+                parking.due(running.len(), idle, after)
+            });
             tokio::select! {
+                Some((i, deadline)) = started_waits.recv() => {
+                    // Unless it ended meanwhile.
+                    if running_ids.values().any(|&r| r == i) {
+                        parking.started(i, deadline);
+                    }
+                }
+                () = sleep_until(park_at), if park_at.is_some() => {
+                    let timeout_at = plan
+                        .timeout
+                        .map(|t| started_at.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
+                    let ids = |i: usize| {
+                        let task = &plan.tasks[i];
+                        let signal = task.wait.as_ref().map(|w| w.signal.clone()).unwrap_or_default();
+                        (task.id.clone(), signal)
+                    };
+                    return Ran::Parked(parking.parked(ids, timeout_at));
+                }
                 joined = running.join_next_with_id(), if !running.is_empty() => {
                     let Some(joined) = joined else { continue };
                     let (i, result) = match joined {
@@ -364,6 +413,7 @@ impl<E: Executor> Scheduler<E> {
                         ),
                     };
                     let i = i.expect("every spawned task is recorded");
+                    parking.ended(i);
                     if cancelled {
                         // Interrupted by the cancel: not a result of the task.
                         continue;
@@ -396,7 +446,35 @@ impl<E: Executor> Scheduler<E> {
             (false, true) => Stop::Cancelled,
             (false, false) => Stop::No,
         };
-        run.into_report(plan, execution_id, started, stop)
+        Ran::Finished(run.into_report(plan, execution_id, started, stop))
+    }
+}
+
+/// A `wait:` task's wait, once its effects are released (under strict
+/// durability its deadline is recorded only after its inputs are): it
+/// records its deadline, says so on `started` (the run may park from
+/// then), and waits for its signal.
+fn wait_for_signal<J: Signals + Send + 'static>(
+    journal: Option<J>,
+    (i, task, signal, timeout): (usize, &str, &str, Option<Duration>),
+    effects: Effects,
+    started: tokio::sync::mpsc::UnboundedSender<(usize, Option<u64>)>,
+) -> impl Future<Output = Result<WaitOutcome, String>> + Send + 'static {
+    let (task, signal) = (task.to_owned(), signal.to_owned());
+    async move {
+        effects.wait().await?;
+        let Some(journal) = journal else {
+            return Ok(NoJournal
+                .start_wait(&task, &signal, timeout)
+                .await
+                .map(|_| None));
+        };
+        let deadline = match journal.start_wait(&task, &signal, timeout).await {
+            Ok(deadline) => deadline,
+            Err(message) => return Ok(Err(message)),
+        };
+        let _ = started.send((i, deadline));
+        Ok(journal.wait(&signal, deadline).await)
     }
 }
 

@@ -17,14 +17,18 @@ use super::workflow::Workflow;
 use crate::config::Config;
 use crate::control::ControlServer;
 use crate::executions::{self, ListFilter, Listing};
+use crate::parking::ParkedRuns;
 use crate::service::{self, Runner, ServiceError};
 use orchestrator_core::expr::Expressions;
+use orchestrator_core::scheduler::Ran;
 use orchestrator_core::tenant::TenantId;
 use orchestrator_sandbox::Sandbox;
 use orchestrator_sandbox::artifacts::ArtifactCache;
 use orchestrator_store::Store;
 use orchestrator_store::executions::memory::MemoryExecutions;
-use orchestrator_store::executions::{ExecutionRecord, Executions, ExecutionsAt, valid_id};
+use orchestrator_store::executions::{
+    ExecutionError, ExecutionRecord, ExecutionStatus, Executions, ExecutionsAt, valid_id,
+};
 
 /// Builds an [`Engine`].
 #[derive(Debug, Default)]
@@ -231,8 +235,10 @@ impl EngineBuilder {
         };
         let sandbox = Sandbox::with_options(config.capacity, ArtifactCache::from_env())?;
         keeping.install_builtins(&sandbox, &self.tenant).await?;
+        let executions = keeping.executions_at().tenant(&self.tenant);
         Ok(Engine {
-            executions: keeping.executions_at().tenant(&self.tenant),
+            parked: Arc::new(ParkedRuns::new(&executions)),
+            executions,
             tenant: self.tenant,
             sandbox,
             expressions: Expressions::new(),
@@ -279,7 +285,32 @@ pub struct Engine {
     starting: Arc<tokio::sync::Mutex<()>>,
     /// Whether workflows may name `.wasm` files.
     files: bool,
+    /// Its runs that are parked, waiting for a signal or a deadline.
+    parked: Arc<ParkedRuns>,
 }
+
+/// How long a run's only unfinished tasks must have been waiting (for a
+/// signal or a deadline, with everything else committed) before it parks:
+/// lets go of its file, its task and its run slot until a signal, a
+/// cancel or the deadline wakes it. Waits answered sooner never pay for
+/// taking the run up again.
+pub const PARK_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How many times a woken run tries to open its file again (50 ms apart)
+/// while others hold it to read it.
+const TAKE_UP_TRIES: u32 = 100;
+
+/// How long a woken run that found no run slot stays parked before it
+/// tries again, ms.
+const BUSY_RETRY_MS: u64 = 1000;
+
+/// A run ready to go: its runner, workflow, executor and execution.
+type Work = (
+    Runner,
+    service::LoadedWorkflow,
+    service::subworkflow::TaskExecutor,
+    service::Execution,
+);
 
 /// How to start an execution.
 #[derive(Debug, Clone, Default)]
@@ -399,8 +430,10 @@ impl Engine {
         self.keeping
             .install_builtins(&self.sandbox, &tenant)
             .await?;
+        let executions = self.keeping.executions_at().tenant(&tenant);
         Ok(Engine {
-            executions: self.keeping.executions_at().tenant(&tenant),
+            parked: Arc::new(ParkedRuns::new(&executions)),
+            executions,
             tenant,
             started: Arc::default(),
             ..self.clone()
@@ -523,9 +556,16 @@ impl Engine {
     /// # Ok(()) }
     /// ```
     pub async fn resume(&self, id: &str) -> Result<ExecutionHandle, ServiceError> {
+        let (runner, loaded, executor, execution) = self.take_up(id).await?;
+        self.launch(runner, loaded, executor, execution)
+    }
+
+    /// Opens execution `id`, which no process runs, to run it here: its
+    /// file, workflow and plugins.
+    async fn take_up(&self, id: &str) -> Result<Work, ServiceError> {
         let engine = self.clone();
         let id = id.to_owned();
-        let (runner, loaded, executor, execution) = blocking(move || {
+        blocking(move || {
             engine.keeping.with_store(|store| {
                 let runner = engine.runner(store)?;
                 let (execution, loaded) =
@@ -534,8 +574,7 @@ impl Engine {
                 Ok((runner, loaded, executor, execution))
             })
         })
-        .await?;
-        self.launch(runner, loaded, executor, execution)
+        .await
     }
 
     /// Takes up every execution of this tenant that no process runs and
@@ -581,21 +620,90 @@ impl Engine {
             started.retain(|_, run| run.strong_count() > 0);
             started.insert(execution.id.clone(), Arc::downgrade(&run));
         }
+        let engine = self.clone();
         tokio::spawn(async move {
             // Ends the run even if driving it panics.
             let ending = Ending(run);
-            let report = runner
-                .drive(&loaded, executor, execution, None, &|_| {})
-                .await;
-            drop(control);
+            let work = (runner, loaded, executor, execution);
+            let outcome = engine.run_to_end(&ending.0, work, control).await;
             let run = Arc::clone(&ending.0);
-            let outcome = report.map(|_| ()).map_err(|e| e.to_string());
             // Reads the log's end before letting it go: off the async threads.
             if let Err(e) = tokio::task::spawn_blocking(move || run.end(outcome)).await {
                 tracing::warn!("ending a run failed: {e}");
             }
         });
         Ok(handle)
+    }
+
+    /// Drives `work` to its end, parking it whenever only waits are left
+    /// for [`PARK_AFTER`] (when other processes could reach it parked) and
+    /// taking it up again when a signal, a cancel or its earliest deadline
+    /// comes. `Err` says why it could not be recorded to its end.
+    async fn run_to_end(
+        &self,
+        running: &Arc<Running>,
+        mut work: Work,
+        mut control: Option<ControlServer>,
+    ) -> Result<(), String> {
+        let park_after = (control.is_some() && self.parked.can_park()).then_some(PARK_AFTER);
+        let mut woken = false;
+        loop {
+            let (runner, loaded, executor, mut execution) = work;
+            let id = execution.id.clone();
+            execution.cancel = Arc::clone(running.cancel());
+            let park = service::Park {
+                after: park_after,
+                woken,
+            };
+            // Boxed: a parked run keeps none of this future's room.
+            let ran =
+                Box::pin(runner.drive_or_park(&loaded, executor, execution, (None, &|_| {}, park)))
+                    .await;
+            drop(control.take());
+            let parked = match ran {
+                Ok(Ran::Finished(_)) => return Ok(()),
+                Ok(Ran::Parked(parked)) => parked,
+                // Woken while the process runs all the runs it may: it
+                // stays parked and tries again in a moment.
+                Err(ServiceError::Busy(_)) if woken => orchestrator_core::scheduler::Parked {
+                    waits: Vec::new(),
+                    wake_at: Some(orchestrator_store::executions::now_ms() + BUSY_RETRY_MS),
+                },
+                Err(e) => return Err(e.to_string()),
+            };
+            drop((runner, loaded));
+            running.park();
+            {
+                let _here = self
+                    .parked
+                    .park(&self.executions, &id, Arc::clone(running.wake()))
+                    .map_err(|e| format!("execution `{id}` could not park: {e}"))?;
+                let wake_at = parked.wake_at.map(|at| {
+                    let left = at.saturating_sub(orchestrator_store::executions::now_ms());
+                    tokio::time::Instant::now() + std::time::Duration::from_millis(left)
+                });
+                tokio::select! {
+                    () = running.wake().notified() => {}
+                    () = running.cancel().cancelled() => {}
+                    () = async {
+                        match wake_at {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {}
+                }
+            }
+            work = match self.take_up_again(&id).await {
+                Ok(Some(work)) => work,
+                // Finished meanwhile (cancelled through its file) or taken
+                // up by another process: its handles read the file.
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            };
+            control = ControlServer::serve(&self.executions, &work.3).map_err(|e| e.to_string())?;
+            running.unpark(Arc::clone(&work.3.log));
+            woken = true;
+        }
     }
 
     /// The execution `id` that exists: the same one if it was started with
@@ -712,6 +820,52 @@ impl Engine {
         // few milliseconds apart: give the last group time to reach the disk.
         tokio::time::sleep(COMMIT_SETTLE).await;
         cut
+    }
+
+    /// Takes up again execution `id`, which this engine parked: `None`
+    /// when there is nothing to take up (it finished meanwhile, or another
+    /// process runs it). A process reading its file at that moment only
+    /// delays it.
+    async fn take_up_again(&self, id: &str) -> Result<Option<Work>, ServiceError> {
+        let mut tries = 0;
+        loop {
+            let error = match self.take_up(id).await {
+                Ok(work) => return Ok(Some(work)),
+                Err(e) => e,
+            };
+            let (executions, id) = (self.executions.clone(), id.to_owned());
+            let elsewhere = blocking(move || match executions.read(&id) {
+                Ok(log) => Ok(log.record()?.status != ExecutionStatus::Running),
+                // Held by a process that runs it: it answers on a socket.
+                Err(ExecutionError::Busy(_)) => Ok(executions.socket(&id).is_some_and(|s| {
+                    std::fs::symlink_metadata(s).is_ok_and(|m| !m.file_type().is_symlink())
+                })),
+                Err(e) => Err(ServiceError::from(e)),
+            })
+            .await?;
+            if elsewhere {
+                return Ok(None);
+            }
+            tries += 1;
+            if tries == TAKE_UP_TRIES {
+                return Err(error);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many of this tenant's runs this engine keeps parked now: they
+    /// wait for a signal or a deadline and hold no file, task or run slot
+    /// ([`PARK_AFTER`]).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), orchestrator_engine::service::ServiceError> {
+    /// let engine = orchestrator_engine::Engine::builder().build().await?;
+    /// println!("{} runs parked", engine.parked_runs());
+    /// # Ok(()) }
+    /// ```
+    pub fn parked_runs(&self) -> usize {
+        self.parked.len()
     }
 
     /// The tenant's executions.

@@ -56,9 +56,33 @@ pub(super) struct Running {
     /// was let go: those who asked while it ran get the end without
     /// waiting for the file to close and reading it again.
     last: Mutex<Option<ExecutionView>>,
+    /// Notified whenever a signal is sent through a handle: a parked run
+    /// wakes (one that runs finds the signal itself).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Running {
+    /// Lets the file go while the run is parked; signals and cancels go
+    /// through the file meanwhile.
+    pub(super) fn park(&self) {
+        self.log.lock().expect("log lock").take();
+    }
+
+    /// The run was taken up again, with `log`.
+    pub(super) fn unpark(&self, log: Arc<ExecutionLog>) {
+        *self.log.lock().expect("log lock") = Some(log);
+    }
+
+    /// What wakes the run while it is parked.
+    pub(super) fn wake(&self) -> &Arc<tokio::sync::Notify> {
+        &self.wake
+    }
+
+    /// Its cancel, kept across parking.
+    pub(super) fn cancel(&self) -> &Arc<Cancel> {
+        &self.cancel
+    }
+
     /// The log, while the run goes on.
     fn live(&self) -> Option<Arc<ExecutionLog>> {
         if self.outcome.borrow().is_some() {
@@ -119,6 +143,7 @@ impl ExecutionHandle {
                 cancel: Arc::clone(&execution.cancel),
                 outcome: tokio::sync::watch::Sender::new(None),
                 last: Mutex::new(None),
+                wake: Arc::default(),
             })),
         }
     }
@@ -207,7 +232,7 @@ impl ExecutionHandle {
         // To its end (its owner, here or elsewhere, lets the file go).
         let (executions, id) = (self.executions.clone(), self.id.clone());
         blocking(move || {
-            executions::follow(&executions, &id, u64::MAX, |_, _| true)?;
+            executions::follow(&executions, &id, u64::MAX, &|| true, |_, _| true)?;
             executions::view(&executions, &id)
         })
         .await
@@ -280,19 +305,27 @@ impl ExecutionHandle {
         request_id: Option<String>,
     ) -> Result<(), ServiceError> {
         let name = name.to_owned();
-        if let Some(log) = self.running.as_ref().and_then(|r| r.live()) {
-            return blocking(move || {
+        let sent = if let Some(log) = self.running.as_ref().and_then(|r| r.live()) {
+            blocking(move || {
                 Ok(log
                     .signal_once(&name, &payload, request_id.as_deref())
                     .map(drop)?)
             })
-            .await;
+            .await
+        } else {
+            let (executions, id) = (self.executions.clone(), self.id.clone());
+            blocking(move || {
+                executions::signal(&executions, &id, &name, &payload, request_id.as_deref())
+                    .map(drop)
+            })
+            .await
+        };
+        // The run may have parked before it saw the signal: it wakes, and
+        // finds it in its file.
+        if let Some(running) = &self.running {
+            running.wake.notify_one();
         }
-        let (executions, id) = (self.executions.clone(), self.id.clone());
-        blocking(move || {
-            executions::signal(&executions, &id, &name, &payload, request_id.as_deref()).map(drop)
-        })
-        .await
+        sent
     }
 
     /// The events numbered `from` onwards, at most `limit` of them, as
@@ -407,7 +440,8 @@ impl ExecutionHandle {
             // Not running here, or its run let go of its log before this
             // follower read the end: read on from storage.
             let _ = tokio::task::spawn_blocking(move || {
-                let followed = executions::follow(&executions, &id, next, |seq, event| {
+                let wanted = || !send.is_closed();
+                let followed = executions::follow(&executions, &id, next, &wanted, |seq, event| {
                     send.blocking_send(Ok((seq, event.clone()))).is_ok()
                 });
                 if let Err(e) = followed {

@@ -35,7 +35,7 @@ mod registry;
 mod tenancy;
 mod workflow;
 
-pub use engine::{Engine, EngineBuilder, StartOptions, Started};
+pub use engine::{Engine, EngineBuilder, PARK_AFTER, StartOptions, Started};
 pub use handle::{EventStream, ExecutionHandle};
 pub use letters::Letter;
 pub use registry::Install;

@@ -18,8 +18,8 @@ pub use error::ServiceError;
 pub use load::{LoadedWorkflow, load, load_sent_text, load_text};
 
 pub use recorded::{
-    Execution, load_recorded, new_execution_id, reopen_execution, run_recorded, running_record,
-    start_execution, start_execution_as,
+    Execution, Park, load_recorded, new_execution_id, reopen_execution, run_or_park, run_recorded,
+    running_record, start_execution, start_execution_as,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -36,7 +36,7 @@ use crate::plugin::{self, Allowed, Resolved};
 use crate::quotas::{Quotas, TenantSpend};
 use crate::rate_limits::RateLimits;
 use orchestrator_core::expr::Expressions;
-use orchestrator_core::scheduler::{Event, RunReport, Scheduler};
+use orchestrator_core::scheduler::{Event, Ran, RunReport, Scheduler};
 use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::Policies;
 use orchestrator_sandbox::cassette::Cassette;
@@ -88,6 +88,9 @@ pub fn plugin_bytes(store: &Store, tenant: &TenantId) -> u64 {
     }
     sizes.values().sum()
 }
+
+/// Sees a run's progress as it happens.
+pub type Observer<'a> = &'a (dyn Fn(Event<'_>) + Sync);
 
 /// Runs workflows in one sandbox.
 #[derive(Debug, Clone)]
@@ -569,6 +572,27 @@ impl Runner {
         concurrency: Option<usize>,
         observe: &(dyn Fn(Event<'_>) + Sync),
     ) -> Result<RunReport, ServiceError> {
+        let how = (concurrency, observe, Park::never());
+        match self
+            .drive_or_park(workflow, executor, execution, how)
+            .await?
+        {
+            Ran::Finished(report) => Ok(report),
+            Ran::Parked(_) => unreachable!("a run that may not park never parks"),
+        }
+    }
+
+    /// Runs a recorded execution as [`Runner::drive`] does, with its
+    /// concurrency, observer and parking, and parks it as `park` says
+    /// ([`Ran::Parked`]): then it holds no run slot, no file and no task,
+    /// and nothing of it is lost.
+    pub async fn drive_or_park(
+        &self,
+        workflow: &LoadedWorkflow,
+        executor: TaskExecutor,
+        execution: Execution,
+        (concurrency, observe, park): (Option<usize>, Observer<'_>, Park),
+    ) -> Result<Ran, ServiceError> {
         // Registered first: the lease is renewed while the run waits for
         // its slot, so no other owner takes the execution meanwhile.
         let emits = self
@@ -583,11 +607,11 @@ impl Runner {
         };
         executor.count_spent(&execution.done);
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
-        let report =
-            run_recorded(&scheduler, &workflow.plan, execution, concurrency, observe).await;
+        let plan = &workflow.plan;
+        let ran = run_or_park(&scheduler, plan, execution, concurrency, observe, park).await;
         emits.close().await;
         self.breakers.flush().await;
-        report
+        ran
     }
 
     /// Prepares and runs a workflow, recording nothing.

@@ -1,10 +1,11 @@
 //! Executions with a file of their own: creating the record of a new one,
 //! taking up one whose process stopped, and running one to its end with
 //! every final task state committed ([`run_recorded`], shared by top-level
-//! executions and sub-workflow runs).
+//! executions and sub-workflow runs), or until it parks ([`run_or_park`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde_json::Value;
@@ -13,7 +14,7 @@ use super::error::ServiceError;
 use super::load::{LoadedWorkflow, load_text};
 use orchestrator_core::expr::Expressions;
 use orchestrator_core::scheduler::{
-    Cancel, Event, Executor, PendingRetry, RunOptions, RunReport, RunStatus,
+    Cancel, Event, Executor, PendingRetry, Ran, RunOptions, RunReport, RunStatus,
 };
 use orchestrator_core::scheduler::{PluginKey, PolicyStage, Scheduler, TaskReport};
 use orchestrator_core::tenant::TenantId;
@@ -150,6 +151,11 @@ pub fn reopen_execution(
     expressions: &Expressions,
     store: &Store,
 ) -> Result<(Execution, LoadedWorkflow), ServiceError> {
+    if crate::parking::is_parked(executions, id) {
+        return Err(ServiceError::Conflict(format!(
+            "execution `{id}` is parked by a live process, waiting for a signal or a deadline; send the signal (`runtime signal {id} NAME`) or cancel it"
+        )));
+    }
     let log = executions.open(id)?;
     let record = log.record()?;
     if record.status != ExecutionStatus::Running {
@@ -242,6 +248,50 @@ pub async fn run_recorded<E: Executor>(
     concurrency: Option<usize>,
     observe: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<RunReport, ServiceError> {
+    match run_or_park(
+        scheduler,
+        plan,
+        execution,
+        concurrency,
+        observe,
+        Park::never(),
+    )
+    .await?
+    {
+        Ran::Finished(report) => Ok(report),
+        Ran::Parked(_) => unreachable!("a run that may not park never parks"),
+    }
+}
+
+/// Whether a recorded run may park ([`Scheduler::run_or_park`]), and
+/// whether this process parked it before.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Park {
+    /// Park once nothing but started waits has run this long.
+    pub after: Option<Duration>,
+    /// It was parked by this process and woken: taking it up again is not
+    /// recorded as a resume.
+    pub woken: bool,
+}
+
+impl Park {
+    /// Runs to the end.
+    pub fn never() -> Self {
+        Self::default()
+    }
+}
+
+/// Runs a recorded execution as [`run_recorded`] does, but parks it as
+/// `park` says: then its end is not recorded, its notes are flushed, and
+/// its file is let go with it.
+pub async fn run_or_park<E: Executor>(
+    scheduler: &Scheduler<E>,
+    plan: &Plan,
+    execution: Execution,
+    concurrency: Option<usize>,
+    observe: &(dyn Fn(Event<'_>) + Sync),
+    park: Park,
+) -> Result<Ran, ServiceError> {
     let Execution {
         id,
         log,
@@ -253,7 +303,7 @@ pub async fn run_recorded<E: Executor>(
         created_at,
         tenant,
     } = execution;
-    if !done.is_empty() {
+    if !done.is_empty() && !park.woken {
         let log = Arc::clone(&log);
         let finished = done.len();
         tokio::task::spawn_blocking(move || log.resumed(finished))
@@ -272,7 +322,19 @@ pub async fn run_recorded<E: Executor>(
         tenant,
         observe,
     };
-    let report = scheduler.run_with(plan, &inputs, &id, options).await;
+    let report = match scheduler
+        .run_or_park(plan, &inputs, &id, options, park.after)
+        .await
+    {
+        Ran::Finished(report) => report,
+        Ran::Parked(parked) => {
+            drop(journal);
+            tokio::task::spawn_blocking(move || log.flush_notes())
+                .await
+                .map_err(|e| ServiceError::Plugin(e.to_string()))??;
+            return Ok(Ran::Parked(parked));
+        }
+    };
     let status = match report.status {
         RunStatus::Succeeded => ExecutionStatus::Succeeded,
         RunStatus::Failed => ExecutionStatus::Failed,
@@ -283,7 +345,7 @@ pub async fn run_recorded<E: Executor>(
         .await
         .map_err(|e| ServiceError::Plugin(e.to_string()))?;
     match (finished, &report.error) {
-        (Ok(()), _) => Ok(report),
+        (Ok(()), _) => Ok(Ran::Finished(report)),
         // The store failed during the run: that first error is the cause.
         (Err(e), Some(first)) => Err(ServiceError::Plugin(format!(
             "execution `{id}`: {first}; recording its end failed too ({e}). What was committed is kept: `runtime resume {id}` continues it"

@@ -99,23 +99,30 @@ impl Journal for ExecutionJournal {
 }
 
 impl Signals for ExecutionJournal {
-    fn wait(
+    fn start_wait(
         &self,
         task: &str,
         signal: &str,
         timeout: Option<std::time::Duration>,
-    ) -> impl std::future::Future<Output = WaitOutcome> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<Option<u64>, String>> + Send + 'static {
         let log = Arc::clone(&self.log);
         let (task, signal) = (task.to_owned(), signal.to_owned());
         async move {
-            let deadline = {
-                let log = Arc::clone(&log);
-                let (task, signal) = (task.clone(), signal.clone());
-                tokio::task::spawn_blocking(move || log.start_wait(&task, &signal, timeout))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?
-            };
+            tokio::task::spawn_blocking(move || log.start_wait(&task, &signal, timeout))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    fn wait(
+        &self,
+        signal: &str,
+        deadline: Option<u64>,
+    ) -> impl std::future::Future<Output = WaitOutcome> + Send + 'static {
+        let log = Arc::clone(&self.log);
+        let signal = signal.to_owned();
+        async move {
             loop {
                 // Registered before the check, so a signal in between wakes us.
                 let signalled = log.signalled.notified();
