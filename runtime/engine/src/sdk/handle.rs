@@ -18,6 +18,10 @@ use orchestrator_store::executions::{
     EventKind, ExecutionLog, ExecutionRecord, Executions, LogEvent,
 };
 
+/// How long a signal sent through a handle waits for a parked run to be
+/// taken up again before it records the signal in the file itself.
+const TAKE_UP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How a run this engine drives ended: `Err` holds why it could not be
 /// recorded to its end.
 type Outcome = Option<Result<(), String>>;
@@ -59,6 +63,8 @@ pub(super) struct Running {
     /// Notified whenever a signal is sent through a handle: a parked run
     /// wakes (one that runs finds the signal itself).
     wake: Arc<tokio::sync::Notify>,
+    /// Notified when a parked run was taken up again.
+    unparked: tokio::sync::Notify,
 }
 
 impl Running {
@@ -71,6 +77,33 @@ impl Running {
     /// The run was taken up again, with `log`.
     pub(super) fn unpark(&self, log: Arc<ExecutionLog>) {
         *self.log.lock().expect("log lock") = Some(log);
+        self.unparked.notify_waiters();
+    }
+
+    /// Its log, the run taken up again first if it is parked: a signal is
+    /// then recorded by the run's own open file, not by opening it a
+    /// second time. `None` once it ended, or if it could not be taken up
+    /// within [`TAKE_UP_PATIENCE`].
+    async fn live_or_woken(&self) -> Option<Arc<ExecutionLog>> {
+        let patience = tokio::time::Instant::now() + TAKE_UP_PATIENCE;
+        let mut outcome = self.outcome.subscribe();
+        loop {
+            let unparked = self.unparked.notified();
+            tokio::pin!(unparked);
+            unparked.as_mut().enable();
+            if let Some(log) = self.live() {
+                return Some(log);
+            }
+            if outcome.borrow_and_update().is_some() {
+                return None;
+            }
+            self.wake.notify_one();
+            tokio::select! {
+                () = unparked => {}
+                _ = outcome.changed() => {}
+                () = tokio::time::sleep_until(patience) => return None,
+            }
+        }
     }
 
     /// What wakes the run while it is parked.
@@ -144,6 +177,7 @@ impl ExecutionHandle {
                 outcome: tokio::sync::watch::Sender::new(None),
                 last: Mutex::new(None),
                 wake: Arc::default(),
+                unparked: tokio::sync::Notify::new(),
             })),
         }
     }
@@ -305,7 +339,11 @@ impl ExecutionHandle {
         request_id: Option<String>,
     ) -> Result<(), ServiceError> {
         let name = name.to_owned();
-        let sent = if let Some(log) = self.running.as_ref().and_then(|r| r.live()) {
+        let live = match &self.running {
+            Some(running) => running.live_or_woken().await,
+            None => None,
+        };
+        let sent = if let Some(log) = live {
             blocking(move || {
                 Ok(log
                     .signal_once(&name, &payload, request_id.as_deref())
