@@ -353,6 +353,7 @@ outputs:
 ",
     )
     .unwrap();
+    let started = std::time::Instant::now();
     let out = common::cli(dir.path())
         .args(["run", flow.to_str().unwrap()])
         .output()
@@ -363,7 +364,13 @@ outputs:
         .lines()
         .filter(|l| l.contains("flooding the log"))
         .count();
-    assert!((1..=250).contains(&lines), "{lines} lines written");
+    // A burst of 200, then 100 a second for as long as it ran (a loaded
+    // machine runs the 100,000 calls for longer).
+    let allowed = 200 + (100.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+    assert!(
+        (1..=allowed).contains(&lines),
+        "{lines} lines written, {allowed} allowed"
+    );
     assert_eq!(
         stderr
             .matches("further logs of this attempt are dropped")
