@@ -147,6 +147,9 @@ impl ControlServer {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let followers = Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWERS));
+        // Not a strong reference: the server never keeps the file open
+        // once its run lets it go (a parked run closes it at once).
+        let log = Arc::downgrade(&log);
         // The connections are this task's: aborting it (on drop) ends them.
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
@@ -158,7 +161,10 @@ impl ControlServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (log, cancel) = (Arc::clone(&log), Arc::clone(&cancel));
+                let Some(log) = log.upgrade() else {
+                    return;
+                };
+                let cancel = Arc::clone(&cancel);
                 let followers = Arc::clone(&followers);
                 connections.spawn(serve(stream, log, cancel, slot, followers));
             }
@@ -186,7 +192,12 @@ async fn serve(
             Ok(Request::Follow { from }) => {
                 drop(slot);
                 match followers.try_acquire_owned() {
-                    Ok(_follower) => return follow(&mut read, &mut write, &log, from).await,
+                    Ok(_follower) => {
+                        // Only the events: a follower keeps no file open.
+                        let events = crate::executions::follow_log(&log, from);
+                        drop(log);
+                        return follow(&mut read, &mut write, events).await;
+                    }
                     Err(_) => json!({
                         "error": format!("{MAX_FOLLOWERS} followers are following this execution already; try again later")
                     }),
@@ -203,16 +214,14 @@ async fn serve(
     let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
 }
 
-/// Writes the events numbered `from` onwards, then each as it is
-/// committed, until the execution finished or the follower left (its end
-/// of the socket closed).
+/// Writes `events` (those numbered from where the follower asked, then
+/// each as it is committed) until the execution finished or the follower
+/// left (its end of the socket closed).
 async fn follow(
     read: &mut tokio::net::unix::OwnedReadHalf,
     write: &mut tokio::net::unix::OwnedWriteHalf,
-    log: &Arc<ExecutionLog>,
-    from: u64,
+    mut events: tokio::sync::mpsc::Receiver<Result<(u64, LogEvent), String>>,
 ) {
-    let mut events = crate::executions::follow_log(log, from);
     let mut byte = [0u8; 1];
     loop {
         let event = tokio::select! {

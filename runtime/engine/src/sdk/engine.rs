@@ -650,6 +650,7 @@ impl Engine {
         loop {
             let (runner, loaded, executor, mut execution) = work;
             let id = execution.id.clone();
+            let file = Arc::downgrade(&execution.log);
             execution.cancel = Arc::clone(running.cancel());
             let park = service::Park {
                 after: park_after,
@@ -673,6 +674,14 @@ impl Engine {
             };
             drop((runner, loaded));
             running.park();
+            // The run's tasks let go of the file as they are dropped, a
+            // moment after their abort: parked means closed.
+            for _ in 0..1000 {
+                if file.strong_count() == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
             {
                 let _here = self
                     .parked
