@@ -1,8 +1,9 @@
 //! Parked runs: an execution whose only unfinished tasks are `wait:`s lets
 //! go of its file, task and run slot once it has waited `PARK_AFTER`, and
 //! is taken up again by a signal (through its handle or from another
-//! process), a cancel, or its deadline; a parked run whose process is gone
-//! is interrupted and resumable. All on a real store, with the `runtime`
+//! process), a cancel, or its deadline; a parked run whose runtime stopped
+//! is interrupted and resumable (`tests/server/executions.rs` kills a
+//! server with a run parked). All on a real store, with the `runtime`
 //! binary as the other process.
 
 #![allow(
@@ -131,7 +132,7 @@ async fn a_parked_run_lets_its_file_go_and_a_handle_signal_takes_it_up() {
         .collect();
     assert_eq!(started.len(), 1, "the wait started once: {:?}", done.events);
     assert!(
-        !Path::new(&files.socket(&id).unwrap()).exists(),
+        std::fs::symlink_metadata(files.socket(&id).unwrap()).is_err(),
         "nothing is left beside the file"
     );
 }
@@ -194,11 +195,11 @@ async fn another_process_sees_signals_and_cancels_a_parked_run() {
 async fn a_parked_run_wakes_at_its_deadline_and_by_a_handle_cancel() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
+    let cancelled = engine.start(&approval(None), json!({})).await.unwrap();
     let timed = engine
-        .start(&approval(Some("1500ms")), json!({}))
+        .start(&approval(Some("3s")), json!({}))
         .await
         .unwrap();
-    let cancelled = engine.start(&approval(None), json!({})).await.unwrap();
     until_parked(&engine, 2).await;
 
     let done = tokio::time::timeout(Duration::from_secs(20), timed.wait())
@@ -223,7 +224,7 @@ async fn a_parked_run_wakes_at_its_deadline_and_by_a_handle_cancel() {
 }
 
 #[test]
-fn a_parked_run_whose_process_is_gone_is_interrupted_and_resumes() {
+fn a_parked_run_whose_runtime_stopped_is_interrupted_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
@@ -262,4 +263,36 @@ fn a_parked_run_whose_process_is_gone_is_interrupted_and_resumes() {
         let done = resumed[0].wait().await.unwrap();
         assert_eq!(done.record.outputs["result"], "approved by lin");
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_woken_run_is_cancelled_through_its_new_control_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let workflow = Workflow::builder("approve-then-work")
+        .task(Task::wait("approve", "go"))
+        .task(
+            Task::new("work", env!("TEST_GUEST_WASM"))
+                .needs(["approve"])
+                .with("mode", "sleep"),
+        )
+        .build()
+        .unwrap();
+    let execution = engine.start(&workflow, json!({})).await.unwrap();
+    until_parked(&engine, 1).await;
+    execution.signal("go", json!({})).await.unwrap();
+    // Taken up again, it runs its long task.
+    let mut events = execution.events(0);
+    loop {
+        let (_, event) = events.next().await.unwrap().unwrap();
+        if matches!(&event.kind, EventKind::AttemptStarted { task, .. } if task == "work") {
+            break;
+        }
+    }
+    cli(dir.path(), &["cancel", execution.id()]).await;
+    let done = tokio::time::timeout(Duration::from_secs(20), execution.wait())
+        .await
+        .expect("the cancel reaches the run taken up again")
+        .unwrap();
+    assert_eq!(done.record.status, ExecutionStatus::Cancelled);
 }

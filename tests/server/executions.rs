@@ -244,8 +244,31 @@ async fn a_server_killed_mid_run_finishes_the_run_when_started_again() {
         }
     }
     drop(events);
+    // Only its wait is left, so it parks: its file closed, `<id>.sock` a
+    // link to the server's parked socket. Killed then, the run is an
+    // interrupted one like any other.
+    let link = dir
+        .path()
+        .join("executions/tenants/acme")
+        .join(format!("{id}.sock"));
+    let parking = std::time::Instant::now();
+    while !std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+        assert!(
+            parking.elapsed() < std::time::Duration::from_secs(20),
+            "the run parks"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+    let acme = orchestrator_engine::tenant::TenantId::new("acme").unwrap();
+    let executions =
+        orchestrator_engine::store::executions::ExecutionsAt::Beside(dir.path().join("store.redb"))
+            .tenant(&acme);
+    assert_eq!(
+        orchestrator_engine::executions::interrupted(&executions),
+        [id.as_str()]
+    );
 
     let server = Server::start_in(dir.path(), Some(admin_key));
     let client = server.client(&key).await;

@@ -2,8 +2,8 @@
 //! for a signal or a deadline ([`crate::service::Park`]), which hold no
 //! file, task or run slot meanwhile, only what wakes them.
 //!
-//! Other processes find them through one socket per process and
-//! executions directory, `.parked-<pid>.sock`; a parked execution's
+//! Other processes find them through one socket per engine and
+//! executions directory, `.parked-<pid>-<nonce>.sock`; a parked execution's
 //! control socket path, `<id>.sock`, is a symbolic link to it. A process
 //! that records a signal or a cancel in the file of a parked execution
 //! asks its owner to wake it (`{"op": "wake", "id": ...}`); one that wants
@@ -23,11 +23,14 @@ use tokio::sync::Notify;
 use crate::control;
 use crate::store::executions::Executions;
 
+/// Tells the parked runs of one process's engines apart.
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// The executions one engine parked, and the socket where other processes
 /// reach them.
 #[derive(Debug)]
 pub struct ParkedRuns {
-    /// `.parked-<pid>.sock` in the executions directory; `None` when the
+    /// `.parked-<pid>-<nonce>.sock` in the executions directory; `None` when the
     /// backend has no sockets (memory), whose runs never park.
     socket: Option<PathBuf>,
     inner: Arc<Mutex<Lot>>,
@@ -37,6 +40,8 @@ pub struct ParkedRuns {
 struct Lot {
     /// What wakes each parked execution, by id.
     waiting: HashMap<String, Arc<Notify>>,
+    /// How many of them have let their file go.
+    closed: usize,
     /// Answers the socket, once anything parked.
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -44,9 +49,17 @@ struct Lot {
 impl ParkedRuns {
     /// The parked runs of `executions`, none yet.
     pub fn new(executions: &Executions) -> Self {
-        let socket = executions
-            .socket("parked")
-            .map(|any| any.with_file_name(format!(".parked-{}.sock", std::process::id())));
+        // Its own name: another engine on the same directory (in this
+        // process, or in a container with the same pid) has another.
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            ^ NEXT
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .wrapping_mul(0x9e37_79b9);
+        let socket = executions.socket("parked").map(|any| {
+            any.with_file_name(format!(".parked-{}-{nonce:08x}.sock", std::process::id()))
+        });
         Self {
             socket,
             inner: Arc::default(),
@@ -59,9 +72,9 @@ impl ParkedRuns {
         self.socket.is_some()
     }
 
-    /// How many are parked now.
+    /// How many are parked now, their files closed.
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("parked lock").waiting.len()
+        self.inner.lock().expect("parked lock").closed
     }
 
     /// Whether none is.
@@ -89,16 +102,21 @@ impl ParkedRuns {
         {
             lot.server = Some(serve(socket, Arc::clone(&self.inner))?);
         }
-        lot.waiting.insert(id.to_owned(), wake);
         drop(lot);
         let target = socket.file_name().expect("a file name").to_owned();
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&target, &link)?;
+        self.inner
+            .lock()
+            .expect("parked lock")
+            .waiting
+            .insert(id.to_owned(), wake);
         Ok(Here {
             id: id.to_owned(),
             link,
             target: PathBuf::from(target),
             inner: Arc::clone(&self.inner),
+            closed: false,
         })
     }
 }
@@ -121,15 +139,28 @@ pub struct Here {
     link: PathBuf,
     target: PathBuf,
     inner: Arc<Mutex<Lot>>,
+    /// Whether its file is closed.
+    closed: bool,
+}
+
+impl Here {
+    /// Its file is closed now: it counts as parked.
+    pub fn closed(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.inner.lock().expect("parked lock").closed += 1;
+        }
+    }
 }
 
 impl Drop for Here {
     fn drop(&mut self) {
-        self.inner
-            .lock()
-            .expect("parked lock")
-            .waiting
-            .remove(&self.id);
+        let mut lot = self.inner.lock().expect("parked lock");
+        lot.waiting.remove(&self.id);
+        if self.closed {
+            lot.closed -= 1;
+        }
+        drop(lot);
         if std::fs::read_link(&self.link).is_ok_and(|to| to == self.target) {
             let _ = std::fs::remove_file(&self.link);
         }

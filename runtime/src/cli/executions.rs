@@ -361,6 +361,7 @@ pub(super) fn resume(
         let (runner, execution, workflow, executor) = {
             let store = ctx.open_store()?;
             let runner = ctx.runner(&store)?;
+            service::refuse_parked(&executions, &id)?;
             let (execution, workflow) =
                 service::reopen_execution(&executions, &id, &ctx.expressions, &store)?;
             let executor = runner.prepare(&workflow, &store)?;

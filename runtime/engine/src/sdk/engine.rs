@@ -556,16 +556,20 @@ impl Engine {
     /// # Ok(()) }
     /// ```
     pub async fn resume(&self, id: &str) -> Result<ExecutionHandle, ServiceError> {
-        let (runner, loaded, executor, execution) = self.take_up(id).await?;
+        let (runner, loaded, executor, execution) = self.take_up(id, false).await?;
         self.launch(runner, loaded, executor, execution)
     }
 
     /// Opens execution `id`, which no process runs, to run it here: its
-    /// file, workflow and plugins.
-    async fn take_up(&self, id: &str) -> Result<Work, ServiceError> {
+    /// file, workflow and plugins. One another process keeps parked is
+    /// refused, unless it is this engine's own (`own`).
+    async fn take_up(&self, id: &str, own: bool) -> Result<Work, ServiceError> {
         let engine = self.clone();
         let id = id.to_owned();
         blocking(move || {
+            if !own {
+                service::refuse_parked(&engine.executions, &id)?;
+            }
             engine.keeping.with_store(|store| {
                 let runner = engine.runner(store)?;
                 let (execution, loaded) =
@@ -645,7 +649,7 @@ impl Engine {
         mut work: Work,
         mut control: Option<ControlServer>,
     ) -> Result<(), String> {
-        let park_after = (control.is_some() && self.parked.can_park()).then_some(PARK_AFTER);
+        let mut park_after = (control.is_some() && self.parked.can_park()).then_some(PARK_AFTER);
         let mut woken = false;
         loop {
             let (runner, loaded, executor, mut execution) = work;
@@ -673,6 +677,39 @@ impl Engine {
                 Err(e) => return Err(e.to_string()),
             };
             drop((runner, loaded));
+            // Parked before the file is let go: whoever finds it busy
+            // meanwhile asks the parked socket and tries again, and what
+            // is recorded from now on wakes the run.
+            let mut here = match self
+                .parked
+                .park(&self.executions, &id, Arc::clone(running.wake()))
+            {
+                Ok(here) => Some(here),
+                Err(e) => {
+                    tracing::warn!(execution = %id, "the run cannot park, so it goes on: {e}");
+                    park_after = None;
+                    None
+                }
+            };
+            // A signal or a cancel recorded through the file before it was
+            // parked (its control socket answered until just now) wakes it.
+            if here.is_some()
+                && let Some(log) = running.live()
+            {
+                let waits = parked.waits.clone();
+                let recorded = blocking(move || {
+                    let ended = log.record()?.status != ExecutionStatus::Running;
+                    let mut signalled = false;
+                    for wait in &waits {
+                        signalled |= log.signal_payload(&wait.signal)?.is_some();
+                    }
+                    Ok(ended || signalled)
+                })
+                .await;
+                if !matches!(recorded, Ok(false)) {
+                    running.wake().notify_one();
+                }
+            }
             running.park();
             // The run's tasks let go of the file as they are dropped, a
             // moment after their abort: parked means closed.
@@ -682,11 +719,8 @@ impl Engine {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
-            {
-                let _here = self
-                    .parked
-                    .park(&self.executions, &id, Arc::clone(running.wake()))
-                    .map_err(|e| format!("execution `{id}` could not park: {e}"))?;
+            if let Some(here) = &mut here {
+                here.closed();
                 let wake_at = parked.wake_at.map(|at| {
                     let left = at.saturating_sub(orchestrator_store::executions::now_ms());
                     tokio::time::Instant::now() + std::time::Duration::from_millis(left)
@@ -702,6 +736,8 @@ impl Engine {
                     } => {}
                 }
             }
+            // Taken up while still parked, so no other process takes it
+            // meanwhile.
             work = match self.take_up_again(&id).await {
                 Ok(Some(work)) => work,
                 // Finished meanwhile (cancelled through its file) or taken
@@ -709,7 +745,10 @@ impl Engine {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(e.to_string()),
             };
+            // The cancel its handles hold.
+            work.3.cancel = Arc::clone(running.cancel());
             control = ControlServer::serve(&self.executions, &work.3).map_err(|e| e.to_string())?;
+            drop(here);
             running.unpark(Arc::clone(&work.3.log));
             woken = true;
         }
@@ -838,7 +877,7 @@ impl Engine {
     async fn take_up_again(&self, id: &str) -> Result<Option<Work>, ServiceError> {
         let mut tries = 0;
         loop {
-            let error = match self.take_up(id).await {
+            let error = match self.take_up(id, true).await {
                 Ok(work) => return Ok(Some(work)),
                 Err(e) => e,
             };

@@ -117,7 +117,7 @@ impl Running {
     }
 
     /// The log, while the run goes on.
-    fn live(&self) -> Option<Arc<ExecutionLog>> {
+    pub(super) fn live(&self) -> Option<Arc<ExecutionLog>> {
         if self.outcome.borrow().is_some() {
             return None;
         }

@@ -18,8 +18,8 @@ pub use error::ServiceError;
 pub use load::{LoadedWorkflow, load, load_sent_text, load_text};
 
 pub use recorded::{
-    Execution, Park, load_recorded, new_execution_id, reopen_execution, run_or_park, run_recorded,
-    running_record, start_execution, start_execution_as,
+    Execution, Park, load_recorded, new_execution_id, refuse_parked, reopen_execution, run_or_park,
+    run_recorded, running_record, start_execution, start_execution_as,
 };
 
 use std::collections::{HashMap, HashSet};

@@ -142,6 +142,18 @@ pub fn load_recorded(
     )
 }
 
+/// Refuses to take up execution `id` when a live process keeps it parked:
+/// that process takes it up itself when a signal, a cancel or its deadline
+/// comes.
+pub fn refuse_parked(executions: &Executions, id: &str) -> Result<(), ServiceError> {
+    if crate::parking::is_parked(executions, id) {
+        return Err(ServiceError::Conflict(format!(
+            "execution `{id}` is parked by a live process, waiting for a signal or a deadline; send the signal (`runtime signal {id} NAME`) or cancel it"
+        )));
+    }
+    Ok(())
+}
+
 /// Takes up an execution whose process stopped: its workflow text as
 /// recorded, validated again against `store`, with the plugins it started
 /// with, and the task states it had committed.
@@ -151,11 +163,6 @@ pub fn reopen_execution(
     expressions: &Expressions,
     store: &Store,
 ) -> Result<(Execution, LoadedWorkflow), ServiceError> {
-    if crate::parking::is_parked(executions, id) {
-        return Err(ServiceError::Conflict(format!(
-            "execution `{id}` is parked by a live process, waiting for a signal or a deadline; send the signal (`runtime signal {id} NAME`) or cancel it"
-        )));
-    }
     let log = executions.open(id)?;
     let record = log.record()?;
     if record.status != ExecutionStatus::Running {
