@@ -17,5 +17,6 @@ mod executions;
 mod grpcurl;
 mod harness;
 mod identities;
+mod observability;
 mod operations;
 mod rest;

@@ -13,14 +13,14 @@ use orchestrator_host_api::server::auth::PERMISSIONS;
 use orchestrator_host_api::server::rest::routes::ROUTES;
 
 /// An HTTP/1.1 answer: status, headers, body.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: http::HeaderMap,
-    body: hyper::body::Incoming,
+    pub(crate) body: hyper::body::Incoming,
 }
 
 impl Answer {
-    async fn bytes(self) -> Bytes {
+    pub(crate) async fn bytes(self) -> Bytes {
         self.body.collect().await.unwrap().to_bytes()
     }
 
@@ -34,7 +34,7 @@ impl Answer {
 }
 
 /// Sends one request on a connection of its own.
-async fn send(
+pub(crate) async fn send(
     server: &Server,
     method: &str,
     path: &str,

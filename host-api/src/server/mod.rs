@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 mod connections;
 pub mod executions;
+pub mod metrics;
 pub mod plugins;
 pub mod rest;
 mod status;
@@ -34,6 +35,7 @@ use crate::pb;
 use audit::{AuditLog, Caller};
 use auth::{Authenticator, KeyRing, Principal, Role};
 use orchestrator_engine::config::Config;
+use orchestrator_engine::metrics::Metrics;
 use orchestrator_engine::store::executions::redb::RedbExecutions;
 use orchestrator_engine::tenant::TenantId;
 use orchestrator_engine::{Engine, service::ServiceError};
@@ -126,6 +128,8 @@ pub struct Host {
     secret_names: Vec<String>,
     /// Removes old audit entries while the host lives.
     pruning: tokio::task::JoinHandle<()>,
+    /// What every tenant's runs are counted in (`/metrics`).
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for Host {
@@ -139,7 +143,9 @@ impl Host {
     /// installed), with the keys its store holds.
     pub async fn new(options: ServerOptions) -> Result<Self, ServiceError> {
         let secret_names = options.config.secrets.names().map(str::to_owned).collect();
+        let metrics = Arc::new(Metrics::new());
         let base = Engine::builder()
+            .metrics(Arc::clone(&metrics))
             .store(&options.store)
             .config(options.config)
             .without_files()
@@ -168,6 +174,7 @@ impl Host {
             keepalive: options.keepalive,
             secret_names,
             pruning,
+            metrics,
         };
         host.load_tenant_limits()
             .await
@@ -339,7 +346,9 @@ impl Host {
 
 /// The span of one call: its RPC, the caller's request id (the
 /// `x-request-id` header, or one made up), and the tenant and key once the
-/// call is authenticated ([`Host::authorize`] records them).
+/// call is authenticated ([`Host::authorize`] records them). In the
+/// caller's trace when it sent a W3C `traceparent` and traces are
+/// exported.
 fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     let request_id = request
         .headers()
@@ -347,13 +356,31 @@ fn rpc_span(request: &http::Request<()>) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 128)
         .map_or_else(made_up_request_id, str::to_owned);
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "rpc",
         rpc = %request.uri().path(),
         request_id = %request_id,
         tenant = tracing::field::Empty,
         key = tracing::field::Empty,
-    )
+    );
+    let caller = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, caller);
+    span
+}
+
+/// A request's headers, as the trace context propagator reads them.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
 }
 
 /// A request id for a call that brought none.
@@ -490,6 +517,7 @@ pub async fn serve(
     let grpc = grpc.routes().prepare().into_axum_router();
     let app = rest::router(grpc.clone(), Arc::clone(&host))
         .map_err(|e| ServiceError::Plugin(format!("the REST routes: {e}")))?
+        .route(metrics::METRICS_PATH, metrics::route(Arc::clone(&host)))
         .fallback_service(grpc_or_not_found(grpc));
     let serving = builder
         .accept_http1(true)

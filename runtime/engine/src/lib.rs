@@ -22,6 +22,7 @@ pub mod control;
 pub mod dead_letters;
 pub mod executions;
 pub mod governance;
+pub mod metrics;
 pub mod parking;
 pub mod plugin;
 pub mod quotas;

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
+use tracing::Instrument;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -101,6 +102,8 @@ impl Compiled {
 #[derive(Clone)]
 pub struct Plugin {
     name: Arc<str>,
+    /// The sha256 of its component (empty for one being pre-initialised).
+    digest: Arc<str>,
     pre: ExecutorPre<State>,
     allowed: Arc<Allowed>,
     secrets: Arc<Secrets>,
@@ -126,13 +129,14 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     /// A linked component with `allowed` and nothing else around it.
     fn linked(
-        name: Arc<str>,
+        (name, digest): (Arc<str>, Arc<str>),
         pre: ExecutorPre<State>,
         allowed: Allowed,
         secrets: Arc<Secrets>,
     ) -> Self {
         Self {
             name,
+            digest,
             pre,
             allowed: Arc::new(allowed),
             secrets,
@@ -490,7 +494,10 @@ impl Sandbox {
             }
         };
         Ok(Plugin::linked(
-            Arc::clone(&compiled.name),
+            (
+                Arc::clone(&compiled.name),
+                Arc::from(compiled.digest.as_str()),
+            ),
             pre,
             allowed,
             secrets,
@@ -555,7 +562,15 @@ impl Sandbox {
                 metering: Default::default(),
             }),
         };
-        let result = attempt::run(self.pool(), plugin, request).await;
+        let span = tracing::info_span!(
+            "plugin_call",
+            plugin = %plugin.name,
+            digest = %plugin.digest,
+            attempt = request.attempt,
+        );
+        let result = attempt::run(self.pool(), plugin, request)
+            .instrument(span)
+            .await;
         drop(slot);
         self.freed.notify_waiters();
         result

@@ -98,7 +98,12 @@ pub(super) fn snapshot(
         .instantiate_pre(&instrumented)
         .and_then(ExecutorPre::new)
         .map_err(|e| failed(format!("cannot be prepared ({e:#})")))?;
-    let plugin = Plugin::linked(Arc::from(name), pre, Allowed::default(), Arc::default());
+    let plugin = Plugin::linked(
+        (Arc::from(name), Arc::from("")),
+        pre,
+        Allowed::default(),
+        Arc::default(),
+    );
     // Its own thread and runtime: callers may be inside a runtime or not,
     // and a panic in the instrumenter must not reach them.
     let snapshot = std::thread::scope(|scope| {

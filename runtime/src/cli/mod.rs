@@ -58,6 +58,15 @@ pub struct Cli {
     /// Which log records are written (`RUST_LOG` syntax; `RUST_LOG` wins).
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
+    /// Exports spans over OTLP/gRPC to this collector (`http://host:4317`);
+    /// off unless given.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )]
+    pub otlp_endpoint: Option<String>,
     /// The store file (installed plugins). Default: `store.redb` in the
     /// user's data directory.
     #[arg(long, global = true, env = STORE_ENV, value_name = "FILE")]
@@ -303,7 +312,14 @@ impl Context {
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format, &cli.log_level);
+    let _telemetry =
+        match telemetry::init(cli.log_format, &cli.log_level, cli.otlp_endpoint.as_deref()) {
+            Ok(telemetry) => telemetry,
+            Err(problem) => {
+                eprintln!("error: {problem}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        };
     let result = context(&cli).and_then(|ctx| {
         remote::supported(&ctx, &cli.command)?;
         Ok(ctx)

@@ -194,7 +194,10 @@ impl Authenticator {
         Ok(principal)
     }
 
-    fn authenticate(
+    /// The caller of a request with `metadata` over a connection whose
+    /// client presented `peer`, whatever it may call: UNAUTHENTICATED
+    /// without a valid credential.
+    pub fn authenticate(
         &self,
         metadata: &MetadataMap,
         peer: Option<&[CertificateDer<'static>]>,

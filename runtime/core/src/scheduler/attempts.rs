@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -194,7 +195,10 @@ impl<E: Executor, J: Journal + Clone> TaskAttempts<E, J> {
             if let Some(journal) = &self.attempter.journal {
                 journal.attempt_started(&request.task_id, *attempt, request.fallback);
             }
-            let mut failure = match self.attempter.executor.execute(request.clone()).await {
+            let span =
+                tracing::info_span!("attempt", attempt = *attempt, fallback = request.fallback);
+            let executing = self.attempter.executor.execute(request.clone());
+            let mut failure = match executing.instrument(span).await {
                 Ok(success) => return Ok(success),
                 Err(failure) => failure,
             };

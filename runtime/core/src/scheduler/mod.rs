@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 pub use attempts::{Outcome, PendingRetry};
 pub use effects::Effects;
@@ -273,16 +274,21 @@ impl<E: Executor> Scheduler<E> {
                             waits_started.clone(),
                         );
                         let (signal, default) = (wait.signal.clone(), wait.default.clone());
-                        let handle = running.spawn(async move {
-                            Outcome::once(match waiting.await {
-                                Ok(outcome) => waited(outcome, &signal, default),
-                                Err(message) => Err(TaskFailure {
-                                    kind: FailureKind::Internal,
-                                    message,
-                                    metering: Metering::default(),
-                                }),
-                            })
-                        });
+                        let span =
+                            tracing::info_span!("task", task = %task.id, plugin = %task.uses);
+                        let handle = running.spawn(
+                            async move {
+                                Outcome::once(match waiting.await {
+                                    Ok(outcome) => waited(outcome, &signal, default),
+                                    Err(message) => Err(TaskFailure {
+                                        kind: FailureKind::Internal,
+                                        message,
+                                        metering: Metering::default(),
+                                    }),
+                                })
+                            }
+                            .instrument(span),
+                        );
                         running_ids.insert(handle.id(), i);
                     }
                     Ok(request) => {
@@ -515,6 +521,9 @@ impl<E: Executor> Scheduler<E> {
         journal: Option<&J>,
     ) -> Result<Unit, Box<TaskReport>> {
         let task = &run.plan.tasks[i];
+        // Its attempts (or items) are spans under it, and it under the
+        // run's span, the current one.
+        let span = tracing::info_span!("task", task = %task.id, plugin = %task.uses);
         let attempter = Attempter {
             executor: Arc::clone(&self.executor),
             journal: journal.cloned(),
@@ -540,11 +549,12 @@ impl<E: Executor> Scheduler<E> {
             }
             .run();
             let Some(timeout) = task.timeout else {
-                return Ok(Box::pin(fan_out));
+                return Ok(Box::pin(fan_out.instrument(span)));
             };
             // The task's timeout bounds all its items together.
-            return Ok(Box::pin(async move {
-                tokio::time::timeout(timeout, fan_out)
+            return Ok(Box::pin(
+                async move {
+                    tokio::time::timeout(timeout, fan_out)
                     .await
                     .unwrap_or_else(|_| {
                         Outcome::once(Err(TaskFailure {
@@ -556,7 +566,9 @@ impl<E: Executor> Scheduler<E> {
                             metering: Metering::default(),
                         }))
                     })
-            }));
+                }
+                .instrument(span),
+            ));
         }
         let fallback = run.fallback_request(i, &request)?;
         Ok(Box::pin(
@@ -567,7 +579,8 @@ impl<E: Executor> Scheduler<E> {
                 fallback,
                 timeout: task.timeout,
             }
-            .run(),
+            .run()
+            .instrument(span),
         ))
     }
 }

@@ -25,6 +25,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -297,11 +299,18 @@ impl<E: Executor> Executor for Governed<E> {
         if !self.policies.guards(&request) {
             return self.governed(request).await;
         }
-        let (request, verdicts) = self.policies.before(&self.inner, request).await?;
+        let before = tracing::info_span!("policy_check", stage = "before");
+        let (request, verdicts) = self
+            .policies
+            .before(&self.inner, request)
+            .instrument(before)
+            .await?;
         let checked = request.clone();
         let success = self.governed(request).await?;
+        let after = tracing::info_span!("policy_check", stage = "after");
         self.policies
             .after(&self.inner, &checked, success, verdicts)
+            .instrument(after)
             .await
     }
 }

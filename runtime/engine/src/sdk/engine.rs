@@ -11,12 +11,15 @@ use std::sync::{Arc, Mutex, Weak};
 
 use indexmap::IndexMap;
 use serde_json::Value;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::handle::{Ending, ExecutionHandle, Running};
 use super::workflow::Workflow;
 use crate::config::Config;
 use crate::control::ControlServer;
 use crate::executions::{self, ListFilter, Listing};
+use crate::metrics::Metrics;
 use crate::parking::ParkedRuns;
 use crate::service::{self, Runner, ServiceError};
 use orchestrator_core::expr::Expressions;
@@ -38,6 +41,8 @@ pub struct EngineBuilder {
     tenant: TenantId,
     /// Refuse workflows that name `.wasm` files.
     no_files: bool,
+    /// What its runs are counted in.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Where an engine keeps plugins and executions.
@@ -203,6 +208,16 @@ impl EngineBuilder {
         }
     }
 
+    /// Counts its executions, tasks and commits in `metrics` (a server's
+    /// `/metrics`); engines made from it ([`Engine::for_tenant`]) count in
+    /// the same.
+    pub fn metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..self
+        }
+    }
+
     /// Starts the sandbox and opens the store once, installing the
     /// built-in plugins the tenant lacks.
     ///
@@ -244,6 +259,7 @@ impl EngineBuilder {
             started: Arc::default(),
             starting: Arc::default(),
             files: !self.no_files,
+            metrics: self.metrics,
         })
     }
 }
@@ -284,6 +300,8 @@ pub struct Engine {
     files: bool,
     /// Its runs that are parked, waiting for a signal or a deadline.
     pub(super) parked: Arc<ParkedRuns>,
+    /// What its runs are counted in.
+    pub(super) metrics: Option<Arc<Metrics>>,
 }
 
 /// How long a run's only unfinished tasks must have been waiting (for a
@@ -527,8 +545,12 @@ impl Engine {
             })
             .await?
         };
+        let launched = self.launch(runner, loaded, executor, execution)?;
+        if let Some(metrics) = &self.metrics {
+            metrics.execution_started(&self.tenant);
+        }
         Ok(Started {
-            execution: self.launch(runner, loaded, executor, execution)?,
+            execution: launched,
             created: true,
         })
     }
@@ -614,7 +636,17 @@ impl Engine {
             started.insert(execution.id.clone(), Arc::downgrade(&run));
         }
         let engine = self.clone();
-        tokio::spawn(async move {
+        // The run's span: a root in this process (a child would keep the
+        // caller's span open as long as the run), in the caller's trace.
+        let span = tracing::info_span!(
+            parent: None,
+            "execution",
+            tenant = %self.tenant.as_str(),
+            execution = %execution.id,
+            workflow = %loaded.plan.name,
+        );
+        let _ = span.set_parent(tracing::Span::current().context());
+        let running = async move {
             // Ends the run even if driving it panics.
             let ending = Ending(run);
             let work = (runner, loaded, executor, execution);
@@ -624,7 +656,8 @@ impl Engine {
             if let Err(e) = tokio::task::spawn_blocking(move || run.end(outcome)).await {
                 tracing::warn!("ending a run failed: {e}");
             }
-        });
+        };
+        tokio::spawn(running.instrument(span));
         Ok(handle)
     }
 
@@ -774,7 +807,8 @@ impl Engine {
                 store,
                 &self.tenant,
             )?
-            .with_executions_at(self.keeping.executions_at()))
+            .with_executions_at(self.keeping.executions_at())
+            .with_metrics(self.metrics.clone()))
     }
 }
 

@@ -31,6 +31,7 @@
 mod engine;
 mod handle;
 mod letters;
+mod metered;
 mod parked_run;
 mod registry;
 mod tenancy;

@@ -32,6 +32,7 @@ use serde_json::Value;
 use crate::breakers::{BreakerExecutor, BreakerKey, Breakers, Guard, HostBreakers};
 use crate::config::Secrets;
 use crate::governance::{CacheRule, Governed, Prices};
+use crate::metrics::Metrics;
 use crate::plugin::{self, Allowed, Resolved};
 use crate::quotas::{Quotas, TenantSpend};
 use crate::rate_limits::RateLimits;
@@ -113,6 +114,8 @@ pub struct Runner {
     quotas: Option<Arc<Quotas>>,
     /// Where executions are kept (default: beside the store file).
     executions_at: Option<ExecutionsAt>,
+    /// What its runs are counted in.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Runner {
@@ -136,6 +139,7 @@ impl Runner {
             host_policies: Policies::default(),
             quotas: None,
             executions_at: None,
+            metrics: None,
         }
     }
 
@@ -159,6 +163,12 @@ impl Runner {
                 None => ExecutionsAt::Memory(MemoryExecutions::new()).tenant(tenant),
             },
         }
+    }
+
+    /// The same runner, counting its recorded runs, their tasks and
+    /// commits in `metrics`.
+    pub fn with_metrics(self, metrics: Option<Arc<Metrics>>) -> Self {
+        Self { metrics, ..self }
     }
 
     /// The same runner, holding each tenant's runs to `quotas`.
@@ -608,7 +618,27 @@ impl Runner {
         executor.count_spent(&execution.done);
         let scheduler = Scheduler::new(Arc::new(executor), self.expressions.clone());
         let plan = &workflow.plan;
-        let ran = run_or_park(&scheduler, plan, execution, concurrency, observe, park).await;
+        let tenant = execution.tenant.clone();
+        let counted = |event: Event<'_>| {
+            if let (Some(metrics), Event::Finished(report)) = (&self.metrics, event) {
+                metrics.task_finished(&tenant, report);
+            }
+            observe(event);
+        };
+        let metrics = self.metrics.clone();
+        let ran = run_or_park(
+            &scheduler,
+            plan,
+            execution,
+            concurrency,
+            &counted,
+            park,
+            metrics,
+        )
+        .await;
+        if let (Some(metrics), Ok(Ran::Finished(report))) = (&self.metrics, &ran) {
+            metrics.execution_finished(&tenant, report.status);
+        }
         emits.close().await;
         self.breakers.flush().await;
         ran

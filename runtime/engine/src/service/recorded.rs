@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::error::ServiceError;
 use super::load::{LoadedWorkflow, load_text};
+use crate::metrics::TimedJournal;
 use orchestrator_core::expr::Expressions;
 use orchestrator_core::scheduler::{
     Cancel, Event, Executor, PendingRetry, Ran, RunOptions, RunReport, RunStatus,
@@ -262,6 +263,7 @@ pub async fn run_recorded<E: Executor>(
         concurrency,
         observe,
         Park::never(),
+        None,
     )
     .await?
     {
@@ -298,6 +300,7 @@ pub async fn run_or_park<E: Executor>(
     concurrency: Option<usize>,
     observe: &(dyn Fn(Event<'_>) + Sync),
     park: Park,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 ) -> Result<Ran, ServiceError> {
     let Execution {
         id,
@@ -317,7 +320,7 @@ pub async fn run_or_park<E: Executor>(
             .await
             .map_err(|e| ServiceError::Plugin(e.to_string()))??;
     }
-    let journal = ExecutionJournal::new(Arc::clone(&log));
+    let journal = TimedJournal::new(ExecutionJournal::new(Arc::clone(&log)), metrics);
     let options = RunOptions {
         concurrency,
         journal: Some(&journal),

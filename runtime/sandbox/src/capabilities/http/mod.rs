@@ -43,6 +43,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tracing::Instrument;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::Plugin;
@@ -210,6 +211,14 @@ impl WasiHttpHooks for Egress {
         fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         drop(fut);
+        // Made here, inside the plugin call: the request's future runs
+        // on a task of its own.
+        let span = tracing::info_span!(
+            "http_request",
+            method = %request.method(),
+            host = request.uri().host().unwrap_or_default(),
+            status = tracing::field::Empty,
+        );
         // Counted first: a refused request counts towards the attempt's
         // caps as much as a sent one.
         let checked = self
@@ -221,19 +230,27 @@ impl WasiHttpHooks for Egress {
             steps: Arc::clone(&self.steps),
             at: 0,
         };
-        Box::new(async move {
-            let ((request, target), slot) = checked?;
-            let connect_timeout = options
-                .and_then(|o| o.connect_timeout)
-                .unwrap_or(CONNECT_TIMEOUT);
-            next.send(Outgoing {
-                request,
-                target,
-                connect_timeout,
-                slot,
-            })
-            .await
-        })
+        Box::new(
+            async move {
+                let ((request, target), slot) = checked?;
+                let connect_timeout = options
+                    .and_then(|o| o.connect_timeout)
+                    .unwrap_or(CONNECT_TIMEOUT);
+                let sent = next
+                    .send(Outgoing {
+                        request,
+                        target,
+                        connect_timeout,
+                        slot,
+                    })
+                    .await;
+                if let Ok((response, _)) = &sent {
+                    tracing::Span::current().record("status", response.status().as_u16());
+                }
+                sent
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -1,0 +1,83 @@
+//! A journal that times its commits for [`Metrics`] and traces: the same
+//! journal, each commit a span and its duration (from the call to its
+//! end) observed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use super::Metrics;
+use orchestrator_core::scheduler::{
+    Journal, PendingRetry, Signals, TaskFailure, TaskReport, WaitOutcome,
+};
+
+/// `J`, its commits timed into `metrics`.
+#[derive(Debug, Clone)]
+pub struct TimedJournal<J> {
+    inner: J,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl<J> TimedJournal<J> {
+    /// `inner`, timed into `metrics` when there are any.
+    pub fn new(inner: J, metrics: Option<Arc<Metrics>>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+impl<J: Journal> Journal for TimedJournal<J> {
+    fn attempt_started(&self, task: &str, attempt: u32, fallback: bool) {
+        self.inner.attempt_started(task, attempt, fallback);
+    }
+
+    fn attempt_failed(
+        &self,
+        task: &str,
+        attempt: u32,
+        failure: &TaskFailure,
+        retry: Option<PendingRetry>,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        self.inner.attempt_failed(task, attempt, failure, retry)
+    }
+
+    fn commit(
+        &self,
+        reports: Vec<TaskReport>,
+        idle: bool,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        let started = Instant::now();
+        let span = tracing::info_span!("commit", states = reports.len());
+        // Called now: the commit starts before the future is polled.
+        let committing = span.in_scope(|| self.inner.commit(reports, idle));
+        let metrics = self.metrics.clone();
+        async move {
+            let committed = committing.await;
+            if let Some(metrics) = metrics {
+                metrics.commit(started.elapsed());
+            }
+            committed
+        }
+        .instrument(span)
+    }
+}
+
+impl<J: Signals> Signals for TimedJournal<J> {
+    fn start_wait(
+        &self,
+        task: &str,
+        signal: &str,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Option<u64>, String>> + Send + 'static {
+        self.inner.start_wait(task, signal, timeout)
+    }
+
+    fn wait(
+        &self,
+        signal: &str,
+        deadline: Option<u64>,
+    ) -> impl Future<Output = WaitOutcome> + Send + 'static {
+        self.inner.wait(signal, deadline)
+    }
+}

@@ -1,0 +1,291 @@
+//! What a server shows of its runs: spans exported over OTLP to a receiver
+//! this test runs on 127.0.0.1 (the span tree of a run, in the trace of
+//! the call that started it), and `/metrics` scraped and parsed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+use crate::harness::*;
+use crate::rest::send;
+
+/// Keeps every span it is sent.
+#[derive(Default, Clone)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// Starts a receiver on 127.0.0.1; its address and what it receives.
+async fn receiver() -> (String, Receiver) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let receiver = Receiver::default();
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (format!("http://{address}"), receiver)
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    let value = span
+        .attributes
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?;
+    match value.value.as_ref()? {
+        AnyValue::StringValue(s) => Some(s.clone()),
+        AnyValue::IntValue(i) => Some(i.to_string()),
+        AnyValue::BoolValue(b) => Some(b.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const TWO_STEPS: &str = "name: two-steps\ntasks:\n  - { id: first, uses: transform, with: { script: '21' } }\n  - { id: second, uses: transform, needs: [first], with: { n: '${{ tasks.first.output }}', script: 'n * 2' } }\noutputs:\n  answer: ${{ tasks.second.output }}\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
+    let (endpoint, receiver) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(dir.path(), None, &["--otlp-endpoint", &endpoint]);
+    let admin = server.client(&server.admin_key).await;
+
+    // The caller's trace: a W3C traceparent on the call that starts it.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let mut request = tonic::Request::new(start(TWO_STEPS, "traced-1"));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
+    );
+    let id = admin
+        .executions()
+        .start(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution_id;
+    let done = admin
+        .executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: id.clone(),
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.outputs_json, r#"{"answer":42}"#);
+
+    // The metrics count it, to the host's admin only.
+    let (status, _) = scrape(&server, "").await;
+    assert_eq!(status, 401, "no credential");
+    let viewer = server.key("default", "viewer").await;
+    let (status, _) = scrape(&server, &viewer).await;
+    assert_eq!(status, 403, "not an admin");
+    let (status, text) = scrape(&server, &server.admin_key).await;
+    assert_eq!(status, 200, "{text}");
+    let samples = parse(&text);
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
+    };
+    assert_eq!(
+        value(
+            "orchestrator_executions_started_total",
+            &[("tenant", "default")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "orchestrator_executions_finished_total",
+            &[("tenant", "default"), ("outcome", "succeeded")]
+        ),
+        1.0
+    );
+    let transform = [("tenant", "default"), ("plugin", "transform")];
+    assert_eq!(
+        value(
+            "orchestrator_tasks_total",
+            &[
+                ("tenant", "default"),
+                ("plugin", "transform"),
+                ("status", "succeeded")
+            ]
+        ),
+        2.0
+    );
+    assert_eq!(value("orchestrator_task_attempts_total", &transform), 2.0);
+    assert_eq!(
+        value("orchestrator_task_duration_seconds_count", &transform),
+        2.0
+    );
+    assert!(value("orchestrator_task_duration_seconds_sum", &transform) > 0.0);
+    assert!(value("orchestrator_task_fuel_sum", &transform) > 0.0);
+    assert!(value("orchestrator_task_peak_memory_bytes_sum", &transform) > 0.0);
+    assert!(value("orchestrator_store_commit_duration_seconds_count", &[]) >= 1.0);
+    assert_eq!(
+        value("orchestrator_executions_parked", &[("tenant", "default")]),
+        0.0
+    );
+    assert_eq!(value("orchestrator_tasks_running", &[]), 0.0);
+    assert!(!text.contains(&id), "no execution id is a label:\n{text}");
+
+    // Stopped, the server sends the spans it has not sent yet.
+    assert!(server.terminate().success());
+    let spans = receiver.spans.lock().unwrap().clone();
+    let named = |name: &str| -> Vec<&Span> { spans.iter().filter(|s| s.name == name).collect() };
+    let by_id: HashMap<Vec<u8>, &Span> = spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    let parent = |span: &Span| by_id.get(&span.parent_span_id).copied();
+
+    let rpc = named("rpc")
+        .into_iter()
+        .find(|s| attribute(s, "rpc").is_some_and(|r| r.ends_with("/Start")))
+        .unwrap_or_else(|| panic!("no span of the Start call among {:?}", names(&spans)));
+    assert_eq!(
+        hex(&rpc.trace_id),
+        trace_id,
+        "the call continues the caller's trace"
+    );
+    assert_eq!(hex(&rpc.parent_span_id), caller_span);
+    assert_eq!(attribute(rpc, "tenant").as_deref(), Some("default"));
+
+    let execution = named("execution");
+    assert_eq!(execution.len(), 1, "{:?}", names(&spans));
+    let execution = execution[0];
+    assert_eq!(
+        hex(&execution.trace_id),
+        trace_id,
+        "the run is in the caller's trace"
+    );
+    assert_eq!(
+        execution.parent_span_id, rpc.span_id,
+        "the run is under the call that started it"
+    );
+    assert_eq!(
+        attribute(execution, "execution").as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        attribute(execution, "workflow").as_deref(),
+        Some("two-steps")
+    );
+
+    let tasks = named("task");
+    let mut task_ids: Vec<String> = tasks.iter().filter_map(|t| attribute(t, "task")).collect();
+    task_ids.sort();
+    assert_eq!(task_ids, ["first", "second"]);
+    for task in &tasks {
+        assert_eq!(
+            task.parent_span_id, execution.span_id,
+            "a task is under its run"
+        );
+        assert_eq!(attribute(task, "plugin").as_deref(), Some("transform"));
+    }
+    let attempts = named("attempt");
+    assert_eq!(attempts.len(), 2, "{:?}", names(&spans));
+    for attempt in &attempts {
+        let task = parent(attempt).expect("an attempt has a parent");
+        assert_eq!(task.name, "task");
+        assert_eq!(attribute(attempt, "attempt").as_deref(), Some("1"));
+    }
+    let calls = named("plugin_call");
+    assert_eq!(calls.len(), 2, "{:?}", names(&spans));
+    for call in &calls {
+        let attempt = parent(call).expect("a plugin call has a parent");
+        assert_eq!(attempt.name, "attempt");
+        let plugin = attribute(call, "plugin").unwrap_or_default();
+        assert!(plugin.starts_with("transform@"), "name@version: {plugin}");
+        let digest = attribute(call, "digest").unwrap_or_default();
+        assert_eq!(digest.len(), 64, "the component's sha256: {digest}");
+    }
+    let commits = named("commit");
+    assert!(!commits.is_empty(), "{:?}", names(&spans));
+    assert!(commits.iter().all(|c| c.trace_id == execution.trace_id));
+}
+
+fn names(spans: &[Span]) -> Vec<&str> {
+    spans.iter().map(|s| s.name.as_str()).collect()
+}
+
+/// `GET /metrics` with `key` (none when empty): status and body.
+async fn scrape(server: &Server, key: &str) -> (u16, String) {
+    let bearer = format!("Bearer {key}");
+    let headers: &[(&str, &str)] = if key.is_empty() {
+        &[]
+    } else {
+        &[("authorization", &bearer)]
+    };
+    let answer = send(server, "GET", "/metrics", headers, Vec::new()).await;
+    let status = answer.status;
+    (
+        status,
+        String::from_utf8(answer.bytes().await.to_vec()).unwrap(),
+    )
+}
+
+/// The samples of a Prometheus text: name, labels, value.
+fn parse(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {
+    let mut samples = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("a number: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (name, labels.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').expect("label=\"value\"");
+                (k.to_owned(), v.trim_matches('"').to_owned())
+            })
+            .collect();
+        samples.push((name.to_owned(), labels, value));
+    }
+    samples
+}
