@@ -8,6 +8,9 @@
 //! `cargo bench --bench overhead` (set `BENCH_DIR` to measure another disk
 //! than the system's temporary directory).
 
+#[path = "common/shapes.rs"]
+mod shapes;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,19 +25,11 @@ use orchestrator_engine::scheduler::{
 use orchestrator_engine::store::executions::{
     EventKind, ExecutionJournal, ExecutionRecord, ExecutionStatus, Executions, now_ms,
 };
-use orchestrator_engine::workflow::{self, Durability, Plan, PluginCatalog};
+use orchestrator_engine::workflow::{Durability, Plan};
 use serde_json::{Value, json};
 
 const TASKS: usize = 1000;
 const RUNS: usize = 7;
-
-struct AnyPlugin;
-
-impl PluginCatalog for AnyPlugin {
-    fn check(&self, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 /// Returns at once: what is left is the scheduler's own cost.
 struct InProcess;
@@ -49,15 +44,9 @@ impl Executor for InProcess {
     }
 }
 
+/// `TASKS` tasks in `shape`.
 fn plan(shape: &str) -> Plan {
-    let mut yaml = format!("name: {shape}\ntasks:\n");
-    for i in 0..TASKS {
-        yaml.push_str(&format!("  - id: t{i}\n    uses: guest\n"));
-        if shape == "chain" && i > 0 {
-            yaml.push_str(&format!("    needs: [t{}]\n", i - 1));
-        }
-    }
-    workflow::load(&yaml, shape, &Expressions::new(), &AnyPlugin).expect("valid")
+    shapes::plan(shape, TASKS)
 }
 
 /// Median wall time per task over `RUNS` runs.

@@ -372,3 +372,88 @@ outputs:
     assert_eq!(runs("second"), 2, "the task the kill cut off ran again");
     assert_eq!(runs("third"), 1);
 }
+
+/// A `for_each` of 200 transform items, every 50th failing.
+const FAN_OUT: &str = r#"name: progress
+tasks:
+  - id: list
+    uses: transform
+    with: { script: 'let all = []; for i in 0..200 { all.push(i) } all' }
+  - id: each
+    uses: transform
+    needs: [list]
+    for_each: ${{ tasks.list.output }}
+    concurrency: 4
+    min_success_ratio: 0.9
+    with:
+      n: ${{ item }}
+      script: 'if n % 50 == 49 { throw "no" } else { n * 2 }'
+"#;
+
+#[test]
+fn a_fan_out_shows_its_progress_and_its_wall_time_apart_from_its_items_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, out) = run_cli(dir.path(), FAN_OUT);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Not a terminal: a plain line at each tenth of the items.
+    assert!(
+        stderr.contains("  started  each  transform  200 items"),
+        "{stderr}"
+    );
+    let tenths: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("items  each"))
+        .collect();
+    assert_eq!(tenths.len(), 10, "{stderr}");
+    assert!(tenths[0].contains("20/200 items"), "{}", tenths[0]);
+    assert!(
+        tenths[9].contains("200/200 items  4 failed"),
+        "{}",
+        tenths[9]
+    );
+    assert!(
+        tenths[4].contains("/s  ETA "),
+        "rate and time left: {}",
+        tenths[4]
+    );
+    assert!(!stderr.contains('\r'), "no redrawing when not a terminal");
+    let finished = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("ok  each"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        finished.contains(" wall, ") && finished.contains(" in items"),
+        "wall time and the items' time apart: {finished}"
+    );
+}
+
+#[test]
+fn on_a_terminal_a_fan_out_redraws_one_progress_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yaml");
+    std::fs::write(&file, FAN_OUT).unwrap();
+    // `script` gives the run a terminal (util-linux, on every Debian).
+    let command = format!("{:?} run {}", cli(dir.path()).get_program(), file.display());
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qefc", &command, "/dev/null"])
+        .current_dir(common::root());
+    for (key, value) in cli(dir.path()).get_envs() {
+        if let Some(value) = value {
+            script.env(key, value);
+        }
+    }
+    let out = script.output().unwrap();
+    assert_ok(&out);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let redraws = shown.matches("\r\u{1b}[2K    items  each  ").count();
+    assert!(redraws >= 1, "redrawn in place: {shown:?}");
+    assert!(shown.contains("200/200 items  4 failed"), "{shown:?}");
+    assert!(
+        !shown
+            .lines()
+            .any(|l| l.starts_with("    items  each  20/200")),
+        "no line per tenth on a terminal: {shown:?}"
+    );
+}

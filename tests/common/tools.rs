@@ -161,3 +161,50 @@ fn with_lock(dir: &Path, f: impl FnOnce()) {
     f();
     drop(lock);
 }
+
+/// Where Debian's Chromium is, the browser the web console is tested in.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Debian's `chromium` (headless, for the console's browser test),
+/// installed with `apt-get` when missing (as root, or through `sudo -n`).
+pub fn chromium() -> PathBuf {
+    let path = PathBuf::from(CHROMIUM);
+    with_lock(&tools_dir().join("chromium"), || {
+        if path.exists() {
+            return;
+        }
+        let root = rustix::process::geteuid().is_root();
+        let apt = |args: &[&str]| {
+            let mut command = if root {
+                Command::new("apt-get")
+            } else {
+                let mut sudo = Command::new("sudo");
+                sudo.args(["-n", "apt-get"]);
+                sudo
+            };
+            let status = command
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .unwrap_or_else(|e| panic!("apt-get is needed to install chromium: {e}"));
+            assert!(
+                status.success(),
+                "`apt-get {}` failed: install Debian's `chromium` package (as root) and run the tests again",
+                args.join(" ")
+            );
+        };
+        apt(&["update", "-qq"]);
+        apt(&[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+        ]);
+    });
+    assert!(
+        path.exists(),
+        "{CHROMIUM} is missing after installing `chromium`"
+    );
+    path
+}

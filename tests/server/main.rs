@@ -13,6 +13,7 @@ mod common;
 
 mod access;
 mod clients;
+mod console;
 mod executions;
 mod grpcurl;
 mod harness;

@@ -170,6 +170,7 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
     );
     assert_eq!(value("orchestrator_tasks_running", &[]), 0.0);
     assert!(!text.contains(&id), "no execution id is a label:\n{text}");
+    documented(&text);
 
     // Stopped, the server sends the spans it has not sent yet.
     assert!(server.terminate().success());
@@ -242,6 +243,48 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
     let commits = named("commit");
     assert!(!commits.is_empty(), "{:?}", names(&spans));
     assert!(commits.iter().all(|c| c.trace_id == execution.trace_id));
+}
+
+/// Every metric served is in `docs/observability.md`, and every metric
+/// the Grafana dashboard asks for is served.
+fn documented(text: &str) {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let docs = std::fs::read_to_string(format!("{root}/docs/observability.md")).unwrap();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(families.len() >= 16, "{families:?}");
+    for family in &families {
+        assert!(
+            docs.contains(&format!("`{family}`")) || docs.contains(&format!("`{family}_total`")),
+            "{family} is not in docs/observability.md"
+        );
+    }
+    let dashboard =
+        std::fs::read_to_string(format!("{root}/docs/grafana/orchestrator.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !word.starts_with("orchestrator_") {
+                    continue;
+                }
+                let family = ["_bucket", "_sum", "_count", "_total"]
+                    .iter()
+                    .fold(word, |w, suffix| w.strip_suffix(suffix).unwrap_or(w));
+                assert!(
+                    families.contains(&family),
+                    "the dashboard asks for {word}, which is not served"
+                );
+                asked += 1;
+            }
+        }
+    }
+    assert!(asked >= 16, "the dashboard names the metrics");
 }
 
 fn names(spans: &[Span]) -> Vec<&str> {

@@ -132,6 +132,19 @@ fn dead_letter(letter: &Letter) -> pb::DeadLetter {
     }
 }
 
+/// The tasks of workflow `text` and what each needs, to draw its DAG.
+pub fn graph(text: &str, label: &str) -> Vec<pb::TaskNode> {
+    let expressions = orchestrator_engine::expr::Expressions::new();
+    orchestrator_engine::workflows::outline(text, label, &expressions)
+        .into_iter()
+        .map(|task| pb::TaskNode {
+            id: task.id,
+            uses: task.uses,
+            needs: task.needs,
+        })
+        .collect()
+}
+
 /// An execution as the API shows it; its events in `detail_json` when
 /// `events`.
 pub fn execution(view: &ExecutionView, events: bool) -> pb::Execution {
@@ -168,6 +181,7 @@ pub fn execution(view: &ExecutionView, events: bool) -> pb::Execution {
             })
             .collect(),
         detail_json: detail.to_string(),
+        graph: Vec::new(),
     }
 }
 
@@ -229,7 +243,9 @@ impl pb::executions_server::Executions for ExecutionsService {
         let id = &request.get_ref().execution_id;
         let handle = self.execution(&request, rpc, id).await?.1?;
         let view = handle.status().await.map_err(status::of)?;
-        Ok(Response::new(execution(&view, request.get_ref().events)))
+        let mut shown = execution(&view, request.get_ref().events);
+        shown.graph = graph(&view.record.source, &view.record.file);
+        Ok(Response::new(shown))
     }
 
     async fn list(

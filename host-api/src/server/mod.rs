@@ -5,7 +5,8 @@
 //! the [`auth::KeyRing`]. [`serve`] puts the services on one port: the
 //! `orchestrator.v1` services over gRPC, gRPC-web and REST/JSON
 //! ([`rest`]), `grpc.health.v1` health and gRPC reflection (both without
-//! credentials, for probes and `grpcurl`). Started again
+//! credentials, for probes and `grpcurl`), Prometheus metrics
+//! ([`metrics`]) and the web console ([`console`]). Started again
 //! after a crash, the host takes up the executions left unfinished
 //! ([`Host::resume_interrupted`]).
 
@@ -14,6 +15,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 mod connections;
+pub mod console;
 pub mod executions;
 pub mod metrics;
 pub mod plugins;
@@ -517,8 +519,8 @@ pub async fn serve(
     let grpc = grpc.routes().prepare().into_axum_router();
     let app = rest::router(grpc.clone(), Arc::clone(&host))
         .map_err(|e| ServiceError::Plugin(format!("the REST routes: {e}")))?
-        .route(metrics::METRICS_PATH, metrics::route(Arc::clone(&host)))
-        .fallback_service(grpc_or_not_found(grpc));
+        .route(metrics::METRICS_PATH, metrics::route(Arc::clone(&host)));
+    let app = console::routes(app).fallback_service(grpc_or_not_found(grpc));
     let serving = builder
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))

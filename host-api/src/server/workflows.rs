@@ -87,6 +87,7 @@ impl pb::workflows_server::Workflows for WorkflowsService {
             .workflow(&request.name, version)
             .await
             .map_err(status::of)?;
+        let graph = super::executions::graph(&found.source, &found.file);
         Ok(Response::new(pb::GetWorkflowResponse {
             workflow: Some(pb::RegisteredWorkflow {
                 name: found.name,
@@ -94,6 +95,7 @@ impl pb::workflows_server::Workflows for WorkflowsService {
                 added_at: found.added_at,
                 file: found.file,
             }),
+            graph,
             text: found.source,
         }))
     }

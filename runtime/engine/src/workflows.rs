@@ -66,3 +66,49 @@ pub fn add_sent(
 pub fn list(store: &Store, tenant: &TenantId) -> Result<Vec<StoredWorkflow>, ServiceError> {
     Ok(store.workflows(tenant.as_str())?)
 }
+
+/// One task of a workflow as a drawing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutline {
+    /// Its id.
+    pub id: String,
+    /// Its plugin, as the workflow names it (`wait` for a wait).
+    pub uses: String,
+    /// The ids of the tasks it needs.
+    pub needs: Vec<String>,
+}
+
+/// The tasks of workflow `text` in file order, read only to draw them:
+/// its plugins are not looked up (whoever runs it checks them). Empty
+/// when the text does not plan.
+pub fn outline(text: &str, label: &str, expressions: &Expressions) -> Vec<TaskOutline> {
+    struct Anything;
+    impl orchestrator_core::workflow::PluginCatalog for Anything {
+        fn check(&self, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let Ok(definition) = orchestrator_core::workflow::parse(text, label) else {
+        return Vec::new();
+    };
+    let Ok(plan) = orchestrator_core::workflow::validate(definition, label, expressions, &Anything)
+    else {
+        return Vec::new();
+    };
+    plan.tasks
+        .iter()
+        .map(|task| TaskOutline {
+            id: task.id.clone(),
+            uses: if task.wait.is_some() {
+                "wait".to_owned()
+            } else {
+                task.uses.clone()
+            },
+            needs: task
+                .needs
+                .iter()
+                .map(|&i| plan.tasks[i].id.clone())
+                .collect(),
+        })
+        .collect()
+}

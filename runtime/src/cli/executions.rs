@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use serde_json::Value;
 
@@ -406,9 +407,9 @@ pub(super) fn drive(
             }
         })
     };
-    let report =
-        ctx.tokio
-            .block_on(runner.drive(workflow, executor, execution, concurrency, &|_| {}));
+    let span = service::execution_span(&execution, &workflow.plan.name);
+    let driving = runner.drive(workflow, executor, execution, concurrency, &|_| {});
+    let report = ctx.tokio.block_on(driving.instrument(span));
     ctx.tokio.block_on(async {
         // A run that finished has its last event committed: the printer
         // ends once it has printed it. One that never started has none.

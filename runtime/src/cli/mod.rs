@@ -27,6 +27,7 @@ mod audit;
 mod dlq;
 mod executions;
 mod plugins;
+mod progress;
 mod remote;
 mod run;
 mod serve;
@@ -275,7 +276,7 @@ struct Context {
     /// Whose data the command works with.
     tenant: TenantId,
     /// Where a run's progress and streamed text are printed.
-    progress: Arc<run::Progress>,
+    progress: Arc<progress::Progress>,
     /// The server to ask instead of the store (`--server`), with the key.
     server: Option<(String, Option<String>)>,
 }
@@ -423,7 +424,17 @@ fn context(cli: &Cli) -> Result<Context, ServiceError> {
             None => (Config::default_path(), false),
         },
         tenant: cli.tenant.clone(),
-        progress: Arc::default(),
+        // Redrawn in place only for people: a terminal, and no JSON asked for.
+        progress: Arc::new(progress::Progress::new(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && !matches!(
+                    cli.command,
+                    Command::Run {
+                        output: OutputFormat::Json,
+                        ..
+                    }
+                ),
+        )),
         server: cli.server.clone().map(|url| (url, cli.api_key.clone())),
     })
 }

@@ -1,8 +1,7 @@
 //! `runtime run | validate | graph`: workflows, progress lines and summaries.
 //! `run` records the execution (see `executions.rs` for the other verbs on it).
 
-use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,11 +15,9 @@ use super::{Context, EXIT_RUN_FAILED, GraphFormat, OutputFormat};
 use orchestrator_engine::expr::Expressions;
 use orchestrator_engine::graph::Format;
 use orchestrator_engine::sandbox::cassette::Cassette;
-use orchestrator_engine::scheduler::{
-    RunReport, RunStatus, TaskError, TaskRef, TaskReport, TaskStatus,
-};
+use orchestrator_engine::scheduler::{RunReport, RunStatus, TaskError, TaskReport, TaskStatus};
 use orchestrator_engine::service::{self, ServiceError};
-use orchestrator_engine::store::executions::{EventKind, LogEvent, TaskEnd};
+use orchestrator_engine::store::executions::TaskEnd;
 use orchestrator_engine::workflow::{self, Plan, PluginCatalog};
 
 pub(super) fn validate(ctx: &Context, file: &Path) -> Result<ExitCode, ServiceError> {
@@ -177,32 +174,12 @@ fn collect_inputs(
     Ok(inputs)
 }
 
-/// What `runtime run` and `resume` print on stderr while a run goes on,
-/// read from the execution's event stream like any follower's: a line per
-/// task started and finished, and text plugins stream, on a line of its
-/// own per task. One per command; the stream and the progress lines share
-/// it so a streamed line is closed before the next line.
-#[derive(Debug, Default)]
-pub(super) struct Progress {
-    state: std::sync::Mutex<Printed>,
-}
-
-/// What the printer has printed so far.
-#[derive(Debug, Default)]
-struct Printed {
-    /// The task whose streamed text is being printed, its line still open.
-    streaming: Option<String>,
-    /// Tasks whose start was printed (a `for_each` task starts with its
-    /// first item).
-    started: HashSet<String>,
-}
-
 /// The tasks of a workflow as progress lines name them: each id's plugin,
 /// and the width of the longest id.
 #[derive(Debug, Default)]
 pub(super) struct TaskNames {
-    uses: HashMap<String, String>,
-    width: usize,
+    pub(super) uses: HashMap<String, String>,
+    pub(super) width: usize,
 }
 
 impl TaskNames {
@@ -237,73 +214,8 @@ impl TaskNames {
     }
 }
 
-impl Progress {
-    /// Prints what `event` says: a task of the workflow started (its first
-    /// attempt, or its wait) or finished, or a plugin streamed text (other
-    /// emitted kinds go to the log only). `for_each` items and retries
-    /// show in the task's finished line.
-    pub(super) fn event(&self, event: &LogEvent, tasks: &TaskNames) {
-        let width = tasks.width;
-        let mut printed = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let line = match &event.kind {
-            EventKind::AttemptStarted {
-                task,
-                attempt: 1,
-                fallback: false,
-            }
-            | EventKind::WaitStarted { task, .. } => {
-                let task = TaskRef::parse(task).task();
-                match tasks.uses.get(task) {
-                    Some(uses) if printed.started.insert(task.to_owned()) => {
-                        format!("  started  {task:width$}  {uses}")
-                    }
-                    _ => return,
-                }
-            }
-            EventKind::TaskFinished {
-                task,
-                status,
-                error,
-                end,
-            } => match tasks.uses.get(task) {
-                Some(uses) => {
-                    finished_line(&report_of(task, uses, *status, error, end.as_ref()), width)
-                }
-                None => return,
-            },
-            EventKind::Emitted {
-                task, kind, data, ..
-            } if kind == "text" => return stream_text(&mut printed, task, data),
-            _ => return,
-        };
-        let open = if printed.streaming.take().is_some() {
-            "\n"
-        } else {
-            ""
-        };
-        // Progress is best effort: a closed stderr must not stop the run.
-        let _ = writeln!(std::io::stderr(), "{open}{line}");
-    }
-}
-
-/// Prints text a plugin streamed as it arrives.
-fn stream_text(printed: &mut Printed, task: &str, data: &str) {
-    let mut stderr = std::io::stderr().lock();
-    if printed.streaming.as_deref() != Some(task) {
-        let open = if printed.streaming.is_some() {
-            "\n"
-        } else {
-            ""
-        };
-        let _ = write!(stderr, "{open}   stream  {task}  ");
-        printed.streaming = Some(task.to_owned());
-    }
-    let _ = write!(stderr, "{}", data.replace('\n', "\n           "));
-    let _ = stderr.flush();
-}
-
 /// The report a `task_finished` event describes, output aside.
-fn report_of(
+pub(super) fn report_of(
     task: &str,
     uses: &str,
     status: TaskStatus,
@@ -331,11 +243,29 @@ fn report_of(
 }
 
 pub(super) fn finished_line(report: &TaskReport, width: usize) -> String {
+    finished_line_in(report, width, None)
+}
+
+/// The line of a finished task; a `for_each` task's `wall` time (from
+/// its start to its end) is shown beside its items' time added up.
+pub(super) fn finished_line_in(
+    report: &TaskReport,
+    width: usize,
+    wall: Option<Duration>,
+) -> String {
     let id = &report.id;
     let m = &report.metering;
+    let took = match wall {
+        Some(wall) => format!(
+            "{} wall, {} in items",
+            format_duration(wall),
+            format_duration(m.duration)
+        ),
+        None => format_duration(m.duration),
+    };
     let cost = format!(
         "{}  fuel {}  memory {}{}",
-        format_duration(m.duration),
+        took,
         m.fuel,
         format_bytes(m.peak_memory),
         report

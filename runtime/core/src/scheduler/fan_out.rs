@@ -61,6 +61,10 @@ impl<E: Executor, J: Journal + Clone + 'static> FanOut<E, J> {
                 *slot = Some(report);
             }
         }
+        if let Some(journal) = journal {
+            let finished = results.iter().filter(|r| r.is_some()).count();
+            journal.items_started(&task, items.len(), finished);
+        }
         let mut running = JoinSet::new();
         let mut next = 0;
         let mut unrecorded: Vec<TaskReport> = Vec::new();

@@ -25,6 +25,12 @@ pub trait Journal: Send + Sync {
     /// A task attempt is about to start (a note; need not be durable alone).
     fn attempt_started(&self, task: &str, attempt: u32, fallback: bool);
 
+    /// `for_each` task `task` has `items` items, `finished` of them
+    /// recorded before (a resumed run): a note, for progress.
+    fn items_started(&self, task: &str, items: usize, finished: usize) {
+        let _ = (task, items, finished);
+    }
+
     /// An attempt failed. With `retry`, the failure and the retry are made
     /// durable before the future resolves (the scheduler waits for the
     /// retry only after that); without, it is a note written with the

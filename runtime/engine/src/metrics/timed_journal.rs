@@ -32,6 +32,10 @@ impl<J: Journal> Journal for TimedJournal<J> {
         self.inner.attempt_started(task, attempt, fallback);
     }
 
+    fn items_started(&self, task: &str, items: usize, finished: usize) {
+        self.inner.items_started(task, items, finished);
+    }
+
     fn attempt_failed(
         &self,
         task: &str,

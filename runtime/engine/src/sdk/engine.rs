@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, Weak};
 use indexmap::IndexMap;
 use serde_json::Value;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::handle::{Ending, ExecutionHandle, Running};
 use super::workflow::Workflow;
@@ -636,16 +635,7 @@ impl Engine {
             started.insert(execution.id.clone(), Arc::downgrade(&run));
         }
         let engine = self.clone();
-        // The run's span: a root in this process (a child would keep the
-        // caller's span open as long as the run), in the caller's trace.
-        let span = tracing::info_span!(
-            parent: None,
-            "execution",
-            tenant = %self.tenant.as_str(),
-            execution = %execution.id,
-            workflow = %loaded.plan.name,
-        );
-        let _ = span.set_parent(tracing::Span::current().context());
+        let span = service::execution_span(&execution, &loaded.plan.name);
         let running = async move {
             // Ends the run even if driving it panics.
             let ending = Ending(run);

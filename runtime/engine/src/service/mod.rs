@@ -18,8 +18,9 @@ pub use error::ServiceError;
 pub use load::{LoadedWorkflow, load, load_sent_text, load_text};
 
 pub use recorded::{
-    Execution, Park, load_recorded, new_execution_id, refuse_parked, reopen_execution, run_or_park,
-    run_recorded, running_record, start_execution, start_execution_as,
+    Execution, Park, execution_span, load_recorded, new_execution_id, refuse_parked,
+    reopen_execution, run_or_park, run_recorded, running_record, start_execution,
+    start_execution_as,
 };
 
 use std::collections::{HashMap, HashSet};

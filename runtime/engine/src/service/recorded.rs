@@ -364,6 +364,22 @@ pub async fn run_or_park<E: Executor>(
     }
 }
 
+/// The span of `execution`'s run of `workflow`: a root in this process
+/// (as a child it would keep the caller's span open for the run's life),
+/// in the trace of the current span, the call that starts or resumes it.
+pub fn execution_span(execution: &Execution, workflow: &str) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!(
+        parent: None,
+        "execution",
+        tenant = %execution.tenant.as_str(),
+        execution = %execution.id,
+        workflow = %workflow,
+    );
+    let _ = span.set_parent(tracing::Span::current().context());
+    span
+}
+
 /// A run id unique on this host: time in nanoseconds and the process id.
 pub fn new_execution_id() -> String {
     let nanos = std::time::SystemTime::now()

@@ -33,6 +33,14 @@ impl Journal for ExecutionJournal {
         });
     }
 
+    fn items_started(&self, task: &str, items: usize, finished: usize) {
+        self.log.note(EventKind::ItemsStarted {
+            task: task.to_owned(),
+            items,
+            finished,
+        });
+    }
+
     fn attempt_failed(
         &self,
         task: &str,

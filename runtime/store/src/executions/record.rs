@@ -178,6 +178,15 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_at: Option<u64>,
     },
+    /// A `for_each` task's items are known.
+    ItemsStarted {
+        /// The task.
+        task: String,
+        /// How many items it has.
+        items: usize,
+        /// How many of them had finished before (a resumed run).
+        finished: usize,
+    },
     /// A task reached its final state.
     TaskFinished {
         /// The task.
