@@ -8,7 +8,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -50,10 +50,9 @@ pub fn init(format: LogFormat, level: &str, otlp: Option<&str>) -> Result<Teleme
     };
     let exporting = otlp.map(exporter).transpose()?;
     let traces = exporting.as_ref().map(|(provider, _)| {
-        let spans = Targets::new().with_target("orchestrator", tracing::Level::INFO);
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("orchestrator"))
-            .with_filter(spans)
+            .with_filter(filter_fn(exported))
     });
     if exporting.is_some() {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -64,6 +63,20 @@ pub fn init(format: LogFormat, level: &str, otlp: Option<&str>) -> Result<Teleme
         .with(traces)
         .try_init();
     Ok(Telemetry { exporting })
+}
+
+/// What is exported: the runtime's own spans, those below an execution
+/// (tasks, attempts, plugin calls, requests, commits) included, which are
+/// at `debug` so that with nothing exported no log filter at `info`
+/// creates them; and its events at `info` and above, attached to their
+/// spans.
+fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    let level = if meta.is_span() {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    meta.target().starts_with("orchestrator") && *meta.level() <= level
 }
 
 /// The tracer provider exporting to `endpoint` in batches, and the

@@ -184,6 +184,28 @@ async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
     assert_eq!(json["record"]["outputs"]["four"], 4);
     let followed = remote(&["status", done.id(), "--follow"]);
     assert!(followed.lines().count() > 4, "{followed}");
+    // A run on the server shows a fan-out's progress as a local one does.
+    let fan_out = dir.join("fan-out.yaml");
+    std::fs::write(
+        &fan_out,
+        "name: fan\ntasks:\n  - id: each\n    uses: transform\n    for_each: ${{ [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] }}\n    with: { n: '${{ item }}', script: 'n * 2' }\n",
+    )
+    .unwrap();
+    let (code, _, err) = cli(&[
+        "run",
+        fan_out.to_str().unwrap(),
+        "--server",
+        &server.url,
+        "--api-key",
+        &key,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("started  each  transform  10 items"), "{err}");
+    assert!(err.contains("items  each  10/10 items"), "{err}");
+    assert!(
+        err.contains(" wall, ") && err.contains(" in items"),
+        "{err}"
+    );
     let listed = remote(&["list", "--status", "succeeded"]);
     assert!(
         listed.contains(done.id()) && !listed.contains(waiting.id()),

@@ -17,7 +17,6 @@ use chromiumoxide::cdp::js_protocol::runtime::{
 use chromiumoxide::page::{Page, ScreenshotParams};
 
 use crate::common::model_server::ModelServer;
-use crate::common::models::OPENAI_KEY;
 use crate::harness::*;
 
 /// Where the screenshots go.
@@ -93,37 +92,14 @@ async fn go(page: &Page, url: &str) {
         .unwrap();
 }
 
-const STREAMED: &str = "name: streamed\ninputs:\n  base_url: { type: string }\ntasks:\n  - id: answer\n    uses: llm\n    with: { model: slow, base_url: '${{ inputs.base_url }}', prompt: tell me a story, stream: true }\noutputs:\n  text: ${{ tasks.answer.output.text }}\n";
+const STREAMED: &str = "name: streamed\ninputs:\n  base_url: { type: string }\ntasks:\n  - id: answer\n    uses: llm\n    with: { model: slow, base_url: '${{ inputs.base_url }}', prompt: 'tell me a story <img src=x onerror=document.title=1>', stream: true }\noutputs:\n  text: ${{ tasks.answer.output.text }}\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_shows_runs_live_and_replays_a_dead_letter_in_a_browser() {
     let chromium = common::tools::chromium();
     let models = ModelServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    // Prices high enough that a few tokens show as cents.
-    std::fs::write(
-        &config,
-        format!(
-            "secrets:\n  openai:\n    value: {OPENAI_KEY}\n    hosts: ['{}']\n    insecure_http: true\n    format: 'Bearer {{}}'\nprices:\n  echo: {{ input: 10000, output: 20000 }}\n",
-            models.addr
-        ),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap().to_owned();
-    let granted = common::cli(dir.path())
-        .args([
-            "--config",
-            &config,
-            "plugins",
-            "grant",
-            "llm",
-            "--allow-http",
-            "127.0.0.1",
-        ])
-        .output()
-        .unwrap();
-    common::assert_ok(&granted);
+    let config = calling_models(dir.path(), &models);
     let server = Server::start_with(dir.path(), None, &["--config", &config]);
     let admin = server.client(&server.admin_key).await;
 
@@ -290,10 +266,19 @@ async fn the_console_shows_runs_live_and_replays_a_dead_letter_in_a_browser() {
     assert_eq!(text(&page, "#streamed").await, "", "nothing streamed yet");
     wait_for(
         &page,
-        "document.querySelector('#streamed')?.textContent.includes('echo: tell me a story')",
-        "the streamed answer",
+        "document.querySelector('#streamed')?.textContent.includes('echo: tell me a story <img src=x')",
+        "the streamed answer, as text",
     )
     .await;
+    // What a model (or a tenant, or a plugin) says is shown, never run.
+    let injected: usize = page
+        .evaluate("document.querySelectorAll('#view img').length")
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap();
+    assert_eq!(injected, 0, "no element made of a model's answer");
+    assert_eq!(text(&page, "title").await, "LLM-Orchestrator");
     wait_for(
         &page,
         "document.querySelector('#execution-status')?.textContent === 'succeeded'",

@@ -188,3 +188,38 @@ pub(crate) async fn list_services(channel: tonic::transport::Channel) -> Vec<Str
         other => panic!("not a list of services: {other:?}"),
     }
 }
+
+/// Makes the store in `dir` call `models` (the built-in `llm` granted
+/// 127.0.0.1) and writes the configuration a server then starts with:
+/// the `openai` secret for it, and prices for `echo` high enough that a
+/// few tokens cost cents. Returns the configuration's path.
+pub(crate) fn calling_models(
+    dir: &std::path::Path,
+    models: &common::model_server::ModelServer,
+) -> String {
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "secrets:\n  openai:\n    value: {}\n    hosts: ['{}']\n    insecure_http: true\n    format: 'Bearer {{}}'\nprices:\n  echo: {{ input: 10000, output: 20000 }}\n",
+            common::models::OPENAI_KEY,
+            models.addr
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let granted = common::cli(dir)
+        .args([
+            "--config",
+            &config,
+            "plugins",
+            "grant",
+            "llm",
+            "--allow-http",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    common::assert_ok(&granted);
+    config
+}

@@ -72,19 +72,29 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-const TWO_STEPS: &str = "name: two-steps\ntasks:\n  - { id: first, uses: transform, with: { script: '21' } }\n  - { id: second, uses: transform, needs: [first], with: { n: '${{ tasks.first.output }}', script: 'n * 2' } }\noutputs:\n  answer: ${{ tasks.second.output }}\n";
+/// Two transforms, and a model asked the same twice, a policy checking
+/// each prompt: the second answer comes from the response cache.
+const TWO_STEPS: &str = "name: two-steps\ninputs:\n  base_url: { type: string }\npolicies:\n  before: [{ with: { pii: true } }]\ntasks:\n  - { id: first, uses: transform, with: { script: '21' } }\n  - { id: second, uses: transform, needs: [first], with: { n: '${{ tasks.first.output }}', script: 'n * 2' } }\n  - { id: ask, uses: llm, needs: [second], with: { model: echo, base_url: '${{ inputs.base_url }}', prompt: what is 42 }, cache: { ttl: 1h } }\n  - { id: again, uses: llm, needs: [ask], with: { model: echo, base_url: '${{ inputs.base_url }}', prompt: what is 42 }, cache: { ttl: 1h } }\noutputs:\n  answer: ${{ tasks.second.output }}\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
     let (endpoint, receiver) = receiver().await;
+    let models = common::model_server::ModelServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start_with(dir.path(), None, &["--otlp-endpoint", &endpoint]);
+    let config = calling_models(dir.path(), &models);
+    let mut server = Server::start_with(
+        dir.path(),
+        None,
+        &["--config", &config, "--otlp-endpoint", &endpoint],
+    );
     let admin = server.client(&server.admin_key).await;
 
     // The caller's trace: a W3C traceparent on the call that starts it.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
-    let mut request = tonic::Request::new(start(TWO_STEPS, "traced-1"));
+    let mut traced = start(TWO_STEPS, "traced-1");
+    traced.inputs_json = serde_json::json!({ "base_url": models.base_url() }).to_string();
+    let mut request = tonic::Request::new(traced);
     request.metadata_mut().insert(
         "traceparent",
         format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
@@ -169,6 +179,20 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
         0.0
     );
     assert_eq!(value("orchestrator_tasks_running", &[]), 0.0);
+    // The model call: its tokens and cost by model, and the cache hit.
+    let echo = [("tenant", "default"), ("model", "echo")];
+    let input = value(
+        "orchestrator_model_tokens_total",
+        &[
+            ("tenant", "default"),
+            ("model", "echo"),
+            ("direction", "input"),
+        ],
+    );
+    assert!(input >= 3.0, "the prompt's words: {input}");
+    assert!(value("orchestrator_model_cost_usd_total", &echo) > 0.0);
+    let llm = [("tenant", "default"), ("plugin", "llm")];
+    assert_eq!(value("orchestrator_response_cache_hits_total", &llm), 1.0);
     assert!(!text.contains(&id), "no execution id is a label:\n{text}");
     documented(&text);
 
@@ -215,31 +239,73 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
     let tasks = named("task");
     let mut task_ids: Vec<String> = tasks.iter().filter_map(|t| attribute(t, "task")).collect();
     task_ids.sort();
-    assert_eq!(task_ids, ["first", "second"]);
+    assert_eq!(task_ids, ["again", "ask", "first", "second"]);
     for task in &tasks {
         assert_eq!(
             task.parent_span_id, execution.span_id,
             "a task is under its run"
         );
-        assert_eq!(attribute(task, "plugin").as_deref(), Some("transform"));
+        let plugin = attribute(task, "plugin").unwrap_or_default();
+        assert!(["transform", "llm"].contains(&plugin.as_str()), "{plugin}");
     }
     let attempts = named("attempt");
-    assert_eq!(attempts.len(), 2, "{:?}", names(&spans));
+    assert_eq!(attempts.len(), 4, "{:?}", names(&spans));
     for attempt in &attempts {
         let task = parent(attempt).expect("an attempt has a parent");
         assert_eq!(task.name, "task");
         assert_eq!(attribute(attempt, "attempt").as_deref(), Some("1"));
     }
+    // The tasks' plugins under their attempts (the cached answer called
+    // none), the policy's under its checks.
     let calls = named("plugin_call");
-    assert_eq!(calls.len(), 2, "{:?}", names(&spans));
+    let under = |name: &str| -> Vec<&Span> {
+        calls
+            .iter()
+            .copied()
+            .filter(|c| parent(c).is_some_and(|p| p.name == name))
+            .collect()
+    };
+    assert_eq!(under("attempt").len(), 3, "{:?}", names(&spans));
+    let checks = named("policy_check");
+    assert_eq!(checks.len(), 4, "before and after each model call");
+    assert!(
+        checks
+            .iter()
+            .all(|c| parent(c).is_some_and(|p| p.name == "attempt"))
+    );
+    let checked = under("policy_check");
+    assert_eq!(checked.len(), 2, "the prompt of each model call");
+    assert!(checked.iter().all(|c| {
+        attribute(c, "plugin")
+            .unwrap_or_default()
+            .starts_with("policy@")
+    }));
     for call in &calls {
-        let attempt = parent(call).expect("a plugin call has a parent");
-        assert_eq!(attempt.name, "attempt");
         let plugin = attribute(call, "plugin").unwrap_or_default();
-        assert!(plugin.starts_with("transform@"), "name@version: {plugin}");
+        assert!(
+            ["transform@", "llm@", "policy@"]
+                .iter()
+                .any(|p| plugin.starts_with(p)),
+            "name@version: {plugin}"
+        );
         let digest = attribute(call, "digest").unwrap_or_default();
         assert_eq!(digest.len(), 64, "the component's sha256: {digest}");
     }
+    let requests = named("http_request");
+    assert_eq!(
+        requests.len(),
+        1,
+        "the model was asked once: {:?}",
+        names(&spans)
+    );
+    let request = requests[0];
+    assert_eq!(
+        parent(request).map(|p| p.name.as_str()),
+        Some("plugin_call")
+    );
+    assert_eq!(attribute(request, "method").as_deref(), Some("POST"));
+    assert_eq!(attribute(request, "host").as_deref(), Some("127.0.0.1"));
+    assert_eq!(attribute(request, "status").as_deref(), Some("200"));
     let commits = named("commit");
     assert!(!commits.is_empty(), "{:?}", names(&spans));
     assert!(commits.iter().all(|c| c.trace_id == execution.trace_id));

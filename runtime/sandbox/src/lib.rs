@@ -562,7 +562,7 @@ impl Sandbox {
                 metering: Default::default(),
             }),
         };
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "plugin_call",
             plugin = %plugin.name,
             digest = %plugin.digest,

@@ -196,7 +196,7 @@ impl<E: Executor, J: Journal + Clone> TaskAttempts<E, J> {
                 journal.attempt_started(&request.task_id, *attempt, request.fallback);
             }
             let span =
-                tracing::info_span!("attempt", attempt = *attempt, fallback = request.fallback);
+                tracing::debug_span!("attempt", attempt = *attempt, fallback = request.fallback);
             let executing = self.attempter.executor.execute(request.clone());
             let mut failure = match executing.instrument(span).await {
                 Ok(success) => return Ok(success),

@@ -275,7 +275,7 @@ impl<E: Executor> Scheduler<E> {
                         );
                         let (signal, default) = (wait.signal.clone(), wait.default.clone());
                         let span =
-                            tracing::info_span!("task", task = %task.id, plugin = %task.uses);
+                            tracing::debug_span!("task", task = %task.id, plugin = %task.uses);
                         let handle = running.spawn(
                             async move {
                                 Outcome::once(match waiting.await {
@@ -523,7 +523,7 @@ impl<E: Executor> Scheduler<E> {
         let task = &run.plan.tasks[i];
         // Its attempts (or items) are spans under it, and it under the
         // run's span, the current one.
-        let span = tracing::info_span!("task", task = %task.id, plugin = %task.uses);
+        let span = tracing::debug_span!("task", task = %task.id, plugin = %task.uses);
         let attempter = Attempter {
             executor: Arc::clone(&self.executor),
             journal: journal.cloned(),

@@ -299,7 +299,7 @@ impl<E: Executor> Executor for Governed<E> {
         if !self.policies.guards(&request) {
             return self.governed(request).await;
         }
-        let before = tracing::info_span!("policy_check", stage = "before");
+        let before = tracing::debug_span!("policy_check", stage = "before");
         let (request, verdicts) = self
             .policies
             .before(&self.inner, request)
@@ -307,7 +307,7 @@ impl<E: Executor> Executor for Governed<E> {
             .await?;
         let checked = request.clone();
         let success = self.governed(request).await?;
-        let after = tracing::info_span!("policy_check", stage = "after");
+        let after = tracing::debug_span!("policy_check", stage = "after");
         self.policies
             .after(&self.inner, &checked, success, verdicts)
             .instrument(after)

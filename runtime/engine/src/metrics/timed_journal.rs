@@ -52,7 +52,7 @@ impl<J: Journal> Journal for TimedJournal<J> {
         idle: bool,
     ) -> impl Future<Output = Result<(), String>> + Send {
         let started = Instant::now();
-        let span = tracing::info_span!("commit", states = reports.len());
+        let span = tracing::debug_span!("commit", states = reports.len());
         // Called now: the commit starts before the future is polled.
         let committing = span.in_scope(|| self.inner.commit(reports, idle));
         let metrics = self.metrics.clone();

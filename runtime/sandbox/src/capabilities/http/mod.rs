@@ -213,7 +213,7 @@ impl WasiHttpHooks for Egress {
         drop(fut);
         // Made here, inside the plugin call: the request's future runs
         // on a task of its own.
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "http_request",
             method = %request.method(),
             host = request.uri().host().unwrap_or_default(),
