@@ -105,7 +105,7 @@ function route() {
   const view = { replaceChildren: (...nodes) => signal.aborted || main.replaceChildren(...nodes) };
   const pages = { executions: id ? () => execution(view, id, signal) : () => executions(view, signal),
     'dead-letters': () => deadLetters(view), plugins: () => plugins(view),
-    workflows: () => workflows(view), usage: () => usage(view) };
+    workflows: () => workflows(view), breakers: () => breakers(view), usage: () => usage(view) };
   (pages[page] || pages.executions)().catch((e) => view.replaceChildren(el('p', { class: 'error' }, e.message)));
 }
 
@@ -366,6 +366,14 @@ async function workflows(view) {
     el('tr', {}, ['name', 'version', 'registered from', 'tasks'].map((h) => el('th', {}, h))),
     newest.slice(0, 50).map((w, i) => el('tr', {}, el('td', {}, w.name), el('td', {}, w.version), el('td', {}, w.file),
       el('td', {}, dag(drawn[i].graph || [], {}, { reports: {}, selected: null }, () => {}))))));
+}
+
+async function breakers(view) {
+  const { breakers: list = [] } = await api('/v1/breakers');
+  view.replaceChildren(el('h1', {}, 'Breakers'), el('table', { id: 'breakers' },
+    el('tr', {}, ['guards', 'state', 'since', 'probing from', 'why it opened'].map((h) => el('th', {}, h))),
+    list.map((b) => el('tr', {}, el('td', {}, b.guards), el('td', { class: `status ${b.state}` }, b.state),
+      el('td', {}, when(b.sinceMs)), el('td', {}, b.state === 'open' ? when(b.openUntilMs) : ''), el('td', {}, b.reason)))));
 }
 
 /** `used` of `limit`, as a bar when there is a limit. */

@@ -430,6 +430,15 @@ async fn no_rpc_reaches_another_tenants_data() {
                     );
                 }
             }
+            "Plugins/ListBreakers" => {
+                let listed = globex
+                    .plugins()
+                    .list_breakers(pb::ListBreakersRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(listed.breakers.is_empty(), "{listed:?}");
+            }
             "Plugins/Get" => {
                 // Before globex installs its own, acme's is unknown to it;
                 // afterwards it sees its own grants, not acme's.
@@ -928,6 +937,11 @@ async fn call(client: &Client, rpc: &str) -> Code {
         "orchestrator.v1.Plugins/List" => client
             .plugins()
             .list(pb::ListPluginsRequest::default())
+            .await
+            .map(|_| ()),
+        "orchestrator.v1.Plugins/ListBreakers" => client
+            .plugins()
+            .list_breakers(pb::ListBreakersRequest::default())
             .await
             .map(|_| ()),
         "orchestrator.v1.Plugins/Grant" => client

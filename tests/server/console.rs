@@ -319,6 +319,34 @@ async fn the_console_shows_runs_live_and_replays_a_dead_letter_in_a_browser() {
         "the replay is recorded"
     );
 
+    // A breaker a run tripped, on its page.
+    let trip = "name: trip\nbreaker: { failures: 1, open_for: 1h }\ntasks:\n  - { id: a, uses: transform, with: { script: 'throw \"down\"' }, retry: { max_attempts: 1 } }\n";
+    admin
+        .executions()
+        .start(start(trip, "trip-1"))
+        .await
+        .unwrap();
+    admin
+        .executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: "trip-1".into(),
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap();
+    go(&page, &format!("{console}#/breakers")).await;
+    wait_for(
+        &page,
+        "document.querySelector('#breakers')?.textContent.includes('open')",
+        "the open breaker",
+    )
+    .await;
+    assert!(
+        text(&page, "#breakers").await.contains("transform@"),
+        "what it guards"
+    );
+    shot(&page, "breakers.png").await;
+
     // The other pages.
     for (page_name, table) in [
         ("plugins", "#plugins"),

@@ -179,6 +179,15 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
         0.0
     );
     assert_eq!(value("orchestrator_tasks_running", &[]), 0.0);
+    let tenant = [("tenant", "default")];
+    assert_eq!(value("orchestrator_tenant_tasks_running", &tenant), 0.0);
+    assert_eq!(value("orchestrator_tenant_tasks_queued", &tenant), 0.0);
+    // Every plugin call took a slot: two transforms, the model, the
+    // policy before each model call.
+    assert_eq!(
+        value("orchestrator_task_slot_wait_seconds_count", &tenant),
+        5.0
+    );
     // The model call: its tokens and cost by model, and the cache hit.
     let echo = [("tenant", "default"), ("model", "echo")];
     let input = value(

@@ -159,6 +159,45 @@ impl pb::plugins_server::Plugins for PluginsService {
         }))
     }
 
+    async fn list_breakers(
+        &self,
+        request: Request<pb::ListBreakersRequest>,
+    ) -> Result<Response<pb::ListBreakersResponse>, Status> {
+        use orchestrator_engine::fault::BreakerState;
+        let who = self
+            .host
+            .authorize(&request, "orchestrator.v1.Plugins/ListBreakers")
+            .await?;
+        let engine = self.host.engine(&who.tenant).await?;
+        let views = tokio::task::spawn_blocking(move || {
+            let store = engine.store()?;
+            orchestrator_engine::breakers::list(&store, engine.tenant().as_str())
+                .map_err(orchestrator_engine::service::ServiceError::from)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reading the breakers failed: {e}")))?
+        .map_err(status::of)?;
+        let breakers = views
+            .into_iter()
+            .map(|view| {
+                let (state, open_until_ms) = match view.breaker.state {
+                    BreakerState::Closed => ("closed", 0),
+                    BreakerState::Open { until } => ("open", until),
+                    BreakerState::HalfOpen { .. } => ("half_open", 0),
+                };
+                pb::Breaker {
+                    key: view.key,
+                    guards: view.guards,
+                    state: state.to_owned(),
+                    since_ms: view.breaker.since,
+                    open_until_ms,
+                    reason: view.breaker.reason,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListBreakersResponse { breakers }))
+    }
+
     async fn get(
         &self,
         request: Request<pb::GetPluginRequest>,

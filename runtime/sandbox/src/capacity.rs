@@ -13,7 +13,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -154,6 +155,15 @@ pub struct Capacity {
     tenants: Mutex<HashMap<TenantId, TenantRuns>>,
     /// Set when the process is stopping: no new plugin call starts.
     draining: AtomicBool,
+    /// Told how long each plugin call waited for its slot.
+    waits: OnceLock<Arc<dyn SlotWaits>>,
+}
+
+/// What is told how long each plugin call waited for its task slot (the
+/// engine's metrics).
+pub trait SlotWaits: Send + Sync + std::fmt::Debug {
+    /// A call of `tenant` got its slot after `waited`.
+    fn waited(&self, tenant: &TenantId, waited: Duration);
 }
 
 #[derive(Debug)]
@@ -186,7 +196,19 @@ impl Capacity {
             queued: AtomicUsize::new(0),
             tenants: Mutex::default(),
             draining: AtomicBool::new(false),
+            waits: OnceLock::new(),
         }
+    }
+
+    /// Tells `waits` how long each plugin call waits for its slot from now
+    /// on; the first one given is kept.
+    pub fn report_waits(&self, waits: Arc<dyn SlotWaits>) {
+        let _ = self.waits.set(waits);
+    }
+
+    /// `tenant`'s plugin calls running now, and those waiting for a slot.
+    pub fn tasks_of(&self, tenant: &TenantId) -> (usize, usize) {
+        self.tasks.load_of(tenant)
     }
 
     /// The limits.
@@ -201,7 +223,11 @@ impl Capacity {
     /// the call waits until the process ends, and runs after it resumes.
     pub async fn task_slot(&self, tenant: &TenantId) -> TaskSlot {
         if !self.draining() {
+            let asked = Instant::now();
             let slot = TaskSlot(self.tasks.acquire(tenant).await);
+            if let Some(waits) = self.waits.get() {
+                waits.waited(tenant, asked.elapsed());
+            }
             if !self.draining() {
                 return slot;
             }

@@ -84,6 +84,13 @@ impl FairSlots {
         self.total - self.state.lock().expect("slots lock").free
     }
 
+    /// Slots `tenant` holds now, and its calls waiting for one.
+    pub fn load_of(&self, tenant: &TenantId) -> (usize, usize) {
+        let state = self.state.lock().expect("slots lock");
+        let waiting = state.waiting.get(tenant).map_or(0, VecDeque::len);
+        (state.held_by(tenant), waiting)
+    }
+
     /// Waits for a slot for a call of `tenant`.
     pub async fn acquire(self: &Arc<Self>, tenant: &TenantId) -> FairSlot {
         let receiver = {

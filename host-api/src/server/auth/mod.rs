@@ -122,6 +122,10 @@ pub const PERMISSIONS: &[(&str, &[Role])] = &[
         "orchestrator.v1.Workflows/Validate",
         &[Viewer, Operator, Developer, Admin],
     ),
+    (
+        "orchestrator.v1.Plugins/ListBreakers",
+        &[Viewer, Operator, Developer, Admin],
+    ),
     ("orchestrator.v1.Admin/CreateApiKey", &[Admin]),
     ("orchestrator.v1.Admin/ListApiKeys", &[Admin]),
     ("orchestrator.v1.Admin/RevokeApiKey", &[Admin]),

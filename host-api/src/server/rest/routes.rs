@@ -172,6 +172,12 @@ pub const ROUTES: &[Route] = &[
         "Remove a plugin.",
     ),
     route(
+        Get,
+        "/v1/breakers",
+        "orchestrator.v1.Plugins/ListBreakers",
+        "The tenant's circuit breakers: what each guards and where it stands.",
+    ),
+    route(
         Post,
         "/v1/workflows",
         "orchestrator.v1.Workflows/Register",

@@ -1,7 +1,8 @@
 //! What the engine counts for Prometheus: executions, tasks and attempts,
 //! their time, fuel and memory, model tokens and cost, cache hits, store
-//! commits, and (set when scraped) the load of the process, parked runs
-//! and breaker states. One [`Metrics`] is shared by the engines of every
+//! commits, the wait of plugin calls for task slots, and (set when
+//! scraped) the load of the process and of each tenant, parked runs and
+//! breaker states. One [`Metrics`] is shared by the engines of every
 //! tenant of a process; [`Metrics::render`] writes the text a scrape gets.
 //!
 //! Labels are bounded ([`labels::Bounded`]): no execution or task id is a
@@ -110,6 +111,9 @@ pub struct Metrics {
     cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
     cache_hits: Family<PluginLabels, Counter>,
     commit_duration: Histogram,
+    slot_wait: Histograms<TenantLabels>,
+    tenant_tasks: Family<TenantLabels, Gauge>,
+    tenant_queued: Family<TenantLabels, Gauge>,
     tasks_running: Gauge,
     runs_running: Gauge,
     runs_queued: Gauge,
@@ -142,6 +146,9 @@ impl Metrics {
             cost: Family::default(),
             cache_hits: Family::default(),
             commit_duration: seconds(),
+            slot_wait: Family::new_with_constructor(seconds),
+            tenant_tasks: Family::default(),
+            tenant_queued: Family::default(),
             tasks_running: Gauge::default(),
             runs_running: Gauge::default(),
             runs_queued: Gauge::default(),
@@ -209,6 +216,22 @@ impl Metrics {
             "Time a commit of task states to an execution's file took",
             Unit::Seconds,
             m.commit_duration.clone(),
+        );
+        r.register_with_unit(
+            "task_slot_wait",
+            "Time a plugin call waited for a task slot (queued behind other calls)",
+            Unit::Seconds,
+            m.slot_wait.clone(),
+        );
+        r.register(
+            "tenant_tasks_running",
+            "A tenant's plugin calls holding a task slot, now",
+            m.tenant_tasks.clone(),
+        );
+        r.register(
+            "tenant_tasks_queued",
+            "A tenant's plugin calls waiting for a task slot, now",
+            m.tenant_queued.clone(),
         );
         r.register(
             "tasks_running",
@@ -338,6 +361,16 @@ impl Metrics {
         self.runs_queued.set(gauge(runs_queued));
     }
 
+    /// `tenant`'s plugin calls now: holding a task slot, and waiting for one.
+    pub fn set_tenant_tasks(&self, tenant: &TenantId, (running, queued): (usize, usize)) {
+        let labels = TenantLabels {
+            tenant: self.tenant(tenant),
+        };
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.tenant_tasks.get_or_create(&labels).set(gauge(running));
+        self.tenant_queued.get_or_create(&labels).set(gauge(queued));
+    }
+
     /// `tenant` has `parked` executions parked now.
     pub fn set_parked(&self, tenant: &TenantId, parked: usize) {
         self.parked
@@ -366,5 +399,16 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+impl orchestrator_sandbox::capacity::SlotWaits for Metrics {
+    fn waited(&self, tenant: &TenantId, waited: Duration) {
+        let labels = TenantLabels {
+            tenant: self.tenant(tenant),
+        };
+        self.slot_wait
+            .get_or_create(&labels)
+            .observe(waited.as_secs_f64());
     }
 }

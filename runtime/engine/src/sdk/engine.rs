@@ -245,6 +245,9 @@ impl EngineBuilder {
             }
         };
         let sandbox = Sandbox::with_options(config.capacity, ArtifactCache::from_env())?;
+        if let Some(metrics) = &self.metrics {
+            sandbox.capacity().report_waits(Arc::clone(metrics) as _);
+        }
         keeping.install_builtins(&sandbox, &self.tenant).await?;
         let executions = keeping.executions_at().tenant(&self.tenant);
         Ok(Engine {

@@ -27,6 +27,7 @@ impl Engine {
             capacity.runs_running(),
             capacity.runs_queued(),
         );
+        metrics.set_tenant_tasks(&self.tenant, capacity.tasks_of(&self.tenant));
         metrics.set_parked(&self.tenant, self.parked.len());
         let breakers = self
             .store()
