@@ -82,11 +82,11 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
     let models = common::model_server::ModelServer::start();
     let dir = tempfile::tempdir().unwrap();
     let config = calling_models(dir.path(), &models);
-    let mut server = Server::start_with(
-        dir.path(),
-        None,
-        &["--config", &config, "--otlp-endpoint", &endpoint],
-    );
+    // The collector from the configuration file.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("telemetry:\n  otlp_endpoint: {endpoint}\n"));
+    std::fs::write(&config, text).unwrap();
+    let mut server = Server::start_with(dir.path(), None, &["--config", &config]);
     let admin = server.client(&server.admin_key).await;
 
     // The caller's trace: a W3C traceparent on the call that starts it.

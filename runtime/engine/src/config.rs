@@ -23,6 +23,8 @@
 //! prices:                          # US dollars per million tokens, by model
 //!   gpt-4o-mini: { input: 0.15, output: 0.60 }
 //!   "claude-*": { input: 3.00, output: 15.00 }   # `*` matches any suffix
+//! telemetry:
+//!   otlp_endpoint: http://127.0.0.1:4317   # export spans over OTLP/gRPC
 //! ```
 //!
 //! Values are read from the environment or a file when the configuration is
@@ -78,6 +80,15 @@ pub struct Config {
     pub rate_limits: Arc<RateLimits>,
     /// What each tenant may keep and spend.
     pub quotas: Arc<Quotas>,
+    /// Where spans are exported over OTLP/gRPC, if anywhere.
+    pub otlp_endpoint: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TelemetrySpec {
+    #[serde(default)]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +106,8 @@ struct ConfigFile {
     rate_limits: BTreeMap<String, RateSpec>,
     #[serde(default)]
     quotas: QuotasSpec,
+    #[serde(default)]
+    telemetry: TelemetrySpec,
     /// `runtime serve`'s own section (JWTs, client certificates, the
     /// bootstrap key), read by `orchestrator-host-api`.
     #[serde(default)]
@@ -252,6 +265,7 @@ impl Config {
             policies,
             rate_limits: Arc::new(rate_limits),
             quotas: Arc::new(Quotas::new(spec.quotas).map_err(|p| format!("{file}: {p}"))?),
+            otlp_endpoint: spec.telemetry.otlp_endpoint,
         })
     }
 }

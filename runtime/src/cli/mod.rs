@@ -60,7 +60,8 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
     /// Exports spans over OTLP/gRPC to this collector (`http://host:4317`);
-    /// off unless given.
+    /// the configuration's `telemetry.otlp_endpoint` when not given; off
+    /// unless one of them is.
     #[arg(
         long,
         global = true,
@@ -313,14 +314,22 @@ impl Context {
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _telemetry =
-        match telemetry::init(cli.log_format, &cli.log_level, cli.otlp_endpoint.as_deref()) {
-            Ok(telemetry) => telemetry,
-            Err(problem) => {
-                eprintln!("error: {problem}");
-                return ExitCode::from(EXIT_INVALID);
-            }
+    // Read before the rest of the configuration (whose problems the
+    // commands that need it report): tracing starts first.
+    let otlp = cli.otlp_endpoint.clone().or_else(|| {
+        let loaded = match &cli.config {
+            Some(path) => Config::load(path, true),
+            None => Config::load(&Config::default_path(), false),
         };
+        loaded.ok().and_then(|config| config.otlp_endpoint)
+    });
+    let _telemetry = match telemetry::init(cli.log_format, &cli.log_level, otlp.as_deref()) {
+        Ok(telemetry) => telemetry,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
     let result = context(&cli).and_then(|ctx| {
         remote::supported(&ctx, &cli.command)?;
         Ok(ctx)
