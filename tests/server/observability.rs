@@ -205,10 +205,47 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
     assert!(!text.contains(&id), "no execution id is a label:\n{text}");
     documented(&text);
 
+    // A run whose task fails twice: each failed attempt counted by kind.
+    let failing = "name: failing\ntasks:\n  - { id: a, uses: transform, with: { script: 'throw \"down\"' }, retry: { max_attempts: 2, initial_interval: 10ms } }\n";
+    let failed = admin
+        .executions()
+        .start(start(failing, "failing-1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution_id;
+    let ended = admin
+        .executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: failed,
+            timeout_ms: 30_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ended.status, "failed");
+    let (_, text) = scrape(&server, &server.admin_key).await;
+    let failures: f64 = parse(&text)
+        .iter()
+        .filter(|(n, l, _)| {
+            n == "orchestrator_task_attempts_failed_total"
+                && l.get("plugin").map(String::as_str) == Some("transform")
+                && l.get("kind").is_some_and(|k| !k.is_empty())
+        })
+        .map(|(_, _, v)| v)
+        .sum();
+    assert_eq!(failures, 2.0, "{text}");
+
     // Stopped, the server sends the spans it has not sent yet.
     assert!(server.terminate().success());
     let spans = receiver.spans.lock().unwrap().clone();
-    let named = |name: &str| -> Vec<&Span> { spans.iter().filter(|s| s.name == name).collect() };
+    // The spans of the traced run (the failing one is a trace of its own).
+    let named = |name: &str| -> Vec<&Span> {
+        spans
+            .iter()
+            .filter(|s| s.name == name && hex(&s.trace_id) == trace_id)
+            .collect()
+    };
     let by_id: HashMap<Vec<u8>, &Span> = spans.iter().map(|s| (s.span_id.clone(), s)).collect();
     let parent = |span: &Span| by_id.get(&span.parent_span_id).copied();
 

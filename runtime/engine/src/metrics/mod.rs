@@ -21,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use orchestrator_core::fault::FailureKind;
 use orchestrator_core::scheduler::{RunStatus, TaskReport};
 use orchestrator_core::tenant::TenantId;
 
@@ -58,6 +59,13 @@ struct TaskLabels {
     tenant: String,
     plugin: String,
     status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    tenant: String,
+    plugin: String,
+    kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +112,7 @@ pub struct Metrics {
     executions_finished: Family<OutcomeLabels, Counter>,
     tasks: Family<TaskLabels, Counter>,
     attempts: Family<PluginLabels, Counter>,
+    attempts_failed: Family<FailureLabels, Counter>,
     task_duration: Histograms<PluginLabels>,
     task_fuel: Histograms<PluginLabels>,
     task_memory: Histograms<PluginLabels>,
@@ -139,6 +148,7 @@ impl Metrics {
             executions_finished: Family::default(),
             tasks: Family::default(),
             attempts: Family::default(),
+            attempts_failed: Family::default(),
             task_duration: Family::new_with_constructor(seconds),
             task_fuel: Family::new_with_constructor(fuel),
             task_memory: Family::new_with_constructor(bytes),
@@ -178,6 +188,11 @@ impl Metrics {
             "task_attempts",
             "Attempts tasks took, fallbacks included, by plugin",
             m.attempts.clone(),
+        );
+        r.register(
+            "task_attempts_failed",
+            "Attempts that failed, by plugin and kind of failure (retried or not)",
+            m.attempts_failed.clone(),
         );
         r.register_with_unit(
             "task_duration",
@@ -346,6 +361,17 @@ impl Metrics {
                 .get_or_create(&ModelLabels { tenant, model })
                 .inc_by(cost);
         }
+    }
+
+    /// An attempt of a task using `uses` failed with `kind`.
+    pub fn attempt_failed(&self, tenant: &TenantId, uses: &str, kind: FailureKind) {
+        self.attempts_failed
+            .get_or_create(&FailureLabels {
+                tenant: self.tenant(tenant),
+                plugin: self.plugins.value(labels::plugin(uses)),
+                kind: kind.as_str().to_owned(),
+            })
+            .inc();
     }
 
     /// A commit of task states took `took`.

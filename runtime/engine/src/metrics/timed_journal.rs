@@ -1,7 +1,8 @@
-//! A journal that times its commits for [`Metrics`] and traces: the same
-//! journal, each commit a span and its duration (from the call to its
-//! end) observed.
+//! A journal that tells [`Metrics`] and traces what passes through it: the
+//! same journal, each commit a span and its duration (from the call to
+//! its end) observed, each failed attempt counted by plugin and kind.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,20 +11,39 @@ use tracing::Instrument;
 
 use super::Metrics;
 use orchestrator_core::scheduler::{
-    Journal, PendingRetry, Signals, TaskFailure, TaskReport, WaitOutcome,
+    Journal, PendingRetry, Signals, TaskFailure, TaskRef, TaskReport, WaitOutcome,
 };
+use orchestrator_core::tenant::TenantId;
+use orchestrator_core::workflow::Plan;
 
-/// `J`, its commits timed into `metrics`.
+/// `J`, its commits timed and its failed attempts counted into `metrics`.
 #[derive(Debug, Clone)]
 pub struct TimedJournal<J> {
     inner: J,
     metrics: Option<Arc<Metrics>>,
+    tenant: TenantId,
+    /// Each task's plugin, as the workflow names it.
+    plugins: Arc<HashMap<String, String>>,
 }
 
 impl<J> TimedJournal<J> {
-    /// `inner`, timed into `metrics` when there are any.
-    pub fn new(inner: J, metrics: Option<Arc<Metrics>>) -> Self {
-        Self { inner, metrics }
+    /// `inner`, for a run of `plan` by `tenant`, told into `metrics` when
+    /// there are any.
+    pub fn new(inner: J, metrics: Option<Arc<Metrics>>, tenant: &TenantId, plan: &Plan) -> Self {
+        let plugins = match metrics {
+            Some(_) => plan
+                .tasks
+                .iter()
+                .map(|t| (t.id.clone(), t.uses.clone()))
+                .collect(),
+            None => HashMap::new(),
+        };
+        Self {
+            inner,
+            metrics,
+            tenant: tenant.clone(),
+            plugins: Arc::new(plugins),
+        }
     }
 }
 
@@ -43,6 +63,13 @@ impl<J: Journal> Journal for TimedJournal<J> {
         failure: &TaskFailure,
         retry: Option<PendingRetry>,
     ) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        if let Some(metrics) = &self.metrics {
+            let uses = self
+                .plugins
+                .get(TaskRef::parse(task).task())
+                .map_or("", String::as_str);
+            metrics.attempt_failed(&self.tenant, uses, failure.kind);
+        }
         self.inner.attempt_failed(task, attempt, failure, retry)
     }
 

@@ -320,7 +320,12 @@ pub async fn run_or_park<E: Executor>(
             .await
             .map_err(|e| ServiceError::Plugin(e.to_string()))??;
     }
-    let journal = TimedJournal::new(ExecutionJournal::new(Arc::clone(&log)), metrics);
+    let journal = TimedJournal::new(
+        ExecutionJournal::new(Arc::clone(&log)),
+        metrics,
+        &tenant,
+        plan,
+    );
     let options = RunOptions {
         concurrency,
         journal: Some(&journal),
