@@ -110,22 +110,8 @@ async fn the_console_shows_runs_live_and_replays_a_dead_letter_in_a_browser() {
     let mut start_example = start(&example, "support-ticket");
     start_example.inputs_json =
         serde_json::json!({ "model": "echo", "base_url": models.base_url() }).to_string();
-    let id = admin
-        .executions()
-        .start(start_example)
-        .await
-        .unwrap()
-        .into_inner()
-        .execution_id;
-    let done = admin
-        .executions()
-        .await_result(pb::AwaitRequest {
-            execution_id: id.clone(),
-            timeout_ms: 60_000,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = run_to_end(&admin, start_example).await;
+    let id = done.id.clone();
     assert_eq!(done.status, "failed", "the judge fails: {}", done.error);
 
     let browser_dir = dir.path().join("chromium");
@@ -321,19 +307,7 @@ async fn the_console_shows_runs_live_and_replays_a_dead_letter_in_a_browser() {
 
     // A breaker a run tripped, on its page.
     let trip = "name: trip\nbreaker: { failures: 1, open_for: 1h }\ntasks:\n  - { id: a, uses: transform, with: { script: 'throw \"down\"' }, retry: { max_attempts: 1 } }\n";
-    admin
-        .executions()
-        .start(start(trip, "trip-1"))
-        .await
-        .unwrap();
-    admin
-        .executions()
-        .await_result(pb::AwaitRequest {
-            execution_id: "trip-1".into(),
-            timeout_ms: 30_000,
-        })
-        .await
-        .unwrap();
+    run_to_end(&admin, start(trip, "trip-1")).await;
     go(&page, &format!("{console}#/breakers")).await;
     wait_for(
         &page,

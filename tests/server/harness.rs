@@ -223,3 +223,26 @@ pub(crate) fn calling_models(
     common::assert_ok(&granted);
     config
 }
+
+/// Starts `request` with `client` and waits (up to 60 s) for its end.
+pub(crate) async fn run_to_end(
+    client: &Client,
+    request: impl tonic::IntoRequest<pb::StartRequest>,
+) -> pb::Execution {
+    let id = client
+        .executions()
+        .start(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution_id;
+    client
+        .executions()
+        .await_result(pb::AwaitRequest {
+            execution_id: id,
+            timeout_ms: 60_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}

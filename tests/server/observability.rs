@@ -99,22 +99,8 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
         "traceparent",
         format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
     );
-    let id = admin
-        .executions()
-        .start(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .execution_id;
-    let done = admin
-        .executions()
-        .await_result(pb::AwaitRequest {
-            execution_id: id.clone(),
-            timeout_ms: 30_000,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = run_to_end(&admin, request).await;
+    let id = done.id.clone();
     assert_eq!(done.status, "succeeded");
     assert_eq!(done.outputs_json, r#"{"answer":42}"#);
 
@@ -207,22 +193,7 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
 
     // A run whose task fails twice: each failed attempt counted by kind.
     let failing = "name: failing\ntasks:\n  - { id: a, uses: transform, with: { script: 'throw \"down\"' }, retry: { max_attempts: 2, initial_interval: 10ms } }\n";
-    let failed = admin
-        .executions()
-        .start(start(failing, "failing-1"))
-        .await
-        .unwrap()
-        .into_inner()
-        .execution_id;
-    let ended = admin
-        .executions()
-        .await_result(pb::AwaitRequest {
-            execution_id: failed,
-            timeout_ms: 30_000,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let ended = run_to_end(&admin, start(failing, "failing-1")).await;
     assert_eq!(ended.status, "failed");
     let (_, text) = scrape(&server, &server.admin_key).await;
     let failures: f64 = parse(&text)

@@ -223,9 +223,9 @@ impl Capacity {
     /// the call waits until the process ends, and runs after it resumes.
     pub async fn task_slot(&self, tenant: &TenantId) -> TaskSlot {
         if !self.draining() {
-            let asked = Instant::now();
+            let waits = self.waits.get().map(|waits| (waits, Instant::now()));
             let slot = TaskSlot(self.tasks.acquire(tenant).await);
-            if let Some(waits) = self.waits.get() {
+            if let Some((waits, asked)) = waits {
                 waits.waited(tenant, asked.elapsed());
             }
             if !self.draining() {
