@@ -34,6 +34,7 @@ fn summary(i: u64) -> Summary {
         finished_at: Some(1_700_000_000_000 + i * 1000 + 500),
         parent: None,
         consumed: None,
+        dead_letters: u32::from(i % 100 == 3),
     }
 }
 

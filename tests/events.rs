@@ -99,14 +99,27 @@ fn status_follow_streams_a_running_execution_from_another_process() {
     assert_eq!(from.first().unwrap()["seq"], 5);
     assert_eq!(from, lines[5..]);
 
-    // People read it as lines.
+    // People read it as `run` shows a run: tasks and their streamed text.
     let out = cli(dir).args(["status", &id, "--follow"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stderr);
+    assert!(shown.contains("started  talk"), "{shown}");
+    assert!(shown.contains(&expected), "the streamed text: {shown}");
+    assert!(shown.contains("ok  talk"), "{shown}");
+    assert!(
+        shown.contains(&format!("execution {id} succeeded")),
+        "{shown}"
+    );
+    assert!(!shown.contains("emitted"), "no raw events: {shown}");
+    // Or event by event.
+    let out = cli(dir)
+        .args(["status", &id, "--follow", "--events"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("emitted") && text.contains(r#""data":"tok19 ""#),
         "{text}"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("execution {id} succeeded")));
 }
 
 #[test]

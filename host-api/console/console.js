@@ -385,10 +385,15 @@ function meter(used, limit) {
 }
 
 async function usage(view) {
-  // Every tenant with a record, and the host's own (`default`), which
-  // needs none: the host's admins see them all.
-  const { tenants = [] } = await api('/v1/tenants');
-  if (!tenants.some((t) => t.id === 'default')) tenants.unshift(await api('/v1/tenants/default'));
+  // The host's admins see every tenant with a record and the host's own
+  // (`default`), which needs none; a tenant's admin sees its own.
+  let tenants;
+  try {
+    tenants = (await api('/v1/tenants')).tenants || [];
+    if (!tenants.some((t) => t.id === 'default')) tenants.unshift(await api('/v1/tenants/default'));
+  } catch {
+    tenants = [await api('/v1/tenant')];
+  }
   const rows = [['tokens', 'tokens', 'tokens'], ['cost (USD)', 'cost', 'cost'], ['fuel', 'fuel', 'fuel'],
     ['plugins', 'plugins', 'plugins'], ['plugin bytes', 'pluginBytes', 'pluginBytes']];
   view.replaceChildren(el('h1', {}, 'Usage'), el('table', { id: 'usage' },

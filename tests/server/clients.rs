@@ -182,7 +182,7 @@ async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
     let json = remote(&["status", done.id(), "--json"]);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["record"]["outputs"]["four"], 4);
-    let followed = remote(&["status", done.id(), "--follow"]);
+    let followed = remote(&["status", done.id(), "--follow", "--events"]);
     assert!(followed.lines().count() > 4, "{followed}");
     // A run on the server shows a fan-out's progress as a local one does.
     let fan_out = dir.join("fan-out.yaml");
@@ -206,6 +206,29 @@ async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
         err.contains(" wall, ") && err.contains(" in items"),
         "{err}"
     );
+    // And a follower sees it the same way.
+    let fan_id = err
+        .lines()
+        .find_map(|l| l.strip_prefix("execution "))
+        .expect("the run names its execution")
+        .to_owned();
+    let (code, _, shown) = cli(&[
+        "status",
+        &fan_id,
+        "--follow",
+        "--server",
+        &server.url,
+        "--api-key",
+        &key,
+    ]);
+    assert_eq!(code, Some(0), "{shown}");
+    for line in [
+        "started  each  transform  10 items",
+        "items  each  10/10 items",
+        " in items",
+    ] {
+        assert!(shown.contains(line), "{line}: {shown}");
+    }
     let listed = remote(&["list", "--status", "succeeded"]);
     assert!(
         listed.contains(done.id()) && !listed.contains(waiting.id()),
@@ -291,7 +314,10 @@ async fn the_cli_asks_a_server_and_prints_what_it_prints_here() {
     };
     assert_eq!(here(&["status", done.id()]), status);
     assert_eq!(here(&["status", done.id(), "--events"]), events);
-    assert_eq!(here(&["status", done.id(), "--follow"]), followed);
+    assert_eq!(
+        here(&["status", done.id(), "--follow", "--events"]),
+        followed
+    );
     assert_eq!(here(&["list"]), listed);
     assert_eq!(here(&["dlq", "list"]), letters);
     assert_eq!(here(&["dlq", "list", "--json"]), letters_json);

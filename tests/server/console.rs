@@ -351,6 +351,38 @@ async fn the_console_shows_runs_live_and_replays_a_dead_letter_in_a_browser() {
     )
     .await;
 
+    // A tenant's admin sees its own tenant's usage, and only that.
+    let acme = server.key("acme", "admin").await;
+    click(&page, "#logout").await;
+    wait_for(
+        &page,
+        "document.querySelector('#login:not([hidden])')",
+        "logged out",
+    )
+    .await;
+    log_in(&page, &acme).await;
+    wait_for(
+        &page,
+        "document.querySelector('#login[hidden]')",
+        "logged in",
+    )
+    .await;
+    go(&page, &format!("{console}#/usage")).await;
+    wait_for(
+        &page,
+        "document.querySelector('#usage tr:nth-child(2)')",
+        "acme's usage",
+    )
+    .await;
+    let rows = text(&page, "#usage").await;
+    assert!(
+        text(&page, "#usage tr:nth-child(2)")
+            .await
+            .starts_with("acme")
+            && !rows.contains("default"),
+        "only its own tenant: {rows}"
+    );
+
     let errors = errors.lock().unwrap().clone();
     assert!(errors.is_empty(), "the console logged errors: {errors:?}");
     browser.close().await.unwrap();

@@ -168,6 +168,7 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
     let tenant = [("tenant", "default")];
     assert_eq!(value("orchestrator_tenant_tasks_running", &tenant), 0.0);
     assert_eq!(value("orchestrator_tenant_tasks_queued", &tenant), 0.0);
+    assert_eq!(value("orchestrator_dead_letters", &tenant), 0.0);
     // Every plugin call took a slot: two transforms, the model, the
     // policy before each model call.
     assert_eq!(
@@ -206,6 +207,15 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
         .map(|(_, _, v)| v)
         .sum();
     assert_eq!(failures, 2.0, "{text}");
+    let dead: f64 = parse(&text)
+        .iter()
+        .filter(|(n, l, _)| {
+            n == "orchestrator_dead_letters"
+                && l.get("tenant").map(String::as_str) == Some("default")
+        })
+        .map(|(_, _, v)| v)
+        .sum();
+    assert_eq!(dead, 1.0, "its task is a dead letter: {text}");
 
     // Stopped, the server sends the spans it has not sent yet.
     assert!(server.terminate().success());

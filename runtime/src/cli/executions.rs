@@ -218,14 +218,35 @@ fn event_line(seq: u64, event: &LogEvent) -> String {
     format!("{seq:>6}  {}  {kind:<18}  {fields}", timestamp(event.at))
 }
 
+/// Follows execution `id` from event `from` until it ends: as `run`
+/// shows a run (tasks started and finished, streamed text, how far each
+/// `for_each` has got), or its raw events with `events`, or one JSON
+/// event per line with `json`.
 pub(super) fn follow(
     ctx: &Context,
     id: &str,
     from: u64,
+    events: bool,
     json: bool,
 ) -> Result<ExitCode, ServiceError> {
+    let tasks = if events || json {
+        None
+    } else {
+        let view = match &ctx.server {
+            Some(_) => super::remote::view(ctx, id, false)?,
+            None => ops::view(&executions(ctx), id)?,
+        };
+        let record = &view.record;
+        Some(TaskNames::of_text(
+            &record.source,
+            &record.file,
+            &ctx.expressions,
+        ))
+    };
     let print = |seq: u64, event: &LogEvent| {
-        if json {
+        if let Some(tasks) = &tasks {
+            ctx.progress.event(event, tasks);
+        } else if json {
             let mut line = serde_json::to_value(event).expect("JSON");
             if let Some(map) = line.as_object_mut() {
                 map.insert("seq".into(), seq.into());

@@ -158,12 +158,14 @@ pub enum Command {
     Status {
         /// The execution id (`runtime run` prints it).
         id: String,
-        /// Also print the event log.
+        /// Also print the event log (with `--follow`: print each event
+        /// rather than the progress).
         #[arg(long)]
         events: bool,
-        /// Print its events as they happen (streamed text included), from
-        /// another process too, until it finishes.
-        #[arg(long, conflicts_with = "events")]
+        /// Show it live until it finishes, from another process too, as
+        /// `run` shows a run: tasks started and finished, streamed text,
+        /// how far each `for_each` has got.
+        #[arg(long)]
         follow: bool,
         /// With `--follow`: start at this event number (0 is the first).
         #[arg(long, requires = "follow", default_value_t = 0)]
@@ -373,9 +375,9 @@ pub fn main() -> ExitCode {
             id,
             follow: true,
             from,
+            events,
             json,
-            ..
-        } => executions::follow(&ctx, &id, from, json),
+        } => executions::follow(&ctx, &id, from, events, json),
         Command::Status {
             id, events, json, ..
         } => executions::status(&ctx, &id, events, json),

@@ -17,6 +17,8 @@ const PACKAGE: &str = "orchestrator.v1";
 pub fn document(pool: &DescriptorPool, routes: &[Route]) -> Result<Value, String> {
     let comments = Comments::of(pool);
     let mut paths = Map::new();
+    // An RPC behind two routes gets an operation id per route.
+    let mut operations = std::collections::HashSet::new();
     for route in routes {
         let (service, method) = route
             .rpc
@@ -71,8 +73,21 @@ pub fn document(pool: &DescriptorPool, routes: &[Route]) -> Result<Value, String
                 "content": {"application/json": {"schema": reference(&method.output())}},
             })
         };
+        let mut operation_id = route
+            .rpc
+            .trim_start_matches("orchestrator.v1.")
+            .replace('/', "_");
+        if !operations.insert(operation_id.clone()) {
+            operation_id = format!(
+                "{operation_id}_at_{}",
+                route
+                    .path
+                    .trim_start_matches("/v1/")
+                    .replace(['/', '{', '}'], "_")
+            );
+        }
         let mut operation = json!({
-            "operationId": route.rpc.trim_start_matches("orchestrator.v1.").replace('/', "_"),
+            "operationId": operation_id,
             "summary": route.summary,
             "description": format!("Calls the gRPC method `{}`. {}", route.rpc, comments.of_method(&method)),
             "tags": [service.trim_start_matches("orchestrator.v1.")],

@@ -239,6 +239,12 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         Get,
+        "/v1/tenant",
+        "orchestrator.v1.Admin/GetTenant",
+        "The caller's tenant: its limits and usage.",
+    ),
+    route(
+        Get,
         "/v1/tenants/{tenant}",
         "orchestrator.v1.Admin/GetTenant",
         "A tenant: its limits and usage.",

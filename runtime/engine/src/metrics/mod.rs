@@ -1,8 +1,8 @@
 //! What the engine counts for Prometheus: executions, tasks and attempts,
 //! their time, fuel and memory, model tokens and cost, cache hits, store
 //! commits, the wait of plugin calls for task slots, and (set when
-//! scraped) the load of the process and of each tenant, parked runs and
-//! breaker states. One [`Metrics`] is shared by the engines of every
+//! scraped) the load of the process and of each tenant, parked runs,
+//! open dead letters and breaker states. One [`Metrics`] is shared by the engines of every
 //! tenant of a process; [`Metrics::render`] writes the text a scrape gets.
 //!
 //! Labels are bounded ([`labels::Bounded`]): no execution or task id is a
@@ -127,6 +127,7 @@ pub struct Metrics {
     runs_running: Gauge,
     runs_queued: Gauge,
     parked: Family<TenantLabels, Gauge>,
+    dead_letters: Family<TenantLabels, Gauge>,
     breakers: Family<StateLabels, Gauge>,
     tenants: labels::Bounded,
     plugins: labels::Bounded,
@@ -163,6 +164,7 @@ impl Metrics {
             runs_running: Gauge::default(),
             runs_queued: Gauge::default(),
             parked: Family::default(),
+            dead_letters: Family::default(),
             breakers: Family::default(),
             tenants: labels::Bounded::new(MAX_TENANTS),
             plugins: labels::Bounded::new(MAX_PLUGINS),
@@ -267,6 +269,11 @@ impl Metrics {
             "executions_parked",
             "Executions parked until a signal or a deadline, now",
             m.parked.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Dead letters open (not replayed or purged), now",
+            m.dead_letters.clone(),
         );
         r.register(
             "breakers",
@@ -404,6 +411,15 @@ impl Metrics {
                 tenant: self.tenant(tenant),
             })
             .set(i64::try_from(parked).unwrap_or(i64::MAX));
+    }
+
+    /// `tenant` has `open` dead letters now.
+    pub fn set_dead_letters(&self, tenant: &TenantId, open: u64) {
+        self.dead_letters
+            .get_or_create(&TenantLabels {
+                tenant: self.tenant(tenant),
+            })
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     /// `tenant`'s breakers now: how many are closed, open and half-open.

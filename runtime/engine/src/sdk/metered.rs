@@ -15,8 +15,8 @@ impl Engine {
     }
 
     /// Sets the gauges of its metrics to how things stand now: the
-    /// process's task and run slots, this tenant's parked runs and its
-    /// breakers by state. Reads the store: call it off the async threads.
+    /// process's task and run slots, this tenant's parked runs, its open
+    /// dead letters and its breakers by state. Reads the store: call it off the async threads.
     pub fn refresh_metrics(&self) {
         let Some(metrics) = &self.metrics else {
             return;
@@ -29,6 +29,10 @@ impl Engine {
         );
         metrics.set_tenant_tasks(&self.tenant, capacity.tasks_of(&self.tenant));
         metrics.set_parked(&self.tenant, self.parked.len());
+        match self.executions.open_dead_letters() {
+            Ok(open) => metrics.set_dead_letters(&self.tenant, open),
+            Err(e) => tracing::warn!(tenant = %self.tenant, "cannot count dead letters: {e}"),
+        }
         let breakers = self
             .store()
             .ok()

@@ -115,7 +115,8 @@ pub fn report(id: &str, output: Option<Value>) -> TaskReport {
     }
 }
 
-fn failed(id: &str) -> TaskReport {
+/// The final state of task `id` that failed for good.
+pub fn failed(id: &str) -> TaskReport {
     TaskReport {
         status: TaskStatus::Failed,
         output: None,
@@ -328,7 +329,15 @@ fn dead_letters_replay_and_purge(backend: &Backend) {
     let letters = log.dead_letters().unwrap();
     assert_eq!(letters.len(), 2);
     assert!(letters.iter().all(|l| l.state == DeadLetterState::Open));
+    assert_eq!(executions.open_dead_letters().unwrap(), 2, "counted open");
+    let listed = executions.list(&ListQuery::default()).unwrap();
+    assert_eq!(listed.items[0].dead_letters, 2, "the listing shows them");
     log.replay("a", &[], Some(&json!({ "x": 2 }))).unwrap();
+    assert_eq!(
+        executions.open_dead_letters().unwrap(),
+        1,
+        "replayed: closed"
+    );
     assert_eq!(log.record().unwrap().status, ExecutionStatus::Running);
     let ids: Vec<String> = log.tasks().unwrap().into_iter().map(|t| t.id).collect();
     assert_eq!(ids, vec!["b".to_owned()], "the replayed state is cleared");
@@ -337,6 +346,7 @@ fn dead_letters_replay_and_purge(backend: &Backend) {
         Some(r#"{"x":2}"#)
     );
     log.purge_dead_letter("b").unwrap();
+    assert_eq!(executions.open_dead_letters().unwrap(), 0, "purged: closed");
     let states: Vec<DeadLetterState> = log
         .dead_letters()
         .unwrap()

@@ -8,4 +8,4 @@
 pub mod executions;
 pub mod store;
 
-pub use executions::{record, report};
+pub use executions::{failed, record, report};

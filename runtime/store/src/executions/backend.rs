@@ -151,6 +151,9 @@ pub trait ExecutionsBackend: Send + Sync + std::fmt::Debug {
     /// A page of the listing `query` asks for, from an index (newest
     /// first; a `running` execution whose owner died is listed `running`).
     fn list(&self, query: &ListQuery) -> Result<Page, ExecutionError>;
+    /// How many dead letters are open, counted by the index (not by
+    /// reading every execution); a sub-workflow's run's count none.
+    fn open_dead_letters(&self) -> Result<u64, ExecutionError>;
     /// Removes execution `id` (one no process holds).
     fn remove(&self, id: &str) -> Result<(), ExecutionError>;
     /// Where the owner of a live execution listens for requests from other

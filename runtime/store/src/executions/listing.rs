@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use orchestrator_core::scheduler::Consumption;
 
-use super::{ExecutionRecord, ExecutionStatus};
+use super::{DeadLetter, DeadLetterState, ExecutionRecord, ExecutionStatus};
 
 /// One execution, as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +29,14 @@ pub struct Summary {
     /// What it consumed, once it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumed: Option<Consumption>,
+    /// Its open dead letters (none for a sub-workflow's run: its failure
+    /// is its parent task's letter).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dead_letters: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Summary {
@@ -42,6 +50,23 @@ impl Summary {
             finished_at: record.finished_at,
             parent: record.parent.as_ref().map(|p| p.execution.clone()),
             consumed: record.consumed,
+            dead_letters: 0,
+        }
+    }
+
+    /// The summary of `record` whose execution keeps `letters`.
+    pub fn with_letters(record: &ExecutionRecord, letters: &[DeadLetter]) -> Self {
+        let open = letters
+            .iter()
+            .filter(|l| l.state == DeadLetterState::Open)
+            .count();
+        Self {
+            dead_letters: if record.parent.is_some() {
+                0
+            } else {
+                u32::try_from(open).unwrap_or(u32::MAX)
+            },
+            ..Self::of(record)
         }
     }
 

@@ -30,6 +30,14 @@ struct Stored {
     lease: Option<Lease>,
 }
 
+impl Stored {
+    /// What a listing shows of it, once it has a record.
+    fn summary(&self) -> Option<Summary> {
+        let letters: Vec<DeadLetter> = self.dead_letters.values().cloned().collect();
+        Some(Summary::with_letters(self.record.as_ref()?, &letters))
+    }
+}
+
 type Shared = Arc<Mutex<Stored>>;
 
 /// Every tenant's executions, in memory. Clones share them.
@@ -193,9 +201,22 @@ impl ExecutionsBackend for MemoryTenant {
         let summaries = by_time.range((lower, upper)).rev().filter_map(|(_, id)| {
             let stored = all.by_id.get(&self.key(id))?;
             let stored = stored.lock().expect("execution lock");
-            stored.record.as_ref().map(Summary::of)
+            stored.summary()
         });
         Ok(page(query, summaries))
+    }
+
+    fn open_dead_letters(&self) -> Result<u64, ExecutionError> {
+        let all = self.all.all.lock().expect("executions lock");
+        let Some(by_time) = all.by_time.get(&self.tenant) else {
+            return Ok(0);
+        };
+        Ok(by_time
+            .iter()
+            .filter_map(|(_, id)| all.by_id.get(&self.key(id)))
+            .filter_map(|stored| stored.lock().expect("execution lock").summary())
+            .map(|s| u64::from(s.dead_letters))
+            .sum())
     }
 
     fn remove(&self, id: &str) -> Result<(), ExecutionError> {

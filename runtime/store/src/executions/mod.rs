@@ -256,6 +256,13 @@ impl Executions {
         self.backend.ids()
     }
 
+    /// How many dead letters are open in these executions, as the listing
+    /// index counts them (a sub-workflow's run counts none: its failure is
+    /// its parent task's letter).
+    pub fn open_dead_letters(&self) -> Result<u64, ExecutionError> {
+        self.backend.open_dead_letters()
+    }
+
     /// A page of executions, newest first ([`listing::ListQuery`]).
     pub fn list(&self, query: &listing::ListQuery) -> Result<listing::Page, ExecutionError> {
         self.backend.list(query)

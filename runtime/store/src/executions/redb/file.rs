@@ -452,10 +452,11 @@ impl LogBackend for RedbLog {
         w.commit().map_err(|e| self.redb(e))?;
         // After the commit: an index entry may lag behind its file (a
         // listing mends it), never run ahead of it.
-        if let (Some(record), Some(files)) = (&change.record, &self.files) {
-            let _ = files
-                .index
-                .put(&|| files.summaries(), &[Summary::of(record)]);
+        if let Some(files) = &self.files
+            && (change.record.is_some() || !change.dead_letters.is_empty())
+            && let Ok(summary) = summary(self)
+        {
+            let _ = files.index.put(&|| files.summaries(), &[summary]);
         }
         Ok(())
     }
@@ -468,4 +469,9 @@ impl RedbLog {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
     }
+}
+
+/// What the listing index keeps of the execution `log` holds.
+pub(super) fn summary(log: &dyn LogBackend) -> Result<Summary, ExecutionError> {
+    Ok(Summary::with_letters(&log.record()?, &log.dead_letters()?))
 }

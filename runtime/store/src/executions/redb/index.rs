@@ -3,8 +3,9 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `"built"` | `1` once it holds every execution file |
+//! | `meta` | `"built"` | [`BUILT`] once it holds every execution file |
 //! | `summaries` | execution id | its [`Summary`], JSON |
+//! | `counts` | `"dead_letters"` | open dead letters, the sum over summaries |
 //! | `by_time` | (start time, id) | its status (byte) |
 //! | `by_status` | (status byte, start time, id) | nothing |
 //!
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::executions::listing::{ListQuery, Page, Summary, page};
 use crate::executions::{ExecutionError, ExecutionStatus, json};
@@ -30,6 +31,12 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const SUMMARIES: TableDefinition<&str, &str> = TableDefinition::new("summaries");
 const BY_TIME: TableDefinition<(u64, &str), u8> = TableDefinition::new("by_time");
 const BY_STATUS: TableDefinition<(u8, u64, &str), ()> = TableDefinition::new("by_status");
+const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
+
+/// What `meta.built` says of an index built with every table above; an
+/// index built by an older version (`1`: no counts) is built again.
+const BUILT: &str = "2";
+const DEAD_LETTERS: &str = "dead_letters";
 
 /// How long to wait for another process using the index.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -94,7 +101,10 @@ impl Index {
         let built = {
             let read = db.begin_read().map_err(|e| self.fail(e))?;
             match read.open_table(META) {
-                Ok(meta) => meta.get("built").map_err(|e| self.fail(e))?.is_some(),
+                Ok(meta) => meta
+                    .get("built")
+                    .map_err(|e| self.fail(e))?
+                    .is_some_and(|v| v.value() == BUILT),
                 Err(_) => false,
             }
         };
@@ -102,13 +112,18 @@ impl Index {
             let summaries = all();
             let write = || -> Result<(), redb::Error> {
                 let w = db.begin_write()?;
+                w.delete_table(SUMMARIES)?;
+                w.delete_table(BY_TIME)?;
+                w.delete_table(BY_STATUS)?;
+                w.delete_table(COUNTS)?;
                 w.open_table(SUMMARIES)?;
                 w.open_table(BY_TIME)?;
                 w.open_table(BY_STATUS)?;
+                w.open_table(COUNTS)?;
                 for summary in &summaries {
                     put(&w, summary)?;
                 }
-                w.open_table(META)?.insert("built", "1")?;
+                w.open_table(META)?.insert("built", BUILT)?;
                 w.commit()?;
                 Ok(())
             };
@@ -145,6 +160,18 @@ impl Index {
             f(&w)?;
             w.commit()?;
             Ok(())
+        })
+    }
+
+    /// The open dead letters of every execution, as the index counts them.
+    pub(super) fn dead_letters(
+        &self,
+        all: &dyn Fn() -> Vec<Summary>,
+    ) -> Result<u64, ExecutionError> {
+        self.with(all, |db| {
+            let read = db.begin_read()?;
+            let counts = read.open_table(COUNTS)?;
+            Ok(counts.get(DEAD_LETTERS)?.map_or(0, |v| v.value()))
         })
     }
 
@@ -228,6 +255,17 @@ fn put(w: &redb::WriteTransaction, summary: &Summary) -> Result<(), redb::Error>
         .insert((summary.created_at, summary.id.as_str()), status)?;
     w.open_table(BY_STATUS)?
         .insert((status, summary.created_at, summary.id.as_str()), ())?;
+    count_letters(w, i64::from(summary.dead_letters))
+}
+
+/// Adds `delta` to the count of open dead letters.
+fn count_letters(w: &redb::WriteTransaction, delta: i64) -> Result<(), redb::Error> {
+    if delta == 0 {
+        return Ok(());
+    }
+    let mut counts = w.open_table(COUNTS)?;
+    let now = counts.get(DEAD_LETTERS)?.map_or(0, |v| v.value());
+    counts.insert(DEAD_LETTERS, now.saturating_add_signed(delta))?;
     Ok(())
 }
 
@@ -240,6 +278,7 @@ fn remove(w: &redb::WriteTransaction, id: &str) -> Result<(), redb::Error> {
         w.open_table(BY_TIME)?.remove((old.created_at, id))?;
         w.open_table(BY_STATUS)?
             .remove((code(old.status), old.created_at, id))?;
+        count_letters(w, -i64::from(old.dead_letters))?;
     }
     Ok(())
 }

@@ -95,10 +95,7 @@ impl RedbExecutions {
     fn summaries(&self) -> Vec<Summary> {
         self.ids()
             .iter()
-            .filter_map(|id| {
-                let log = self.open(id, false).ok()?;
-                log.record().ok().map(|r| Summary::of(&r))
-            })
+            .filter_map(|id| file::summary(self.open(id, false).ok()?.as_ref()).ok())
             .collect()
     }
 
@@ -359,6 +356,10 @@ impl ExecutionsBackend for RedbExecutions {
         self.index.remove(&|| self.summaries(), id)
     }
 
+    fn open_dead_letters(&self) -> Result<u64, ExecutionError> {
+        self.index.dead_letters(&|| self.summaries())
+    }
+
     fn list(&self, query: &ListQuery) -> Result<Page, ExecutionError> {
         let mut page = self.index.list(&|| self.summaries(), query)?;
         // Mend the entries of runs whose process died before its entry
@@ -373,9 +374,11 @@ impl ExecutionsBackend for RedbExecutions {
             if summary.status != ExecutionStatus::Running {
                 return true;
             }
-            match self.open(&summary.id, false).and_then(|log| log.record()) {
-                Ok(record) => {
-                    let fresh = Summary::of(&record);
+            match self
+                .open(&summary.id, false)
+                .and_then(|log| file::summary(log.as_ref()))
+            {
+                Ok(fresh) => {
                     if fresh != *summary {
                         *summary = fresh.clone();
                         mended.push((summary.id.clone(), Some(fresh)));
@@ -415,7 +418,7 @@ fn redb_file(path: &Path) -> bool {
 mod tests {
     use super::file::{LOG, task_key};
     use super::*;
-    use crate::conformance::{record, report};
+    use crate::conformance::{failed, record, report};
     use crate::executions::{ExecutionStatus, Executions};
     use redb::{ReadableDatabase, ReadableTableMetadata};
 
@@ -453,6 +456,33 @@ mod tests {
         let stored = read.open_table(LOG).unwrap();
         let a = stored.get(task_key("a").as_slice()).unwrap().unwrap();
         assert!(a.value().len() < 1000, "the state refers to the blob");
+    }
+
+    #[test]
+    fn an_index_built_again_counts_the_open_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store.redb");
+        let executions = Executions::beside(&store);
+        let log = executions.create(&record("e1")).unwrap();
+        log.commit_tasks(&[failed("a"), failed("b")]).unwrap();
+        drop(log);
+        assert_eq!(executions.open_dead_letters().unwrap(), 2);
+        let index = dir.path().join("executions/.index.redb");
+        // An index of an older version has no counts: it is built again.
+        {
+            let db = Database::create(&index).unwrap();
+            let w = db.begin_write().unwrap();
+            w.delete_table(redb::TableDefinition::<&str, u64>::new("counts"))
+                .unwrap();
+            w.open_table(redb::TableDefinition::<&str, &str>::new("meta"))
+                .unwrap()
+                .insert("built", "1")
+                .unwrap();
+            w.commit().unwrap();
+        }
+        assert_eq!(executions.open_dead_letters().unwrap(), 2);
+        std::fs::remove_file(&index).unwrap();
+        assert_eq!(executions.open_dead_letters().unwrap(), 2);
     }
 
     fn finished(executions: &Executions, id: &str, created_at: u64) {
