@@ -10,6 +10,7 @@ const TEST_GUESTS: &[(&str, &str, &str)] = &[
     ("describe-spins", "describe_spins", "DESCRIBE_SPINS_WASM"),
     ("init-spins", "init_spins", "INIT_SPINS_WASM"),
     ("other-world", "other_world", "OTHER_WORLD_WASM"),
+    ("contract-0-1", "contract_0_1", "CONTRACT_0_1_WASM"),
 ];
 
 fn main() {

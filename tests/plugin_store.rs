@@ -403,3 +403,130 @@ fn an_operator_marks_a_plugin_as_calling_models() {
         serde_json::from_str(&ok(runtime(dir, &["plugins", "show", "llm", "--json"]))).unwrap();
     assert_eq!(shown["grants"]["model"], true, "{shown}");
 }
+
+#[test]
+fn plugins_built_for_contract_0_1_and_0_2_run_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // Built against wit/0.1.0 with raw wit-bindgen, as before 0.2.0.
+    let old = env!("CONTRACT_0_1_WASM");
+    let out = ok(runtime(dir, &["install", old]));
+    assert!(out.starts_with("installed contract-0-1@1.0.0"), "{out}");
+    ok(runtime(dir, &["install", GUEST]));
+    let flow = dir.join("both.yaml");
+    std::fs::write(
+        &flow,
+        "name: both\ntasks:\n  - { id: old, uses: contract-0-1, with: { n: 1 } }\n  - { id: newer, uses: test-guest, needs: [old], with: { mode: context }, limits: { deadline: 20s } }\noutputs:\n  old: ${{ tasks.old.output }}\n  new: ${{ tasks.newer.output }}\n",
+    )
+    .unwrap();
+    let run = runtime(dir, &["run", flow.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&run.stderr).into_owned();
+    let out: Value = serde_json::from_str(&ok(run)).unwrap();
+    // The 0.1.0 plugin gets its context as 0.1.0 has it.
+    assert_eq!(out["old"]["task"], "old");
+    assert_eq!(out["old"]["attempt"], 1);
+    assert!(
+        out["old"]["idempotency_key"]
+            .as_str()
+            .unwrap()
+            .ends_with("/old")
+    );
+    assert_eq!(out["old"]["input"], json!({ "n": 1 }));
+    // The 0.2.0 plugin gets the fields 0.2.0 added.
+    assert_eq!(
+        out["new"],
+        json!({
+            "task": "newer",
+            "attempt": 1,
+            "uses": "test-guest",
+            "deadline_ms": 20_000,
+            "fallback": false,
+            "cancelled": false,
+        })
+    );
+    // Usage from both, the provider only where the contract has one.
+    let id = err
+        .lines()
+        .find_map(|l| l.strip_prefix("execution "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no execution id in:\n{err}"));
+    let status: Value = serde_json::from_str(&ok(runtime(dir, &["status", id, "--json"]))).unwrap();
+    let usage = |task: &str| -> Value {
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == task)
+            .unwrap()["usage"]
+            .clone()
+    };
+    assert_eq!(usage("old")["model"], "m-0");
+    assert_eq!(usage("old")["input_tokens"], 5);
+    assert!(usage("old").get("provider").is_none(), "{}", usage("old"));
+    assert_eq!(usage("newer")["model"], "m-1");
+    assert_eq!(usage("newer")["provider"], "acme-models");
+}
+
+#[test]
+fn inputs_and_outputs_are_checked_against_the_plugins_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    ok(runtime(dir, &["install", env!("CONTRACT_0_1_WASM")]));
+    let flow = |name: &str, text: &str| -> String {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+
+    // Values known before the run: `runtime validate` names the line,
+    // the field and the rule, for a third-party plugin and a built-in.
+    let known = flow(
+        "known",
+        "name: known\ntasks:\n  - id: a\n    uses: contract-0-1\n    with:\n      n: -1\n      colour: red\n  - id: b\n    uses: llm\n    needs: [a]\n    with: { model: 3, prompt: '${{ tasks.a.output }}' }\n",
+    );
+    let error = refused(runtime(dir, &["validate", &known]));
+    assert!(error.contains("known.yaml:6:"), "at `n`'s line: {error}");
+    assert!(error.contains("/n") && error.contains(">=0"), "{error}");
+    assert!(
+        error.contains("'colour' not allowed"),
+        "not a property: {error}"
+    );
+    assert!(
+        error.contains("known.yaml:11:") && error.contains("/model") && error.contains("string"),
+        "the built-in's schema: {error}"
+    );
+
+    // Values only the run knows: the call is refused before the plugin
+    // runs, as `invalid_input` naming the field.
+    let late = flow(
+        "late",
+        "name: late\ntasks:\n  - { id: a, uses: contract-0-1, with: { n: '${{ \"one\" }}' } }\n",
+    );
+    ok(runtime(dir, &["validate", &late]));
+    let run = runtime(dir, &["run", &late]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("invalid_input") || err.contains("invalid-input"),
+        "{err}"
+    );
+    assert!(
+        err.contains("input schema of contract-0-1")
+            && err.contains("/n")
+            && err.contains("integer"),
+        "{err}"
+    );
+
+    // An answer that breaks the plugin's own output schema fails the task.
+    let lying = flow(
+        "lying",
+        "name: lying\ntasks:\n  - { id: a, uses: contract-0-1, with: { n: 1, lie: true } }\n",
+    );
+    let run = runtime(dir, &["run", &lying]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("does not fit its own output schema") && err.contains("task"),
+        "{err}"
+    );
+}

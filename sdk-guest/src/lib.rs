@@ -63,12 +63,12 @@ pub mod bindings {
         inline: "
             package orchestrator:sdk;
             world plugin {
-                include orchestrator:plugin/executor@0.1.0;
+                include orchestrator:plugin/executor@0.2.0;
                 export wizer-initialize: func();
             }
         ",
         world: "orchestrator:sdk/plugin",
-        path: "../wit/0.1.0",
+        path: "../wit/0.2.0",
         generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_executor",
@@ -173,6 +173,8 @@ pub struct Usage {
     pub output_tokens: u64,
     /// The model that answered, if known.
     pub model: Option<String>,
+    /// Who served it (`openai`, `anthropic`, ...), if known.
+    pub provider: Option<String>,
 }
 
 /// The task attempt being run.
@@ -186,6 +188,12 @@ pub struct Context {
     pub attempt: u32,
     /// Stable across attempts and resumptions: use it to deduplicate side effects.
     pub idempotency_key: String,
+    /// The plugin as the workflow names it (`llm`, `acme/summarize@1`).
+    pub uses: String,
+    /// How long the attempt may run before the host stops it.
+    pub deadline: std::time::Duration,
+    /// Whether this attempt runs the task's fallback.
+    pub fallback: bool,
     usage: RefCell<Option<Usage>>,
 }
 
@@ -193,6 +201,12 @@ impl Context {
     /// Reports token usage, returned to the host with the output.
     pub fn record_usage(&self, usage: Usage) {
         *self.usage.borrow_mut() = Some(usage);
+    }
+
+    /// Whether the run was cancelled: the host stops the attempt at its
+    /// next tick anyway; a long loop can check and stop cleanly first.
+    pub fn cancelled(&self) -> bool {
+        host::cancelled()
     }
 }
 
@@ -331,6 +345,9 @@ pub mod __private {
             task_id: ctx.task_id,
             attempt: ctx.attempt,
             idempotency_key: ctx.idempotency_key,
+            uses: ctx.uses,
+            deadline: std::time::Duration::from_millis(ctx.deadline_ms),
+            fallback: ctx.fallback,
             usage: RefCell::new(None),
         };
         let output = P::execute(&ctx, input).map_err(|e| match e {
@@ -345,6 +362,7 @@ pub mod __private {
             input_tokens: u.input_tokens,
             output_tokens: u.output_tokens,
             model: u.model,
+            provider: u.provider,
         });
         Ok(wit::TaskOutput { output, usage })
     }

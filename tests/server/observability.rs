@@ -176,12 +176,17 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
         5.0
     );
     // The model call: its tokens and cost by model, and the cache hit.
-    let echo = [("tenant", "default"), ("model", "echo")];
+    let echo = [
+        ("tenant", "default"),
+        ("model", "echo"),
+        ("provider", "openai"),
+    ];
     let input = value(
         "orchestrator_model_tokens_total",
         &[
             ("tenant", "default"),
             ("model", "echo"),
+            ("provider", "openai"),
             ("direction", "input"),
         ],
     );
@@ -314,6 +319,11 @@ async fn a_run_is_a_span_tree_in_its_callers_trace_and_is_counted_in_metrics() {
                 .iter()
                 .any(|p| plugin.starts_with(p)),
             "name@version: {plugin}"
+        );
+        assert_eq!(
+            attribute(call, "contract").as_deref(),
+            Some("0.2.0"),
+            "built-ins are built for the newest contract"
         );
         let digest = attribute(call, "digest").unwrap_or_default();
         assert_eq!(digest.len(), 64, "the component's sha256: {digest}");

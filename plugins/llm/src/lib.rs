@@ -220,6 +220,7 @@ impl Plugin for Llm {
                         input_tokens: answer.input_tokens,
                         output_tokens: answer.output_tokens,
                         model: Some(model.clone()),
+                        provider: Some(candidate.provider.name().to_owned()),
                     });
                     return Ok(Output {
                         text: answer.text,

@@ -479,6 +479,7 @@ mod tests {
             input_tokens: tokens,
             output_tokens: 0,
             model: None,
+            provider: None,
             cost_usd: Some(cost),
             cached: false,
         });

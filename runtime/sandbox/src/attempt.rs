@@ -17,7 +17,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::Plugin;
-use super::bindings::{self, State, TaskContext};
+use super::bindings::{State, TaskContext};
 use super::capabilities::{self, http::Denials, http::Egress};
 use super::host_guard::AttemptId;
 use super::limiter::MemoryLimiter;
@@ -54,6 +54,9 @@ pub(super) async fn run(
         execution_id: request.execution_id.to_string(),
         task_id: request.task_id,
         attempt: request.attempt,
+        uses: request.uses,
+        deadline_ms: u64::try_from(limits.deadline.as_millis()).unwrap_or(u64::MAX),
+        fallback: request.fallback,
     };
     let fresh_store = || {
         new_store(
@@ -146,7 +149,7 @@ pub(super) async fn describe(
     let result = tokio::time::timeout(limits.deadline, call).await;
     let metering = metering(&store, &limits, started);
     match result {
-        Ok(Ok(info)) => Ok(bindings::manifest(info)),
+        Ok(Ok(manifest)) => Ok(manifest),
         Err(_elapsed) => Err(Failure::deadline(&limits).into_task_failure(metering)),
         Ok(Err(error)) => {
             Err(outcome::classify(&error, &limits, &store.data().stderr)
@@ -201,6 +204,7 @@ pub(super) fn new_store(
             effects: effects.clone(),
             held: Vec::new(),
             log: LogBudget::default(),
+            cancel: cancel.clone(),
         },
     );
     store.limiter(|state| &mut state.limiter);

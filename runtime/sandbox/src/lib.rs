@@ -23,6 +23,7 @@ mod limiter;
 mod outcome;
 pub mod preinit;
 pub mod quota;
+mod schemas;
 pub mod seal;
 pub mod secrets;
 pub mod world;
@@ -35,17 +36,17 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tracing::Instrument;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::capacity::{Capacity, CapacityLimits};
 use crate::secrets::Secrets;
 use artifacts::ArtifactCache;
 pub use bindings::{Emit, Emitter};
-use bindings::{Executor as ExecutorWorld, ExecutorPre, State};
+use bindings::{ExecutorPre, State};
 use cassette::Cassette;
 use host_guard::{HostGuard, RequestGate};
-use orchestrator_core::plugin::{Allowed, Manifest};
+use orchestrator_core::plugin::{Allowed, Manifest, PluginSchemas};
 use orchestrator_core::scheduler::{Executor, FailureKind, TaskFailure, TaskRequest, TaskSuccess};
 use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::{Limits, MAX_MEMORY};
@@ -104,7 +105,7 @@ pub struct Plugin {
     name: Arc<str>,
     /// The sha256 of its component (empty for one being pre-initialised).
     digest: Arc<str>,
-    pre: ExecutorPre<State>,
+    pre: ExecutorPre,
     allowed: Arc<Allowed>,
     secrets: Arc<Secrets>,
     /// Set when a breaker guards the hosts this plugin calls.
@@ -115,6 +116,8 @@ pub struct Plugin {
     cassette: Option<Arc<Cassette>>,
     /// Where what it emits goes.
     emitter: Option<Emitter>,
+    /// Its input and output schemas, when the host checks them.
+    schemas: Option<Arc<PluginSchemas>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -130,7 +133,7 @@ impl Plugin {
     /// A linked component with `allowed` and nothing else around it.
     fn linked(
         (name, digest): (Arc<str>, Arc<str>),
-        pre: ExecutorPre<State>,
+        pre: ExecutorPre,
         allowed: Allowed,
         secrets: Arc<Secrets>,
     ) -> Self {
@@ -144,6 +147,7 @@ impl Plugin {
             gate: None,
             cassette: None,
             emitter: None,
+            schemas: None,
         }
     }
 
@@ -161,6 +165,15 @@ impl Plugin {
     pub fn with_cassette(self, cassette: Arc<Cassette>) -> Self {
         Self {
             cassette: Some(cassette),
+            ..self
+        }
+    }
+
+    /// The same plugin, each call's input checked against `schemas.input`
+    /// before it starts and its output against `schemas.output`.
+    pub fn with_schemas(self, schemas: Arc<PluginSchemas>) -> Self {
+        Self {
+            schemas: Some(schemas),
             ..self
         }
     }
@@ -197,7 +210,7 @@ pub struct Sandbox {
     engine: Engine,
     engine_hash: String,
     linker: Linker<State>,
-    cache: Mutex<HashMap<String, ExecutorPre<State>>>,
+    cache: Mutex<HashMap<String, ExecutorPre>>,
     /// Components compiled or loaded in this process, by digest: the same
     /// bytes are the same code whoever installed them, so a run does not
     /// read, check and map an artifact again.
@@ -268,9 +281,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-            .and_then(|()| {
-                ExecutorWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            })
+            .and_then(|()| bindings::add_to_linker(&mut linker))
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
         let mut hasher = DigestHasher(Sha256::new());
@@ -536,6 +547,7 @@ impl Sandbox {
         plugin: &Plugin,
         request: TaskRequest,
     ) -> Result<TaskSuccess, TaskFailure> {
+        schemas::check_input(plugin, &request.input)?;
         if plugin.allowed.dirs.iter().any(|d| d.writable) && !request.effects.is_released() {
             let held = tokio::select! {
                 held = request.effects.wait() => held,
@@ -566,6 +578,7 @@ impl Sandbox {
             "plugin_call",
             plugin = %plugin.name,
             digest = %plugin.digest,
+            contract = plugin.pre.contract(),
             attempt = request.attempt,
         );
         let result = attempt::run(self.pool(), plugin, request)
@@ -573,7 +586,7 @@ impl Sandbox {
             .await;
         drop(slot);
         self.freed.notify_waiters();
-        result
+        result.and_then(|success| schemas::check_output(plugin, success))
     }
 
     fn pool(&self) -> attempt::Pool<'_> {

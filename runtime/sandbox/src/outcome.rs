@@ -6,10 +6,10 @@ use wasmtime::Trap;
 use wasmtime::component::ResourceTableError;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use super::bindings::{TaskError, TaskOutput};
+use super::bindings::Output;
 use super::capabilities::http::Refused;
 use super::limiter::MemoryLimitExceeded;
-use orchestrator_core::scheduler::{FailureKind, Metering, TaskFailure, TaskSuccess, Usage};
+use orchestrator_core::scheduler::{FailureKind, Metering, TaskFailure, TaskSuccess};
 use orchestrator_core::workflow::Limits;
 
 /// A failure before metering is attached.
@@ -124,20 +124,14 @@ pub(super) fn classify(
     }
 }
 
-/// Maps the plugin's own error variant.
-pub(super) fn from_plugin_error(error: TaskError) -> Failure {
-    let (kind, message) = match error {
-        TaskError::InvalidInput(m) => (FailureKind::InvalidInput, m),
-        TaskError::Retryable(m) => (FailureKind::Retryable, m),
-        TaskError::Fatal(m) => (FailureKind::Fatal, m),
-        TaskError::Denied(m) => (FailureKind::Denied, m),
-    };
+/// The error a plugin returned.
+pub(super) fn from_plugin_error((kind, message): (FailureKind, String)) -> Failure {
     Failure { kind, message }
 }
 
 /// Checks the output's size and parses it as JSON.
 pub(super) fn success(
-    output: TaskOutput,
+    output: Output,
     limits: &Limits,
     metering: Metering,
 ) -> Result<TaskSuccess, TaskFailure> {
@@ -162,13 +156,7 @@ pub(super) fn success(
     })?;
     Ok(TaskSuccess {
         output: value,
-        usage: output.usage.map(|u| Usage {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-            model: u.model,
-            cost_usd: None,
-            cached: false,
-        }),
+        usage: output.usage,
         metering,
     })
 }

@@ -9,7 +9,7 @@ use wasmtime::component::Component;
 
 /// Versions of `orchestrator:plugin` this host runs. Every released version
 /// stays here.
-pub const HOSTED_VERSIONS: &[&str] = &["0.1.0"];
+pub const HOSTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 
 const PACKAGE: &str = "orchestrator:plugin";
 
@@ -98,13 +98,17 @@ mod tests {
             "orchestrator:plugin/host@0.1.0",
         ];
         assert!(check_imports(ok.into_iter()).is_ok());
-        let newer = ["orchestrator:plugin/types@0.2.0"];
+        assert!(check_imports(["orchestrator:plugin/host@0.2.0"].into_iter()).is_ok());
+        let newer = ["orchestrator:plugin/types@0.3.0"];
         let error = check_imports(newer.into_iter()).unwrap_err();
         assert!(
-            error.contains("targets orchestrator:plugin@0.2.0"),
+            error.contains("targets orchestrator:plugin@0.3.0"),
             "{error}"
         );
-        assert!(error.contains("hosts orchestrator:plugin@0.1.0"), "{error}");
+        assert!(
+            error.contains("hosts orchestrator:plugin@0.1.0, @0.2.0"),
+            "{error}"
+        );
     }
 
     #[test]

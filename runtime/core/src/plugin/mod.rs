@@ -10,9 +10,11 @@
 
 pub mod grants;
 mod manifest;
+pub mod schema;
 
 pub use grants::{Allowed, DirGrant, Grants, HostPattern};
 pub use manifest::{Capabilities, FsAccess, Manifest};
+pub use schema::{PluginSchemas, Schema};
 
 /// How a workflow's `uses:` names a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -85,6 +85,10 @@ pub struct Usage {
     pub output_tokens: u64,
     /// The model, if known.
     pub model: Option<String>,
+    /// Who served it (`openai`, `anthropic`, ...), if the plugin says
+    /// (contract 0.2.0 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     /// What it cost in US dollars, by the host's price table (absent when
     /// the model has no price there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,12 +109,16 @@ impl Usage {
                 input_tokens: 0,
                 output_tokens: 0,
                 model: usage.model.clone(),
+                provider: usage.provider.clone(),
                 cost_usd: None,
                 cached: true,
             });
             sum.cached &= usage.cached;
             if sum.model != usage.model {
                 sum.model = None;
+            }
+            if sum.provider != usage.provider {
+                sum.provider = None;
             }
             if usage.cached {
                 continue;

@@ -32,6 +32,13 @@ pub const MAX_TASKS: usize = 100_000;
 pub trait PluginCatalog {
     /// `Ok` if `uses` names a plugin; otherwise advice on what would.
     fn check(&self, uses: &str) -> Result<(), String>;
+
+    /// The input schema of the plugin `uses` names, when it has one and
+    /// this catalog knows it: `with:` values known before the run are
+    /// checked against it.
+    fn input_schema(&self, _uses: &str) -> Option<crate::plugin::Schema> {
+        None
+    }
 }
 
 /// Validates `definition`, read from `file`.
@@ -179,6 +186,9 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|w| self.condition(w, &format!("`when` of task `{id}`")));
             let input = self.input(&format!("task `{id}`"), &task.with);
+            if let Some(named) = task.uses.as_ref().filter(|_| wait.is_none()) {
+                self.check_input(id, named, &task.with, &input, catalog);
+            }
             // Most tasks inherit the workflow's policy whole: shared, not copied.
             let retry = if task.retry.is_empty() {
                 Arc::clone(&workflow_retry)
@@ -484,6 +494,55 @@ impl Validator<'_> {
                 .help(help),
             );
         }
+    }
+
+    /// Checks the `with:` values known before the run against the input
+    /// schema of the plugin `uses` names, if it has one.
+    fn check_input(
+        &mut self,
+        id: &str,
+        uses: &Spanned<String>,
+        with: &indexmap::IndexMap<String, Spanned<serde_json::Value>>,
+        input: &Template,
+        catalog: &dyn PluginCatalog,
+    ) {
+        let Some(schema) = catalog.input_schema(&uses.value) else {
+            return;
+        };
+        let known = match input {
+            Template::Literal(serde_json::Value::Object(all)) => all.clone(),
+            Template::Object(fields) => fields
+                .iter()
+                .filter_map(|(k, t)| match t {
+                    Template::Literal(v) => Some((k.clone(), v.clone())),
+                    _ => None,
+                })
+                .collect(),
+            _ => return,
+        };
+        let given: Vec<&str> = with.keys().map(String::as_str).collect();
+        let Some(problems) = schema.static_violations(&known, &given) else {
+            return;
+        };
+        // At the first field a problem names, else at `uses:`.
+        let field = problems
+            .strip_prefix('/')
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .and_then(|name| with.get(name));
+        let location = field.and_then(location_of).or_else(|| location_of(uses));
+        self.problems.push(
+            Diagnostic::at(
+                location,
+                format!(
+                    "`with:` of task `{id}` does not fit the input schema of `{}`: {problems}",
+                    uses.value
+                ),
+            )
+            .help(format!(
+                "`runtime plugins show {}` prints the schema",
+                uses.value
+            )),
+        );
     }
 
     fn input(

@@ -333,6 +333,7 @@ impl<E: Executor> Governed<E> {
                             input_tokens: 0,
                             output_tokens: 0,
                             model: hit.model,
+                            provider: None,
                             cost_usd: Some(0.0),
                             cached: true,
                         }),

@@ -86,6 +86,7 @@ mod tests {
             input_tokens: input,
             output_tokens: output,
             model: Some(model.to_owned()),
+            provider: None,
             cost_usd: None,
             cached: false,
         }

@@ -6,7 +6,8 @@
 //! tenant of a process; [`Metrics::render`] writes the text a scrape gets.
 //!
 //! Labels are bounded ([`labels::Bounded`]): no execution or task id is a
-//! label, and tenants, plugins and models past their bound share `other`.
+//! label, and tenants, plugins, models and providers past their bound share
+//! `other`.
 
 mod labels;
 mod timed_journal;
@@ -36,6 +37,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 const MAX_TENANTS: usize = 1000;
 const MAX_PLUGINS: usize = 200;
 const MAX_MODELS: usize = 100;
+const MAX_PROVIDERS: usize = 20;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabels {
@@ -72,12 +74,14 @@ struct FailureLabels {
 struct ModelLabels {
     tenant: String,
     model: String,
+    provider: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
     tenant: String,
     model: String,
+    provider: String,
     direction: String,
 }
 
@@ -132,6 +136,7 @@ pub struct Metrics {
     tenants: labels::Bounded,
     plugins: labels::Bounded,
     models: labels::Bounded,
+    providers: labels::Bounded,
 }
 
 impl Default for Metrics {
@@ -169,6 +174,7 @@ impl Metrics {
             tenants: labels::Bounded::new(MAX_TENANTS),
             plugins: labels::Bounded::new(MAX_PLUGINS),
             models: labels::Bounded::new(MAX_MODELS),
+            providers: labels::Bounded::new(MAX_PROVIDERS),
         };
         let r = &mut m.registry;
         r.register(
@@ -351,6 +357,9 @@ impl Metrics {
         let model = self
             .models
             .value(usage.model.as_deref().unwrap_or("unknown"));
+        let provider = self
+            .providers
+            .value(usage.provider.as_deref().unwrap_or("unknown"));
         for (direction, count) in [
             ("input", usage.input_tokens),
             ("output", usage.output_tokens),
@@ -359,13 +368,18 @@ impl Metrics {
                 .get_or_create(&TokenLabels {
                     tenant: tenant.clone(),
                     model: model.clone(),
+                    provider: provider.clone(),
                     direction: direction.to_owned(),
                 })
                 .inc_by(count);
         }
         if let Some(cost) = usage.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
             self.cost
-                .get_or_create(&ModelLabels { tenant, model })
+                .get_or_create(&ModelLabels {
+                    tenant,
+                    model,
+                    provider,
+                })
                 .inc_by(cost);
         }
     }

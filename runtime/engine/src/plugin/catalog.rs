@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use orchestrator_core::plugin::PluginRef;
+use orchestrator_core::plugin::{PluginRef, Schema};
 use orchestrator_core::workflow::PluginCatalog;
 use orchestrator_store::plugins::PluginRecord;
 use orchestrator_store::workflows::StoredWorkflow;
@@ -165,6 +165,15 @@ pub(super) fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
 impl PluginCatalog for Catalog {
     fn check(&self, uses: &str) -> Result<(), String> {
         self.resolve(uses).map(|_| ())
+    }
+
+    fn input_schema(&self, uses: &str) -> Option<Schema> {
+        match self.resolve(uses).ok()? {
+            Resolved::Installed(record) => Schema::compile(&record.manifest.input_schema)
+                .ok()
+                .flatten(),
+            _ => None,
+        }
     }
 }
 

@@ -289,14 +289,8 @@ fn check_manifest(manifest: &Manifest) -> Result<(), String> {
             ));
         }
     }
-    for (what, schema) in [
-        ("input", &manifest.input_schema),
-        ("output", &manifest.output_schema),
-    ] {
-        if !schema.trim().is_empty() && serde_json::from_str::<serde_json::Value>(schema).is_err() {
-            return Err(format!("gives an {what} schema that is not JSON"));
-        }
-    }
+    // Schemas the host will check every call against must compile.
+    orchestrator_core::plugin::PluginSchemas::of(manifest)?;
     let caps = &manifest.capabilities;
     for host in &caps.http_hosts {
         HostPattern::parse(host).map_err(|e| format!("asks for HTTP host {e}"))?;

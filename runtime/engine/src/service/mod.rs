@@ -38,6 +38,7 @@ use crate::plugin::{self, Allowed, Resolved};
 use crate::quotas::{Quotas, TenantSpend};
 use crate::rate_limits::RateLimits;
 use orchestrator_core::expr::Expressions;
+use orchestrator_core::plugin::PluginSchemas;
 use orchestrator_core::scheduler::{Event, Ran, RunReport, Scheduler};
 use orchestrator_core::tenant::TenantId;
 use orchestrator_core::workflow::Policies;
@@ -117,6 +118,8 @@ pub struct Runner {
     executions_at: Option<ExecutionsAt>,
     /// What its runs are counted in.
     metrics: Option<Arc<Metrics>>,
+    /// Installed plugins' schemas, compiled once, by component digest.
+    schemas: Arc<std::sync::Mutex<HashMap<String, Arc<PluginSchemas>>>>,
 }
 
 impl Runner {
@@ -141,6 +144,7 @@ impl Runner {
             quotas: None,
             executions_at: None,
             metrics: None,
+            schemas: Arc::default(),
         }
     }
 
@@ -340,6 +344,7 @@ impl Runner {
             policies::model_digests(store, &workflow.tenant)?
         };
         let mut compiled: HashMap<String, (Compiled, Allowed)> = HashMap::new();
+        let mut schemas: HashMap<String, Arc<PluginSchemas>> = HashMap::new();
         let mut plugins = HashMap::new();
         let mut children = HashMap::new();
         for (key, task, uses) in workflow.plugin_slots() {
@@ -381,12 +386,16 @@ impl Runner {
                         children.insert(key, Arc::new(child));
                         continue;
                     }
-                    resolved => self
-                        .load_plugin(store, &workflow.tenant, resolved, uses)
-                        .map_err(|e| match e {
-                            ServiceError::Plugin(m) => in_task(m),
-                            e => e,
-                        })?,
+                    resolved => {
+                        if let Resolved::Installed(record) = &resolved {
+                            schemas.insert(uses.to_owned(), self.plugin_schemas(record));
+                        }
+                        self.load_plugin(store, &workflow.tenant, resolved, uses)
+                            .map_err(|e| match e {
+                                ServiceError::Plugin(m) => in_task(m),
+                                e => e,
+                            })?
+                    }
                 };
                 compiled.insert(uses.to_owned(), loaded);
             }
@@ -397,6 +406,9 @@ impl Runner {
                 .link(component, allowed, Arc::clone(&self.secrets))?;
             if let Some(cassette) = &self.cassette {
                 plugin = plugin.with_cassette(Arc::clone(cassette));
+            }
+            if let Some(schemas) = schemas.get(uses) {
+                plugin = plugin.with_schemas(Arc::clone(schemas));
             }
             // Streamed text of a call that `after` policies check would
             // reach the screen before they could deny or redact it.
@@ -444,6 +456,24 @@ impl Runner {
         )
         .with_policies(policies);
         Ok(TaskExecutor::new(governed, children))
+    }
+
+    /// The schemas of an installed plugin, checked around each of its
+    /// calls, compiled once per component. One that does not compile
+    /// (installed before schemas were checked at install) is left out, with
+    /// a warning: the plugin runs as before.
+    fn plugin_schemas(&self, record: &PluginRecord) -> Arc<PluginSchemas> {
+        let mut cache = self.schemas.lock().unwrap_or_else(|e| e.into_inner());
+        let schemas = cache.entry(record.digest.clone()).or_insert_with(|| {
+            Arc::new(PluginSchemas::of(&record.manifest).unwrap_or_else(|e| {
+                tracing::warn!(
+                    plugin = %format!("{}@{}", record.manifest.name, record.manifest.version),
+                    "not checking its input and output: {e}; reinstall a version with valid schemas"
+                );
+                PluginSchemas::default()
+            }))
+        });
+        Arc::clone(schemas)
     }
 
     /// A plugin named by an installed record or a path, compiled (or

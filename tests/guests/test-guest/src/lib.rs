@@ -46,7 +46,7 @@
 
 use orchestrator_sdk::http::HttpError;
 use orchestrator_sdk::{
-    Capabilities, Context, Error, Info, Level, Plugin, Value, export_plugin, log,
+    Capabilities, Context, Error, Info, Level, Plugin, Usage, Value, export_plugin, log,
 };
 use serde::Deserialize;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -128,6 +128,8 @@ pub enum Mode {
     Initialized,
     /// Count the call in a static and keep `size` bytes on the heap.
     Scribble,
+    /// Say what the context tells it, and report usage with a provider.
+    Context,
 }
 
 /// How often `initialize` ran: kept in the snapshot the host takes after it.
@@ -173,6 +175,22 @@ impl Plugin for TestGuest {
                 Ok(serde_json::json!({ "calls": calls, "kept": bytes }))
             }
             Mode::Echo => Ok(input.value),
+            Mode::Context => {
+                ctx.record_usage(Usage {
+                    input_tokens: 7,
+                    output_tokens: 3,
+                    model: Some("m-1".into()),
+                    provider: Some("acme-models".into()),
+                });
+                Ok(serde_json::json!({
+                    "task": ctx.task_id,
+                    "attempt": ctx.attempt,
+                    "uses": ctx.uses,
+                    "deadline_ms": ctx.deadline.as_millis() as u64,
+                    "fallback": ctx.fallback,
+                    "cancelled": ctx.cancelled(),
+                }))
+            }
             Mode::Flaky if ctx.attempt > input.times => Ok(input.value),
             Mode::Fail if input.size > 0 => Err(Error::Fatal("e".repeat(input.size))),
             Mode::Fail | Mode::Flaky => Err(match input.kind.as_str() {
