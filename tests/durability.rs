@@ -595,7 +595,8 @@ fn a_resume_refuses_a_plugin_that_changed_under_a_task_its_fallback_or_a_policy(
     for (slot, first, policies) in [
         (
             "task `first`",
-            "{ id: first, uses: guest, with: { mode: echo } }",
+            // `script` too, so the newer `guest` (transform) takes the same input.
+            "{ id: first, uses: guest, with: { mode: echo, script: '1' } }",
             "",
         ),
         (
